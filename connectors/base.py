@@ -1,0 +1,98 @@
+"""The small interfaces every output provider implements.
+
+A connector module holds one class deriving from one of these bases, a pydantic
+`Config` model (extra keys forbidden, secrets as `SecretStr`) and nothing global.
+It is registered under the `crisisbot.connectors` entry-point group, e.g.
+
+    [project.entry-points."crisisbot.connectors"]
+    smtp = "connectors.smtp:SmtpMailer"
+
+The daemon builds one instance per entry of `connectors:` in config.yaml (cameras:
+one per camera of a site), calls `start()` once, and `stop()` at shutdown.
+Connectors raise `TransientError` (retry may help) or `PermanentError`; they never
+log-and-return-None.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from crisisbot.models import Attachment, DeliveryResult, Meeting, OutgoingEmail, Recipient
+
+
+class Connector(ABC):
+    """Base of every provider; `kind` tells which capability it offers."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, name: str, config: BaseModel, services: "Services") -> None:
+        self.name = name
+        self.config = config
+        self.services = services
+        self.log = logging.getLogger(f"crisisbot.connector.{name}")
+
+    async def start(self) -> None:
+        """Open long-lived resources (pools, sessions); default: nothing to do."""
+
+    async def stop(self) -> None:
+        """Release what `start` opened."""
+
+
+@dataclass(slots=True)
+class Services:
+    """What the daemon lends to connectors, instead of them importing globals."""
+
+    data_dir: Path  # where connectors may keep files (outbox, caches)
+    root: Path  # directory of config.yaml: relative paths in connector configs start here
+    organization: str = "crisisbot"
+    sender: str = "crisisbot <crisisbot@localhost>"
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MeetingRequest:
+    incident_id: str  # providers that can must use it as an idempotency key
+    subject: str
+    start: datetime
+    end: datetime
+    attendees: list[Recipient] = field(default_factory=list)
+    organizer_note: str = ""
+
+
+class MeetingProvider(Connector):
+    kind = "meeting"
+
+    @abstractmethod
+    async def open_meeting(self, request: MeetingRequest) -> Meeting:
+        """Open (or find again, for the same incident id) the crisis meeting."""
+
+
+class Mailer(Connector):
+    kind = "mail"
+
+    @abstractmethod
+    async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        """Deliver each message; return one result per message, never raise per recipient."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    camera: str
+    taken_at: datetime
+    image: Attachment
+
+
+class Camera(Connector):
+    kind = "camera"
+
+    @abstractmethod
+    async def snapshot(self) -> Snapshot:
+        """Grab one current JPEG frame."""

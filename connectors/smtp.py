@@ -1,0 +1,124 @@
+"""SMTP relay through aiosmtplib: STARTTLS or implicit TLS, AUTH, per-recipient verdicts.
+
+Messages are personal (one recipient each), spread over a few parallel SMTP
+sessions so a 50-person committee is not served one by one. A recipient the
+server refuses with 5xx is `rejected` (final); 4xx and connection trouble are
+`failed` (retried by the delivery chain, then handed to the next mailer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Literal
+
+import aiosmtplib
+from pydantic import Field, SecretStr
+
+from connectors.base import Mailer
+from crisisbot.config.types import Seconds, Strict
+from crisisbot.mime import build_mime
+from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
+
+
+class SmtpConfig(Strict):
+    type: Literal["smtp"]
+    host: str
+    port: int | None = Field(None, description="default: 465 for tls, 587 for starttls, 25 for none")
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Seconds = 10.0
+    connections: int = Field(4, ge=1, le=32, description="parallel SMTP sessions per batch")
+    ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's")
+    verify_certificate: bool = True
+    local_hostname: str | None = None
+
+
+def _verdict(code: int | None) -> DeliveryStatus:
+    return DeliveryStatus.rejected if code is not None and 500 <= code < 600 else DeliveryStatus.failed
+
+
+class SmtpMailer(Mailer):
+    Config = SmtpConfig
+    config: SmtpConfig
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.security == "none":
+            return None
+        context = ssl.create_default_context(cafile=self.config.ca_file)
+        if not self.config.verify_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _client(self) -> aiosmtplib.SMTP:
+        c = self.config
+        port = c.port or {"tls": 465, "starttls": 587, "none": 25}[c.security]
+        return aiosmtplib.SMTP(
+            hostname=c.host, port=port, timeout=c.timeout,
+            use_tls=c.security == "tls", start_tls=True if c.security == "starttls" else False,
+            tls_context=self._tls_context(), local_hostname=c.local_hostname,
+            username=c.username, password=c.password.get_secret_value() if c.password else None,
+        )
+
+    async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        if not messages:
+            return []
+        sessions = min(self.config.connections, len(messages))
+        shares = [messages[i::sessions] for i in range(sessions)]
+        batches = await asyncio.gather(*(self._session(share, sender) for share in shares))
+        return [result for batch in batches for result in batch]
+
+    async def _session(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        client = self._client()
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            detail = f"cannot reach {self.config.host}: {exc}"
+            return [self._result(m, DeliveryStatus.failed, detail) for m in messages]
+        try:
+            for index, message in enumerate(messages):
+                try:
+                    results.append(await self._one(client, message, sender))
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError,
+                        aiosmtplib.SMTPTimeoutError, OSError) as exc:
+                    detail = f"connection to {self.config.host} lost: {exc}"
+                    results.extend(self._result(m, DeliveryStatus.failed, detail) for m in messages[index:])
+                    break
+        finally:
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+        return results
+
+    async def _one(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:
+        mime = build_mime(message, sender)
+        try:
+            await client.send_message(mime, recipients=[message.recipient.email])
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusal = exc.recipients[0] if exc.recipients else None
+            code = refusal.code if refusal else None
+            detail = f"{code} {refusal.message}" if refusal else str(exc)
+            await self._reset(client)
+            return self._result(message, _verdict(code), f"recipient refused: {detail}")
+        except aiosmtplib.SMTPSenderRefused as exc:
+            await self._reset(client)
+            return self._result(message, DeliveryStatus.failed, f"sender refused: {exc.code} {exc.message}")
+        except aiosmtplib.SMTPDataError as exc:
+            await self._reset(client)
+            return self._result(message, _verdict(exc.code), f"message refused: {exc.code} {exc.message}")
+        return self._result(message, DeliveryStatus.sent, f"accepted by {self.config.host}")
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPException:
+            pass  # the next send_message reports a broken session by itself
+
+    def _result(self, message: OutgoingEmail, status: DeliveryStatus, detail: str) -> DeliveryResult:
+        return DeliveryResult(message.key, message.recipient.email, status, detail, self.name)

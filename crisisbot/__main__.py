@@ -1,0 +1,5 @@
+import sys
+
+from crisisbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,285 @@
+"""`crisisbot` command line: run, demo, validate, simulate, trigger, incidents, audit, schema.
+
+Every user error ends with a clear message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from crisisbot import __version__, logs
+from crisisbot.config.bundle import Bundle, load_bundle
+from crisisbot.errors import ConfigError, CrisisbotError
+from crisisbot.models import Alarm, EventKind, Severity
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = os.environ.get("CRISISBOT_CONFIG", "config.yaml")
+
+
+def _bundle(args: argparse.Namespace) -> Bundle:
+    return load_bundle(Path(args.config))
+
+
+def _setup_logging(bundle: Bundle, args: argparse.Namespace) -> None:
+    level = "DEBUG" if getattr(args, "verbose", False) else bundle.config.logging.level
+    logs.setup(level, args.log_format or bundle.config.logging.format)
+
+
+# -- validate ------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    print(f"OK: {Path(args.config)} — {len(bundle.playbooks)} playbook(s), {len(bundle.people)} people, "
+          f"{len(bundle.groups)} group(s), {len(bundle.templates.names())} template(s), "
+          f"{len(bundle.triggers)} trigger(s), {len(bundle.connectors)} connector(s), "
+          f"{len(bundle.cameras)} camera(s)")
+    return EXIT_OK
+
+
+# -- run / demo ----------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from crisisbot.daemon import serve
+
+    bundle = _bundle(args)
+    _setup_logging(bundle, args)
+    return asyncio.run(serve(Path(args.config), bundle))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from crisisbot.daemon import serve
+
+    bundle = _bundle(args)
+    _setup_logging(bundle, args)
+    print(f"crisisbot demo: starting the daemon with {args.config}; the demo panic button fires in a moment…",
+          flush=True)
+    asyncio.run(serve(Path(args.config), bundle, until_idle_after=1))
+    return asyncio.run(_demo_summary(bundle))
+
+
+async def _demo_summary(bundle: Bundle) -> int:
+    from crisisbot.reporting import timeline_lines
+    from crisisbot.store import open_store
+
+    store = open_store(bundle.config.store.url, bundle.data_dir)
+    await store.open()
+    try:
+        incident = (await store.list_incidents(limit=1))[0]
+        print()
+        for line in await timeline_lines(store, incident):
+            print(line)
+    finally:
+        await store.close()
+    outbox = bundle.data_dir / "outbox"
+    if outbox.is_dir():
+        files = sorted(p for p in outbox.glob(f"{incident.id}_*.eml"))
+        print(f"\n{len(files)} email(s) written to {outbox}/ — open one with any mail client, e.g.:")
+        for path in files[:3]:
+            print(f"  {path}")
+    return EXIT_OK
+
+
+# -- simulate / trigger ------------------------------------------------------------
+def _alarm_from(args: argparse.Namespace, default_source: str) -> Alarm:
+    return Alarm(source=args.source or default_source, site=args.site, zone=args.zone, input=args.input,
+                 kind=EventKind(args.kind), severity=Severity(args.severity), label=args.label or "",
+                 drill=args.drill)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from crisisbot.simulate import simulate
+
+    bundle = _bundle(args)
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(timezone.utc)
+    if at.tzinfo is None:
+        site = bundle.config.sites.get(args.site)
+        from zoneinfo import ZoneInfo
+
+        at = at.replace(tzinfo=ZoneInfo(site.timezone if site else "UTC"))
+    for line in simulate(bundle, _alarm_from(args, "manual"), at, show_bodies=not args.brief):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    bundle = _bundle(args)
+    if args.site not in bundle.config.sites:
+        raise CrisisbotError(f"unknown site '{args.site}'; known: {', '.join(bundle.config.sites) or 'none'}")
+    alarm = _alarm_from(args, "manual")
+    socket_path = Path(bundle.config.control.socket.replace("{data}", str(bundle.data_dir)))
+    reply = asyncio.run(_via_daemon(socket_path, alarm)) if not args.local else None
+    if reply is not None:
+        if not reply.get("ok"):
+            raise CrisisbotError(f"the daemon refused the alarm: {reply.get('error')}")
+        print(f"alarm {reply['alarm_id']} accepted by the running daemon; incident: {reply['incident_id'] or 'none (no playbook matched)'}")
+        return EXIT_OK
+    _setup_logging(bundle, args)
+    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
+    return asyncio.run(_trigger_locally(bundle, alarm))
+
+
+async def _via_daemon(path: Path, alarm: Alarm) -> dict[str, Any] | None:
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    writer.write(json.dumps({"op": "trigger", "alarm": alarm.model_dump(mode="json")}).encode() + b"\n")
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 60)
+    writer.close()
+    return json.loads(line)
+
+
+async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
+    from crisisbot.engine import Engine
+    from crisisbot.reporting import timeline_lines
+    from crisisbot.runtime import Runtime
+
+    runtime = await Runtime.build(bundle)
+    try:
+        engine = Engine(runtime)
+        await runtime.store.add_alarm(alarm)
+        incident = await engine.process(alarm)
+        await engine.idle()
+        if incident is None:
+            print(f"alarm {alarm.id} stored; no playbook matched it")
+            return EXIT_OK
+        incident = await runtime.store.get_incident(incident.id)
+        for line in await timeline_lines(runtime.store, incident):  # type: ignore[arg-type]
+            print(line)
+    finally:
+        await runtime.close()
+    return EXIT_OK
+
+
+# -- incidents / audit ---------------------------------------------------------
+def cmd_incidents(args: argparse.Namespace) -> int:
+    return asyncio.run(_incidents(_bundle(args), args))
+
+
+async def _incidents(bundle: Bundle, args: argparse.Namespace) -> int:
+    from crisisbot.reporting import incident_row, timeline_lines
+    from crisisbot.store import open_store
+
+    store = open_store(bundle.config.store.url, bundle.data_dir)
+    await store.open()
+    try:
+        if args.incident_id:
+            incident = await store.get_incident(args.incident_id)
+            if incident is None:
+                raise CrisisbotError(f"no incident '{args.incident_id}' (give the id or a unique prefix)")
+            for line in await timeline_lines(store, incident):
+                print(line)
+            return EXIT_OK
+        incidents = await store.list_incidents(limit=args.limit)
+        if not incidents:
+            print("no incidents")
+        for incident in incidents:
+            print(incident_row(incident))
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    return asyncio.run(_audit(_bundle(args)))
+
+
+async def _audit(bundle: Bundle) -> int:
+    from crisisbot.store import open_store
+
+    store = open_store(bundle.config.store.url, bundle.data_dir)
+    await store.open()
+    try:
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    if report.ok:
+        print(f"audit log intact: {report.entries} entries, head {report.head}")
+        return EXIT_OK
+    for problem in report.problems:
+        print(f"audit: {problem}", file=sys.stderr)
+    print(f"audit log TAMPERED: {len(report.problems)} problem(s) in {report.entries} entries", file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from crisisbot.config.jsonschema import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------
+def _alarm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--site", required=True, help="site id from config.yaml")
+    parser.add_argument("--source", help="alarm source name (default: manual)")
+    parser.add_argument("--zone")
+    parser.add_argument("--input")
+    parser.add_argument("--label", help="what happened, e.g. 'Bouton panique accueil'")
+    parser.add_argument("--kind", default="panic", choices=[k.value for k in EventKind])
+    parser.add_argument("--severity", default="critical", choices=[s.value for s in Severity])
+    parser.add_argument("--drill", action="store_true", help="mark as an exercise")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="crisisbot", description="Turn an alarm into a running crisis room.")
+    top.add_argument("--version", action="version", version=f"crisisbot {__version__}")
+    top.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="path to config.yaml (env CRISISBOT_CONFIG)")
+    top.add_argument("--log-format", choices=["text", "json"], help="override logging.format")
+    top.add_argument("-v", "--verbose", action="store_true")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+    sub.add_parser("demo", help="run the daemon until the demo alarm's crisis room is up, then summarize").set_defaults(func=cmd_demo)
+    sub.add_parser("validate", help="check config, contacts, playbooks and templates").set_defaults(func=cmd_validate)
+    p = sub.add_parser("simulate", help="show what an alarm would do, sending nothing")
+    _alarm_args(p)
+    p.add_argument("--at", help="local time of the site, ISO format (default: now)")
+    p.add_argument("--brief", action="store_true", help="do not print message bodies")
+    p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("trigger", help="fire a manual alarm (the panic button from a terminal)")
+    _alarm_args(p)
+    p.add_argument("--local", action="store_true", help="handle it in this process even if a daemon runs")
+    p.set_defaults(func=cmd_trigger)
+    p = sub.add_parser("incidents", help="list incidents, or show one's timeline")
+    p.add_argument("action", nargs="?", choices=["show"], help="show one incident")
+    p.add_argument("incident_id", nargs="?")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_incidents)
+    p = sub.add_parser("audit", help="verify the hash-chained audit log")
+    p.add_argument("action", choices=["verify"])
+    p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("schema", help="write JSON Schemas for editors (YAML language server)")
+    p.add_argument("--out", default="schema")
+    p.set_defaults(func=cmd_schema)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "incidents" and args.action == "show" and not args.incident_id:
+        print("crisisbot incidents show: give an incident id", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found; nothing was started.", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except CrisisbotError as exc:
+        print(f"crisisbot: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

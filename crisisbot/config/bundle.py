@@ -1,0 +1,227 @@
+"""Load config.yaml, contacts, playbooks and templates into one validated `Bundle`.
+
+Every problem of every file is collected (not just the first), so `crisisbot
+validate` shows the security manager the whole list at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel
+
+from crisisbot import plugins
+from crisisbot.config.contacts import ContactsFile, Group, Person
+from crisisbot.config.daemon import DaemonConfig
+from crisisbot.config.errors import validate_model
+from crisisbot.config.playbook import Playbook
+from crisisbot.config.secrets import resolve_refs
+from crisisbot.config.yamlpos import Located, load_yaml
+from crisisbot.errors import ConfigError, Problem
+from crisisbot.models import Recipient
+from crisisbot.rendering import TemplateSet
+
+
+@dataclass
+class PluginConfig:
+    cls: type
+    config: BaseModel
+
+
+@dataclass
+class Bundle:
+    root: Path
+    config: DaemonConfig
+    people: dict[str, Person]
+    groups: dict[str, Group]
+    playbooks: list[Playbook]
+    templates: TemplateSet
+    triggers: dict[str, PluginConfig] = field(default_factory=dict)
+    connectors: dict[str, PluginConfig] = field(default_factory=dict)
+    cameras: dict[tuple[str, str], PluginConfig] = field(default_factory=dict)
+    docs: dict[str, Located] = field(default_factory=dict)
+    digest: str = ""
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        path = Path(self.config.paths.data)
+        return path if path.is_absolute() else self.root / path
+
+    def playbook(self, playbook_id: str) -> Playbook | None:
+        return next((p for p in self.playbooks if p.id == playbook_id), None)
+
+    def members(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
+        """Person ids behind a person or group id, groups expanded recursively."""
+        if ref in self.people:
+            return [ref]
+        group = self.groups.get(ref)
+        if group is None or ref in _seen:
+            return []
+        out: list[str] = []
+        for member in group.members:
+            out.extend(self.members(member, _seen | {ref}))
+        return out
+
+    def recipients(self, refs: list[str]) -> list[Recipient]:
+        """Enabled people behind the refs, each once, in the order first named."""
+        domains = {d.lower() for d in self.config.organization.domains}
+        seen: dict[str, Recipient] = {}
+        for ref in refs:
+            for pid in self.members(ref):
+                person = self.people[pid]
+                if pid in seen or not person.enabled:
+                    continue
+                external = person.external
+                if external is None:
+                    external = bool(domains) and person.email.rsplit("@", 1)[-1].lower() not in domains
+                seen[pid] = Recipient(pid, person.name, person.email, person.language or "",
+                                      tuple(person.roles), external)
+        return list(seen.values())
+
+
+def _yaml_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bundle:
+    """Load and validate everything; raise ConfigError listing every problem."""
+    from crisisbot.config.crossref import check_references
+
+    config_path = Path(config_path).resolve()
+    root = config_path.parent
+    problems: list[Problem] = []
+    hasher = hashlib.sha256()
+    files: list[str] = []
+
+    def read(path: Path) -> Located | None:
+        doc, found = load_yaml(path, _rel(path, root))
+        files.append(doc.file)
+        if path.is_file():
+            hasher.update(doc.file.encode() + b"\0" + path.read_bytes() + b"\0")
+        problems.extend(found)
+        if found or doc.data is None:
+            return None
+        problems.extend(resolve_refs(doc, root, env))
+        if not isinstance(doc.data, dict):
+            problems.append(doc.problem((), "expected a mapping of keys at the top of the file"))
+            return None
+        return doc
+
+    if not config_path.is_file():
+        raise ConfigError([Problem(str(config_path), 1, 1, "", "configuration file not found")])
+    config_doc = read(config_path)
+    config = DaemonConfig()
+    if config_doc is not None:
+        parsed, found = validate_model(DaemonConfig, config_doc)
+        problems.extend(found)
+        config = parsed if parsed is not None else config  # type: ignore[assignment]
+    docs: dict[str, Located] = {config_doc.file: config_doc} if config_doc else {}
+
+    def under(name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else root / path
+
+    people: dict[str, Person] = {}
+    groups: dict[str, Group] = {}
+    origin: dict[tuple[str, str], Located] = {}
+    for path in _yaml_files(under(config.paths.contacts)):
+        doc = read(path)
+        if doc is None:
+            continue
+        docs[doc.file] = doc
+        parsed, found = validate_model(ContactsFile, doc)
+        problems.extend(found)
+        if parsed is None:
+            continue
+        for section, target, entries in (("people", people, parsed.people), ("groups", groups, parsed.groups)):  # type: ignore[attr-defined]
+            for key, value in entries.items():
+                if key in people or key in groups:
+                    first = origin[("id", key)]
+                    problems.append(doc.problem((section, key), f"duplicate id '{key}' (already defined in {first.file})"))
+                    continue
+                target[key] = value
+                origin[("id", key)] = doc
+
+    playbooks: list[Playbook] = []
+    playbook_docs: dict[str, Located] = {}
+    for path in _yaml_files(under(config.paths.playbooks)):
+        doc = read(path)
+        if doc is None:
+            continue
+        docs[doc.file] = doc
+        parsed, found = validate_model(Playbook, doc)
+        problems.extend(found)
+        if parsed is None:
+            continue
+        if parsed.id in playbook_docs:  # type: ignore[attr-defined]
+            problems.append(doc.problem(("id",), f"duplicate playbook id '{parsed.id}' (already defined in {playbook_docs[parsed.id].file})"))  # type: ignore[attr-defined]
+            continue
+        playbook_docs[parsed.id] = doc  # type: ignore[attr-defined]
+        playbooks.append(parsed)  # type: ignore[arg-type]
+
+    templates = TemplateSet(under(config.paths.templates))
+    problems.extend(templates.check(root))
+    for file in sorted(templates.directory.rglob("*")) if templates.directory.is_dir() else []:
+        if file.is_file():
+            hasher.update(_rel(file, root).encode() + b"\0" + file.read_bytes() + b"\0")
+
+    bundle = Bundle(root, config, people, groups, playbooks, templates, docs=docs,
+                    digest=hasher.hexdigest(), files=files)
+    if config_doc is not None:
+        problems.extend(_load_plugins(bundle, config_doc))
+        problems.extend(check_references(bundle, config_doc, playbook_docs, origin))
+    if problems:
+        raise ConfigError(_sorted(problems))
+    return bundle
+
+
+def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
+    """Validate each trigger/connector/camera mapping with the plugin's own Config model."""
+    problems: list[Problem] = []
+    config = bundle.config
+
+    def one(group: str, mapping: Any, path: tuple[Any, ...]) -> PluginConfig | None:
+        if not isinstance(mapping, dict) or "type" not in mapping:
+            problems.append(doc.problem(path + ("type",), "required field is missing"))
+            return None
+        try:
+            cls = plugins.load(group, str(mapping["type"]))
+        except plugins.UnknownPlugin as exc:
+            problems.append(doc.problem(path + ("type",), str(exc)))
+            return None
+        except ImportError as exc:
+            problems.append(doc.problem(path + ("type",), f"plugin cannot be imported: {exc}"))
+            return None
+        parsed, found = validate_model(cls.Config, doc, path)
+        problems.extend(found)
+        return PluginConfig(cls, parsed) if parsed is not None else None
+
+    for name, mapping in config.triggers.items():
+        if (pc := one(plugins.TRIGGERS, mapping, ("triggers", name))) is not None:
+            bundle.triggers[name] = pc
+    for name, mapping in config.connectors.items():
+        if (pc := one(plugins.CONNECTORS, mapping, ("connectors", name))) is not None:
+            bundle.connectors[name] = pc
+    for site_id, site in config.sites.items():
+        for cam_id, mapping in site.cameras.items():
+            if (pc := one(plugins.CONNECTORS, mapping, ("sites", site_id, "cameras", cam_id))) is not None:
+                bundle.cameras[(site_id, cam_id)] = pc
+    return problems
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.file, p.line, p.column))

@@ -1,0 +1,35 @@
+"""Schema of `contacts/*.yaml`: people and the groups (committees, teams) they belong to."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from crisisbot.config.types import Identifier, Language, Strict
+
+Email = str  # checked by pattern below; a full RFC 5322 parser buys nothing here
+
+
+class Person(Strict):
+    name: str
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    phone: str | None = None
+    language: Language | None = None
+    roles: list[str] = Field(default_factory=list, description="e.g. manager, security, it")
+    enabled: bool = Field(True, description="disabled people are kept but never contacted")
+    external: bool | None = Field(
+        None,
+        description="outside the organization; default: decided by the email domain",
+    )
+
+
+class Group(Strict):
+    name: str
+    description: str = ""
+    members: list[Identifier] = Field(
+        default_factory=list, description="person ids or other group ids"
+    )
+
+
+class ContactsFile(Strict):
+    people: dict[Identifier, Person] = Field(default_factory=dict)
+    groups: dict[Identifier, Group] = Field(default_factory=dict)

@@ -1,0 +1,131 @@
+"""Second validation layer: names that must point at something that exists.
+
+The per-file schemas cannot know that a playbook's `to: [comite]` names a group
+defined in another file; these checks do, and point at the exact field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Iterable
+
+from connectors.base import Camera, Mailer, MeetingProvider
+from crisisbot.config.yamlpos import Located
+from crisisbot.errors import Problem
+
+if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else (f"; known: {', '.join(known)}" if known else f"; none is defined")
+    return f"unknown {kind} '{name}'{hint}"
+
+
+def check_references(
+    bundle: "Bundle",
+    config_doc: Located,
+    playbook_docs: dict[str, Located],
+    contact_docs: dict[tuple[str, str], Located],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    config = bundle.config
+    contact_ids = set(bundle.people) | set(bundle.groups)
+
+    def connectors_of(base: type) -> set[str]:
+        return {n for n, pc in bundle.connectors.items() if issubclass(pc.cls, base)}
+
+    mailers, meetings = connectors_of(Mailer), connectors_of(MeetingProvider)
+
+    # config.yaml
+    for index, name in enumerate(config.mail.via):
+        if name not in mailers:
+            problems.append(config_doc.problem(("mail", "via", index), _unknown("mail connector", name, mailers)))
+    for site_id, site in config.sites.items():
+        for zone_id, zone in site.zones.items():
+            for index, cam in enumerate(zone.cameras):
+                if cam not in site.cameras:
+                    problems.append(config_doc.problem(("sites", site_id, "zones", zone_id, "cameras", index),
+                                                       _unknown("camera", cam, site.cameras)))
+        for cam_id, pc in ((c, bundle.cameras.get((site_id, c))) for c in site.cameras):
+            if pc is not None and not issubclass(pc.cls, Camera):
+                problems.append(config_doc.problem(("sites", site_id, "cameras", cam_id, "type"),
+                                                   f"connector type is not a camera"))
+    for name, pc in bundle.triggers.items():
+        site = getattr(pc.config, "site", None)
+        if isinstance(site, str) and site not in config.sites:
+            problems.append(config_doc.problem(("triggers", name, "site"), _unknown("site", site, config.sites)))
+
+    # contacts
+    for group_id, group in bundle.groups.items():
+        doc = contact_docs[("id", group_id)]
+        for index, member in enumerate(group.members):
+            if member not in contact_ids:
+                problems.append(doc.problem(("groups", group_id, "members", index), _unknown("person or group", member, contact_ids)))
+            elif member == group_id or group_id in _reachable_groups(bundle, member):
+                problems.append(doc.problem(("groups", group_id, "members", index), f"group '{member}' contains '{group_id}': groups must not form a cycle"))
+
+    # playbooks
+    all_cameras = {cam for site in config.sites.values() for cam in site.cameras}
+    templates = bundle.templates.names()
+    for playbook in bundle.playbooks:
+        doc = playbook_docs[playbook.id]
+        for index, site in enumerate(playbook.match.sites or []):
+            if site not in config.sites:
+                problems.append(doc.problem(("match", "sites", index), _unknown("site", site, config.sites)))
+        for index, source in enumerate(playbook.match.sources or []):
+            if source not in config.triggers and source != "manual":
+                problems.append(doc.problem(("match", "sources", index), _unknown("alarm source", source, [*config.triggers, "manual"])))
+        match_sites = playbook.match.sites or list(config.sites)
+        step_ids: dict[str, int] = {}
+        for s_index, step in enumerate(playbook.steps):
+            at = ("steps", s_index)
+            if step.id in step_ids:
+                problems.append(doc.problem(at + ("id",), f"duplicate step id '{step.id}'"))
+            for n_index, need in enumerate(step.needs or []):
+                if need not in step_ids:
+                    problems.append(doc.problem(at + ("needs", n_index), _unknown("earlier step", need, step_ids)))
+            step_ids[step.id] = s_index  # type: ignore[index]
+            for field_name in ("to", "attendees"):
+                for r_index, ref in enumerate(getattr(step, field_name, None) or []):
+                    if ref not in contact_ids:
+                        problems.append(doc.problem(at + (field_name, r_index), _unknown("contact group or person", ref, contact_ids)))
+            template = getattr(step, "template", None)
+            if template is not None and template not in templates:
+                problems.append(doc.problem(at + ("template",), _unknown("template", template, templates)))
+            if step.action == "meeting":
+                for key, name in [("connector", step.connector)] + [(("fallback", i), n) for i, n in enumerate(step.fallback)]:  # type: ignore[attr-defined]
+                    if name not in meetings:
+                        path = at + (key if isinstance(key, tuple) else (key,))
+                        problems.append(doc.problem(path, _unknown("meeting connector", name, meetings)))
+            for v_index, name in enumerate(getattr(step, "via", None) or []):
+                if name not in mailers:
+                    problems.append(doc.problem(at + ("via", v_index), _unknown("mail connector", name, mailers)))
+            connector = getattr(step, "connector", None)
+            if step.action not in ("meeting",) and isinstance(connector, str) and connector not in bundle.connectors:
+                problems.append(doc.problem(at + ("connector",), _unknown("connector", connector, bundle.connectors)))
+            cameras = getattr(step, "cameras", None)
+            if isinstance(cameras, list):
+                for c_index, cam in enumerate(cameras):
+                    if not any(cam in config.sites[s].cameras for s in match_sites if s in config.sites):
+                        problems.append(doc.problem(at + ("cameras", c_index), _unknown("camera", cam, all_cameras)))
+            for a_index, ref in enumerate(getattr(step, "attach", None) or []):
+                if ref not in step_ids or ref == step.id:
+                    problems.append(doc.problem(at + ("attach", a_index), _unknown("earlier snapshot step", ref, step_ids)))
+    return problems
+
+
+def _reachable_groups(bundle: "Bundle", start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        group = bundle.groups.get(stack.pop())
+        if group is None:
+            continue
+        for member in group.members:
+            if member in bundle.groups and member not in seen:
+                seen.add(member)
+                stack.append(member)
+    return seen

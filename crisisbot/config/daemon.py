@@ -1,0 +1,87 @@
+"""Schema of `config.yaml`: sites, inputs, outputs, store, logging, defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
+
+PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, checked by the plugin
+
+
+class Organization(Strict):
+    name: str = "crisisbot"
+    domains: list[str] = Field(
+        default_factory=list,
+        description="email domains of the organization; other addresses count as external",
+    )
+    language: Language = "fr"
+
+
+class Zone(Strict):
+    name: str = ""
+    cameras: list[Identifier] = Field(default_factory=list)
+
+
+class Site(Strict):
+    name: str
+    timezone: TimeZoneName = "Europe/Paris"
+    language: Language | None = None
+    country: str | None = Field(None, description="ISO country code, for public holidays")
+    address: str = ""
+    cameras: dict[Identifier, PluginSpec] = Field(default_factory=dict)
+    zones: dict[Identifier, Zone] = Field(default_factory=dict)
+
+
+class Paths(Strict):
+    playbooks: str = "playbooks"
+    contacts: str = "contacts"
+    templates: str = "templates"
+    data: str = Field("var", description="store, outbox, snapshots, keys")
+
+
+class StoreConfig(Strict):
+    url: str = Field(
+        "sqlite:///{data}/crisisbot.db",
+        description="sqlite:///path (default) or postgresql://user@host/db",
+    )
+
+
+class IncidentDefaults(Strict):
+    join_window: Seconds = Field(600.0, description="alarms within this delay join the open incident")
+    step_timeout: Seconds = 30.0
+    meeting_timeout: Seconds = 10.0
+
+
+class MailConfig(Strict):
+    sender: str = Field("crisisbot <crisisbot@localhost>", alias="from")
+    via: list[Identifier] = Field(
+        default_factory=lambda: ["outbox"],
+        description="mail connectors tried in order; later ones are fallbacks",
+    )
+    retries: int = Field(2, ge=0, le=10, description="attempts per connector after the first")
+    backoff: Seconds = 0.5
+
+
+class LoggingConfig(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class ControlConfig(Strict):
+    socket: str = Field("{data}/crisisbot.sock", description="local control socket (mode 0600)")
+
+
+class DaemonConfig(Strict):
+    organization: Organization = Field(default_factory=Organization)
+    sites: dict[Identifier, Site] = Field(default_factory=dict)
+    triggers: dict[Identifier, PluginSpec] = Field(default_factory=dict)
+    connectors: dict[Identifier, PluginSpec] = Field(default_factory=dict)
+    mail: MailConfig = Field(default_factory=MailConfig)
+    incidents: IncidentDefaults = Field(default_factory=IncidentDefaults)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    paths: Paths = Field(default_factory=Paths)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)

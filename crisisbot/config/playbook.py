@@ -1,0 +1,62 @@
+"""Schema of `playbooks/*.yaml`: when a playbook applies (`match`) and what it does (`steps`)."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from crisisbot.config.types import Identifier, Language, Seconds, Strict
+from crisisbot.models import EventKind, Severity
+from crisisbot.steps import STEP_SPECS
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Window(Strict):
+    """A weekly time window in the site's time zone; `end` before `start` spans midnight."""
+
+    days: list[Day] = Field(default_factory=lambda: list(DAYS))
+    start: time = time(0, 0)
+    end: time = time(23, 59, 59)
+
+
+class Match(Strict):
+    """Every listed criterion must hold; an omitted criterion matches anything."""
+
+    sources: list[str] | None = None
+    sites: list[str] | None = None
+    zones: list[str] | None = None
+    inputs: list[str] | None = None
+    kinds: list[EventKind] | None = None
+    min_severity: Severity | None = None
+    windows: list[Window] | None = Field(None, description="local time windows of the site")
+    drill: bool | None = Field(None, description="true: only drills; false: never drills")
+
+
+Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]  # type: ignore[valid-type]
+
+
+class Playbook(Strict):
+    id: Identifier
+    name: str
+    description: str = ""
+    priority: int = Field(
+        0, description="when several playbooks match, the highest priority runs; ties: file order"
+    )
+    enabled: bool = True
+    language: Language | None = Field(None, description="default: the site's language")
+    join_window: Seconds | None = Field(
+        None, description="alarms within this delay join the open incident (default from config)"
+    )
+    match: Match = Field(default_factory=Match)
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _name_steps(self) -> "Playbook":
+        for index, step in enumerate(self.steps):
+            if step.id is None:
+                step.id = f"{index + 1}-{step.action}"
+        return self

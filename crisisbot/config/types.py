@@ -1,0 +1,55 @@
+"""Small value types shared by every YAML schema (durations, time zones, strict base)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class Strict(BaseModel):
+    """Every user-facing model refuses unknown keys: a typo must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _seconds(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; use e.g. 200ms, 30s, 5m, 1h")
+        return float(match.group(1)) * _UNIT[match.group(2)]
+    raise ValueError("expected a duration such as 30s, 5m or 1h")
+
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    Field(json_schema_extra={"examples": ["30s", "5m", "200ms"]}),
+]
+
+
+def _zone(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("expected an IANA time zone such as Europe/Paris")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{value}'; use an IANA name such as Europe/Paris")
+    return value
+
+
+TimeZoneName = Annotated[str, BeforeValidator(_zone)]
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]

@@ -1,0 +1,198 @@
+"""The daemon: build the runtime, start inputs, serve the control socket, reload, stop.
+
+Refuses to start on invalid configuration; a reload that fails validation keeps
+the last good configuration running and logs every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from crisisbot.config.bundle import Bundle, load_bundle
+from crisisbot.engine import Engine
+from crisisbot.errors import ConfigError
+from crisisbot.models import Alarm, IncidentStatus
+from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config_path: Path, bundle: Bundle) -> None:
+        self.config_path = config_path
+        self.bundle = bundle
+        self.runtime: Runtime | None = None
+        self.engine: Engine | None = None
+        self._control: asyncio.AbstractServer | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self.runtime = await Runtime.build(self.bundle)
+        await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest, "files": self.bundle.files})
+        self.engine = Engine(self.runtime)
+        await self.engine.start()
+        await self._start_triggers()
+        await self._start_control()
+        log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
+                 len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
+
+    async def _start_triggers(self) -> None:
+        assert self.runtime and self.engine
+        for name, pc in self.runtime.bundle.triggers.items():
+            trigger = pc.cls(name, pc.config, self.engine)
+            await trigger.start()
+            self.runtime.triggers[name] = trigger
+
+    async def _stop_triggers(self) -> None:
+        assert self.runtime
+        for trigger in list(self.runtime.triggers.values()):
+            try:
+                await trigger.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                log.exception("stopping trigger %s failed", trigger.name)
+        self.runtime.triggers.clear()
+
+    async def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+        if self.runtime is not None:
+            await self._stop_triggers()
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.runtime is not None:
+            await self.runtime.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    # -- reload ------------------------------------------------------------
+    async def reload(self) -> bool:
+        """Validate the files again; swap in the new configuration only if all is well."""
+        assert self.runtime
+        try:
+            bundle = await asyncio.to_thread(load_bundle, self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the last good configuration:\n%s", exc)
+            await self.runtime.store.audit("config.rejected", None, {"problems": [str(p) for p in exc.problems]})
+            return False
+        if bundle.digest == self.bundle.digest:
+            return True
+        plugins_changed = (_plugin_state(bundle) != _plugin_state(self.bundle))
+        if plugins_changed:
+            await self._stop_triggers()
+            await self.runtime.stop_connectors()
+        self.bundle = self.runtime.bundle = bundle
+        if plugins_changed:
+            await self.runtime.start_connectors()
+            await self._start_triggers()
+        await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files})
+        log.info("configuration reloaded (%s)", bundle.digest[:12])
+        return True
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload when a file changes (cheap mtime poll: portable, no extra dependency)."""
+        last = _mtimes(self.bundle)
+        while True:
+            await asyncio.sleep(interval)
+            now = _mtimes(self.bundle)
+            if now != last:
+                last = now
+                await self.reload()
+
+    # -- control socket ----------------------------------------------------
+    async def _start_control(self) -> None:
+        path = Path(self.bundle.config.control.socket.replace("{data}", str(self.bundle.data_dir)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        old = os.umask(0o177)  # socket created 0600: only this user may fire alarms through it
+        try:
+            self._control = await asyncio.start_unix_server(self._serve_control, path=str(path))
+        finally:
+            os.umask(old)
+        self.control_path = path
+
+    async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            reply = await self._control_request(json.loads(line))
+        except Exception as exc:  # noqa: BLE001 - answer the client, never crash the daemon
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        writer.write(json.dumps(reply, default=str).encode() + b"\n")
+        await writer.drain()
+        writer.close()
+
+    async def _control_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.engine
+        if request.get("op") == "trigger":
+            alarm = Alarm.model_validate(request["alarm"])
+            await self.engine.submit(alarm)
+            incident = await self.engine.wait_processed(alarm.id)
+            return {"ok": True, "alarm_id": alarm.id, "incident_id": incident.id if incident else None}
+        if request.get("op") == "reload":
+            return {"ok": await self.reload()}
+        return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
+
+
+def _plugin_state(bundle: Bundle) -> Any:
+    return (
+        {k: v.config.model_dump_json() for k, v in bundle.triggers.items()},
+        {k: v.config.model_dump_json() for k, v in bundle.connectors.items()},
+        {k: v.config.model_dump_json() for k, v in bundle.cameras.items()},
+    )
+
+
+def _mtimes(bundle: Bundle) -> dict[str, float]:
+    out = {}
+    for directory in (bundle.root / bundle.config.paths.playbooks, bundle.root / bundle.config.paths.contacts,
+                      bundle.root / bundle.config.paths.templates):
+        if directory.is_dir():
+            for file in directory.rglob("*"):
+                out[str(file)] = file.stat().st_mtime
+    for name in bundle.files:
+        path = bundle.root / name
+        if path.exists():
+            out[str(path)] = path.stat().st_mtime
+    return out
+
+
+async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | None = None) -> int:
+    """Run until SIGTERM/SIGINT; with `until_idle_after=N`, stop once N incidents are done."""
+    daemon = Daemon(config_path, bundle)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
+    await daemon.start()
+    watcher = asyncio.create_task(daemon.watch())
+    try:
+        if until_idle_after is None:
+            await daemon.wait()
+        else:
+            await _until_incidents(daemon, until_idle_after)
+    finally:
+        watcher.cancel()
+        await daemon.stop()
+    return 0
+
+
+async def _until_incidents(daemon: Daemon, count: int) -> None:
+    """Wait for `count` incidents opened after start-up to finish their playbooks."""
+    assert daemon.runtime and daemon.engine
+    store = daemon.runtime.store
+    before = {i.id for i in await store.list_incidents(limit=10_000)}
+    while not daemon._stop.is_set():
+        new = [i for i in await store.list_incidents(limit=count + len(before)) if i.id not in before]
+        if len(new) >= count and all(i.status is not IncidentStatus.open for i in new):
+            await daemon.engine.idle()
+            return
+        await asyncio.sleep(0.1)

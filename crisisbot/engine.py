@@ -1,0 +1,164 @@
+"""Incident lifecycle: an alarm is stored, matched, joined or opened, and its playbook run.
+
+Alarms are matched one at a time (so two alarms of the same burst cannot open two
+incidents); playbooks run concurrently. On start, alarms stored but not yet
+processed and incidents whose playbook did not finish are picked up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from crisisbot import matching
+from crisisbot.logs import current_incident
+from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, new_id, utcnow
+from crisisbot.playbook_run import PlaybookRun
+from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """The daemon's `AlarmSink`: triggers submit alarms here."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._queue: asyncio.Queue[Alarm] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._processed: dict[str, asyncio.Future[Incident | None]] = {}
+
+    # -- AlarmSink ---------------------------------------------------------
+    async def submit(self, alarm: Alarm) -> str:
+        """Durably store, then queue; returns once the alarm is safe on disk."""
+        if await self.runtime.store.add_alarm(alarm):
+            self._queue.put_nowait(alarm)
+        return alarm.id
+
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        return await self.runtime.store.seen_nonce(scope, nonce, ttl)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        store = self.runtime.store
+        for incident in await store.list_incidents(limit=1000, status=IncidentStatus.open):
+            log.info("resuming incident %s (playbook %s) after a restart", incident.id, incident.playbook)
+            await store.audit("incident.resumed", incident.id, {"playbook": incident.playbook})
+            self._launch(incident)
+        for alarm in await store.pending_alarms():
+            self._queue.put_nowait(alarm)
+        self._worker = asyncio.create_task(self._work(), name="crisisbot-engine")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        runs = list(self._runs.values())
+        if runs:
+            await asyncio.wait(runs, timeout=grace)
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+
+    async def wait_processed(self, alarm_id: str, timeout: float = 30.0) -> Incident | None:
+        """The incident an alarm opened or joined (None if no playbook matched)."""
+        future = self._processed.setdefault(alarm_id, asyncio.get_running_loop().create_future())
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+
+    async def wait_incident(self, incident_id: str, timeout: float = 60.0) -> None:
+        task = self._runs.get(incident_id)
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    async def idle(self) -> None:
+        """Wait until every queued alarm is processed and every playbook finished."""
+        await self._queue.join()
+        while self._runs:
+            await asyncio.gather(*self._runs.values(), return_exceptions=True)
+
+    # -- processing --------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            alarm = await self._queue.get()
+            try:
+                incident = await self.process(alarm)
+            except Exception as exc:  # noqa: BLE001 - one bad alarm must not stop the others
+                log.exception("processing alarm %s failed", alarm.id)
+                await self.runtime.store.audit("alarm.error", None, {"alarm_id": alarm.id, "error": str(exc)})
+                incident = None
+            finally:
+                self._queue.task_done()
+            future = self._processed.setdefault(alarm.id, asyncio.get_running_loop().create_future())
+            if not future.done():
+                future.set_result(incident)
+
+    async def process(self, alarm: Alarm) -> Incident | None:
+        runtime, store = self.runtime, self.runtime.store
+        bundle = runtime.bundle
+        playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, utcnow())
+        if playbook is None:
+            log.warning("alarm %s (%s/%s %s) matched no playbook", alarm.id, alarm.site, alarm.source, alarm.kind.value)
+            await store.mark_alarm(alarm.id, "unmatched", None)
+            await store.audit("alarm.unmatched", None, {"alarm_id": alarm.id})
+            return None
+        window = playbook.join_window if playbook.join_window is not None else bundle.config.incidents.join_window
+        existing = await store.find_open_incident(
+            alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key
+        )
+        if existing is not None or alarm.action is not AlarmAction.trigger:
+            if existing is None:
+                await store.mark_alarm(alarm.id, "unmatched", None)
+                await store.audit("alarm.no_incident", None, {"alarm_id": alarm.id, "action": alarm.action.value})
+                return None
+            token = current_incident.set(existing.id)
+            try:
+                log.info("alarm %s joins open incident %s", alarm.id, existing.id)
+                await store.join_incident(existing.id, alarm)
+            finally:
+                current_incident.reset(token)
+            return existing
+        site = bundle.config.sites.get(alarm.site)
+        label = alarm.label or alarm.kind.value
+        incident = Incident(
+            id=new_id(), site=alarm.site, playbook=playbook.id, status=IncidentStatus.open,
+            opened_at=utcnow(), updated_at=utcnow(), drill=alarm.drill,
+            title=f"{label} — {site.name if site else alarm.site}",
+        )
+        token = current_incident.set(incident.id)
+        try:
+            await store.create_incident(incident, alarm)
+            log.info("incident %s opened by alarm %s; playbook %s", incident.id, alarm.id, playbook.id)
+        finally:
+            current_incident.reset(token)
+        self._launch(incident, alarm)
+        return incident
+
+    def _launch(self, incident: Incident, alarm: Alarm | None = None) -> None:
+        token = current_incident.set(incident.id)
+        try:
+            task = asyncio.create_task(self._run(incident, alarm), name=f"incident-{incident.id}")
+        finally:
+            current_incident.reset(token)
+        self._runs[incident.id] = task
+        task.add_done_callback(lambda _t, i=incident.id: self._runs.pop(i, None))
+
+    async def _run(self, incident: Incident, alarm: Alarm | None) -> None:
+        runtime = self.runtime
+        playbook = runtime.bundle.playbook(incident.playbook)
+        if alarm is None:
+            alarms = await runtime.store.incident_alarms(incident.id)
+            alarm = alarms[0] if alarms else None
+        if playbook is None or alarm is None:
+            reason = "playbook no longer exists" if playbook is None else "alarm not found"
+            log.error("cannot run incident %s: %s", incident.id, reason)
+            await runtime.store.set_incident_status(incident.id, IncidentStatus.completed, reason)
+            return
+        try:
+            await PlaybookRun(runtime, incident, alarm, playbook).run()
+        except asyncio.CancelledError:
+            log.warning("playbook of incident %s interrupted; it resumes at next start", incident.id)
+            raise
+        except Exception:  # noqa: BLE001 - logged with the incident id; the daemon goes on
+            log.exception("playbook of incident %s crashed", incident.id)

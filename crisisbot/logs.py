@@ -1,0 +1,56 @@
+"""Structured logging with the incident id on every line.
+
+The incident id travels in a context variable, so every log call made while
+running an incident's playbook (connectors included) carries it without being
+passed around. The JSON formatter is a few lines of stdlib code: adding a
+dependency for it would buy nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+
+current_incident: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident", default=None)
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "incident"}
+
+
+class IncidentFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.incident = current_incident.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "incident": getattr(record, "incident", "-"),
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(incident)s] %(name)s: %(message)s"
+
+
+def setup(level: str = "INFO", fmt: str = "text", stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(IncidentFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("aiosqlite", "httpx", "httpcore", "mail.log", "azure", "pymodbus", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

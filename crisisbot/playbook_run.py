@@ -1,0 +1,111 @@
+"""Run one incident's playbook: independent steps concurrently, messages after producers.
+
+Each step is journaled (running, done with its output, failed); a step found done
+after a restart is not run again, and its output (e.g. the meeting) is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from crisisbot.config.playbook import Playbook
+from crisisbot.models import Alarm, Incident, IncidentStatus, utcnow
+from crisisbot.runtime import Runtime
+from crisisbot.steps import STEP_MODULES
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.store.base import StepRecord
+
+log = logging.getLogger(__name__)
+
+GUARD_FACTOR, GUARD_EXTRA = 1.5, 2.0  # outer safety net around a step's own deadline
+
+
+def dependencies(playbook: Playbook) -> dict[str, list[str]]:
+    """Explicit `needs`, else: a step that consumes waits for every earlier producer."""
+    deps: dict[str, list[str]] = {}
+    producers: list[str] = []
+    for step in playbook.steps:
+        assert step.id is not None
+        if step.needs is not None:
+            deps[step.id] = list(step.needs)
+        else:
+            deps[step.id] = list(producers) if getattr(step, "consumes", False) else []
+        if step.produces:
+            producers.append(step.id)
+    return deps
+
+
+class PlaybookRun:
+    def __init__(self, runtime: Runtime, incident: Incident, alarm: Alarm, playbook: Playbook):
+        self.runtime = runtime
+        self.incident = incident
+        self.playbook = playbook
+        self.ctx = StepContext(
+            runtime=runtime, incident=incident, alarm=alarm, playbook=playbook,
+            site=runtime.bundle.config.sites.get(alarm.site), log=log,
+        )
+        self.finished: dict[str, asyncio.Event] = {s.id: asyncio.Event() for s in playbook.steps}  # type: ignore[misc]
+        self.halted_at: int | None = None
+
+    async def run(self) -> None:
+        store = self.runtime.store
+        journal = await store.get_steps(self.incident.id)
+        for step in self.playbook.steps:
+            record = journal.get(step.id)  # type: ignore[arg-type]
+            if record is not None and record.status in ("done", "failed", "skipped"):
+                module = STEP_MODULES[step.action]
+                if record.status == "done" and record.output is not None and hasattr(module, "from_json"):
+                    self.ctx.outputs[step.id] = module.from_json(record.output)  # type: ignore[index]
+                self.finished[step.id].set()  # type: ignore[index]
+        deps = dependencies(self.playbook)
+        await asyncio.gather(*(
+            self._step(index, step, deps[step.id], journal)  # type: ignore[index]
+            for index, step in enumerate(self.playbook.steps)
+        ))
+        await store.set_incident_status(self.incident.id, IncidentStatus.completed, "playbook finished")
+        log.info("playbook %s finished for incident %s", self.playbook.id, self.incident.id)
+
+    async def _step(self, index: int, step: StepSpec, needs: list[str], journal: dict[str, StepRecord]) -> None:
+        assert step.id is not None
+        if self.finished[step.id].is_set():
+            return
+        try:
+            for need in needs:
+                await self.finished[need].wait()
+            if self.halted_at is not None and self.halted_at < index:
+                await self._save(step, "skipped", detail=f"an earlier step failed and stops the playbook")
+                return
+            await self._execute(index, step, journal.get(step.id))
+        finally:
+            self.finished[step.id].set()
+
+    async def _execute(self, index: int, step: StepSpec, previous: StepRecord | None) -> None:
+        assert step.id is not None
+        module = STEP_MODULES[step.action]
+        started = previous.started_at if previous else utcnow()
+        await self._save(step, "running", started=started)
+        timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
+        try:
+            async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
+                output = await module.run(step, self.ctx)
+        except (StepFailed, TimeoutError, Exception) as exc:  # noqa: BLE001 - recorded, never silent
+            detail = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                detail = f"step did not finish within its deadline ({timeout:.0f}s)"
+            log.error("step %s failed: %s", step.id, detail, exc_info=not isinstance(exc, (StepFailed, TimeoutError)))
+            await self._save(step, "failed", detail=detail, started=started)
+            if not step.continue_on_error:
+                self.halted_at = index if self.halted_at is None else min(self.halted_at, index)
+            return
+        self.ctx.outputs[step.id] = output
+        to_json = getattr(module, "to_json", None)
+        stored = to_json(output) if to_json and output is not None else (output if isinstance(output, dict) else None)
+        await self._save(step, "done", output=stored, started=started)
+
+    async def _save(self, step: StepSpec, status: str, *, detail: str = "", output=None, started=None) -> None:
+        assert step.id is not None
+        ended = utcnow() if status in ("done", "failed", "skipped") else None
+        await self.runtime.store.save_step(
+            StepRecord(self.incident.id, step.id, status, output, detail, started or utcnow(), ended)
+        )

@@ -1,0 +1,34 @@
+"""Find trigger and connector classes through entry points.
+
+Built-in and third-party plugins are registered the same way (pyproject entry
+points), so a third party needs no change here. Nothing is imported until asked for.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+TRIGGERS = "crisisbot.triggers"
+CONNECTORS = "crisisbot.connectors"
+
+
+class UnknownPlugin(LookupError):
+    def __init__(self, group: str, name: str, known: list[str]):
+        self.known = known
+        kind = "trigger" if group == TRIGGERS else "connector"
+        super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
+
+
+@lru_cache(maxsize=None)
+def available(group: str) -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+@lru_cache(maxsize=None)
+def load(group: str, name: str) -> type:
+    eps = available(group)
+    if name not in eps:
+        raise UnknownPlugin(group, name, sorted(eps))
+    return eps[name].load()

@@ -1,0 +1,72 @@
+"""Dry run: which playbook an alarm would run, who would be contacted, what they would read.
+
+Nothing is sent and nothing is stored; meeting links are shown as placeholders.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterator
+
+from crisisbot import matching
+from crisisbot.config.bundle import Bundle
+from crisisbot.models import Alarm, Incident, IncidentStatus, Meeting
+from crisisbot.steps.base import StepContext
+
+
+class _DryRuntime:
+    """Just what rendering needs: the bundle and its templates."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.templates = bundle.templates
+        self.recipients = bundle.recipients
+
+
+def simulate(bundle: Bundle, alarm: Alarm, at: datetime, show_bodies: bool = True) -> Iterator[str]:
+    found = matching.candidates(alarm, bundle.playbooks, bundle.config.sites, at)
+    yield f"Alarm: {alarm.kind.value}/{alarm.severity.value} at site {alarm.site} from {alarm.source}" + (
+        f", zone {alarm.zone}" if alarm.zone else "") + f" — {at.isoformat(timespec='minutes')}"
+    if not found:
+        yield "No playbook matches: the alarm would be stored and logged, nobody contacted."
+        return
+    playbook = found[0]
+    yield f"Playbook: {playbook.id} — {playbook.name} (priority {playbook.priority})"
+    for other in found[1:]:
+        yield f"  also matching but not run: {other.id} (priority {other.priority})"
+    site = bundle.config.sites.get(alarm.site)
+    incident = Incident(id="SIMULATION", site=alarm.site, playbook=playbook.id, status=IncidentStatus.open,
+                        opened_at=at, updated_at=at, drill=alarm.drill,
+                        title=f"{alarm.label or alarm.kind.value} — {site.name if site else alarm.site}")
+    ctx = StepContext(runtime=_DryRuntime(bundle), incident=incident, alarm=alarm, playbook=playbook, site=site)  # type: ignore[arg-type]
+    for step in playbook.steps:
+        yield ""
+        yield f"Step {step.id} ({step.action})" + (f", waits for {', '.join(step.needs)}" if step.needs else "")
+        if step.action == "meeting":
+            yield f"  opens a meeting with {step.connector}" + (f", fallback {', '.join(step.fallback)}" if step.fallback else "")  # type: ignore[attr-defined]
+            ctx.outputs[step.id] = Meeting(provider=step.connector, join_url="<meeting link>", meeting_id="-",  # type: ignore[attr-defined,index]
+                                           subject=incident.title, start=at, end=at)
+        elif step.action == "snapshot":
+            from crisisbot.steps.snapshot import select_cameras
+
+            yield f"  cameras: {', '.join(select_cameras(step, ctx)) or 'none'}"  # type: ignore[arg-type]
+        elif step.action == "email":
+            yield from _email(bundle, step, ctx, show_bodies)
+        else:
+            yield f"  {step.model_dump(exclude={'id', 'action'}, exclude_none=True)}"
+
+
+def _email(bundle: Bundle, step, ctx: StepContext, show_bodies: bool) -> Iterator[str]:
+    from crisisbot.steps.email import build_messages
+
+    recipients = bundle.recipients(step.to)
+    yield f"  emails {len(recipients)} recipient(s) with template '{step.template}':"
+    for message in build_messages(step, ctx, recipients):
+        person = message.recipient
+        tag = " [external]" if person.external else ""
+        yield f"    - {person.name} <{person.email}>{tag}: {message.subject}"
+    if show_bodies and recipients:
+        first = build_messages(step, ctx, recipients[:1])[0]
+        yield "  --- message (as the first recipient would read it, text part) ---"
+        for line in first.text.splitlines():
+            yield f"  | {line}"

@@ -1,0 +1,166 @@
+"""Email each member of the named groups a personal message, exactly once.
+
+Every message has an idempotency key (incident, step, person). Its state is
+committed as `sending` before the transport is called and as the transport's
+verdict right after, so a restart resends only what was not confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Literal
+
+from pydantic import Field
+
+from connectors.base import Mailer
+from crisisbot.config.types import Identifier
+from crisisbot.delivery import FINAL, deliver
+from crisisbot.models import (
+    Attachment,
+    DeliveryResult,
+    DeliveryStatus,
+    Meeting,
+    OutgoingEmail,
+    Recipient,
+)
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.snapshot import SnapshotSet
+from crisisbot.store.base import DeliveryRecord
+
+
+class EmailStep(StepSpec):
+    consumes = True
+
+    action: Literal["email"]
+    to: list[Identifier] = Field(min_length=1, description="contact groups or people")
+    template: Identifier = Field(description="directory under templates/")
+    attach: list[Identifier] | None = Field(
+        None, description="snapshot step ids whose images to attach (default: all)"
+    )
+    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+    max_attachment_bytes: int = Field(10_000_000, ge=0, description="total image budget per email")
+
+
+def delivery_key(incident_id: str, step_id: str, person_id: str) -> str:
+    return f"{incident_id}:{step_id}:{person_id}"
+
+
+def message_id(key: str) -> str:
+    """Stable Message-ID: a resend after a crash carries the same id, which clients de-duplicate."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@crisisbot>"
+
+
+def _snapshot_sets(spec: EmailStep, ctx: StepContext) -> list[SnapshotSet]:
+    return [
+        out for step_id, out in ctx.outputs.items()
+        if isinstance(out, SnapshotSet) and (spec.attach is None or step_id in spec.attach)
+    ]
+
+
+def _attachments(sets: list[SnapshotSet], recipient: Recipient, budget: int) -> list[Attachment]:
+    snapshots = [s for group in sets for s in group.snapshots]
+    if not snapshots:
+        return []
+    try:
+        from crisisbot.imaging import prepare_for_email
+    except ImportError:  # imaging extras absent: send images as captured, within the budget
+        out, used = [], 0
+        for snap in snapshots:
+            if used + len(snap.image.data) <= budget:
+                out.append(snap.image)
+                used += len(snap.image.data)
+        return out
+    return prepare_for_email(snapshots, external=recipient.external, budget_bytes=budget)
+
+
+def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient]) -> list[OutgoingEmail]:
+    runtime = ctx.runtime
+    base = ctx.template_context()
+    sets = _snapshot_sets(spec, ctx)
+    failures = {name: why for group in sets for name, why in group.failures.items()}
+    meeting: Meeting | None = base["meeting"]
+    meeting_failed = any(
+        step.action == "meeting" and step.id not in ctx.outputs for step in ctx.playbook.steps
+    )
+    messages = []
+    for person in recipients:
+        language = runtime.templates.pick_language(
+            spec.template,
+            [person.language, ctx.playbook.language, ctx.site.language if ctx.site else None,
+             runtime.bundle.config.organization.language],
+        )
+        context: dict[str, Any] = {
+            **base, "recipient": person, "language": language,
+            "camera_failures": failures, "meeting_failed": meeting_failed and meeting is None,
+        }
+        rendered = runtime.templates.render(spec.template, language, context)
+        attachments = _attachments(sets, person, spec.max_attachment_bytes)
+        if meeting is not None and meeting.ics:
+            attachments.append(Attachment("invite.ics", "text/calendar; method=REQUEST", meeting.ics))
+        key = delivery_key(ctx.incident.id, spec.id or "email", person.person_id)
+        subject = rendered.subject
+        if ctx.incident.drill and not subject.startswith("["):
+            subject = ("[EXERCICE] " if language == "fr" else "[DRILL] ") + subject
+        messages.append(OutgoingEmail(
+            key=key, recipient=person, subject=subject, text=rendered.text, html=rendered.html,
+            attachments=attachments, message_id=message_id(key),
+            headers={"X-Crisisbot-Incident": ctx.incident.id},
+        ))
+    return messages
+
+
+async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
+    runtime = ctx.runtime
+    store = runtime.store
+    step_id = spec.id or "email"
+    recipients = runtime.recipients(spec.to)
+    done = await store.get_deliveries(ctx.incident.id, step_id)
+    todo = [
+        r for r in recipients
+        if (rec := done.get(delivery_key(ctx.incident.id, step_id, r.person_id))) is None
+        or rec.status not in FINAL
+    ]
+    skipped = len(recipients) - len(todo)
+    if skipped:
+        ctx.log.info("%d recipient(s) already served before a restart; not sending again", skipped)
+    if not todo:
+        return {"recipients": len(recipients), "sent": skipped, "resumed": True}
+
+    messages = build_messages(spec, ctx, todo)
+    attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in (m.key for m in messages)}
+    by_key = {m.key: m for m in messages}
+
+    def record(key: str, status: DeliveryStatus, detail: str = "", transport: str = "") -> DeliveryRecord:
+        m = by_key[key]
+        return DeliveryRecord(key, ctx.incident.id, step_id, m.recipient.person_id, m.recipient.email,
+                              status, detail, transport, attempts[key])
+
+    await store.save_deliveries([record(k, DeliveryStatus.sending) for k in by_key], audit=False)
+
+    async def on_results(results: list[DeliveryResult], _: int) -> None:
+        for r in results:
+            attempts[r.key] += 1
+        await store.save_deliveries([record(r.key, r.status, r.detail, r.transport) for r in results])
+
+    mailers = [runtime.connectors[n] for n in (spec.via or runtime.bundle.config.mail.via)]
+    mailers = [m for m in mailers if isinstance(m, Mailer)]
+    mail = runtime.bundle.config.mail
+    loop = asyncio.get_running_loop()
+    timeout = spec.timeout or runtime.bundle.config.incidents.step_timeout
+    results = await deliver(
+        messages, mailers, sender=mail.sender, deadline=loop.time() + timeout,
+        retries=mail.retries, backoff=mail.backoff, on_results=on_results,
+    )
+    sent = sum(1 for r in results.values() if r.status is DeliveryStatus.sent) + skipped
+    rejected = [r.address for r in results.values() if r.status is DeliveryStatus.rejected]
+    failed = [m.recipient.email for m in messages if results.get(m.key) is None or results[m.key].status not in FINAL]
+    if failed:
+        await store.save_deliveries(
+            [record(m.key, DeliveryStatus.failed, "not delivered before the deadline", "")
+             for m in messages if m.recipient.email in failed and m.key not in results],
+        )
+    summary = {"recipients": len(recipients), "sent": sent, "rejected": rejected, "failed": failed}
+    if sent == 0:
+        raise StepFailed(f"no message could be delivered ({len(rejected)} rejected, {len(failed)} failed)")
+    return summary

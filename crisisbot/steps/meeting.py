@@ -1,0 +1,100 @@
+"""Open the crisis meeting, falling back to the next provider when one fails.
+
+The meeting is a produced output: message steps wait for it (up to its deadline)
+so the join link is in the first email. The result is journaled, so a restart
+reuses the meeting instead of opening a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field
+
+from connectors.base import MeetingProvider, MeetingRequest
+from crisisbot.config.types import Identifier, Seconds
+from crisisbot.models import Meeting, utcnow
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+
+
+class MeetingStep(StepSpec):
+    produces = True
+
+    action: Literal["meeting"]
+    connector: Identifier = Field(description="meeting connector, e.g. teams or jitsi")
+    fallback: list[Identifier] = Field(default_factory=list, description="tried in order if it fails")
+    subject: str = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
+    duration: Seconds = 7200.0
+    attendees: list[Identifier] = Field(
+        default_factory=list, description="groups/people invited by providers that send invitations"
+    )
+    attempt_timeout: Seconds | None = Field(
+        None, description="deadline per provider (default: the step deadline shared among them)"
+    )
+
+
+async def run(spec: MeetingStep, ctx: StepContext) -> Meeting:
+    runtime = ctx.runtime
+    subject = runtime.templates.render_string(spec.subject, ctx.template_context()).strip()
+    start = utcnow()
+    request = MeetingRequest(
+        incident_id=ctx.incident.id,
+        subject=subject or ctx.incident.title,
+        start=start,
+        end=start + timedelta(seconds=spec.duration),
+        attendees=runtime.recipients(spec.attendees),
+    )
+    providers = [spec.connector, *spec.fallback]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (spec.timeout or runtime.bundle.config.incidents.meeting_timeout)
+    errors: list[str] = []
+    for index, name in enumerate(providers):
+        provider = runtime.connectors.get(name)
+        if not isinstance(provider, MeetingProvider):
+            errors.append(f"{name}: not a meeting connector")
+            continue
+        remaining = deadline - loop.time()
+        share = remaining / (len(providers) - index)
+        budget = min(spec.attempt_timeout or share, remaining) if index < len(providers) - 1 else remaining
+        if budget <= 0:
+            errors.append(f"{name}: no time left before the step deadline")
+            continue
+        try:
+            async with asyncio.timeout(budget):
+                meeting = await provider.open_meeting(request)
+        except TimeoutError:
+            reason = f"no answer within {budget:.1f}s"
+        except Exception as exc:  # noqa: BLE001 - any provider failure means: try the next one
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            await runtime.store.audit(
+                "meeting.opened", ctx.incident.id,
+                {"provider": name, "join_url": meeting.join_url, "meeting_id": meeting.meeting_id,
+                 "fallback": index > 0, "failed_before": errors},
+            )
+            return meeting
+        errors.append(f"{name}: {reason}")
+        await runtime.store.audit("meeting.failed", ctx.incident.id, {"provider": name, "reason": reason})
+        ctx.log.warning("meeting provider %s failed: %s", name, reason)
+    raise StepFailed("no meeting could be opened (" + "; ".join(errors) + ")")
+
+
+def to_json(meeting: Meeting) -> dict[str, Any]:
+    return {
+        "provider": meeting.provider, "join_url": meeting.join_url, "meeting_id": meeting.meeting_id,
+        "subject": meeting.subject, "start": meeting.start.isoformat(), "end": meeting.end.isoformat(),
+        "dial_in": meeting.dial_in, "ics": meeting.ics.decode() if meeting.ics else None,
+    }
+
+
+def from_json(data: dict[str, Any]) -> Meeting:
+    from datetime import datetime
+
+    return Meeting(
+        provider=data["provider"], join_url=data["join_url"], meeting_id=data["meeting_id"],
+        subject=data["subject"], start=datetime.fromisoformat(data["start"]),
+        end=datetime.fromisoformat(data["end"]), dial_in=data.get("dial_in"),
+        ics=data["ics"].encode() if data.get("ics") else None,
+    )

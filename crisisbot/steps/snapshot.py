@@ -1,0 +1,78 @@
+"""Grab snapshots from the site's cameras, all in parallel, each under the step deadline.
+
+A dead camera costs at most the deadline and is reported by name; the others'
+images still reach the committee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
+
+from connectors.base import Camera, Snapshot
+from crisisbot.config.types import Identifier
+from crisisbot.steps.base import StepContext, StepSpec
+
+
+class SnapshotStep(StepSpec):
+    produces = True
+
+    action: Literal["snapshot"]
+    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+        "zone",
+        description="camera ids of the alarm's site, 'zone' (cameras of the alarm's zone, "
+        "else of the site) or 'site' (every camera of the site)",
+    )
+    prealarm: bool = Field(True, description="include buffered frames from before the alarm")
+
+
+@dataclass(slots=True)
+class SnapshotSet:
+    snapshots: list[Snapshot] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def select_cameras(spec: SnapshotStep, ctx: StepContext) -> list[str]:
+    site = ctx.site
+    if site is None:
+        return []
+    if isinstance(spec.cameras, list):
+        return spec.cameras
+    if spec.cameras == "zone" and ctx.alarm.zone and ctx.alarm.zone in site.zones:
+        return list(site.zones[ctx.alarm.zone].cameras)
+    return list(site.cameras)
+
+
+async def run(spec: SnapshotStep, ctx: StepContext) -> SnapshotSet:
+    names = select_cameras(spec, ctx)
+    result = SnapshotSet()
+    if not names:
+        return result
+    timeout = spec.timeout or ctx.runtime.bundle.config.incidents.step_timeout
+
+    async def grab(name: str) -> None:
+        camera = ctx.runtime.cameras.get((ctx.alarm.site, name))
+        if not isinstance(camera, Camera):
+            result.failures[name] = "camera is not configured for this site"
+            return
+        if spec.prealarm and hasattr(camera, "prealarm"):
+            result.snapshots.extend(camera.prealarm(ctx.alarm.occurred_at))
+        try:
+            async with asyncio.timeout(timeout):
+                result.snapshots.append(await camera.snapshot())
+        except TimeoutError:
+            result.failures[name] = f"no image within {timeout:.1f}s"
+        except Exception as exc:  # noqa: BLE001 - one camera's failure must not sink the others
+            result.failures[name] = f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(grab(n) for n in names))
+    for name, reason in result.failures.items():
+        ctx.log.warning("camera %s: %s", name, reason)
+    await ctx.runtime.store.audit(
+        "snapshot.taken", ctx.incident.id,
+        {"cameras": names, "images": len(result.snapshots), "failures": result.failures},
+    )
+    return result

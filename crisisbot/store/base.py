@@ -1,0 +1,144 @@
+"""The store interface: alarms, incidents, step journal, deliveries, audit chain.
+
+SQLite implements it today; a PostgreSQL backend implements the same methods.
+Every write that precedes an acknowledgement or a send is committed durably
+before the method returns: callers rely on that for "nothing is lost, nothing twice".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus
+
+GENESIS = "0" * 64
+
+
+@dataclass(slots=True)
+class StepRecord:
+    incident_id: str
+    step_id: str
+    status: str  # running | done | failed | skipped
+    output: dict[str, Any] | None = None
+    detail: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class DeliveryRecord:
+    key: str
+    incident_id: str
+    step_id: str
+    person_id: str
+    address: str
+    status: DeliveryStatus
+    detail: str = ""
+    transport: str = ""
+    attempts: int = 0
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    kind: str
+    incident_id: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str = ""
+
+
+@dataclass(slots=True)
+class AuditReport:
+    ok: bool
+    entries: int
+    head: str
+    problems: list[str] = field(default_factory=list)
+
+
+def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | None, data: str) -> str:
+    """Chain link: any change to an entry, or a removed entry, breaks every later hash."""
+    material = json.dumps([prev_hash, seq, at, kind, incident_id, data], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class Store(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # alarms ---------------------------------------------------------------
+    @abstractmethod
+    async def add_alarm(self, alarm: Alarm) -> bool:
+        """Durably record the alarm (and its audit entry); False if the id was already stored."""
+
+    @abstractmethod
+    async def pending_alarms(self) -> list[Alarm]: ...
+
+    @abstractmethod
+    async def mark_alarm(self, alarm_id: str, status: str, incident_id: str | None) -> None: ...
+
+    @abstractmethod
+    async def incident_alarms(self, incident_id: str) -> list[Alarm]: ...
+
+    # incidents ------------------------------------------------------------
+    @abstractmethod
+    async def find_open_incident(
+        self, site: str, playbook: str, since: datetime, dedup_key: str | None
+    ) -> Incident | None: ...
+
+    @abstractmethod
+    async def create_incident(self, incident: Incident, alarm: Alarm) -> None: ...
+
+    @abstractmethod
+    async def join_incident(self, incident_id: str, alarm: Alarm) -> None: ...
+
+    @abstractmethod
+    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None: ...
+
+    @abstractmethod
+    async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def get_incident(self, incident_id: str) -> Incident | None: ...
+
+    @abstractmethod
+    async def list_incidents(self, limit: int = 50, status: IncidentStatus | None = None) -> list[Incident]: ...
+
+    # step journal ---------------------------------------------------------
+    @abstractmethod
+    async def get_steps(self, incident_id: str) -> dict[str, StepRecord]: ...
+
+    @abstractmethod
+    async def save_step(self, record: StepRecord) -> None: ...
+
+    @abstractmethod
+    async def get_deliveries(self, incident_id: str, step_id: str | None = None) -> dict[str, DeliveryRecord]: ...
+
+    @abstractmethod
+    async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
+        """Upsert delivery states in one durable transaction (with audit entries if asked)."""
+
+    # audit ----------------------------------------------------------------
+    @abstractmethod
+    async def audit(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry: ...
+
+    @abstractmethod
+    async def audit_entries(self, incident_id: str | None = None, limit: int | None = None) -> list[AuditEntry]: ...
+
+    @abstractmethod
+    async def verify_audit(self) -> AuditReport: ...
+
+    # replay protection ----------------------------------------------------
+    @abstractmethod
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        """Record a nonce; True if it was already there and not yet expired."""

@@ -1,0 +1,328 @@
+"""SQLite store (the embedded default): WAL journal, `synchronous=FULL` so a commit is on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import aiosqlite
+
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, utcnow
+from crisisbot.store.base import (
+    GENESIS,
+    AuditEntry,
+    AuditReport,
+    DeliveryRecord,
+    StepRecord,
+    Store,
+    entry_hash,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarms (
+    id TEXT PRIMARY KEY, received_at TEXT NOT NULL, site TEXT NOT NULL, source TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', incident_id TEXT, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alarms_status ON alarms(status);
+CREATE INDEX IF NOT EXISTS alarms_incident ON alarms(incident_id);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, playbook TEXT NOT NULL, status TEXT NOT NULL,
+    title TEXT NOT NULL, drill INTEGER NOT NULL, opened_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    last_alarm_at TEXT NOT NULL, dedup_key TEXT, data TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents(site, playbook, status);
+CREATE TABLE IF NOT EXISTS steps (
+    incident_id TEXT NOT NULL, step_id TEXT NOT NULL, status TEXT NOT NULL, output TEXT,
+    detail TEXT NOT NULL DEFAULT '', started_at TEXT, ended_at TEXT,
+    PRIMARY KEY (incident_id, step_id));
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, step_id TEXT NOT NULL, person_id TEXT NOT NULL,
+    address TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    transport TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident_id, step_id);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, incident_id TEXT,
+    data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_incident ON audit(incident_id);
+CREATE TABLE IF NOT EXISTS nonces (
+    scope TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (scope, nonce));
+"""
+
+OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one writer; also serializes the audit chain
+        self._head: tuple[int, str] = (0, GENESIS)
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(SCHEMA)
+        async with self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        if row:
+            self._head = (row["seq"], row["hash"])
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # -- transactions ------------------------------------------------------
+    async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], audits: Iterable[tuple[str, str | None, dict[str, Any]]] = ()) -> list[AuditEntry]:
+        """Run statements and audit appends in one committed transaction."""
+        async with self._lock:
+            seq, head = self._head
+            entries: list[AuditEntry] = []
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    await self.db.execute(sql, params)
+                for kind, incident_id, data in audits:
+                    seq += 1
+                    at = _ts(utcnow())
+                    body = _dump(data)
+                    digest = entry_hash(head, seq, at, kind, incident_id, body)
+                    await self.db.execute(
+                        "INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                        (seq, at, kind, incident_id, body, head, digest),
+                    )
+                    entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
+                    head = digest
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            self._head = (seq, head)
+            return entries
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # -- alarms ------------------------------------------------------------
+    async def add_alarm(self, alarm: Alarm) -> bool:
+        if await self._rows("SELECT 1 FROM alarms WHERE id=?", (alarm.id,)):
+            return False
+        summary = {
+            "alarm_id": alarm.id, "source": alarm.source, "site": alarm.site, "zone": alarm.zone,
+            "input": alarm.input, "kind": alarm.kind.value, "severity": alarm.severity.value,
+            "label": alarm.label, "action": alarm.action.value, "raw": alarm.raw,
+        }
+        await self._write(
+            [("INSERT INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
+              (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))],
+            [("alarm.received", None, summary)],
+        )
+        return True
+
+    async def pending_alarms(self) -> list[Alarm]:
+        rows = await self._rows("SELECT body FROM alarms WHERE status='pending' ORDER BY received_at")
+        return [Alarm.model_validate_json(r["body"]) for r in rows]
+
+    async def mark_alarm(self, alarm_id: str, status: str, incident_id: str | None) -> None:
+        await self._write([("UPDATE alarms SET status=?, incident_id=? WHERE id=?", (status, incident_id, alarm_id))])
+
+    async def incident_alarms(self, incident_id: str) -> list[Alarm]:
+        rows = await self._rows("SELECT body FROM alarms WHERE incident_id=? ORDER BY received_at", (incident_id,))
+        return [Alarm.model_validate_json(r["body"]) for r in rows]
+
+    # -- incidents ---------------------------------------------------------
+    @staticmethod
+    def _incident(row: aiosqlite.Row) -> Incident:
+        return Incident(
+            id=row["id"], site=row["site"], playbook=row["playbook"], status=IncidentStatus(row["status"]),
+            opened_at=_dt(row["opened_at"]), updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
+            title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
+        )
+
+    async def find_open_incident(self, site: str, playbook: str, since: datetime, dedup_key: str | None) -> Incident | None:
+        if dedup_key:
+            rows = await self._rows(
+                "SELECT * FROM incidents WHERE dedup_key=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
+                (dedup_key, *OPEN_STATUSES),
+            )
+            if rows:
+                return self._incident(rows[0])
+        rows = await self._rows(
+            "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=? "
+            "ORDER BY opened_at DESC LIMIT 1",
+            (site, playbook, *OPEN_STATUSES, _ts(since)),
+        )
+        return self._incident(rows[0]) if rows else None
+
+    async def create_incident(self, incident: Incident, alarm: Alarm) -> None:
+        now = _ts(utcnow())
+        await self._write(
+            [
+                ("INSERT INTO incidents(id, site, playbook, status, title, drill, opened_at, updated_at, "
+                 "last_alarm_at, dedup_key, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                 (incident.id, incident.site, incident.playbook, incident.status.value, incident.title,
+                  int(incident.drill), _ts(incident.opened_at), now, now, alarm.dedup_key, _dump(incident.data))),
+                ("UPDATE alarms SET status='processed', incident_id=? WHERE id=?", (incident.id, alarm.id)),
+            ],
+            [("incident.opened", incident.id, {"alarm_id": alarm.id, "playbook": incident.playbook,
+                                               "site": incident.site, "title": incident.title,
+                                               "drill": incident.drill})],
+        )
+
+    async def join_incident(self, incident_id: str, alarm: Alarm) -> None:
+        now = _ts(utcnow())
+        await self._write(
+            [
+                ("UPDATE incidents SET last_alarm_at=?, updated_at=? WHERE id=?", (now, now, incident_id)),
+                ("UPDATE alarms SET status='processed', incident_id=? WHERE id=?", (incident_id, alarm.id)),
+            ],
+            [("incident.alarm_joined", incident_id, {"alarm_id": alarm.id, "label": alarm.label,
+                                                     "kind": alarm.kind.value, "action": alarm.action.value})],
+        )
+
+    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None:
+        await self._write(
+            [("UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id))],
+            [("incident.status", incident_id, {"status": status.value, "reason": reason})],
+        )
+
+    async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None:
+        rows = await self._rows("SELECT data FROM incidents WHERE id=?", (incident_id,))
+        merged = {**(json.loads(rows[0]["data"]) if rows else {}), **data}
+        await self._write([("UPDATE incidents SET data=?, updated_at=? WHERE id=?", (_dump(merged), _ts(utcnow()), incident_id))])
+
+    async def get_incident(self, incident_id: str) -> Incident | None:
+        rows = await self._rows("SELECT * FROM incidents WHERE id=? OR id LIKE ? LIMIT 2", (incident_id, incident_id + "%"))
+        return self._incident(rows[0]) if len(rows) == 1 or (rows and rows[0]["id"] == incident_id) else None
+
+    async def list_incidents(self, limit: int = 50, status: IncidentStatus | None = None) -> list[Incident]:
+        if status is None:
+            rows = await self._rows("SELECT * FROM incidents ORDER BY opened_at DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._rows("SELECT * FROM incidents WHERE status=? ORDER BY opened_at DESC LIMIT ?", (status.value, limit))
+        return [self._incident(r) for r in rows]
+
+    # -- step journal ------------------------------------------------------
+    async def get_steps(self, incident_id: str) -> dict[str, StepRecord]:
+        rows = await self._rows("SELECT * FROM steps WHERE incident_id=?", (incident_id,))
+        return {
+            r["step_id"]: StepRecord(r["incident_id"], r["step_id"], r["status"],
+                                     json.loads(r["output"]) if r["output"] else None, r["detail"],
+                                     _dt(r["started_at"]), _dt(r["ended_at"]))
+            for r in rows
+        }
+
+    async def save_step(self, record: StepRecord) -> None:
+        await self._write(
+            [("INSERT INTO steps(incident_id, step_id, status, output, detail, started_at, ended_at) "
+              "VALUES (?,?,?,?,?,?,?) ON CONFLICT(incident_id, step_id) DO UPDATE SET status=excluded.status, "
+              "output=excluded.output, detail=excluded.detail, ended_at=excluded.ended_at",
+              (record.incident_id, record.step_id, record.status,
+               _dump(record.output) if record.output is not None else None, record.detail,
+               _ts(record.started_at) if record.started_at else None,
+               _ts(record.ended_at) if record.ended_at else None))],
+            [(f"step.{record.status}", record.incident_id,
+              {"step": record.step_id, "detail": record.detail})],
+        )
+
+    async def get_deliveries(self, incident_id: str, step_id: str | None = None) -> dict[str, DeliveryRecord]:
+        if step_id is None:
+            rows = await self._rows("SELECT * FROM deliveries WHERE incident_id=? ORDER BY updated_at", (incident_id,))
+        else:
+            rows = await self._rows("SELECT * FROM deliveries WHERE incident_id=? AND step_id=?", (incident_id, step_id))
+        return {
+            r["key"]: DeliveryRecord(r["key"], r["incident_id"], r["step_id"], r["person_id"], r["address"],
+                                     DeliveryStatus(r["status"]), r["detail"], r["transport"], r["attempts"],
+                                     _dt(r["updated_at"]))
+            for r in rows
+        }
+
+    async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
+        now = _ts(utcnow())
+        statements = [
+            ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
+             "attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+             "status=excluded.status, detail=excluded.detail, transport=excluded.transport, "
+             "attempts=excluded.attempts, updated_at=excluded.updated_at",
+             (r.key, r.incident_id, r.step_id, r.person_id, r.address, r.status.value, r.detail,
+              r.transport, r.attempts, now))
+            for r in records
+        ]
+        audits = [
+            ("delivery." + r.status.value, r.incident_id,
+             {"step": r.step_id, "person": r.person_id, "address": r.address, "transport": r.transport,
+              "detail": r.detail, "attempts": r.attempts})
+            for r in records
+        ] if audit else []
+        await self._write(statements, audits)
+
+    # -- audit -------------------------------------------------------------
+    async def audit(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry:
+        return (await self._write([], [(kind, incident_id, data)]))[0]
+
+    async def audit_entries(self, incident_id: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        sql = "SELECT * FROM audit" + (" WHERE incident_id=?" if incident_id else "") + " ORDER BY seq"
+        params: tuple[Any, ...] = (incident_id,) if incident_id else ()
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = await self._rows(sql, params)
+        return [AuditEntry(r["seq"], _dt(r["at"]), r["kind"], r["incident_id"], json.loads(r["data"]),  # type: ignore[arg-type]
+                           r["prev_hash"], r["hash"]) for r in rows]
+
+    async def verify_audit(self) -> AuditReport:
+        problems: list[str] = []
+        expected_prev, expected_seq, count = GENESIS, 1, 0
+        async with self.db.execute("SELECT * FROM audit ORDER BY seq") as cur:
+            async for r in cur:
+                count += 1
+                if r["seq"] != expected_seq:
+                    problems.append(f"entry {expected_seq} is missing (next entry is {r['seq']})")
+                if r["prev_hash"] != expected_prev:
+                    problems.append(f"entry {r['seq']}: link to the previous entry is broken")
+                digest = entry_hash(r["prev_hash"], r["seq"], r["at"], r["kind"], r["incident_id"], r["data"])
+                if digest != r["hash"]:
+                    problems.append(f"entry {r['seq']} ({r['kind']}) was modified: its hash does not match")
+                expected_prev, expected_seq = r["hash"], r["seq"] + 1
+        return AuditReport(not problems, count, expected_prev, problems)
+
+    # -- nonces ------------------------------------------------------------
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        now = utcnow().timestamp()
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self.db.execute("DELETE FROM nonces WHERE expires_at<?", (now,))
+                cur = await self.db.execute(
+                    "INSERT OR IGNORE INTO nonces(scope, nonce, expires_at) VALUES (?,?,?)", (scope, nonce, now + ttl)
+                )
+                fresh = cur.rowcount == 1
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+        return not fresh
+

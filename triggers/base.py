@@ -1,0 +1,48 @@
+"""The small interface every alarm input implements.
+
+A trigger receives an `AlarmSink` and pushes normalized `Alarm`s into it. The sink
+returns only once the alarm is durably stored, so a trigger acknowledges its panel
+*after* `await sink.submit(...)` and never before. Registered under the
+`crisisbot.triggers` entry-point group, e.g.
+
+    [project.entry-points."crisisbot.triggers"]
+    webhook = "triggers.webhook:WebhookTrigger"
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from crisisbot.models import Alarm
+
+
+class AlarmSink(Protocol):
+    async def submit(self, alarm: Alarm) -> str:
+        """Store the alarm durably, queue it for its playbook, return the alarm id."""
+        ...
+
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        """Remember a replay-protection token; True if it was already seen."""
+        ...
+
+
+class Trigger(ABC):
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, name: str, config: BaseModel, sink: AlarmSink) -> None:
+        self.name = name
+        self.config = config
+        self.sink = sink
+        self.log = logging.getLogger(f"crisisbot.trigger.{name}")
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Begin listening/polling; return once ready (background work in tasks)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop listening and wait for in-flight alarms to be stored."""
