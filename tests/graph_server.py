@@ -449,6 +449,9 @@ class GraphServer:
         if draft is None:
             raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
         tail = "/".join(parts[1:])
+        if not tail and method == "DELETE":
+            del self.drafts[draft["id"]]
+            return Response(status_code=204)
         if tail == "attachments" and method == "POST":
             checked = self._check_message({"subject": "", "body": {"contentType": "text"}, "toRecipients": [], "attachments": [body]}, user, inline=False)
             draft["attachments"].extend(checked["attachments"])

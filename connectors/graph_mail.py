@@ -1,0 +1,197 @@
+"""Send the committee's personal emails through Microsoft Graph instead of SMTP.
+
+One Graph message per `OutgoingEmail`, sent from the configured mailbox. Messages
+whose attachments stay under the inline limit go out with a single `sendMail`
+(Mail.Send). Bigger ones need a draft: create it, add small attachments directly and
+upload each large one (3-150 MB) through an upload session in chunks, then `send`
+(Mail.ReadWrite as well). Graph takes one body: the HTML one when there is one.
+
+Results follow the delivery chain's rules: `rejected` (final) only when Graph refuses
+the message itself (bad recipient address, malformed message); a mailbox, permission
+or credential problem is `failed`, so the next mailer of `mail.via` takes over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from kiota_abstractions.api_error import APIError
+from msgraph.generated.models.attachment_item import AttachmentItem
+from msgraph.generated.models.attachment_type import AttachmentType
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.file_attachment import FileAttachment
+from msgraph.generated.models.internet_message_header import InternetMessageHeader
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.recipient import Recipient as GraphRecipient
+from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (
+    CreateUploadSessionPostRequestBody,
+)
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
+from pydantic import Field
+
+from connectors.base import Mailer, Services
+from connectors.graph_client import GraphConnection, GraphSettings, graph_errors, with_root
+from crisisbot.errors import ConnectorError, PermanentError, TransientError
+from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail
+
+CHUNK_UNIT = 320 * 1024  # upload chunks must be multiples of 320 KiB
+SEND_PERMISSION = "Mail.Send"
+DRAFT_PERMISSION = "Mail.ReadWrite (needed for attachments over the inline limit)"
+
+
+class GraphMailConfig(GraphSettings):
+    type: Literal["graph-mail"]
+    mailbox: str = Field(description="UPN/mail of the mailbox the messages are sent from")
+    save_to_sent_items: bool = True
+    inline_limit: int = Field(
+        3 * 1024 * 1024, gt=0, le=3 * 1024 * 1024,
+        description="bytes; a message whose attachments reach this size goes through a draft + upload session",
+    )
+    upload_chunk: int = Field(12 * CHUNK_UNIT, ge=CHUNK_UNIT, le=4 * 1024 * 1024, multiple_of=CHUNK_UNIT,
+                              description="bytes per PUT of an upload session (multiple of 320 KiB, at most 4 MiB)")
+
+    def required_permissions(self) -> list[str]:
+        return ["Mail.Send", "Mail.ReadWrite"]
+
+
+class GraphMailer(Mailer):
+    """Delivers each message with its own Graph call; one result per message."""
+
+    Config = GraphMailConfig
+    config: GraphMailConfig
+
+    def __init__(self, name: str, config: GraphMailConfig, services: Services, *, credential: Any | None = None) -> None:
+        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
+        self._credential = credential  # tests inject one; otherwise built from config
+        self._graph: GraphConnection | None = None
+
+    async def start(self) -> None:
+        self._graph = GraphConnection(self.config, self._credential)
+
+    async def stop(self) -> None:
+        if self._graph is not None:
+            await self._graph.close()
+            self._graph = None
+
+    @property
+    def graph(self) -> GraphConnection:
+        if self._graph is None:
+            raise PermanentError(f"connector {self.name} used before start()")
+        return self._graph
+
+    async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        blocked: DeliveryResult | None = None  # a failure that is not about one message stops the batch
+        for email in messages:
+            address = email.recipient.email
+            if blocked is not None:
+                results.append(DeliveryResult(email.key, address, blocked.status, f"not attempted: {blocked.detail}", self.name))
+                continue
+            try:
+                await self._send_one(email)
+            except ConnectorError as exc:
+                status = DeliveryStatus.rejected if _about_this_message(exc) else DeliveryStatus.failed
+                result = DeliveryResult(email.key, address, status, str(exc), self.name)
+                self.log.warning("graph mail to %s %s: %s", address, status.value, exc)
+                if status is DeliveryStatus.failed:
+                    blocked = result
+                results.append(result)
+            else:
+                results.append(DeliveryResult(email.key, address, DeliveryStatus.sent, "accepted by Graph", self.name))
+        return results
+
+    async def _send_one(self, email: OutgoingEmail) -> None:
+        total = sum(len(a.data) for a in email.attachments)
+        if total < self.config.inline_limit:
+            body = SendMailPostRequestBody(
+                message=self._message(email, email.attachments), save_to_sent_items=self.config.save_to_sent_items
+            )
+            with graph_errors(f"send mail to {email.recipient.email}", permission=SEND_PERMISSION, mailbox=self.config.mailbox):
+                await self._user.send_mail.post(body)
+            return
+        await self._send_with_draft(email)
+
+    @property
+    def _user(self) -> Any:
+        return self.graph.client.users.by_user_id(self.config.mailbox)
+
+    async def _send_with_draft(self, email: OutgoingEmail) -> None:
+        action = f"send mail with large attachments to {email.recipient.email}"
+        with graph_errors(action, permission=DRAFT_PERMISSION, mailbox=self.config.mailbox):
+            draft = await self._user.messages.post(self._message(email, []))
+        if draft is None or not draft.id:
+            raise TransientError(f"{action}: Graph returned no draft id")
+        item = self._user.messages.by_message_id(draft.id)
+        try:
+            for attachment in email.attachments:
+                if len(attachment.data) < self.config.inline_limit:
+                    with graph_errors(f"{action}: attach {attachment.filename}", permission=DRAFT_PERMISSION,
+                                      mailbox=self.config.mailbox):
+                        await item.attachments.post(_file(attachment))
+                else:
+                    await self._upload(item, attachment, action)
+            with graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox):
+                await item.send.post()
+        except Exception:
+            await self._discard(item)
+            raise
+
+    async def _upload(self, item: Any, attachment: Attachment, action: str) -> None:
+        body = CreateUploadSessionPostRequestBody(attachment_item=AttachmentItem(
+            attachment_type=AttachmentType.File, name=attachment.filename, size=len(attachment.data),
+            content_type=attachment.content_type,
+        ))
+        with graph_errors(f"{action}: upload session for {attachment.filename}", permission=DRAFT_PERMISSION,
+                          mailbox=self.config.mailbox):
+            session = await item.attachments.create_upload_session.post(body)
+        if session is None or not session.upload_url:
+            raise TransientError(f"{action}: Graph returned no upload URL")
+        data, size, step = attachment.data, len(attachment.data), self.config.upload_chunk
+        for first in range(0, size, step):
+            chunk = data[first:first + step]
+            headers = {"Content-Range": f"bytes {first}-{first + len(chunk) - 1}/{size}",
+                       "Content-Type": "application/octet-stream"}
+            try:  # the upload URL carries its own token: no bearer header, and never quoted in errors
+                response = await self.graph.raw.put(session.upload_url, content=chunk, headers=headers)
+            except httpx.TimeoutException:
+                raise TransientError(f"{action}: upload of {attachment.filename} timed out") from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"{action}: upload of {attachment.filename} failed ({type(exc).__name__})") from None
+            if response.status_code in (429, 503, 504) or response.status_code >= 500:
+                wait = response.headers.get("retry-after")
+                raise TransientError(f"{action}: upload of {attachment.filename}: HTTP {response.status_code}",
+                                     retry_after=float(wait) if wait and wait.isdigit() else None)
+            if response.status_code >= 400:
+                raise PermanentError(f"{action}: upload of {attachment.filename} refused: HTTP {response.status_code} "
+                                     f"{response.text[:200]}")
+
+    async def _discard(self, item: Any) -> None:
+        """Best effort: a half-built draft must not linger in the mailbox."""
+        try:
+            await item.delete()
+        except Exception as exc:  # noqa: BLE001 - the original error is what matters to the caller
+            self.log.warning("could not delete an unsent draft: %s", type(exc).__name__)
+
+    def _message(self, email: OutgoingEmail, attachments: list[Attachment]) -> Message:
+        html = bool(email.html.strip())
+        headers = [InternetMessageHeader(name=k, value=v) for k, v in email.headers.items() if k.lower().startswith("x-")]
+        return Message(
+            subject=email.subject,
+            body=ItemBody(content_type=BodyType.Html if html else BodyType.Text, content=email.html if html else email.text),
+            to_recipients=[GraphRecipient(email_address=EmailAddress(address=email.recipient.email, name=email.recipient.name))],
+            attachments=[_file(a) for a in attachments] or None,
+            internet_message_headers=headers or None,
+        )
+
+
+def _file(attachment: Attachment) -> FileAttachment:
+    return FileAttachment(name=attachment.filename, content_type=attachment.content_type, content_bytes=attachment.data)
+
+
+def _about_this_message(exc: ConnectorError) -> bool:
+    """Graph refused this message (400/413), as opposed to the mailbox, app or service."""
+    cause = exc.__cause__
+    return isinstance(exc, PermanentError) and isinstance(cause, APIError) and cause.response_status_code in (400, 413)
