@@ -526,3 +526,66 @@ class StaticCredential:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+class WebhookServer:
+    """A Teams Workflows webhook stand-in (plain HTTP): records cards, answers 202 or a fault.
+
+    `async with WebhookServer() as hook: hook.url, hook.posts, hook.fail_next(429, retry_after=1)`
+    """
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.faults: list[Fault] = []
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/workflows/triggers/manual/paths/invoke?api-version=1&sig=SIGNATURE-SECRET"
+
+    def fail_next(self, status: int = 503, *, retry_after: float | None = None, times: int = 1) -> None:
+        for _ in range(times):
+            self.faults.append(Fault(status, retry_after))
+
+    async def _receive(self, request: Request) -> Response:
+        self.attempts += 1
+        if request.query_params.get("sig") != "SIGNATURE-SECRET":
+            return JSONResponse({"error": {"code": "DirectApiAuthorizationRequired", "message": "bad signature"}}, 401)
+        if self.faults:
+            fault = self.faults.pop(0)
+            headers = {"Retry-After": str(int(fault.retry_after))} if fault.retry_after is not None else None
+            return JSONResponse({"error": {"code": "Throttled" if fault.status == 429 else "Error", "message": "injected"}},
+                                fault.status, headers=headers)
+        payload = await request.json()
+        attachments = payload.get("attachments") if isinstance(payload, dict) else None
+        if payload.get("type") != "message" or not isinstance(attachments, list) or not attachments:
+            return JSONResponse({"error": {"code": "InvalidRequestContent", "message": "type message with attachments required"}}, 400)
+        for attachment in attachments:
+            content = attachment.get("content") or {}
+            if attachment.get("contentType") != "application/vnd.microsoft.card.adaptive" or content.get("type") != "AdaptiveCard":
+                return JSONResponse({"error": {"code": "InvalidRequestContent", "message": "not an adaptive card"}}, 400)
+        if len(await request.body()) > 28 * 1024:
+            return JSONResponse({"error": {"code": "MessageTooLarge", "message": "over 28 KB"}}, 413)
+        self.posts.append(payload)
+        return Response(status_code=202)
+
+    async def __aenter__(self) -> "WebhookServer":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        app = Starlette(routes=[Route("/workflows/{rest:path}", self._receive, methods=["POST"])])
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        await self._task

@@ -1,0 +1,81 @@
+"""Post the alert to a Teams channel: title, site, time, join button, snapshot thumbnails.
+
+It consumes the meeting and snapshot outputs, so by default it waits for the earlier
+meeting/snapshot steps; a channel post without the join link is still posted when
+the meeting step failed, because the people watching the channel must know anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+
+from connectors.base import Snapshot
+from connectors.teams_channel import AlertCard, TeamsChannel
+from crisisbot.config.types import Identifier
+from crisisbot.errors import ConnectorError
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+
+
+class ChannelCardStep(StepSpec):
+    consumes: ClassVar[bool] = True
+
+    action: Literal["channel_card"]
+    connector: Identifier = Field(description="a teams-channel connector")
+    title: str = Field(
+        "{{ alarm.label or alarm.kind.value }} - {{ site_name }}", description="Jinja2 expression for the card title"
+    )
+    thumbnails: int = Field(4, ge=0, le=8, description="at most this many snapshot thumbnails")
+
+
+def _snapshots(ctx: StepContext) -> list[Snapshot]:
+    """Snapshots of every earlier snapshot step (a SnapshotSet or a plain list), newest first."""
+    found: list[Snapshot] = []
+    for output in ctx.outputs.values():
+        items = getattr(output, "snapshots", output)
+        if isinstance(items, (list, tuple)):
+            found.extend(s for s in items if isinstance(s, Snapshot))
+    return sorted(found, key=lambda s: s.taken_at, reverse=True)
+
+
+def _local(moment: datetime, timezone: str) -> str:
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%d/%m/%Y %H:%M:%S %Z")
+
+
+def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
+    variables = ctx.template_context()
+    alarm = ctx.alarm
+    title = ctx.runtime.templates.render_string(spec.title, variables).strip() or ctx.incident.title
+    facts = [("Site", str(variables["site_name"]))]
+    if alarm.zone:
+        zone = ctx.site.zones.get(alarm.zone) if ctx.site else None
+        facts.append(("Zone", zone.name if zone and zone.name else alarm.zone))
+    facts += [
+        ("Event", f"{alarm.kind.value} ({alarm.severity.value})"),
+        ("Time", _local(alarm.occurred_at, variables["timezone"])),
+        ("Incident", ctx.incident.id),
+    ]
+    if variables["join_url"] is None:
+        facts.append(("Meeting", "not available yet"))
+    return AlertCard(
+        title=title, facts=facts, join_url=variables["join_url"],
+        snapshots=tuple(_snapshots(ctx)[: spec.thumbnails]), drill=ctx.incident.drill,
+    )
+
+
+async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
+    channel = ctx.runtime.connectors.get(spec.connector)
+    if not isinstance(channel, TeamsChannel):
+        raise StepFailed(f"{spec.connector} is not a teams-channel connector")
+    card = alert_card(spec, ctx)
+    try:
+        await channel.post_alert(card)
+    except ConnectorError as exc:
+        raise StepFailed(f"teams channel {spec.connector}: {exc}") from exc
+    summary = {"connector": spec.connector, "title": card.title, "join_url": card.join_url,
+               "thumbnails": len(card.snapshots)}
+    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, summary)
+    return summary
