@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Awaitable, Callable, ClassVar
 
 from pydantic import BaseModel
 
@@ -75,12 +75,29 @@ class MeetingProvider(Connector):
         """Open (or find again, for the same incident id) the crisis meeting."""
 
 
+ResultCallback = Callable[[DeliveryResult], Awaitable[None]]
+
+
 class Mailer(Connector):
     kind = "mail"
 
     @abstractmethod
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
         """Deliver each message; return one result per message, never raise per recipient."""
+
+    async def send_each(
+        self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback
+    ) -> list[DeliveryResult]:
+        """Like `send`, but report each verdict as soon as it is known.
+
+        The engine records every verdict durably on arrival, so a crash in the
+        middle of a large batch does not resend what was already accepted.
+        Override this when the transport learns verdicts one by one (SMTP does).
+        """
+        results = await self.send(messages, sender)
+        for result in results:
+            await on_result(result)
+        return results
 
 
 @dataclass(slots=True)

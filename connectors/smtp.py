@@ -15,7 +15,7 @@ from typing import Literal
 import aiosmtplib
 from pydantic import Field, SecretStr
 
-from connectors.base import Mailer
+from connectors.base import Mailer, ResultCallback
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.mime import build_mime
 from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
@@ -33,6 +33,10 @@ class SmtpConfig(Strict):
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's")
     verify_certificate: bool = True
     local_hostname: str | None = None
+
+
+async def _ignore(_: DeliveryResult) -> None:
+    return None
 
 
 def _verdict(code: int | None) -> DeliveryStatus:
@@ -63,29 +67,40 @@ class SmtpMailer(Mailer):
         )
 
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        return await self.send_each(messages, sender, _ignore)
+
+    async def send_each(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
         if not messages:
             return []
         sessions = min(self.config.connections, len(messages))
         shares = [messages[i::sessions] for i in range(sessions)]
-        batches = await asyncio.gather(*(self._session(share, sender) for share in shares))
+        batches = await asyncio.gather(*(self._session(share, sender, on_result) for share in shares))
         return [result for batch in batches for result in batch]
 
-    async def _session(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+    async def _session(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
+
+        async def report(result: DeliveryResult) -> None:
+            results.append(result)
+            await on_result(result)
+
         client = self._client()
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
             detail = f"cannot reach {self.config.host}: {exc}"
-            return [self._result(m, DeliveryStatus.failed, detail) for m in messages]
+            for m in messages:
+                await report(self._result(m, DeliveryStatus.failed, detail))
+            return results
         try:
             for index, message in enumerate(messages):
                 try:
-                    results.append(await self._one(client, message, sender))
+                    await report(await self._one(client, message, sender))
                 except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError,
                         aiosmtplib.SMTPTimeoutError, OSError) as exc:
                     detail = f"connection to {self.config.host} lost: {exc}"
-                    results.extend(self._result(m, DeliveryStatus.failed, detail) for m in messages[index:])
+                    for m in messages[index:]:
+                        await report(self._result(m, DeliveryStatus.failed, detail))
                     break
         finally:
             if client.is_connected:

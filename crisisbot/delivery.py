@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 FINAL = (DeliveryStatus.sent, DeliveryStatus.rejected)
 
-ResultSink = Callable[[list[DeliveryResult], int], Awaitable[None]]
+ResultSink = Callable[[DeliveryResult], Awaitable[None]]
 
 
 async def deliver(
@@ -31,13 +31,12 @@ async def deliver(
     deadline: float,
     retries: int,
     backoff: float,
-    on_results: ResultSink,
+    on_result: ResultSink,
 ) -> dict[str, DeliveryResult]:
-    """Return the last result per message key; `on_results` is called after every attempt."""
+    """Return the last result per message key; `on_result` sees every verdict as it comes."""
     loop = asyncio.get_running_loop()
     last: dict[str, DeliveryResult] = {}
     pending = list(messages)
-    attempts = 0
     for mailer in mailers:
         for attempt in range(retries + 1):
             if not pending:
@@ -45,22 +44,24 @@ async def deliver(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            attempts += 1
+            reported: set[str] = set()
+
+            async def report(result: DeliveryResult, via: Mailer = mailer) -> None:
+                result.transport = result.transport or via.name
+                last[result.key] = result
+                reported.add(result.key)
+                await on_result(result)
+
             try:
                 async with asyncio.timeout(remaining):
-                    results = await mailer.send(pending, sender)
+                    await mailer.send_each(pending, sender, report)
             except Exception as exc:  # noqa: BLE001 - a broken transport fails its batch, not the step
-                reason = "no answer before the step deadline" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                results = [
-                    DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason, mailer.name)
-                    for m in pending
-                ]
-            for result in results:
-                result.transport = result.transport or mailer.name
-                last[result.key] = result
-            await on_results(results, attempts)
-            done = {r.key for r in results if r.status in FINAL}
-            pending = [m for m in pending if m.key not in done]
+                reason = ("no answer before the step deadline" if isinstance(exc, TimeoutError)
+                          else f"{type(exc).__name__}: {exc}")
+                for m in pending:
+                    if m.key not in reported:
+                        await report(DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason))
+            pending = [m for m in pending if last.get(m.key) is None or last[m.key].status not in FINAL]
             if pending and attempt < retries:
                 pause = min(backoff * (2**attempt), max(0.0, deadline - loop.time()))
                 log.info("%d message(s) not delivered by %s; retrying in %.2fs", len(pending), mailer.name, pause)

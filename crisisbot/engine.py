@@ -98,20 +98,15 @@ class Engine:
         runtime, store = self.runtime, self.runtime.store
         bundle = runtime.bundle
         playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, utcnow())
-        if playbook is None:
-            log.warning("alarm %s (%s/%s %s) matched no playbook", alarm.id, alarm.site, alarm.source, alarm.kind.value)
-            await store.mark_alarm(alarm.id, "unmatched", None)
-            await store.audit("alarm.unmatched", None, {"alarm_id": alarm.id})
-            return None
-        window = playbook.join_window if playbook.join_window is not None else bundle.config.incidents.join_window
-        existing = await store.find_open_incident(
-            alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key
-        )
-        if existing is not None or alarm.action is not AlarmAction.trigger:
-            if existing is None:
-                await store.mark_alarm(alarm.id, "unmatched", None)
-                await store.audit("alarm.no_incident", None, {"alarm_id": alarm.id, "action": alarm.action.value})
-                return None
+        existing = None
+        if alarm.dedup_key:  # a follow-up (re-trigger, acknowledge, resolve) of a known event
+            existing = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key)
+        if existing is None and playbook is not None:
+            window = playbook.join_window if playbook.join_window is not None else bundle.config.incidents.join_window
+            existing = await store.find_open_incident(
+                alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key
+            )
+        if existing is not None:
             token = current_incident.set(existing.id)
             try:
                 log.info("alarm %s joins open incident %s", alarm.id, existing.id)
@@ -119,6 +114,12 @@ class Engine:
             finally:
                 current_incident.reset(token)
             return existing
+        if playbook is None or alarm.action is not AlarmAction.trigger:
+            why = "matched no playbook" if playbook is None else f"is a {alarm.action.value} with no open incident"
+            log.warning("alarm %s (%s/%s %s) %s", alarm.id, alarm.site, alarm.source, alarm.kind.value, why)
+            await store.mark_alarm(alarm.id, "unmatched", None)
+            await store.audit("alarm.unmatched", None, {"alarm_id": alarm.id, "reason": why})
+            return None
         site = bundle.config.sites.get(alarm.site)
         label = alarm.label or alarm.kind.value
         incident = Incident(

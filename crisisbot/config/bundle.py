@@ -124,9 +124,11 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
         raise ConfigError([Problem(str(config_path), 1, 1, "", "configuration file not found")])
     config_doc = read(config_path)
     config = DaemonConfig()
+    config_ok = False
     if config_doc is not None:
         parsed, found = validate_model(DaemonConfig, config_doc)
         problems.extend(found)
+        config_ok = parsed is not None
         config = parsed if parsed is not None else config  # type: ignore[assignment]
     docs: dict[str, Located] = {config_doc.file: config_doc} if config_doc else {}
 
@@ -150,7 +152,7 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
             for key, value in entries.items():
                 if key in people or key in groups:
                     first = origin[("id", key)]
-                    problems.append(doc.problem((section, key), f"duplicate id '{key}' (already defined in {first.file})"))
+                    problems.append(doc.problem((section, key), f"duplicate id '{key}' (already defined in {first.file})", at_key=True))
                     continue
                 target[key] = value
                 origin[("id", key)] = doc
@@ -182,6 +184,9 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
                     digest=hasher.hexdigest(), files=files)
     if config_doc is not None:
         problems.extend(_load_plugins(bundle, config_doc))
+    if config_ok and not problems:
+        # cross-references only mean something once every file is valid on its own;
+        # before that they would mostly repeat the problems above
         problems.extend(check_references(bundle, config_doc, playbook_docs, origin))
     if problems:
         raise ConfigError(_sorted(problems))
@@ -189,9 +194,19 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
 
 
 def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
-    """Validate each trigger/connector/camera mapping with the plugin's own Config model."""
+    """Validate each trigger/connector/camera mapping with the plugin's own Config model.
+
+    Works on the raw YAML so plugin problems are reported even when another part
+    of config.yaml is invalid.
+    """
     problems: list[Problem] = []
-    config = bundle.config
+    raw = doc.data if isinstance(doc.data, dict) else {}
+
+    def section(*path: str) -> dict[str, Any]:
+        node: Any = raw
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else {}
 
     def one(group: str, mapping: Any, path: tuple[Any, ...]) -> PluginConfig | None:
         if not isinstance(mapping, dict) or "type" not in mapping:
@@ -209,14 +224,14 @@ def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
         problems.extend(found)
         return PluginConfig(cls, parsed) if parsed is not None else None
 
-    for name, mapping in config.triggers.items():
+    for name, mapping in section("triggers").items():
         if (pc := one(plugins.TRIGGERS, mapping, ("triggers", name))) is not None:
             bundle.triggers[name] = pc
-    for name, mapping in config.connectors.items():
+    for name, mapping in section("connectors").items():
         if (pc := one(plugins.CONNECTORS, mapping, ("connectors", name))) is not None:
             bundle.connectors[name] = pc
-    for site_id, site in config.sites.items():
-        for cam_id, mapping in site.cameras.items():
+    for site_id in section("sites"):
+        for cam_id, mapping in section("sites", site_id, "cameras").items():
             if (pc := one(plugins.CONNECTORS, mapping, ("sites", site_id, "cameras", cam_id))) is not None:
                 bundle.cameras[(site_id, cam_id)] = pc
     return problems

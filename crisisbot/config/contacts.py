@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from crisisbot.config.types import Identifier, Language, Strict
+from crisisbot.lifecycle.schema import DutySlot
 
 Email = str  # checked by pattern below; a full RFC 5322 parser buys nothing here
 
@@ -28,6 +29,8 @@ class Group(Strict):
     members: list[Identifier] = Field(
         default_factory=list, description="person ids or other group ids"
     )
+    site: Identifier | None = Field(None, description="time zone and holidays of the duty schedule")
+    duty: list[DutySlot] = Field(default_factory=list, description="who is on duty when; else `members`")
 
 
 class ContactsFile(Strict):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
+from crisisbot.lifecycle.schema import LifecycleConfig
 
 PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, checked by the plugin
 
@@ -74,6 +75,15 @@ class ControlConfig(Strict):
     socket: str = Field("{data}/crisisbot.sock", description="local control socket (mode 0600)")
 
 
+class WebConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8440, ge=0, le=65535)
+    public_url: str | None = Field(
+        None, description="base URL people's browsers reach (links in emails); default http://host:port"
+    )
+
+
 class DaemonConfig(Strict):
     organization: Organization = Field(default_factory=Organization)
     sites: dict[Identifier, Site] = Field(default_factory=dict)
@@ -85,3 +95,5 @@ class DaemonConfig(Strict):
     paths: Paths = Field(default_factory=Paths)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)

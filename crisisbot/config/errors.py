@@ -47,7 +47,7 @@ def problems_from(exc: ValidationError, doc: Located, prefix: PathKey = ()) -> l
         if (path, message) in seen:
             continue
         seen.add((path, message))
-        out.append(doc.problem(path, message))
+        out.append(doc.problem(path, message, at_key=err["type"] == "extra_forbidden"))
     return out
 
 

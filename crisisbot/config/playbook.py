@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from crisisbot.config.types import Identifier, Language, Seconds, Strict
+from crisisbot.lifecycle.schema import PlaybookLifecycle
 from crisisbot.models import EventKind, Severity
 from crisisbot.steps import STEP_SPECS
 
@@ -53,6 +54,7 @@ class Playbook(Strict):
     )
     match: Match = Field(default_factory=Match)
     steps: list[Step] = Field(min_length=1)
+    lifecycle: PlaybookLifecycle = Field(default_factory=PlaybookLifecycle, description="cancel window, restores, stand-down")
 
     @model_validator(mode="after")
     def _name_steps(self) -> "Playbook":

@@ -25,10 +25,13 @@ class Located:
 
     file: str
     data: Any
-    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)  # of values
+    key_positions: dict[PathKey, tuple[int, int]] = field(default_factory=dict)  # of mapping keys
 
-    def where(self, path: PathKey) -> tuple[int, int]:
-        """Position of `path`, or of its nearest ancestor that exists in the file."""
+    def where(self, path: PathKey, at_key: bool = False) -> tuple[int, int]:
+        """Position of `path` (its value, or its key), else of its nearest ancestor in the file."""
+        if at_key and tuple(path) in self.key_positions:
+            return self.key_positions[tuple(path)]
         p = tuple(path)
         while p:
             if p in self.positions:
@@ -36,8 +39,8 @@ class Located:
             p = p[:-1]
         return self.positions.get((), (1, 1))
 
-    def problem(self, path: PathKey, message: str) -> Problem:
-        line, col = self.where(path)
+    def problem(self, path: PathKey, message: str, at_key: bool = False) -> Problem:
+        line, col = self.where(path, at_key)
         return Problem(self.file, line, col, dotted(path), message)
 
 
@@ -76,7 +79,7 @@ class _Builder:
                     self.problems.append(
                         Problem(self.doc.file, line, col, dotted(child), "duplicate key")
                     )
-                self.doc.positions[child] = (
+                self.doc.key_positions[child] = (
                     key_node.start_mark.line + 1,
                     key_node.start_mark.column + 1,
                 )

@@ -137,11 +137,19 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
                               status, detail, transport, attempts[key])
 
     await store.save_deliveries([record(k, DeliveryStatus.sending) for k in by_key], audit=False)
+    buffer: list[DeliveryRecord] = []
+    flushing = asyncio.Lock()
 
-    async def on_results(results: list[DeliveryResult], _: int) -> None:
-        for r in results:
-            attempts[r.key] += 1
-        await store.save_deliveries([record(r.key, r.status, r.detail, r.transport) for r in results])
+    async def on_result(result: DeliveryResult) -> None:
+        """Group commit: each verdict is on disk before its session moves on, and
+        verdicts arriving during a commit share the next one."""
+        attempts[result.key] += 1
+        buffer.append(record(result.key, result.status, result.detail, result.transport))
+        async with flushing:
+            if buffer:
+                batch = buffer[:]
+                buffer.clear()
+                await store.save_deliveries(batch)
 
     mailers = [runtime.connectors[n] for n in (spec.via or runtime.bundle.config.mail.via)]
     mailers = [m for m in mailers if isinstance(m, Mailer)]
@@ -150,7 +158,7 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     timeout = spec.timeout or runtime.bundle.config.incidents.step_timeout
     results = await deliver(
         messages, mailers, sender=mail.sender, deadline=loop.time() + timeout,
-        retries=mail.retries, backoff=mail.backoff, on_results=on_results,
+        retries=mail.retries, backoff=mail.backoff, on_result=on_result,
     )
     sent = sum(1 for r in results.values() if r.status is DeliveryStatus.sent) + skipped
     rejected = [r.address for r in results.values() if r.status is DeliveryStatus.rejected]

@@ -93,8 +93,10 @@ class Store(ABC):
     # incidents ------------------------------------------------------------
     @abstractmethod
     async def find_open_incident(
-        self, site: str, playbook: str, since: datetime, dedup_key: str | None
-    ) -> Incident | None: ...
+        self, site: str, playbook: str | None, since: datetime, dedup_key: str | None
+    ) -> Incident | None:
+        """The open incident with this dedup key, else (if `playbook`) the latest one of
+        this site and playbook that received an alarm since `since`."""
 
     @abstractmethod
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None: ...

@@ -163,7 +163,7 @@ class SqliteStore(Store):
             title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
         )
 
-    async def find_open_incident(self, site: str, playbook: str, since: datetime, dedup_key: str | None) -> Incident | None:
+    async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None) -> Incident | None:
         if dedup_key:
             rows = await self._rows(
                 "SELECT * FROM incidents WHERE dedup_key=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
@@ -171,6 +171,8 @@ class SqliteStore(Store):
             )
             if rows:
                 return self._incident(rows[0])
+        if playbook is None:
+            return None
         rows = await self._rows(
             "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=? "
             "ORDER BY opened_at DESC LIMIT 1",

@@ -1,0 +1,49 @@
+"""Start the real daemon in-process on a workspace, and fire signed webhook alarms at it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any, AsyncIterator
+
+import httpx
+
+from crisisbot.config.bundle import load_bundle
+from crisisbot.daemon import Daemon
+from triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+SECRET = "test-webhook-secret-0123456789"
+
+
+def enable_webhook(ws: Any, **extra: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["triggers"]["hook"] = {"type": "webhook", "host": "127.0.0.1", "port": 0,
+                                    "secret": "${CRISISBOT_TEST_WEBHOOK_SECRET}", **extra}
+    ws.edit_config(change)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(ws: Any, monkeypatch: Any = None) -> AsyncIterator[Daemon]:
+    if monkeypatch is not None:
+        monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", SECRET)
+    daemon = Daemon(ws.config_path, load_bundle(ws.config_path))
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def signed_headers(body: bytes, secret: str = SECRET, timestamp: float | None = None) -> dict[str, str]:
+    stamp = str(int(timestamp if timestamp is not None else time.time()))
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign(secret.encode(), stamp, body),
+            "Content-Type": "application/json"}
+
+
+async def post_alarm(daemon: Daemon, alarm: dict[str, Any], **kw: Any) -> httpx.Response:
+    trigger = daemon.runtime.triggers["hook"]  # type: ignore[union-attr]
+    body = json.dumps(alarm).encode()
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"http://127.0.0.1:{trigger.port}/alarms", content=body,
+                                 headers=signed_headers(body, **kw))
