@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus
 
 GENESIS = "0" * 64
@@ -144,3 +145,48 @@ class Store(ABC):
     @abstractmethod
     async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
         """Record a nonce; True if it was already there and not yet expired."""
+
+    # lifecycle: timers, acknowledgements, silences -----------------------------
+    # Concrete (not abstract) so other backends keep working until they add them.
+    async def add_timers(self, timers: list["TimerRecord"]) -> int:
+        """Insert timers whose id is new; returns how many were new (scheduling is idempotent)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def recover_timers(self) -> int:
+        """After a restart: timers caught firing are due again (their handlers are idempotent)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def due_timers(self, now: datetime) -> list["TimerRecord"]:
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def claim_timer(self, timer_id: str) -> bool:
+        """pending -> firing, atomically: only one caller ever gets True."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def finish_timer(self, timer_id: str, status: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def list_timers(self, incident_id: str | None = None, status: str | None = "pending") -> list["TimerRecord"]:
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def add_ack(self, ack: "AckRecord", audit: dict[str, Any]) -> bool:
+        """Record a person's acknowledgement once (with its audit entry); False if already there."""
+        raise NotImplementedError(f"{type(self).__name__} does not support acknowledgements")
+
+    async def get_acks(self, incident_id: str) -> list["AckRecord"]:
+        raise NotImplementedError(f"{type(self).__name__} does not support acknowledgements")
+
+    async def add_silence(self, silence: "SilenceRecord") -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support silences")
+
+    async def end_silence(self, silence_id: str, at: datetime, kind: str, reason: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} does not support silences")
+
+    async def list_silences(self, active_at: datetime | None = None) -> list["SilenceRecord"]:
+        raise NotImplementedError(f"{type(self).__name__} does not support silences")
+
+    async def last_alarm_at(self) -> datetime | None:
+        raise NotImplementedError(f"{type(self).__name__} does not support supervision")

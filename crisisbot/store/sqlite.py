@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 import aiosqlite
 
+from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, utcnow
 from crisisbot.store.base import (
     GENESIS,
@@ -47,6 +49,16 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_incident ON audit(incident_id);
 CREATE TABLE IF NOT EXISTS nonces (
     scope TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (scope, nonce));
+CREATE TABLE IF NOT EXISTS timers (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at TEXT NOT NULL, incident_id TEXT,
+    payload TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'pending');
+CREATE INDEX IF NOT EXISTS timers_due ON timers(status, due_at);
+CREATE TABLE IF NOT EXISTS acks (
+    incident_id TEXT NOT NULL, person_id TEXT NOT NULL, response TEXT NOT NULL, via TEXT NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (incident_id, person_id));
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, input TEXT, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
+    playbook TEXT, reason TEXT NOT NULL, created_by TEXT NOT NULL, ended_at TEXT);
 """
 
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
@@ -328,3 +340,112 @@ class SqliteStore(Store):
                 raise
         return not fresh
 
+    # -- lifecycle: timers, acknowledgements, silences ---------------------------
+    @staticmethod
+    def _timer(r: aiosqlite.Row) -> TimerRecord:
+        return TimerRecord(r["id"], r["kind"], _dt(r["due_at"]), r["incident_id"],  # type: ignore[arg-type]
+                           json.loads(r["payload"]), r["status"])
+
+    async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
+        """One committed statement; returns the number of rows it changed."""
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self.db.execute(sql, params)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+        return cur.rowcount
+
+    async def add_timers(self, timers: list[TimerRecord]) -> int:
+        added = 0
+        for t in timers:
+            added += await self._change(
+                "INSERT OR IGNORE INTO timers(id, kind, due_at, incident_id, payload, status) VALUES (?,?,?,?,?,?)",
+                (t.id, t.kind, _ts(t.due_at), t.incident_id, _dump(t.payload), t.status))
+        return added
+
+    async def recover_timers(self) -> int:
+        return await self._change("UPDATE timers SET status='pending' WHERE status='firing'", ())
+
+    async def due_timers(self, now: datetime) -> list[TimerRecord]:
+        rows = await self._rows("SELECT * FROM timers WHERE status='pending' AND due_at<=? ORDER BY due_at, id",
+                                (_ts(now),))
+        return [self._timer(r) for r in rows]
+
+    async def claim_timer(self, timer_id: str) -> bool:
+        return await self._change("UPDATE timers SET status='firing' WHERE id=? AND status='pending'", (timer_id,)) == 1
+
+    async def finish_timer(self, timer_id: str, status: str) -> None:
+        await self._change("UPDATE timers SET status=? WHERE id=?", (status, timer_id))
+
+    async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
+        return await self._change(
+            "UPDATE timers SET status='cancelled' WHERE incident_id=? AND status='pending' AND kind LIKE ?",
+            (incident_id, kind_prefix + "%"))
+
+    async def list_timers(self, incident_id: str | None = None, status: str | None = "pending") -> list[TimerRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if incident_id is not None:
+            where.append("incident_id=?")
+            params.append(incident_id)
+        if status is not None:
+            where.append("status=?")
+            params.append(status)
+        sql = "SELECT * FROM timers" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY due_at, id"
+        return [self._timer(r) for r in await self._rows(sql, tuple(params))]
+
+    async def add_ack(self, ack: AckRecord, audit: dict[str, Any]) -> bool:
+        if await self._rows("SELECT 1 FROM acks WHERE incident_id=? AND person_id=?", (ack.incident_id, ack.person_id)):
+            return False
+        try:
+            await self._write(
+                [("INSERT INTO acks(incident_id, person_id, response, via, at) VALUES (?,?,?,?,?)",
+                  (ack.incident_id, ack.person_id, ack.response, ack.via, _ts(ack.at)))],
+                [("incident.acknowledged", ack.incident_id, audit)],
+            )
+        except sqlite3.IntegrityError:  # the same person twice at the same instant: the first one counts
+            return False
+        return True
+
+    async def get_acks(self, incident_id: str) -> list[AckRecord]:
+        rows = await self._rows("SELECT * FROM acks WHERE incident_id=? ORDER BY at", (incident_id,))
+        return [AckRecord(r["incident_id"], r["person_id"], r["response"], r["via"], _dt(r["at"]))  # type: ignore[arg-type]
+                for r in rows]
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        s = silence
+        await self._write(
+            [("INSERT INTO silences(id, site, input, starts_at, ends_at, playbook, reason, created_by) "
+              "VALUES (?,?,?,?,?,?,?,?)",
+              (s.id, s.site, s.input, _ts(s.starts_at), _ts(s.ends_at), s.playbook, s.reason, s.created_by))],
+            [("silence.added", None, {"silence_id": s.id, "site": s.site, "input": s.input,
+                                      "starts_at": _ts(s.starts_at), "ends_at": _ts(s.ends_at),
+                                      "playbook": s.playbook, "reason": s.reason, "by": s.created_by})],
+        )
+
+    async def end_silence(self, silence_id: str, at: datetime, kind: str, reason: str) -> bool:
+        rows = await self._rows("SELECT ended_at FROM silences WHERE id=?", (silence_id,))
+        if not rows or rows[0]["ended_at"]:
+            return False
+        await self._write(
+            [("UPDATE silences SET ended_at=? WHERE id=? AND ended_at IS NULL", (_ts(at), silence_id))],
+            [(kind, None, {"silence_id": silence_id, "reason": reason})],
+        )
+        return True
+
+    async def list_silences(self, active_at: datetime | None = None) -> list[SilenceRecord]:
+        if active_at is None:
+            rows = await self._rows("SELECT * FROM silences ORDER BY starts_at")
+        else:
+            rows = await self._rows("SELECT * FROM silences WHERE ended_at IS NULL AND ends_at>? ORDER BY starts_at",
+                                    (_ts(active_at),))
+        return [SilenceRecord(r["id"], r["site"], _dt(r["starts_at"]), _dt(r["ends_at"]),  # type: ignore[arg-type]
+                              r["reason"], r["created_by"], r["input"], r["playbook"], _dt(r["ended_at"]))
+                for r in rows]
+
+    async def last_alarm_at(self) -> datetime | None:
+        rows = await self._rows("SELECT MAX(received_at) AS last FROM alarms")
+        return _dt(rows[0]["last"]) if rows else None
