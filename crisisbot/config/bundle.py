@@ -21,7 +21,8 @@ from crisisbot.config.playbook import Playbook
 from crisisbot.config.secrets import resolve_refs
 from crisisbot.config.yamlpos import Located, load_yaml
 from crisisbot.errors import ConfigError, Problem
-from crisisbot.models import Recipient
+from crisisbot.lifecycle import schedules
+from crisisbot.models import Recipient, utcnow
 from crisisbot.rendering import TemplateSet
 
 
@@ -62,7 +63,8 @@ class Bundle:
         if group is None or ref in _seen:
             return []
         out: list[str] = []
-        for member in group.members:
+        listed = schedules.on_duty(self, ref, utcnow())[0] if group.duty else group.members  # who is on duty now
+        for member in listed:
             out.extend(self.members(member, _seen | {ref}))
         return out
 
