@@ -1,0 +1,343 @@
+"""SIA DC-09 receiver against a panel simulator written here, over real loopback sockets.
+
+The simulator does not reuse the receiver's codec: CRC comes from pysiaalarm's own
+implementation and AES from pycryptodome, so a shared mistake cannot hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from Crypto.Cipher import AES
+from pydantic import ValidationError
+from pysiaalarm.event import BaseEvent
+
+from crisisbot.models import Alarm, EventKind
+from crisisbot.store.sqlite import SqliteStore
+from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
+
+KEY_HEX = "00112233445566778899AABBCCDDEEFF"
+KEY_ASCII = "Lille-panel-key/32-characters!!!"  # AES-256 given as 32 ASCII characters
+
+
+class RecordingSink:
+    """Stores alarms in a list; `gate` holds submissions, `fail` makes the next ones raise."""
+
+    def __init__(self) -> None:
+        self.alarms: list[Alarm] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = 0
+
+    async def submit(self, alarm: Alarm) -> str:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise OSError("disk full")
+        self.alarms.append(alarm)
+        return alarm.id
+
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        return False
+
+
+# -- the panel simulator ----------------------------------------------------------------
+
+def stamp(offset: float = 0.0) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=offset)).strftime("_%H:%M:%S,%m-%d-%Y")
+
+
+def wrap(body: str) -> bytes:
+    return f"\n{BaseEvent._crc_calc(body)}{len(body):04X}{body}\r".encode("ascii")
+
+
+def message(seq: int, data: str, *, account: str = "1234", mid: str = "SIA-DCS", key: bytes | None = None,
+            offset: float = 0.0, receiver: str = "R1", prefix: str = "L0") -> bytes:
+    content = f"#{account}|{data}]{stamp(offset)}"
+    if key is None:
+        return wrap(f'"{mid}"{seq:04d}{receiver}{prefix}#{account}[{content}')
+    pad = "x" * (16 - (len(content) + 1) % 16)
+    blob = AES.new(key, AES.MODE_CBC, iv=bytes(16)).encrypt(f"{pad}|{content}".encode())
+    return wrap(f'"*{mid}"{seq:04d}{receiver}{prefix}#{account}[{blob.hex().upper()}')
+
+
+def check(reply: bytes) -> str:
+    """The body of a receiver reply after checking its framing, length and CRC."""
+    assert reply[:1] == b"\n" and reply[-1:] == b"\r", reply
+    body = reply[9:-1].decode("ascii")
+    assert int(reply[5:9], 16) == len(body)
+    assert reply[1:5].decode() == BaseEvent._crc_calc(body)
+    return body
+
+
+def decrypt_reply(body: str, key: bytes) -> str:
+    blob = bytes.fromhex(body.split("[", 1)[1])
+    return AES.new(key, AES.MODE_CBC, iv=bytes(16)).decrypt(blob).decode("ascii")
+
+
+class TcpPanel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self, timeout: float = 5.0) -> str:
+        return check(await asyncio.wait_for(self.reader.readuntil(b"\r"), timeout))
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
+class UdpPanel(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.replies.put_nowait(data)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+def make_config(**overrides: Any) -> SiaDc09Config:
+    data: dict[str, Any] = {
+        "type": "sia-dc09", "host": "127.0.0.1", "port": 0,
+        "accounts": [
+            {"account": "1234", "site": "paris", "zones": {"3": "Reception panic button"}},
+            {"account": "AB12", "site": "lyon", "key": KEY_HEX, "key_format": "hex"},
+            {"account": "C0FFEE", "site": "lille", "key": KEY_ASCII, "key_format": "ascii"},
+        ],
+    }
+    data.update(overrides)
+    return SiaDc09Config.model_validate(data)
+
+
+@pytest.fixture
+async def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+async def receiver(sink: RecordingSink):
+    trigger = SiaDc09Trigger("arc", make_config(), sink)
+    await trigger.start()
+    yield trigger
+    await trigger.stop()
+
+
+@pytest.fixture
+async def panel(receiver: SiaDc09Trigger):
+    conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", receiver.port))
+    yield conn
+    await conn.close()
+
+
+async def udp_panel(receiver: SiaDc09Trigger) -> tuple[asyncio.DatagramTransport, UdpPanel]:
+    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
+        UdpPanel, remote_addr=("127.0.0.1", receiver.udp_port))
+    return transport, proto
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+async def test_plain_sia_burglary_is_stored_then_acked(panel: TcpPanel, sink: RecordingSink) -> None:
+    frame = message(7, "Nri2/BA03")
+    await panel.send(frame)
+    assert await panel.reply() == '"ACK"0007R1L0#1234[]'
+    [alarm] = sink.alarms
+    assert (alarm.source, alarm.site, alarm.zone, alarm.kind) == ("arc", "paris", "3", EventKind.intrusion)
+    assert alarm.label == "Reception panic button"
+    assert alarm.details["partition"] == "2" and alarm.details["code"] == "BA"
+    assert alarm.raw == frame.decode().strip()
+
+
+async def test_merged_and_split_frames_over_tcp(panel: TcpPanel, sink: RecordingSink,
+                                                receiver: SiaDc09Trigger) -> None:
+    await panel.send(message(1, "Nri1/PA01") + message(2, "Nri1/FA02") + message(3, "Nri1/TA04"))
+    assert [await panel.reply() for _ in range(3)] == [f'"ACK"000{i}R1L0#1234[]' for i in (1, 2, 3)]
+    split = message(4, "Nri1/HA05") + message(5, "Nri1/BR01")
+    for i in range(0, len(split), 7):  # cut mid-header, mid-body and across the two frames
+        await panel.send(split[i:i + 7])
+        await asyncio.sleep(0.005)
+    assert [await panel.reply() for _ in range(2)] == ['"ACK"0004R1L0#1234[]', '"ACK"0005R1L0#1234[]']
+    assert [a.kind for a in sink.alarms] == [EventKind.panic, EventKind.fire, EventKind.tamper,
+                                             EventKind.panic, EventKind.restore]
+    assert sink.alarms[-1].details["restores"] == "intrusion"
+    assert receiver.stats["garbage_bytes"] == 0 and receiver.stats["acked"] == 5
+
+
+async def test_encrypted_aes128_hex_key_over_tcp(panel: TcpPanel, sink: RecordingSink) -> None:
+    key = bytes.fromhex(KEY_HEX)
+    await panel.send(message(12, "Nri1/PA07", account="AB12", key=key))
+    body = await panel.reply()
+    assert body.startswith('"*ACK"0012R1L0#AB12[')
+    assert decrypt_reply(body, key).split("|", 1)[1].startswith("]_")  # pad|]_HH:MM:SS,MM-DD-YYYY
+    [alarm] = sink.alarms
+    assert (alarm.site, alarm.zone, alarm.kind) == ("lyon", "7", EventKind.panic)
+    assert alarm.details["encrypted"] is True and alarm.details["content"] == "Nri1/PA07"
+
+
+async def test_encrypted_aes256_ascii_key_contact_id_over_udp(receiver: SiaDc09Trigger,
+                                                              sink: RecordingSink) -> None:
+    key = KEY_ASCII.encode()
+    transport, proto = await udp_panel(receiver)
+    try:
+        transport.sendto(message(3, "1121 02 015", account="C0FFEE", mid="ADM-CID", key=key))
+        body = check(await asyncio.wait_for(proto.replies.get(), 5))
+    finally:
+        transport.close()
+    assert body.startswith('"*ACK"0003R1L0#C0FFEE[')
+    assert decrypt_reply(body, key).split("|", 1)[1].startswith("]_")
+    [alarm] = sink.alarms
+    assert (alarm.site, alarm.zone, alarm.kind) == ("lille", "15", EventKind.panic)
+    assert alarm.details | {"partition": "2", "code": "121", "qualifier": "1"} == alarm.details
+
+
+async def test_contact_id_restore_test_and_null(panel: TcpPanel, sink: RecordingSink,
+                                                receiver: SiaDc09Trigger) -> None:
+    await panel.send(message(20, "3130 01 004", mid="ADM-CID"))
+    await panel.send(message(21, "1602 00 000", mid="ADM-CID"))
+    await panel.send(wrap(f'"NULL"0022R1L0#1234[]{stamp()}'))
+    assert [await panel.reply() for _ in range(3)] == [f'"ACK"00{n}R1L0#1234[]' for n in (20, 21, 22)]
+    restore, test = sink.alarms
+    assert (restore.kind, restore.zone, restore.details["restores"]) == (EventKind.restore, "4", "intrusion")
+    assert test.kind is EventKind.test
+    assert receiver.stats["null"] == 1
+
+
+async def test_duplicate_sequence_is_acked_but_not_refired(panel: TcpPanel, sink: RecordingSink,
+                                                           receiver: SiaDc09Trigger) -> None:
+    frame = message(42, "Nri1/PA01")
+    await panel.send(frame)
+    await panel.send(frame)
+    assert [await panel.reply() for _ in range(2)] == ['"ACK"0042R1L0#1234[]'] * 2
+    assert len(sink.alarms) == 1 and receiver.stats["duplicates"] == 1
+
+
+async def test_unknown_account_gets_duh(panel: TcpPanel, sink: RecordingSink, receiver: SiaDc09Trigger) -> None:
+    await panel.send(message(5, "Nri1/PA01", account="9999"))
+    assert await panel.reply() == '"DUH"0005R1L0#9999[]'
+    assert sink.alarms == [] and receiver.stats["unknown_account"] == 1
+
+
+async def test_wrong_key_gets_duh_and_is_counted(panel: TcpPanel, sink: RecordingSink,
+                                                 receiver: SiaDc09Trigger) -> None:
+    await panel.send(message(6, "Nri1/PA01", account="AB12", key=os.urandom(16)))
+    assert await panel.reply() == '"DUH"0006R1L0#AB12[]'
+    await panel.send(message(7, "Nri1/PA01", account="AB12"))  # plain text for a keyed account
+    assert await panel.reply() == '"DUH"0007R1L0#AB12[]'
+    assert sink.alarms == [] and receiver.stats["decrypt_errors"] == 2
+
+
+async def test_stale_timestamp_gets_nak_with_receiver_time(panel: TcpPanel, sink: RecordingSink,
+                                                           receiver: SiaDc09Trigger) -> None:
+    await panel.send(message(8, "Nri1/PA01", offset=-120))
+    body = await panel.reply()
+    assert body.startswith('"NAK"0000R0L0A0[]_')
+    sent = datetime.strptime(body.split("]_")[1], "%H:%M:%S,%m-%d-%Y").replace(tzinfo=timezone.utc)
+    assert abs((sent - datetime.now(timezone.utc)).total_seconds()) < 5
+    await panel.send(message(9, "Nri1/PA01", offset=15))  # within the 20 s lead the standard allows
+    assert await panel.reply() == '"ACK"0009R1L0#1234[]'
+    assert len(sink.alarms) == 1 and receiver.stats["stale"] == 1
+
+
+async def test_bad_crc_and_garbage_get_no_reply_and_do_not_block(panel: TcpPanel, sink: RecordingSink,
+                                                                 receiver: SiaDc09Trigger) -> None:
+    good = message(10, "Nri1/PA01")
+    corrupt = good[:5] + good[5:].replace(b"PA01", b"PA02")  # CRC no longer matches
+    await panel.send(b"\x00\xffGARBAGE\r\n" + corrupt + os.urandom(64).replace(b"\n", b"") + good)
+    assert await panel.reply() == '"ACK"0010R1L0#1234[]'
+    assert [a.zone for a in sink.alarms] == ["1"]
+    assert receiver.stats["bad_frame"] == 1 and receiver.stats["garbage_bytes"] >= 11
+
+
+async def test_oversized_datagram_and_undecodable_payload(receiver: SiaDc09Trigger, sink: RecordingSink) -> None:
+    transport, proto = await udp_panel(receiver)
+    try:
+        transport.sendto(b"\n" + b"A" * 5000 + b"\r")
+        transport.sendto(message(11, "hello world", mid="ADM-CID"))
+        assert check(await asyncio.wait_for(proto.replies.get(), 5)) == '"DUH"0011R1L0#1234[]'
+    finally:
+        transport.close()
+    assert receiver.stats["oversized"] == 1 and receiver.stats["undecodable"] == 1 and sink.alarms == []
+
+
+async def test_ack_only_after_the_alarm_is_stored(panel: TcpPanel, sink: RecordingSink,
+                                                  receiver: SiaDc09Trigger) -> None:
+    sink.gate = asyncio.Event()
+    await panel.send(message(30, "Nri1/PA01"))
+    with pytest.raises(asyncio.TimeoutError):
+        await panel.reply(timeout=0.3)
+    sink.gate.set()
+    assert await panel.reply() == '"ACK"0030R1L0#1234[]'
+    sink.fail = 1  # storage fails: no ACK; the panel's repeat is stored and ACKed
+    await panel.send(message(31, "Nri1/PA02"))
+    with pytest.raises(asyncio.TimeoutError):
+        await panel.reply(timeout=0.3)
+    await panel.send(message(31, "Nri1/PA02"))
+    assert await panel.reply() == '"ACK"0031R1L0#1234[]'
+    assert [a.zone for a in sink.alarms] == ["1", "2"] and receiver.stats["store_errors"] == 1
+
+
+async def test_silent_panel_raises_input_fault_then_restore(sink: RecordingSink) -> None:
+    config = make_config(accounts=[{"account": "1234", "site": "paris", "supervision": "300ms"}])
+    trigger = SiaDc09Trigger("arc", config, sink)
+    await trigger.start()
+    try:
+        for _ in range(100):
+            if sink.alarms:
+                break
+            await asyncio.sleep(0.05)
+        [fault] = sink.alarms
+        assert (fault.kind, fault.site, fault.input) == (EventKind.input_fault, "paris", "1234")
+        conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", trigger.port))
+        await conn.send(wrap(f'"NULL"0001R1L0#1234[]{stamp()}'))
+        assert await conn.reply() == '"ACK"0001R1L0#1234[]'
+        await conn.close()
+        assert sink.alarms[1].kind is EventKind.restore
+        assert sink.alarms[1].details["restores"] == "input_fault"
+        assert trigger.stats["faults"] == 1
+    finally:
+        await trigger.stop()
+
+
+async def test_alarm_is_durable_in_the_sqlite_store(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "alarms.db")
+    await store.open()
+
+    class StoreSink(RecordingSink):
+        async def submit(self, alarm: Alarm) -> str:
+            await store.add_alarm(alarm)
+            return alarm.id
+
+    trigger = SiaDc09Trigger("arc", make_config(), StoreSink())
+    await trigger.start()
+    try:
+        conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", trigger.port))
+        await conn.send(message(1, "Nri1/FA09"))
+        assert await conn.reply() == '"ACK"0001R1L0#1234[]'
+        await conn.close()
+        [stored] = await store.pending_alarms()
+        assert (stored.site, stored.zone, stored.kind) == ("paris", "9", EventKind.fire)
+    finally:
+        await trigger.stop()
+        await store.close()
+
+
+def test_config_rejects_bad_keys_and_duplicate_accounts() -> None:
+    with pytest.raises(ValidationError, match="16, 24 or 32 bytes"):
+        make_config(accounts=[{"account": "1234", "site": "paris", "key": "00112233", "key_format": "hex"}])
+    with pytest.raises(ValidationError, match="not hexadecimal"):
+        make_config(accounts=[{"account": "1234", "site": "paris", "key": KEY_ASCII, "key_format": "hex"}])
+    with pytest.raises(ValidationError, match="key_format: hex or key_format: ascii"):
+        make_config(accounts=[{"account": "1234", "site": "paris", "key": KEY_HEX}])
+    with pytest.raises(ValidationError, match="listed twice"):
+        make_config(accounts=[{"account": "1234", "site": "a"}, {"account": "1234", "site": "b"}])
+    with pytest.raises(ValidationError):
+        make_config(colour="red")

@@ -1,0 +1,402 @@
+"""SIA DC-09 receiver: alarm panels report over TCP or UDP as to an alarm receiving centre.
+
+Each frame is checked (length, CRC), decrypted with its account's AES key, its
+timestamp checked against the account's window (NAK with our time if outside),
+decoded (SIA DCS or Ademco Contact ID) and every event in it stored through the
+sink; only then is it ACKed, so a panel never deletes an event we do not hold.
+Unknown accounts and undecodable messages get DUH; garbled frames get no reply
+(the panel repeats them). A repeat of the same account+sequence is ACKed without
+firing again, and alarm ids are derived from the frame, so a repeat after a restart
+is not stored twice either. An account silent for longer than its `supervision`
+interval raises an `input_fault` alarm, and a `restore` when it speaks again.
+
+pysiaalarm's server loop is not used: it ACKs before the event is handled and
+assumes one frame per read. Its event tables are, through `dc09_codec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.errors import InputRejected
+from crisisbot.models import Alarm, EventKind, Severity, utcnow
+from triggers import dc09_codec as codec
+from triggers.base import Trigger
+
+SEVERITY = {
+    EventKind.panic: Severity.critical, EventKind.fire: Severity.critical, EventKind.intrusion: Severity.critical,
+    EventKind.tamper: Severity.major, EventKind.input_fault: Severity.major, EventKind.trouble: Severity.minor,
+    EventKind.technical: Severity.major, EventKind.restore: Severity.info, EventKind.test: Severity.info,
+}
+PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
+
+
+class Dc09Account(Strict):
+    account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$", description="account number the panel sends (#acct)")
+    site: Identifier
+    key: SecretStr | None = Field(None, description="AES-128/192/256 key, e.g. ${PANEL_PARIS_KEY}; none: plain text")
+    key_format: Literal["hex", "ascii"] | None = Field(
+        None, description="required with a key (a 32-character key reads both ways): hex = 32/48/64 hex "
+        "digits; ascii = the 16/24/32 characters themselves are the key bytes, as pysiaalarm reads them")
+    past: Seconds = Field(40.0, description="accepted age of a message timestamp (standard: 40 s)")
+    future: Seconds = Field(20.0, description="accepted lead of a message timestamp (standard: 20 s)")
+    supervision: Seconds | None = Field(
+        None, description="raise input_fault when the panel is silent longer than this (NULL interval + margin)")
+    zones: dict[str, str] = Field(default_factory=dict, description="zone number -> label, e.g. '3': Reception")
+
+    @field_validator("account")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _key_length(self) -> "Dc09Account":
+        self.key_bytes()
+        return self
+
+    def key_bytes(self) -> bytes | None:
+        if self.key is None:
+            return None
+        text = self.key.get_secret_value()
+        if self.key_format is None:
+            raise ValueError("say how the key is written: key_format: hex or key_format: ascii")
+        if self.key_format == "hex":
+            try:
+                key = bytes.fromhex(text)
+            except ValueError:
+                raise ValueError("key is not hexadecimal (set key_format: ascii for a text key)") from None
+        else:
+            key = text.encode("ascii", "strict")
+        if len(key) not in (16, 24, 32):
+            raise ValueError(f"AES key must be 16, 24 or 32 bytes; got {len(key)} ({self.key_format})")
+        return key
+
+
+class SiaDc09Config(Strict):
+    type: Literal["sia-dc09"]
+    host: str = "0.0.0.0"
+    port: int = Field(12000, ge=0, le=65535, description="TCP and UDP port (0: any free port)")
+    tcp: bool = True
+    udp: bool = True
+    accounts: list[Dc09Account] = Field(min_length=1)
+    max_frame: int = Field(1024, ge=64, le=65535, description="larger frames are dropped as garbage")
+    duplicate_window: Seconds = Field(600.0, description="a repeated account+sequence within this is not re-fired")
+    submit_tests: bool = Field(True, description="store periodic test reports (RP, 602) as kind=test alarms")
+    idle_timeout: Seconds = Field(600.0, description="close TCP connections silent this long")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SiaDc09Config":
+        seen = [a.account for a in self.accounts]
+        dupes = sorted({a for a in seen if seen.count(a) > 1})
+        if dupes:
+            raise ValueError(f"account listed twice: {', '.join(dupes)}")
+        return self
+
+
+@dataclass(slots=True)
+class _Panel:
+    """Runtime state of one account: its key, when it last spoke, whether it is reported silent."""
+
+    config: Dc09Account
+    key: bytes | None
+    last_seen: float
+    faulted: bool = False
+    recent: dict[str, float] = field(default_factory=dict)  # sequence -> monotonic expiry
+
+
+class SiaDc09Trigger(Trigger):
+    Config = SiaDc09Config
+    config: SiaDc09Config
+
+    def __init__(self, *args: Any, clock: Any = time.monotonic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("frames", "acked", "alarms", "duplicates", "null", "bad_frame", "garbage_bytes", "oversized",
+             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults"), 0)
+        self.port: int | None = None
+        self.udp_port: int | None = None
+        self._panels: dict[str, _Panel] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: dict[asyncio.Task[None], bool] = {}  # connection task -> waiting for bytes
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        now = self.clock()
+        self._panels = {a.account: _Panel(a, a.key_bytes(), now) for a in self.config.accounts}
+        loop = asyncio.get_running_loop()
+        port = self.config.port
+        if self.config.tcp:
+            self._server = await asyncio.start_server(self._serve_tcp, self.config.host, port)
+            self.port = port = self._server.sockets[0].getsockname()[1]
+        if self.config.udp:
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(self.config.host, port))
+            self.udp_port = self._udp.get_extra_info("sockname")[1]
+        if any(p.config.supervision for p in self._panels.values()):
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"dc09-supervision-{self.name}")
+        self.log.info("SIA DC-09 receiver listening on %s (tcp %s, udp %s), %d account(s)",
+                      self.config.host, self.port, self.udp_port, len(self._panels))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        for task, idle in self._idle.items():
+            if idle:
+                task.cancel()
+        pending = [t for t in (*self._tasks, *self._idle) if not t.done()]
+        if pending:  # frames being stored finish; their ACK may still reach the panel
+            _, late = await asyncio.wait(pending, timeout=5.0)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*pending, *(t for t in [self._supervisor] if t), return_exceptions=True)
+
+    # -- transports ------------------------------------------------------------
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peer = writer.get_extra_info("peername")
+        splitter = codec.FrameSplitter(self.config.max_frame)
+        try:
+            while True:
+                self._idle[task] = True
+                data = await asyncio.wait_for(reader.read(4096), self.config.idle_timeout)
+                self._idle[task] = False
+                if not data:
+                    break
+                for raw in self._split(splitter, data, peer):
+                    reply = await self.handle(raw, peer)
+                    if reply:
+                        writer.write(reply)
+                await writer.drain()
+        except (ConnectionError, TimeoutError) as exc:
+            self.log.debug("connection from %s ended: %r", peer, exc)
+        finally:
+            self._idle.pop(task, None)
+            writer.close()
+
+    def _split(self, splitter: codec.FrameSplitter, data: bytes, peer: Any) -> list[bytes]:
+        before = splitter.garbage
+        frames = splitter.feed(data)
+        if splitter.garbage > before:
+            self.stats["garbage_bytes"] += splitter.garbage - before
+            self.log.warning("skipped %d byte(s) of garbage from %s", splitter.garbage - before, peer)
+        return frames
+
+    def _datagram(self, data: bytes, addr: Any) -> None:
+        if len(data) > self.config.max_frame:
+            self.stats["oversized"] += 1
+            self.log.warning("dropped a %d-byte datagram from %s (max_frame %d)", len(data), addr,
+                             self.config.max_frame)
+            return
+        for raw in self._split(codec.FrameSplitter(self.config.max_frame), data, addr):
+            task = asyncio.create_task(self._answer_udp(raw, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer_udp(self, raw: bytes, addr: Any) -> None:
+        reply = await self.handle(raw, addr)
+        if reply and self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(reply, addr)
+
+    # -- one frame -------------------------------------------------------------
+    async def handle(self, raw: bytes, peer: Any = None) -> bytes | None:
+        """The reply to one frame (None: no reply), after its events are stored."""
+        self.stats["frames"] += 1
+        now = utcnow()
+        try:
+            frame = codec.parse_frame(raw)
+        except InputRejected as exc:  # garbled in transit: silence makes the panel repeat
+            self.stats["bad_frame"] += 1
+            self.log.warning("dropped frame from %s: %s", peer, exc)
+            return None
+        panel = self._panels.get(frame.account)
+        if panel is None:
+            self.stats["unknown_account"] += 1
+            self.log.warning("DUH to %s: unknown account %s", peer, frame.account)
+            return codec.duh(frame)
+        try:
+            text = self._plaintext(frame, panel)
+        except codec.Undecodable as exc:
+            self.stats["decrypt_errors"] += 1
+            self.log.warning("DUH to %s, account %s: %s", peer, frame.account, exc)
+            return codec.duh(frame)
+        try:
+            content = codec.parse_content(text)
+            if frame.encrypted and content.sent_at is None:
+                raise codec.Undecodable("encrypted message without timestamp")
+            events = [] if frame.id == "NULL" else self._decoder(frame.id)(content.data)
+        except codec.Undecodable as exc:
+            self.stats["undecodable"] += 1
+            self.log.warning("DUH to %s, account %s: %s", peer, frame.account, exc)
+            return codec.duh(frame)
+        if content.sent_at is not None and not (
+            now - timedelta(seconds=panel.config.past) <= content.sent_at <= now + timedelta(seconds=panel.config.future)
+        ):
+            self.stats["stale"] += 1
+            self.log.warning("NAK to %s, account %s: timestamp %s outside the window (receiver time %s)",
+                             peer, frame.account, content.sent_at.isoformat(), now.isoformat())
+            return codec.nak(now)
+        if not await self._heard(panel):
+            return None
+        if not await self._store_once(frame, panel, content, events, now):
+            return None
+        self.stats["acked"] += 1
+        return codec.ack(frame, panel.key, now)
+
+    def _plaintext(self, frame: codec.Frame, panel: _Panel) -> str:
+        if panel.key is None:
+            if frame.encrypted:
+                raise codec.Undecodable("encrypted message for an account configured without key")
+            return frame.rest
+        if not frame.encrypted:  # otherwise anyone could inject plain-text alarms for this account
+            raise codec.Undecodable("plain-text message for an account that has a key")
+        return codec.decrypt(panel.key, frame.rest)
+
+    @staticmethod
+    def _decoder(message_id: str) -> Any:
+        try:
+            return PROTOCOLS[message_id]
+        except KeyError:
+            raise codec.Undecodable(f"unsupported message type {message_id!r}") from None
+
+    async def _store_once(self, frame: codec.Frame, panel: _Panel, content: codec.Content,
+                          events: list[codec.Event], now: datetime) -> bool:
+        """Submit the frame's alarms unless this account+sequence was already stored; True if safe."""
+        key = (frame.account, frame.seq)
+        mono = self.clock()
+        expiry = panel.recent.get(frame.seq)
+        if expiry is not None and expiry > mono:
+            self.stats["duplicates"] += 1
+            self.log.info("account %s repeated sequence %s: ACK without firing again", frame.account, frame.seq)
+            return True
+        if key in self._inflight:  # the same frame arrived twice at once (e.g. TCP and UDP)
+            self.stats["duplicates"] += 1
+            return await asyncio.shield(self._inflight[key])
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            if frame.id == "NULL":
+                self.stats["null"] += 1
+            for index, event in enumerate(events):
+                if event.kind is EventKind.test and not self.config.submit_tests:
+                    continue
+                await self.sink.submit(self._alarm(frame, panel, content, event, index, now))
+                self.stats["alarms"] += 1
+            future.set_result(True)
+        except Exception:
+            self.stats["store_errors"] += 1
+            self.log.exception("could not store alarm from account %s seq %s; no ACK, the panel will repeat",
+                               frame.account, frame.seq)
+            future.set_result(False)
+            return False
+        finally:
+            del self._inflight[key]
+            if not future.done():  # cancelled at shutdown
+                future.cancel()
+        panel.recent[frame.seq] = mono + self.config.duplicate_window
+        if len(panel.recent) > 64:
+            panel.recent = {s: t for s, t in panel.recent.items() if t > mono}
+        return True
+
+    def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
+               index: int, now: datetime) -> Alarm:
+        identity = f"{self.name}|{frame.account}|{frame.seq}|{content.sent_at}|{content.data}|{index}"
+        details: dict[str, Any] = {
+            "protocol": frame.id, "account": frame.account, "sequence": frame.seq, "receiver": frame.receiver,
+            "prefix": frame.prefix, "code": event.code, "partition": event.partition,
+            "encrypted": frame.encrypted,
+        }
+        if event.qualifier:
+            details["qualifier"] = event.qualifier
+        if event.sia_code:
+            details["sia_code"] = event.sia_code
+        if event.description:
+            details["description"] = event.description
+        if event.user:
+            details["user"] = event.user
+        if event.restores:
+            details["restores"] = event.restores.value
+        if frame.encrypted:
+            details["content"] = content.data
+        label = panel.config.zones.get(event.zone or "", "") or event.description or event.code
+        return Alarm(
+            id=hashlib.sha256(identity.encode()).hexdigest()[:32], source=self.name, site=panel.config.site,
+            zone=event.zone, input=frame.account, kind=event.kind, severity=SEVERITY.get(event.kind, Severity.minor),
+            label=label, occurred_at=content.sent_at or now, received_at=now, details=details,
+            raw=frame.raw.decode("ascii", "replace").strip(),
+        )
+
+    # -- link supervision ------------------------------------------------------
+    async def _heard(self, panel: _Panel) -> bool:
+        """Restart the panel's silence timer; report the end of a fault first. False: store failed."""
+        panel.last_seen = self.clock()
+        if panel.faulted:
+            if not await self._link_alarm(panel, EventKind.restore):
+                return False
+            panel.faulted = False
+        return True
+
+    async def _supervise(self) -> None:
+        periods = [p.config.supervision for p in self._panels.values() if p.config.supervision]
+        tick = min(max(min(periods) / 10, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock()
+            for panel in self._panels.values():
+                limit = panel.config.supervision
+                if limit and not panel.faulted and now - panel.last_seen > limit:
+                    self.log.warning("account %s silent for %.0f s: raising input_fault",
+                                     panel.config.account, now - panel.last_seen)
+                    if await self._link_alarm(panel, EventKind.input_fault):
+                        panel.faulted = True
+                        self.stats["faults"] += 1
+
+    async def _link_alarm(self, panel: _Panel, kind: EventKind) -> bool:
+        account = panel.config.account
+        silent = kind is EventKind.input_fault
+        details: dict[str, Any] = {"account": account, "supervision": panel.config.supervision}
+        if not silent:
+            details["restores"] = EventKind.input_fault.value
+        alarm = Alarm(
+            source=self.name, site=panel.config.site, input=account, kind=kind, severity=SEVERITY[kind],
+            label=f"Panel {account} {'silent' if silent else 'reporting again'}", details=details,
+            raw=f"supervision: account {account} {'silent' if silent else 'heard'}",
+        )
+        try:
+            await self.sink.submit(alarm)
+        except Exception:
+            self.stats["store_errors"] += 1
+            self.log.exception("could not store the supervision alarm of account %s", account)
+            return False
+        self.stats["alarms"] += 1
+        return True
+
+
+class _Udp(asyncio.DatagramProtocol):
+    """One datagram = one frame (or a few); replies go back to the sender's address."""
+
+    def __init__(self, trigger: SiaDc09Trigger) -> None:
+        self.trigger = trigger
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.trigger._datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.trigger.log.warning("UDP error: %r", exc)
