@@ -1,0 +1,353 @@
+"""Modbus input: poll panic buttons and dry contacts on PLCs and I/O modules (TCP or RTU).
+
+Every device is polled in its own task at its own interval; each table an input
+lives in (discrete inputs, coils, input/holding register bits) is read in one
+request per poll. An input fires on its debounced rising edge, once however long
+the button is held, and with `latch: true` not again until a `role: reset` input
+(e.g. the key switch) is operated or `reset_latches()` is called.
+
+Link supervision: a device that has not answered for `offline_after` raises one
+`input_fault` alarm, is reconnected with exponential backoff, and raises a
+`restore` when it answers again. Failed reads never change an input's state, and
+the state from before the outage is kept, so a button held through the outage does
+not fire again; a button first seen pressed after it does (it is real), flagged
+`after_link_loss`. pymodbus's own background reconnect is turned off
+(`reconnect_delay=0`) so that this backoff is the only one.
+
+Modbus frames are binary PDUs: `alarm.raw` holds the value read (device, table,
+address, bit, value) rather than bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.errors import PermanentError, TransientError
+from crisisbot.models import Alarm, EventKind, Severity
+from triggers.base import Trigger
+
+Table = Literal["discrete_input", "coil", "input_register", "holding_register"]
+BIT_TABLES = {"discrete_input", "coil"}
+MAX_COUNT = {"discrete_input": 2000, "coil": 2000, "input_register": 125, "holding_register": 125}
+READ = {"discrete_input": "read_discrete_inputs", "coil": "read_coils",
+        "input_register": "read_input_registers", "holding_register": "read_holding_registers"}
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+class ModbusInput(Strict):
+    name: Identifier = Field(description="unique on its device, e.g. btn-reception")
+    table: Table = "discrete_input"
+    address: int = Field(ge=0, le=65535, description="0-based wire address")
+    bit: int | None = Field(None, ge=0, le=15, description="bit of the register (registers only; 0 = LSB)")
+    active: Literal["high", "low"] = Field("high", description="low: the contact opens on alarm (NC wiring)")
+    debounce: int = Field(2, ge=1, le=100, description="consecutive identical reads before a change counts")
+    role: Literal["alarm", "reset"] = Field("alarm", description="reset: operating it clears the device's latches")
+    latch: bool = Field(False, description="after firing, stay in alarm until reset")
+    site: Identifier | None = Field(None, description="default: the device's site")
+    zone: str | None = None
+    label: str = ""
+    kind: EventKind = EventKind.panic
+    severity: Severity = Severity.critical
+
+    @model_validator(mode="after")
+    def _bit(self) -> "ModbusInput":
+        if self.table in BIT_TABLES and self.bit is not None:
+            raise ValueError(f"`bit` applies to registers only, not to a {self.table}")
+        if self.table not in BIT_TABLES and self.bit is None:
+            raise ValueError(f"an input in a {self.table} needs `bit` (0-15)")
+        return self
+
+
+class SerialSettings(Strict):
+    port: str = Field(description="e.g. /dev/ttyUSB0")
+    baudrate: int = 19200
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
+class ModbusDevice(Strict):
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str | None = None
+    port: int = Field(502, ge=1, le=65535)
+    serial: SerialSettings | None = None
+    unit: int = Field(1, ge=0, le=247, description="Modbus unit / device id")
+    site: Identifier
+    poll: Seconds = Field(0.2, ge=0.01, description="poll interval")
+    timeout: Seconds = Field(1.0, gt=0, description="answer timeout of one request")
+    offline_after: Seconds = Field(3.0, gt=0, description="no answer for this long raises input_fault")
+    backoff_max: Seconds = Field(30.0, gt=0, description="longest wait between reconnection attempts")
+    inputs: list[ModbusInput] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _link(self) -> "ModbusDevice":
+        if self.transport == "tcp" and not self.host:
+            raise ValueError("a tcp device needs `host`")
+        if self.transport == "rtu" and self.serial is None:
+            raise ValueError("an rtu device needs `serial` settings")
+        names = [i.name for i in self.inputs]
+        if len(names) != len(set(names)):
+            raise ValueError("input names must be unique on a device")
+        return self
+
+    def link_key(self) -> tuple[Any, ...]:
+        """Devices behind one gateway or on one RS-485 bus share a connection."""
+        if self.transport == "rtu":
+            assert self.serial is not None
+            return ("rtu", self.serial.port)
+        return ("tcp", self.host, self.port)
+
+
+class ModbusConfig(Strict):
+    type: Literal["modbus"]
+    devices: dict[Identifier, ModbusDevice] = Field(min_length=1)
+
+
+@dataclass(slots=True)
+class _Link:
+    """One connection; requests on it are serialized (one RS-485 bus answers one at a time)."""
+
+    client: Client
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
+class _InputState:
+    config: ModbusInput
+    stable: bool = False  # debounced state; inactive until proven otherwise
+    candidate: bool = False
+    count: int = 0
+    latched: bool = False
+
+
+@dataclass(slots=True)
+class _Block:
+    table: str
+    start: int
+    count: int
+    inputs: list[_InputState]
+
+
+@dataclass(slots=True)
+class _Device:
+    name: str
+    config: ModbusDevice
+    link: _Link
+    blocks: list[_Block]
+    inputs: list[_InputState]
+    last_ok: float
+    faulted: bool = False
+    since_fault: int | None = None  # good polls since the link came back
+    last_error: str = ""
+
+
+def _blocks(states: list[_InputState]) -> list[_Block]:
+    """Group inputs into as few reads as the protocol's per-request limits allow."""
+    blocks: list[_Block] = []
+    for table in READ:
+        chosen = sorted((s for s in states if s.config.table == table), key=lambda s: s.config.address)
+        for state in chosen:
+            last = blocks[-1] if blocks and blocks[-1].table == table else None
+            if last and state.config.address - last.start < MAX_COUNT[table]:
+                last.count = state.config.address - last.start + 1
+                last.inputs.append(state)
+            else:
+                blocks.append(_Block(table, state.config.address, 1, [state]))
+    return blocks
+
+
+class ModbusTrigger(Trigger):
+    Config = ModbusConfig
+    config: ModbusConfig
+
+    def __init__(self, *args: Any, clock: Any = time.monotonic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("polls", "read_errors", "connect_errors", "alarms", "faults", "restores", "submit_errors",
+             "writes", "write_errors"), 0)
+        self._devices: dict[str, _Device] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        links: dict[tuple[Any, ...], _Link] = {}
+        now = self.clock()
+        for name, dc in self.config.devices.items():
+            key = dc.link_key()
+            if key not in links:
+                links[key] = _Link(self._client(dc))
+            states = [_InputState(i) for i in dc.inputs]
+            self._devices[name] = _Device(name, dc, links[key], _blocks(states), states, now)
+        self._tasks = [asyncio.create_task(self._run(d), name=f"modbus-{self.name}-{d.name}")
+                       for d in self._devices.values()]
+        self.log.info("polling %d Modbus device(s), %d input(s)", len(self._devices),
+                      sum(len(d.inputs) for d in self._devices.values()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in {id(d.link): d.link for d in self._devices.values()}.values():
+            link.client.close()
+
+    @staticmethod
+    def _client(dc: ModbusDevice) -> Client:
+        if dc.transport == "rtu":
+            s = dc.serial
+            assert s is not None
+            return AsyncModbusSerialClient(s.port, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
+                                           stopbits=s.stopbits, timeout=dc.timeout, retries=0, reconnect_delay=0)
+        assert dc.host is not None
+        return AsyncModbusTcpClient(dc.host, port=dc.port, timeout=dc.timeout, retries=0, reconnect_delay=0)
+
+    # -- playbook actions --------------------------------------------------------
+    async def write_coil(self, device: str, address: int, value: bool) -> None:
+        """Switch a relay (the 'help is coming' lamp, a siren); raises Transient/PermanentError."""
+        dev = self._devices.get(device)
+        if dev is None:
+            raise PermanentError(f"modbus trigger {self.name} has no device {device!r}")
+        async with dev.link.lock:
+            try:
+                if not dev.link.client.connected and not await dev.link.client.connect():
+                    raise TransientError(f"device {device} is unreachable")
+                reply = await dev.link.client.write_coil(address, value, device_id=dev.config.unit)
+            except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+                self.stats["write_errors"] += 1
+                dev.link.client.close()
+                raise TransientError(f"writing coil {address} on {device} failed: {exc}") from exc
+        if reply.isError():
+            self.stats["write_errors"] += 1
+            raise PermanentError(f"device {device} refused to write coil {address}: {reply}")
+        self.stats["writes"] += 1
+        self.log.info("coil %s of %s set to %s", address, device, value)
+
+    def reset_latches(self, device: str) -> None:
+        for state in self._devices[device].inputs:
+            state.latched = False
+
+    # -- polling -----------------------------------------------------------------
+    async def _run(self, dev: _Device) -> None:
+        backoff = 0.0
+        while True:
+            started = self.clock()
+            values = await self._read(dev)
+            if values is not None:
+                backoff = 0.0
+                dev.last_ok = self.clock()
+                if not dev.faulted or await self._link_alarm(dev, EventKind.restore):
+                    dev.faulted = False
+                    await self._evaluate(dev, values)
+                await asyncio.sleep(max(0.0, dev.config.poll - (self.clock() - started)))
+                continue
+            if not dev.faulted and self.clock() - dev.last_ok >= dev.config.offline_after:
+                if await self._link_alarm(dev, EventKind.input_fault):
+                    dev.faulted, dev.since_fault = True, 0
+                    for state in dev.inputs:  # debounce afresh once it answers again
+                        state.candidate, state.count = state.stable, 0
+            backoff = min(max(dev.config.poll, backoff * 2), dev.config.backoff_max)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
+
+    async def _read(self, dev: _Device) -> list[list[int] | list[bool]] | None:
+        """One value list per block, or None if the device did not answer properly."""
+        client = dev.link.client
+        async with dev.link.lock:
+            try:
+                if not client.connected and not await client.connect():
+                    self.stats["connect_errors"] += 1
+                    dev.last_error = "connection refused or timed out"
+                    return None
+                values: list[list[int] | list[bool]] = []
+                for block in dev.blocks:
+                    reply = await getattr(client, READ[block.table])(
+                        block.start, count=block.count, device_id=dev.config.unit)
+                    if reply.isError():
+                        self.stats["read_errors"] += 1
+                        dev.last_error = f"exception response reading {block.table} {block.start}: {reply}"
+                        return None
+                    values.append(reply.bits if block.table in BIT_TABLES else reply.registers)
+            except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+                self.stats["read_errors"] += 1
+                dev.last_error = str(exc) or type(exc).__name__
+                client.close()
+                return None
+        self.stats["polls"] += 1
+        return values
+
+    async def _evaluate(self, dev: _Device, values: list[list[int] | list[bool]]) -> None:
+        if dev.since_fault is not None:
+            dev.since_fault += 1
+        for block, data in zip(dev.blocks, values):
+            for state in block.inputs:
+                c = state.config
+                word = int(data[c.address - block.start])
+                level = bool(word >> c.bit & 1) if c.bit is not None else bool(word)
+                active = level if c.active == "high" else not level
+                if active != state.candidate:
+                    state.candidate, state.count = active, 0
+                state.count += 1
+                if state.count < c.debounce or active == state.stable:
+                    continue
+                if active and c.role == "reset":
+                    self.reset_latches(dev.name)
+                    self.log.info("latches of %s reset by %s", dev.name, c.name)
+                elif active and not state.latched and not await self._fire(dev, state, word):
+                    continue  # not stored: stay inactive so the next poll tries again
+                state.stable = active
+                if active and c.latch and c.role == "alarm":
+                    state.latched = True
+        if dev.since_fault is not None and dev.since_fault > max((s.config.debounce for s in dev.inputs), default=1):
+            dev.since_fault = None
+
+    async def _fire(self, dev: _Device, state: _InputState, word: int) -> bool:
+        c, dc = state.config, dev.config
+        where = f"{c.table} {c.address}" + (f" bit {c.bit}" if c.bit is not None else "")
+        alarm = Alarm(
+            source=self.name, site=c.site or dc.site, zone=c.zone, input=f"{dev.name}/{c.name}", kind=c.kind,
+            severity=c.severity, label=c.label or c.name,
+            details={"device": dev.name, "unit": dc.unit, "table": c.table, "address": c.address, "bit": c.bit,
+                     "active": c.active, "after_link_loss": dev.since_fault is not None},
+            raw=f"{dev.name} unit {dc.unit} {where} = {word} (active {c.active})",
+        )
+        try:
+            await self.sink.submit(alarm)
+        except Exception:
+            self.stats["submit_errors"] += 1
+            self.log.exception("could not store the alarm of %s/%s; retrying on the next poll", dev.name, c.name)
+            return False
+        self.stats["alarms"] += 1
+        self.log.warning("input %s/%s active: alarm %s", dev.name, c.name, alarm.id)
+        return True
+
+    async def _link_alarm(self, dev: _Device, kind: EventKind) -> bool:
+        faulted = kind is EventKind.input_fault
+        target = dev.config.host if dev.config.transport == "tcp" else dev.config.serial.port  # type: ignore[union-attr]
+        details: dict[str, Any] = {"device": dev.name, "unit": dev.config.unit, "address": target}
+        if faulted:
+            details["error"] = dev.last_error
+        else:
+            details["restores"] = EventKind.input_fault.value
+        alarm = Alarm(
+            source=self.name, site=dev.config.site, input=dev.name, kind=kind,
+            severity=Severity.major if faulted else Severity.info,
+            label=f"Modbus device {dev.name} {'not answering' if faulted else 'answering again'}",
+            details=details, raw=f"{dev.name}: {dev.last_error if faulted else 'answered'}",
+        )
+        try:
+            await self.sink.submit(alarm)
+        except Exception:
+            self.stats["submit_errors"] += 1
+            self.log.exception("could not store the link alarm of %s", dev.name)
+            return False
+        self.stats["faults" if faulted else "restores"] += 1
+        self.log.warning("Modbus device %s %s", dev.name, "stopped answering" if faulted else "answers again")
+        return True
