@@ -1,0 +1,174 @@
+"""HTTP cameras against real loopback servers: auth, TLS pinning, slow, hanging-up and HTML cameras."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from connectors.base import Services
+from connectors.camera_http import CertificatePinMismatch, HttpCamera
+from crisisbot.errors import PermanentError, TransientError
+from tests.camera_server import PASSWORD, USER, CameraServer, dead_port
+
+
+@pytest.fixture
+async def cams() -> AsyncIterator[CameraServer]:
+    server = await CameraServer().start()
+    yield server
+    await server.stop()
+
+
+def camera(url: str, tmp_path: Path, name: str = "hall", **extra: Any) -> HttpCamera:
+    raw = {"type": "http-camera", "url": url, "timeout": "2s", **extra}
+    return HttpCamera(name, HttpCamera.Config.model_validate(raw), Services(data_dir=tmp_path, root=tmp_path))
+
+
+async def test_digest_camera_returns_the_served_jpeg(cams: CameraServer, tmp_path: Path) -> None:
+    cam = camera(f"{cams.base}/digest.jpg", tmp_path, username=USER, password=PASSWORD, auth="digest")
+    await cam.start()
+    try:
+        snap = await cam.snapshot()
+    finally:
+        await cam.stop()
+    assert snap.image.data == cams.jpeg
+    assert snap.image.content_type == "image/jpeg" and snap.camera == "hall"
+    assert all(h.startswith("Digest ") for h in cams.auth_headers)  # the password never went in clear
+
+
+async def test_basic_auth_and_wrong_password(cams: CameraServer, tmp_path: Path) -> None:
+    good = camera(f"{cams.base}/basic.jpg", tmp_path, username=USER, password=PASSWORD, auth="basic")
+    assert (await good.snapshot()).image.data == cams.jpeg
+    bad = camera(f"{cams.base}/digest.jpg", tmp_path, username=USER, password="wrong", auth="digest")
+    with pytest.raises(PermanentError, match="refused the credentials"):
+        await bad.snapshot()
+    await good.stop()
+    await bad.stop()
+
+
+async def test_html_instead_of_image_is_rejected_and_logged(cams: CameraServer, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    cam = camera(f"{cams.base}/login.html", tmp_path)
+    with caplog.at_level(logging.WARNING), pytest.raises(PermanentError) as info:
+        await cam.snapshot()
+    await cam.stop()
+    message = str(info.value)
+    assert "text/html" in message and "instead of a JPEG image" in message and "<html>" in message
+    assert any("instead of a JPEG image" in r.getMessage() for r in caplog.records)
+
+
+async def test_camera_that_hangs_up_mid_image_is_transient(cams: CameraServer, tmp_path: Path) -> None:
+    cam = camera(f"{cams.base}/hangup.jpg", tmp_path)
+    with pytest.raises(TransientError, match="closed the connection"):
+        await cam.snapshot()
+    await cam.stop()
+
+
+async def test_slow_camera_hits_its_own_deadline(cams: CameraServer, tmp_path: Path) -> None:
+    cam = camera(f"{cams.base}/slow.jpg", tmp_path, timeout="300ms")
+    with pytest.raises(TransientError, match="did not answer in time|no image within"):
+        await cam.snapshot()
+    await cam.stop()
+
+
+async def test_parallel_capture_is_not_delayed_by_dead_or_slow_cameras(cams: CameraServer, tmp_path: Path) -> None:
+    """The shape the snapshot step uses: gather, each camera under its own deadline."""
+    refused = await dead_port()
+    cameras = [
+        camera(f"{cams.base}/open.jpg", tmp_path, name="a", timeout="400ms"),
+        camera(f"{cams.base}/digest.jpg", tmp_path, name="b", timeout="400ms", username=USER, password=PASSWORD),
+        camera(f"{cams.base}/slow.jpg", tmp_path, name="slow", timeout="400ms"),
+        camera(f"http://127.0.0.1:{refused}/x.jpg", tmp_path, name="dead", timeout="400ms"),
+        camera(f"{cams.base}/login.html", tmp_path, name="html", timeout="400ms"),
+    ]
+    results = await asyncio.gather(*(c.snapshot() for c in cameras), return_exceptions=True)
+    for c in cameras:
+        await c.stop()
+    outcome = {c.name: r for c, r in zip(cameras, results)}
+    assert outcome["a"].image.data == cams.jpeg and outcome["b"].image.data == cams.jpeg
+    assert isinstance(outcome["slow"], TransientError)
+    assert isinstance(outcome["dead"], TransientError) and "unreachable" in str(outcome["dead"])
+    assert isinstance(outcome["html"], PermanentError)
+
+
+async def test_prealarm_buffer_keeps_recent_frames(cams: CameraServer, tmp_path: Path) -> None:
+    cam = camera(f"{cams.base}/open.jpg", tmp_path, prealarm={"every": "50ms", "keep": "200ms"})
+    await cam.start()
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if cams.hits.get("/open.jpg", 0) >= 8:
+                break
+        alarm_at = (await cam.snapshot()).taken_at
+        frames = cam.prealarm(alarm_at)
+    finally:
+        await cam.stop()
+    assert 2 <= len(frames) <= 6  # 200 ms of 50 ms frames, plus one interval after
+    assert all(alarm_at - timedelta(milliseconds=200) <= f.taken_at for f in frames)
+    assert [f.taken_at for f in frames] == sorted(f.taken_at for f in frames)
+    assert all(f.image.data == cams.jpeg for f in frames)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def tls_server(ca: trustme.CA) -> tuple[CameraServer, trustme.LeafCert]:
+    leaf = ca.issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(ctx)
+    return await CameraServer(ssl_context=ctx).start(), leaf
+
+
+async def test_tls_with_ca_file_and_with_pinned_fingerprint(ca: trustme.CA, tmp_path: Path) -> None:
+    server, leaf = await tls_server(ca)
+    ca.cert_pem.write_to_path(str(tmp_path / "cams-ca.pem"))
+    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+    pin = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+    try:
+        with_ca = camera(f"{server.base}/digest.jpg", tmp_path, username=USER, password=PASSWORD,
+                         tls={"ca_file": "cams-ca.pem"})
+        pinned = camera(f"{server.base}/digest.jpg", tmp_path, username=USER, password=PASSWORD,
+                        tls={"fingerprint": pin})
+        untrusted = camera(f"{server.base}/open.jpg", tmp_path)
+        assert (await with_ca.snapshot()).image.data == server.jpeg
+        assert (await pinned.snapshot()).image.data == server.jpeg
+        with pytest.raises(PermanentError, match="not trusted"):
+            await untrusted.snapshot()
+        for c in (with_ca, pinned, untrusted):
+            await c.stop()
+    finally:
+        await server.stop()
+
+
+async def test_wrong_pin_is_refused_before_any_credential_is_sent(ca: trustme.CA, tmp_path: Path) -> None:
+    server, _ = await tls_server(ca)
+    try:
+        cam = camera(f"{server.base}/basic.jpg", tmp_path, username=USER, password=PASSWORD, auth="basic",
+                     tls={"fingerprint": "ab" * 32})
+        with pytest.raises(CertificatePinMismatch, match="not the pinned"):
+            await cam.snapshot()
+        await cam.stop()
+        assert server.hits == {} and server.auth_headers == []
+    finally:
+        await server.stop()
+
+
+def test_config_refuses_typos_and_bad_fingerprints() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        HttpCamera.Config.model_validate({"type": "http-camera", "url": "http://x/a.jpg", "usrname": "a"})
+    with pytest.raises(ValidationError, match="SHA-256"):
+        HttpCamera.Config.model_validate({"type": "http-camera", "url": "http://x/a.jpg", "tls": {"fingerprint": "zz"}})
+    cfg = HttpCamera.Config.model_validate({"type": "http-camera", "url": "http://x/a.jpg", "password": "pw"})
+    assert "pw" not in repr(cfg)
