@@ -16,6 +16,8 @@ from typing import Any
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.engine import Engine
+from crisisbot.lifecycle.clock import Clock
+from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.runtime import Runtime
@@ -24,8 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, config_path: Path, bundle: Bundle) -> None:
+    def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None) -> None:
         self.config_path = config_path
+        self.clock = clock  # lifecycle timers read it; tests pass a ManualClock
+        self.lifecycle: Lifecycle | None = None
         self.bundle = bundle
         self.runtime: Runtime | None = None
         self.engine: Engine | None = None
@@ -36,6 +40,8 @@ class Daemon:
         self.runtime = await Runtime.build(self.bundle)
         await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest, "files": self.bundle.files})
         self.engine = Engine(self.runtime)
+        self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
+        await self.lifecycle.start()
         await self.engine.start()
         await self._start_triggers()
         await self._start_control()
@@ -63,6 +69,8 @@ class Daemon:
             self._control.close()
         if self.runtime is not None:
             await self._stop_triggers()
+        if self.lifecycle is not None:
+            await self.lifecycle.stop()
         if self.engine is not None:
             await self.engine.stop()
         if self.runtime is not None:
@@ -140,6 +148,8 @@ class Daemon:
             return {"ok": True, "alarm_id": alarm.id, "incident_id": incident.id if incident else None}
         if request.get("op") == "reload":
             return {"ok": await self.reload()}
+        if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
+            return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
 
 

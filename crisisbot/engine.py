@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from crisisbot import matching
 from crisisbot.logs import current_incident
 from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, new_id, utcnow
 from crisisbot.playbook_run import PlaybookRun
 from crisisbot.runtime import Runtime
+
+if TYPE_CHECKING:
+    from crisisbot.lifecycle.hooks import EngineHooks
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class Engine:
         self._worker: asyncio.Task[None] | None = None
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._processed: dict[str, asyncio.Future[Incident | None]] = {}
+        self.hooks: EngineHooks | None = None  # the lifecycle: restores, silences, cancel window
 
     # -- AlarmSink ---------------------------------------------------------
     async def submit(self, alarm: Alarm) -> str:
@@ -97,7 +102,11 @@ class Engine:
     async def process(self, alarm: Alarm) -> Incident | None:
         runtime, store = self.runtime, self.runtime.store
         bundle = runtime.bundle
+        if self.hooks is not None and (handled := await self.hooks.intercept(alarm)) is not None:
+            return handled.incident
         playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, utcnow())
+        if self.hooks is not None:
+            playbook = await self.hooks.route(alarm, playbook)
         existing = None
         if alarm.dedup_key:  # a follow-up (re-trigger, acknowledge, resolve) of a known event
             existing = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key)
@@ -111,6 +120,8 @@ class Engine:
             try:
                 log.info("alarm %s joins open incident %s", alarm.id, existing.id)
                 await store.join_incident(existing.id, alarm)
+                if self.hooks is not None:
+                    await self.hooks.joined(existing, alarm)
             finally:
                 current_incident.reset(token)
             return existing
@@ -136,6 +147,13 @@ class Engine:
         self._launch(incident, alarm)
         return incident
 
+    async def interrupt(self, incident_id: str) -> None:
+        """Stop a playbook still running for an incident that was stood down or cancelled."""
+        task = self._runs.get(incident_id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     def _launch(self, incident: Incident, alarm: Alarm | None = None) -> None:
         token = current_incident.set(incident.id)
         try:
@@ -155,6 +173,8 @@ class Engine:
             reason = "playbook no longer exists" if playbook is None else "alarm not found"
             log.error("cannot run incident %s: %s", incident.id, reason)
             await runtime.store.set_incident_status(incident.id, IncidentStatus.completed, reason)
+            return
+        if self.hooks is not None and not await self.hooks.before_run(incident, alarm, playbook):
             return
         try:
             await PlaybookRun(runtime, incident, alarm, playbook).run()

@@ -11,7 +11,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle
@@ -47,6 +47,7 @@ class Runtime:
     cameras: dict[tuple[str, str], Camera] = field(default_factory=dict)
     triggers: dict[str, "Trigger"] = field(default_factory=dict)
     services: Services | None = None
+    lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
 
     @property
     def templates(self) -> TemplateSet:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from crisisbot.steps import email, meeting, snapshot
+from crisisbot.steps import email, escalate, meeting, snapshot
 from crisisbot.steps.base import StepSpec
 
 STEP_MODULES: dict[str, ModuleType] = {
     "meeting": meeting,
     "snapshot": snapshot,
     "email": email,
+    "escalate": escalate,
 }
 
 

@@ -1,8 +1,8 @@
 """Email each member of the named groups a personal message, exactly once.
 
-Every message has an idempotency key (incident, step, person). Its state is
-committed as `sending` before the transport is called and as the transport's
-verdict right after, so a restart resends only what was not confirmed.
+Every message has an idempotency key (incident, step, person), and the
+transport's verdict for it is committed as soon as it arrives, so a restart
+resends only what no server confirmed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import Field
 from connectors.base import Mailer
 from crisisbot.config.types import Identifier
 from crisisbot.delivery import FINAL, deliver
+from crisisbot.lifecycle import acks as links  # personal signed links
 from crisisbot.models import (
     Attachment,
     DeliveryResult,
@@ -40,6 +41,36 @@ class EmailStep(StepSpec):
     )
     via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="total image budget per email")
+
+
+class _GroupCommit:
+    """Commit verdicts as they arrive without making the SMTP sessions wait.
+
+    A verdict is on disk a commit's duration after the server accepted the
+    message; verdicts arriving meanwhile share the next commit. Blocking the
+    sender on each commit would not shorten that window, only slow every alert.
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.pending: list[DeliveryRecord] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, record: DeliveryRecord) -> None:
+        self.pending.append(record)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await self.store.save_deliveries(batch)
+
+    async def flush(self) -> None:
+        while self.task is not None and not self.task.done():
+            await self.task
+        if self.pending:
+            await self._drain()
 
 
 def delivery_key(incident_id: str, step_id: str, person_id: str) -> str:
@@ -93,6 +124,8 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
         context: dict[str, Any] = {
             **base, "recipient": person, "language": language,
             "camera_failures": failures, "meeting_failed": meeting_failed and meeting is None,
+            "ack_url": links.ack_url(runtime, ctx.incident.id, person.person_id),
+            "stand_down_url": links.stand_down_url(runtime, ctx.incident.id, person.person_id),
         }
         rendered = runtime.templates.render(spec.template, language, context)
         attachments = _attachments(sets, person, spec.max_attachment_bytes)
@@ -136,20 +169,11 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         return DeliveryRecord(key, ctx.incident.id, step_id, m.recipient.person_id, m.recipient.email,
                               status, detail, transport, attempts[key])
 
-    await store.save_deliveries([record(k, DeliveryStatus.sending) for k in by_key], audit=False)
-    buffer: list[DeliveryRecord] = []
-    flushing = asyncio.Lock()
+    recorder = _GroupCommit(store)
 
     async def on_result(result: DeliveryResult) -> None:
-        """Group commit: each verdict is on disk before its session moves on, and
-        verdicts arriving during a commit share the next one."""
         attempts[result.key] += 1
-        buffer.append(record(result.key, result.status, result.detail, result.transport))
-        async with flushing:
-            if buffer:
-                batch = buffer[:]
-                buffer.clear()
-                await store.save_deliveries(batch)
+        recorder.add(record(result.key, result.status, result.detail, result.transport))
 
     mailers = [runtime.connectors[n] for n in (spec.via or runtime.bundle.config.mail.via)]
     mailers = [m for m in mailers if isinstance(m, Mailer)]
@@ -160,6 +184,7 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         messages, mailers, sender=mail.sender, deadline=loop.time() + timeout,
         retries=mail.retries, backoff=mail.backoff, on_result=on_result,
     )
+    await recorder.flush()
     sent = sum(1 for r in results.values() if r.status is DeliveryStatus.sent) + skipped
     rejected = [r.address for r in results.values() if r.status is DeliveryStatus.rejected]
     failed = [m.recipient.email for m in messages if results.get(m.key) is None or results[m.key].status not in FINAL]

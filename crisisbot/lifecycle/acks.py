@@ -1,0 +1,124 @@
+"""Acknowledgements: personal signed links in every alert, and the playbook's rule
+("one member", "two including a manager") that stops the escalation once satisfied."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from crisisbot.errors import CrisisbotError
+from crisisbot.lifecycle.clock import Clock, SystemClock
+from crisisbot.lifecycle.records import AckRecord
+from crisisbot.lifecycle.schema import AckRule
+from crisisbot.links import Signer
+from crisisbot.models import IncidentStatus
+
+if TYPE_CHECKING:  # the email step imports this module while the config schemas load
+    from crisisbot.config.bundle import Bundle
+    from crisisbot.config.playbook import Playbook
+    from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"
+RESPONSES = ("on_it", "joining")
+CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
+
+
+class IncidentClosed(CrisisbotError, RuntimeError):
+    """The incident already ended; acknowledging or escalating it makes no sense."""
+
+
+def clock_of(runtime: "Runtime") -> Clock:
+    lifecycle = getattr(runtime, "lifecycle", None)
+    return lifecycle.clock if lifecycle is not None else SystemClock()
+
+
+def signer_of(runtime: "Runtime") -> Signer:
+    assert runtime.services is not None
+    return Signer(runtime.services.extras["secret_key"], clock_of(runtime).now)  # type: ignore[arg-type]
+
+
+def public_url(runtime: "Runtime") -> str | None:
+    """Base URL of the web routes, or None when no web server answers (then no links)."""
+    web = runtime.bundle.config.web
+    if not web.enabled and not web.public_url:
+        return None
+    return (web.public_url or f"http://{web.host}:{web.port}").rstrip("/")
+
+
+def ack_url(runtime: "Runtime", incident_id: str, person_id: str) -> str | None:
+    base = public_url(runtime)
+    if base is None or runtime.services is None:
+        return None
+    token = signer_of(runtime).sign(incident_id, person_id, ACK, runtime.bundle.config.lifecycle.ack_link_ttl)
+    return f"{base}/ack/{token}"
+
+
+def stand_down_url(runtime: "Runtime", incident_id: str, person_id: str) -> str | None:
+    """Only for people whose role may end an incident (lifecycle.stand_down_roles)."""
+    base = public_url(runtime)
+    person = runtime.bundle.people.get(person_id)
+    allowed = set(runtime.bundle.config.lifecycle.stand_down_roles)
+    if base is None or runtime.services is None or person is None or not allowed & set(person.roles):
+        return None
+    token = signer_of(runtime).sign(incident_id, person_id, STAND_DOWN, runtime.bundle.config.lifecycle.ack_link_ttl)
+    return f"{base}/stand-down/{token}"
+
+
+def rule_of(playbook: "Playbook | None") -> AckRule:
+    """The playbook's acknowledgement rule: on its escalate step, else 'one person'."""
+    for step in playbook.steps if playbook else []:
+        rule = getattr(step, "until", None)
+        if isinstance(rule, AckRule):
+            return rule
+    return AckRule()
+
+
+def satisfied(rule: AckRule, acks: list[AckRecord], bundle: "Bundle") -> bool:
+    people = {a.person_id for a in acks}
+    if len(people) < rule.count:
+        return False
+    for role, needed in rule.roles.items():
+        have = sum(1 for p in people if p in bundle.people and role in bundle.people[p].roles)
+        if have < needed:
+            return False
+    return True
+
+
+@dataclass(slots=True)
+class AckOutcome:
+    new: bool
+    satisfied: bool
+    person_name: str
+
+
+async def acknowledge(runtime: "Runtime", incident_id: str, person_id: str, response: str, via: str) -> AckOutcome:
+    """Record once; when the rule becomes satisfied, stop the escalation (timers cancelled)."""
+    store, bundle = runtime.store, runtime.bundle
+    incident = await store.get_incident(incident_id)
+    if incident is None:
+        raise LookupError(f"no incident '{incident_id}'")
+    if incident.status in CLOSED:
+        raise IncidentClosed(f"incident {incident_id} is already {incident.status.value}")
+    person = bundle.people.get(person_id)
+    name = person.name if person else person_id
+    at = clock_of(runtime).now()
+    delay = (at - incident.opened_at).total_seconds()
+    new = await store.add_ack(
+        AckRecord(incident.id, person_id, response, via, at),
+        {"person": person_id, "name": name, "response": response, "via": via,
+         "roles": list(person.roles) if person else [], "at": at.isoformat(), "after_seconds": round(delay, 1)},
+    )
+    rule = rule_of(bundle.playbook(incident.playbook))
+    done = satisfied(rule, await store.get_acks(incident.id), bundle)
+    if new and done:
+        cancelled = await store.cancel_timers(incident.id, "escalate.")
+        if cancelled or not incident.data.get("ack_rule_met"):
+            await store.update_incident_data(incident.id, {"ack_rule_met": at.isoformat()})
+            await store.audit("escalation.stopped", incident.id,
+                              {"reason": "acknowledgement rule satisfied", "count": rule.count,
+                               "roles": rule.roles, "timers_cancelled": cancelled})
+            log.info("incident %s: acknowledgement rule met; %d escalation timer(s) cancelled", incident.id, cancelled)
+    return AckOutcome(new, done, name)

@@ -1,0 +1,54 @@
+"""Rebuild a step context for an incident outside its playbook run (timers, stand-down),
+so lifecycle messages reuse the email step: same templates, idempotent deliveries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from crisisbot.errors import CrisisbotError
+from crisisbot.models import Incident
+from crisisbot.runtime import Runtime
+from crisisbot.steps import STEP_MODULES
+from crisisbot.steps.base import StepContext
+
+log = logging.getLogger(__name__)
+
+
+class IncidentNotFound(CrisisbotError, LookupError):
+    pass
+
+
+@dataclass
+class LifecycleContext(StepContext):
+    """A step context whose templates also see lifecycle variables (tier, outcome, reason…)."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def template_context(self) -> dict[str, Any]:
+        return {**super().template_context(), **self.extra}
+
+
+async def incident_context(runtime: Runtime, incident: Incident, extra: dict[str, Any] | None = None) -> LifecycleContext:
+    playbook = runtime.bundle.playbook(incident.playbook)
+    alarms = await runtime.store.incident_alarms(incident.id)
+    if playbook is None or not alarms:
+        raise IncidentNotFound(f"incident {incident.id}: its playbook or first alarm is gone")
+    outputs: dict[str, Any] = {}
+    for step_id, record in (await runtime.store.get_steps(incident.id)).items():
+        spec = next((s for s in playbook.steps if s.id == step_id), None)
+        module = STEP_MODULES.get(spec.action) if spec else None
+        if record.status == "done" and record.output is not None and module and hasattr(module, "from_json"):
+            outputs[step_id] = module.from_json(record.output)
+    return LifecycleContext(
+        runtime=runtime, incident=incident, alarm=alarms[0], playbook=playbook,
+        site=runtime.bundle.config.sites.get(alarms[0].site), outputs=outputs, log=log, extra=extra or {},
+    )
+
+
+async def get_incident(runtime: Runtime, incident_id: str) -> Incident:
+    incident = await runtime.store.get_incident(incident_id)
+    if incident is None:
+        raise IncidentNotFound(f"no incident '{incident_id}' (give the id or a unique prefix)")
+    return incident

@@ -1,0 +1,135 @@
+"""The lifecycle container: built by the daemon at start, torn down at stop.
+
+It owns the clock, the timer loop and each lifecycle part, answers the engine's
+hooks, and serves the lifecycle's control-socket operations (stand-down, cancel,
+silences, drills) so CLI commands act through the running daemon — one writer
+for the audit chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from crisisbot.lifecycle import escalation, restores
+from crisisbot.lifecycle.acks import acknowledge
+from crisisbot.lifecycle.cancelwindow import CancelWindows, applies
+from crisisbot.lifecycle.clock import Clock, SystemClock
+from crisisbot.lifecycle.drills import Drills
+from crisisbot.lifecycle.hooks import Handled
+from crisisbot.lifecycle.maintenance import Maintenance
+from crisisbot.lifecycle.standdown import stand_down
+from crisisbot.lifecycle.supervision import Supervision
+from crisisbot.lifecycle.timers import TimerService
+from crisisbot.models import Alarm, Incident, IncidentStatus
+
+if TYPE_CHECKING:
+    from crisisbot.config.playbook import Playbook
+    from crisisbot.engine import Engine
+    from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(self, runtime: "Runtime", engine: "Engine", clock: Clock | None = None) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.clock: Clock = clock or SystemClock()
+        config = runtime.bundle.config.lifecycle
+        self.timers = TimerService(runtime.store, self.clock, poll=config.timer_poll)
+        for kind, handler in escalation.handlers(runtime).items():
+            self.timers.register(kind, handler)
+        self.maintenance = Maintenance(runtime, self.clock, self.timers)
+        self.drills = Drills(runtime, engine, self.clock, self.timers)
+        self.supervision = Supervision(runtime, self.clock, self.timers)
+        self.cancel_windows = CancelWindows(runtime, self.clock)
+
+    async def start(self) -> None:
+        self.runtime.lifecycle = self
+        self.engine.hooks = self
+        await self.timers.start()
+        await self.drills.start()
+        await self.supervision.start()
+
+    async def stop(self) -> None:
+        await self.supervision.stop()
+        await self.timers.stop()
+        self.engine.hooks = None
+        self.runtime.lifecycle = None
+
+    # -- engine hooks ------------------------------------------------------------
+    async def intercept(self, alarm: Alarm) -> Handled | None:
+        if restores.is_follow_up(alarm):
+            incident = await restores.handle(self.runtime, alarm)
+            if incident is not None:
+                return Handled(incident)
+        silence = await self.maintenance.active_for(alarm)
+        if silence is not None and self.maintenance.reduced_playbook(silence) is None:
+            store = self.runtime.store
+            await store.mark_alarm(alarm.id, "silenced", None)
+            await store.audit("alarm.silenced", None, {"alarm_id": alarm.id, "silence_id": silence.id,
+                                                       "routed_to": None, "reason": silence.reason})
+            return Handled(None)
+        return None
+
+    async def route(self, alarm: Alarm, playbook: "Playbook | None") -> "Playbook | None":
+        bundle = self.runtime.bundle
+        chosen = alarm.details.get("drill_playbook") if alarm.drill else None
+        if chosen and bundle.playbook(chosen) is not None:
+            return bundle.playbook(chosen)
+        silence = await self.maintenance.active_for(alarm)
+        reduced = self.maintenance.reduced_playbook(silence) if silence else None
+        if silence is not None and reduced is not None and bundle.playbook(reduced) is not None:
+            await self.runtime.store.audit("alarm.silenced", None, {
+                "alarm_id": alarm.id, "silence_id": silence.id, "routed_to": reduced, "reason": silence.reason,
+                "instead_of": playbook.id if playbook else None})
+            return bundle.playbook(reduced)
+        return playbook
+
+    async def joined(self, incident: Incident, alarm: Alarm) -> None:
+        if not self.cancel_windows.open_for(incident):
+            return
+        first = (await self.runtime.store.incident_alarms(incident.id) or [None])[0]
+        if first is not None and first.id != alarm.id and (first.source, first.input, first.zone) == (
+                alarm.source, alarm.input, alarm.zone):
+            await self.cancel_windows.cancel(incident.id, by=f"{alarm.source} pressed again", via="input")
+
+    async def before_run(self, incident: Incident, alarm: Alarm, playbook: "Playbook") -> bool:
+        window = playbook.lifecycle.cancel_window
+        if not applies(window, alarm, self.runtime):
+            return True
+        assert window is not None
+        return await self.cancel_windows.wait(incident, alarm, window)
+
+    # -- operations (control socket, web routes, CLI in-process) ----------------------
+    async def acknowledge(self, incident_id: str, person_id: str, response: str, via: str) -> Any:
+        return await acknowledge(self.runtime, incident_id, person_id, response, via)
+
+    async def stand_down(self, incident_id: str, outcome: IncidentStatus, reason: str, by: str, via: str) -> Any:
+        return await stand_down(self.runtime, incident_id, outcome, reason, by, via)
+
+    async def control(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Lifecycle control-socket operations; None when the op is not ours."""
+        op = request.get("op")
+        if op == "stand-down":
+            result = await self.stand_down(request["incident_id"], IncidentStatus(request["outcome"]),
+                                           request["reason"], request.get("by", "cli"), "cli")
+            return {"ok": True, "result": {"incident_id": result.incident_id, "outcome": result.outcome,
+                                           "notified": result.notified, "sent": result.sent,
+                                           "meeting": result.meeting}}
+        if op == "cancel":
+            incident = await self.cancel_windows.cancel(request["incident_id"], request.get("by", "cli"), "cli")
+            return {"ok": True, "incident_id": incident.id}
+        if op == "silence-add":
+            starts = datetime.fromisoformat(request["starts_at"]) if request.get("starts_at") else None
+            silence = await self.maintenance.add(request["site"], float(request["duration"]), request["reason"],
+                                                 request.get("by", "cli"), input=request.get("input"),
+                                                 playbook=request.get("playbook"), starts_at=starts)
+            return {"ok": True, "silence_id": silence.id, "ends_at": silence.ends_at.isoformat()}
+        if op == "silence-end":
+            return {"ok": await self.maintenance.end(request["silence_id"], request.get("by", "cli"))}
+        if op == "drill-run":
+            return {"ok": True, "alarm_id": await self.drills.run_now(request["drill"])}
+        return None

@@ -1,0 +1,74 @@
+"""Supervision: a heartbeat for monitoring (GET /health) and a dead-man ping, so a
+silent daemon is noticed by someone else; silent inputs arrive as input_fault alarms
+from the triggers and are routed by ordinary playbooks (`kinds: [input_fault]`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from crisisbot.lifecycle.clock import Clock
+
+if TYPE_CHECKING:
+    from crisisbot.lifecycle.timers import TimerService
+    from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Supervision:
+    def __init__(self, runtime: "Runtime", clock: Clock, timers: "TimerService") -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.timers = timers
+        self.last_ping: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.runtime.bundle.config.lifecycle.supervision.deadman_url:
+            self._task = asyncio.create_task(self._deadman(), name="crisisbot-deadman")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        store = self.runtime.store
+        now = self.clock.now()
+        body: dict[str, Any] = {"time": now.isoformat(), "triggers": sorted(self.runtime.triggers)}
+        try:
+            last = await store.last_alarm_at()
+            pending = await store.pending_alarms()
+            timers = await store.list_timers()
+        except Exception as exc:  # noqa: BLE001 - reported as the health verdict, not hidden
+            body.update(status="error", store=f"{type(exc).__name__}: {exc}")
+            return False, body
+        overdue = [t.id for t in timers if (now - t.due_at).total_seconds() > 10 * self.timers.poll + 30]
+        body.update(store="ok", last_alarm_at=last.isoformat() if last else None, queue=len(pending),
+                    timers_pending=len(timers), timers_overdue=len(overdue), deadman=self.last_ping or None)
+        healthy = not overdue
+        body["status"] = "ok" if healthy else "degraded"
+        return healthy, body
+
+    async def ping(self) -> None:
+        config = self.runtime.bundle.config.lifecycle.supervision
+        assert config.deadman_url
+        try:
+            async with httpx.AsyncClient(timeout=config.deadman_timeout) as client:
+                response = await client.get(config.deadman_url)
+            self.last_ping = {"at": self.clock.now().isoformat(), "status": response.status_code}
+            if response.status_code >= 400:
+                log.warning("dead-man ping answered %s", response.status_code)
+        except httpx.HTTPError as exc:
+            self.last_ping = {"at": self.clock.now().isoformat(), "error": f"{type(exc).__name__}: {exc}"}
+            log.warning("dead-man ping to %s failed: %s", config.deadman_url, exc)
+
+    async def _deadman(self) -> None:
+        every = self.runtime.bundle.config.lifecycle.supervision.deadman_every
+        while True:
+            await self.ping()
+            await asyncio.sleep(every)

@@ -1,0 +1,44 @@
+"""Alert tier after tier until the acknowledgement rule is met.
+
+Tier 1 is alerted at once; later tiers and reminders are persisted timers (they
+survive restarts and fire once), cancelled as soon as enough people — by count and
+role — have acknowledged, or the incident is stood down.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.lifecycle.schema import AckRule
+from crisisbot.steps.base import StepContext, StepSpec
+
+
+class Reminders(Strict):
+    every: Seconds = Field(description="remind those of the tier who have not answered, e.g. 5m")
+    count: int = Field(1, ge=1, le=20)
+    template: Identifier = "reminder"
+
+
+class Tier(Strict):
+    to: list[Identifier] = Field(min_length=1, description="groups (duty schedules apply) or people")
+    after: Seconds = Field(0.0, description="delay since the escalation started, e.g. 10m")
+    template: Identifier = "committee_alert"
+    reminders: Reminders | None = None
+
+
+class EscalateStep(StepSpec):
+    consumes = True
+
+    action: Literal["escalate"]
+    tiers: list[Tier] = Field(min_length=1)
+    until: AckRule = Field(default_factory=AckRule, description="acknowledgements that stop the escalation")
+    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+
+
+async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
+    from crisisbot.lifecycle.escalation import begin  # the lifecycle imports the step table
+
+    return await begin(spec, ctx)
