@@ -15,7 +15,7 @@ from pydantic import Field
 
 from connectors.base import Mailer
 from crisisbot.config.types import Strict
-from crisisbot.mime import build_mime
+from crisisbot.mime import to_bytes
 from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
 
 
@@ -46,7 +46,7 @@ class OutboxMailer(Mailer):
             target = self.directory / name
             try:
                 tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(bytes(build_mime(message, sender)))
+                tmp.write_bytes(to_bytes(message, sender))
                 os.replace(tmp, target)  # a reader never sees half a message
             except OSError as exc:
                 results.append(DeliveryResult(message.key, message.recipient.email, DeliveryStatus.failed,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from email.utils import parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -17,7 +18,7 @@ from pydantic import Field, SecretStr
 
 from connectors.base import Mailer, ResultCallback
 from crisisbot.config.types import Seconds, Strict
-from crisisbot.mime import build_mime
+from crisisbot.mime import to_bytes
 from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
 
 
@@ -33,6 +34,11 @@ class SmtpConfig(Strict):
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's")
     verify_certificate: bool = True
     local_hostname: str | None = None
+
+
+def _bare(sender: str) -> str:
+    """Envelope sender: the address part of a 'Name <address>' From."""
+    return parseaddr(sender)[1] or sender
 
 
 async def _ignore(_: DeliveryResult) -> None:
@@ -111,9 +117,8 @@ class SmtpMailer(Mailer):
         return results
 
     async def _one(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:
-        mime = build_mime(message, sender)
         try:
-            await client.send_message(mime, recipients=[message.recipient.email])
+            await client.sendmail(_bare(sender), [message.recipient.email], to_bytes(message, sender))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refusal = exc.recipients[0] if exc.recipients else None
             code = refusal.code if refusal else None

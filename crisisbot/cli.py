@@ -101,7 +101,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from zoneinfo import ZoneInfo
 
         at = at.replace(tzinfo=ZoneInfo(site.timezone if site else "UTC"))
-    for line in simulate(bundle, _alarm_from(args, "manual"), at, show_bodies=not args.brief):
+    alarm = _alarm_from(args, "manual").model_copy(update={"occurred_at": at, "received_at": at})
+    for line in simulate(bundle, alarm, at, show_bodies=not args.brief):
         print(line)
     return EXIT_OK
 

@@ -1,4 +1,12 @@
-"""SQLite store (the embedded default): WAL journal, `synchronous=FULL` so a commit is on disk."""
+"""SQLite store (the embedded default), in WAL mode.
+
+Alarms are committed with `synchronous=FULL` (fsync before the input acknowledges:
+they survive a power cut). Everything else uses `NORMAL`, which in WAL mode survives
+a crash of the daemon, and loses at most the last few commits on a power cut — the
+playbook then resends those messages rather than forgetting them. The next FULL
+commit also makes every earlier one durable. A FULL commit costs ~5 ms on the
+development machine's disk, NORMAL ~0.02 ms.
+"""
 
 from __future__ import annotations
 
@@ -94,7 +102,7 @@ class SqliteStore(Store):
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(SCHEMA)
         async with self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
@@ -108,11 +116,16 @@ class SqliteStore(Store):
             self._db = None
 
     # -- transactions ------------------------------------------------------
-    async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], audits: Iterable[tuple[str, str | None, dict[str, Any]]] = ()) -> list[AuditEntry]:
-        """Run statements and audit appends in one committed transaction."""
+    async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]],
+                     audits: Iterable[tuple[str, str | None, dict[str, Any]]] = (),
+                     durable: bool = False) -> list[AuditEntry]:
+        """Run statements and audit appends in one committed transaction;
+        `durable` waits for the disk (power-cut safe) before returning."""
         async with self._lock:
             seq, head = self._head
             entries: list[AuditEntry] = []
+            if durable:
+                await self.db.execute("PRAGMA synchronous=FULL")
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
@@ -132,6 +145,9 @@ class SqliteStore(Store):
             except BaseException:
                 await self.db.execute("ROLLBACK")
                 raise
+            finally:
+                if durable:
+                    await self.db.execute("PRAGMA synchronous=NORMAL")
             self._head = (seq, head)
             return entries
 
@@ -152,6 +168,7 @@ class SqliteStore(Store):
             [("INSERT INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
               (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))],
             [("alarm.received", None, summary)],
+            durable=True,
         )
         return True
 
