@@ -1,0 +1,1 @@
+"""HTTP routes the daemon serves (mounted by crisisbot/web/server.py)."""

@@ -1,0 +1,175 @@
+"""Lifecycle HTTP routes: personal acknowledgement and stand-down links, cancel, health.
+
+A GET on a link only shows a page with buttons; the state changes on POST, because
+mail security scanners open every link in a message and must not acknowledge on
+the recipient's behalf.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, acknowledge, signer_of
+from crisisbot.lifecycle.cancelwindow import CancelRefused
+from crisisbot.lifecycle.context import IncidentNotFound
+from crisisbot.lifecycle.standdown import StandDownRefused, stand_down
+from crisisbot.links import Claims, LinkError, LinkExpired
+from crisisbot.models import IncidentStatus
+
+if TYPE_CHECKING:
+    from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f"<title>{html.escape(title)}</title></head><body style=\"font-family:Arial,sans-serif;max-width:36em\">"
+        f"<h2>{html.escape(title)}</h2>{body}</body></html>", status)
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "") or \
+        request.headers.get("content-type", "").startswith("application/json")
+
+
+def _reply(request: Request, status: int, data: dict[str, Any], title: str, body: str = "") -> Response:
+    if _wants_json(request):
+        return JSONResponse(data, status)
+    return _page(title, body or f"<p>{html.escape(str(data.get('message', '')))}</p>", status)
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        data = await request.json()
+        return data if isinstance(data, dict) else {}
+    # urlencoded forms parsed with the stdlib: request.form() would need python-multipart
+    return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+
+
+def ack_routes(runtime: "Runtime") -> list[Route]:
+    """Routes to mount at the root of the daemon's web app (links use web.public_url)."""
+
+    def claims(request: Request, token: str, purpose: str) -> Claims | Response:
+        try:
+            return signer_of(runtime).verify(token, purpose)
+        except LinkExpired:
+            return _reply(request, 410, {"error": "expired", "message": "This link has expired."}, "Link expired")
+        except LinkError:
+            return _reply(request, 403, {"error": "invalid", "message": "This link is not valid."}, "Invalid link")
+
+    async def ack_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        found = claims(request, token, ACK)
+        if isinstance(found, Response):
+            return found
+        incident = await runtime.store.get_incident(found.incident_id)
+        person = runtime.bundle.people.get(found.recipient_id)
+        title = incident.title if incident else found.incident_id
+        buttons = "".join(
+            f'<button name="response" value="{value}" style="padding:12px 18px;margin:4px">{label}</button>'
+            for value, label in (("on_it", "I'm on it / Je m'en occupe"), ("joining", "I'm joining / Je rejoins")))
+        return _page(title, f"<p>{html.escape(person.name if person else found.recipient_id)}</p>"
+                            f'<form method="post">{buttons}</form>')
+
+    async def ack_post(request: Request) -> Response:
+        found = claims(request, request.path_params["token"], ACK)
+        if isinstance(found, Response):
+            return found
+        response = str((await _fields(request)).get("response", "on_it"))
+        if response not in RESPONSES:
+            return _reply(request, 400, {"error": "response", "message": f"response must be one of {RESPONSES}"},
+                          "Bad request")
+        try:
+            outcome = await acknowledge(runtime, found.incident_id, found.recipient_id, response, "link")
+        except IncidentClosed as exc:
+            return _reply(request, 409, {"error": "closed", "message": str(exc)}, "Incident closed")
+        except LookupError as exc:
+            return _reply(request, 404, {"error": "unknown", "message": str(exc)}, "Unknown incident")
+        data = {"ok": True, "incident_id": found.incident_id, "person": found.recipient_id, "new": outcome.new,
+                "rule_satisfied": outcome.satisfied, "message": f"Thank you {outcome.person_name}: acknowledged."}
+        return _reply(request, 200, data, "Acknowledged")
+
+    async def stand_down_page(request: Request) -> Response:
+        found = claims(request, request.path_params["token"], STAND_DOWN)
+        if isinstance(found, Response):
+            return found
+        form = ('<form method="post"><p><label><input type="radio" name="outcome" value="resolved" checked> Resolved'
+                '</label> <label><input type="radio" name="outcome" value="false_alarm"> False alarm</label></p>'
+                '<p><textarea name="reason" required rows="3" cols="40" placeholder="Reason"></textarea></p>'
+                '<button style="padding:12px 18px">End the alert</button></form>')
+        return _page("End the alert", form)
+
+    async def do_stand_down(request: Request, found: Claims, incident_id: str) -> Response:
+        fields = await _fields(request)
+        try:
+            outcome = IncidentStatus(str(fields.get("outcome", "")))
+            result = await stand_down(runtime, incident_id, outcome, str(fields.get("reason", "")),
+                                      by=found.recipient_id, via="web")
+        except (ValueError, StandDownRefused) as exc:
+            return _reply(request, 400, {"error": "refused", "message": str(exc)}, "Refused")
+        except IncidentNotFound as exc:
+            return _reply(request, 404, {"error": "unknown", "message": str(exc)}, "Unknown incident")
+        data = {"ok": True, "incident_id": result.incident_id, "outcome": result.outcome,
+                "notified": result.notified, "meeting": result.meeting, "message": "The alert is over."}
+        return _reply(request, 200, data, "Alert ended")
+
+    async def stand_down_post(request: Request) -> Response:
+        found = claims(request, request.path_params["token"], STAND_DOWN)
+        if isinstance(found, Response):
+            return found
+        return await do_stand_down(request, found, found.incident_id)
+
+    def bearer(request: Request, purpose: str) -> Claims | Response:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return _reply(request, 401, {"error": "unauthorized", "message": "a signed token is required"},
+                          "Unauthorized")
+        found = claims(request, auth[7:].strip(), purpose)
+        if isinstance(found, Claims) and found.incident_id not in (request.path_params["incident_id"], "*"):
+            return _reply(request, 403, {"error": "invalid", "message": "token is for another incident"}, "Forbidden")
+        return found
+
+    async def incident_stand_down(request: Request) -> Response:
+        found = bearer(request, STAND_DOWN)
+        if isinstance(found, Response):
+            return found
+        return await do_stand_down(request, found, request.path_params["incident_id"])
+
+    async def incident_cancel(request: Request) -> Response:
+        found = bearer(request, CANCEL)
+        if isinstance(found, Response):
+            return found
+        lifecycle = runtime.lifecycle
+        if lifecycle is None:
+            return _reply(request, 503, {"error": "unavailable", "message": "daemon not running"}, "Unavailable")
+        try:
+            await lifecycle.cancel_windows.cancel(request.path_params["incident_id"], found.recipient_id, "console")
+        except CancelRefused as exc:
+            return _reply(request, 409, {"error": "too_late", "message": str(exc)}, "Cannot cancel")
+        return _reply(request, 200, {"ok": True, "message": "Cancelled."}, "Cancelled")
+
+    async def health(request: Request) -> Response:
+        lifecycle = runtime.lifecycle
+        if lifecycle is None:
+            return JSONResponse({"status": "starting"}, 503)
+        healthy, body = await lifecycle.supervision.health()
+        return JSONResponse(body, 200 if healthy else 503)
+
+    return [
+        Route("/ack/{token}", ack_page, methods=["GET"]),
+        Route("/ack/{token}", ack_post, methods=["POST"]),
+        Route("/stand-down/{token}", stand_down_page, methods=["GET"]),
+        Route("/stand-down/{token}", stand_down_post, methods=["POST"]),
+        Route("/incidents/{incident_id}/stand-down", incident_stand_down, methods=["POST"]),
+        Route("/incidents/{incident_id}/cancel", incident_cancel, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]

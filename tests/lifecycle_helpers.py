@@ -1,0 +1,139 @@
+"""Helpers of the lifecycle tests: a recording SMTP server, a workspace copy, the
+lifecycle routes served by uvicorn on loopback, and a daemon driven by a ManualClock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import re
+import shutil
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import uvicorn
+import yaml
+from aiosmtpd.controller import Controller
+from starlette.applications import Starlette
+
+from crisisbot.config.bundle import load_bundle
+from crisisbot.daemon import Daemon
+from crisisbot.lifecycle.clock import ManualClock
+from crisisbot.web.ack import ack_routes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler keeping every accepted message; can refuse some recipients."""
+
+    messages: list[tuple[str, EmailMessage]] = field(default_factory=list)
+    reject: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.reject:
+            return "550 5.1.1 unknown user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        for rcpt in envelope.rcpt_tos:
+            self.messages.append((rcpt, message))  # type: ignore[arg-type]
+        return "250 accepted"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for a, m in self.messages if a == address]
+
+    def subjects(self, address: str) -> list[str]:
+        return [str(m["Subject"]) for m in self.to(address)]
+
+
+@contextlib.contextmanager
+def smtp_recorder(**kwargs: Any) -> Any:
+    handler = Recorder(**kwargs)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield handler, controller.port
+    finally:
+        controller.stop()
+
+
+def text_of(message: EmailMessage) -> str:
+    return message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def link(message: EmailMessage, kind: str) -> str:
+    found = re.search(rf"http://127\.0\.0\.1:\d+/{kind}/[A-Za-z0-9_\-.]+", text_of(message))
+    assert found, f"no {kind} link in:\n{text_of(message)}"
+    return found.group(0)
+
+
+class Workspace:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for name in ("contacts", "playbooks", "templates"):
+            shutil.copytree(ROOT / name, root / name)
+        shutil.copy(ROOT / "config.yaml", root / "config.yaml")
+        self.web_port = free_port()
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
+        data = yaml.safe_load(self.config_path.read_text())
+        change(data)
+        self.config_path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+
+    def write(self, rel: str, text: str) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def setup(self, smtp_port: int, **lifecycle: Any) -> None:
+        def change(data: dict[str, Any]) -> None:
+            data["triggers"].clear()
+            data["connectors"]["relay"] = {"type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+                                           "security": "none", "timeout": "2s"}
+            data["mail"].update(via=["relay"], backoff="20ms", retries=0)
+            data["web"] = {"enabled": True, "host": "127.0.0.1", "port": self.web_port,
+                           "public_url": f"http://127.0.0.1:{self.web_port}"}
+            data["lifecycle"] = {"timer_poll": "50ms", **lifecycle}
+        self.edit(change)
+
+
+@contextlib.asynccontextmanager
+async def lifecycle_daemon(ws: Workspace, clock: ManualClock) -> AsyncIterator[Daemon]:
+    """The real daemon plus the lifecycle routes served by uvicorn on web.port."""
+    daemon = Daemon(ws.config_path, load_bundle(ws.config_path), clock=clock)
+    await daemon.start()
+    assert daemon.runtime is not None
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=ack_routes(daemon.runtime)), host="127.0.0.1",
+                                           port=ws.web_port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield daemon
+    finally:
+        server.should_exit = True
+        await task
+        await daemon.stop()
+
+
+def start_clock() -> ManualClock:
+    return ManualClock(datetime.now().astimezone())
