@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from crisisbot import __version__, logs
+from crisisbot import __version__, cli_lifecycle, logs
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.errors import ConfigError, CrisisbotError
 from crisisbot.models import Alarm, EventKind, Severity
@@ -260,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="write JSON Schemas for editors (YAML language server)")
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)
+    cli_lifecycle.register(sub)
     return top
 
 
