@@ -1,0 +1,218 @@
+"""Image work for emails and the live view: fit a size budget, blur faces for external eyes.
+
+Everything here is a pure function of bytes in, bytes out, CPU-bound: callers on the
+event loop use the `*_async` wrappers, which run it in a thread. Faces are found with
+OpenCV's Haar cascades, which ship inside opencv-python-headless (nothing is downloaded).
+Re-encoding through Pillow also drops EXIF metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from connectors.base import Snapshot
+from crisisbot.models import Attachment
+
+BlurMode = Literal["faces", "full"]
+
+QUALITIES = (85, 72, 60, 48, 38)
+MIN_SIDE = 320  # below this an image tells the committee little: drop it instead
+MIN_FRAME_BUDGET = 30_000  # a pre-alarm frame smaller than this is not worth its place
+PART_OVERHEAD = 400  # MIME headers of one attachment part
+CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_profileface.xml")
+
+
+def wire_size(raw: int) -> int:
+    """Bytes an attachment takes in the message: base64 plus a CRLF every 76 characters."""
+    encoded = 4 * math.ceil(raw / 3)
+    return encoded + 2 * math.ceil(encoded / 76) + PART_OVERHEAD
+
+
+def decode(data: bytes, max_side: int | None = None) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    if max_side and image.format == "JPEG":
+        image.draft("RGB", (max_side, max_side))  # let libjpeg scale down while decoding: far cheaper
+    image = image.convert("RGB")
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
+
+
+def encode(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+@dataclass
+class FaceDetector:
+    """Haar cascades loaded once per batch (the classifiers are not shared between threads)."""
+
+    detect_side: int = 960
+    pad: float = 0.3
+
+    def __post_init__(self) -> None:
+        self._cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + name) for name in CASCADES]
+        if any(c.empty() for c in self._cascades):
+            raise RuntimeError("OpenCV's Haar cascades are missing; install opencv-python-headless 4.x")
+
+    def faces(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1), padded, in the coordinates of `rgb`."""
+        height, width = rgb.shape[:2]
+        scale = min(1.0, self.detect_side / max(height, width))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(gray)
+        found: list[tuple[int, int, int, int]] = []
+        for index, cascade in enumerate(self._cascades):
+            views = [(gray, False), (cv2.flip(gray, 1), True)] if index else [(gray, False)]
+            for view, mirrored in views:  # the profile cascade only sees faces looking one way
+                for x, y, w, h in cascade.detectMultiScale(view, scaleFactor=1.15, minNeighbors=4, minSize=(20, 20)):
+                    if mirrored:
+                        x = view.shape[1] - x - w
+                    found.append((int(x), int(y), int(w), int(h)))
+        boxes = []
+        for x, y, w, h in found:
+            dx, dy = w * self.pad, h * self.pad
+            boxes.append((max(0, int((x - dx) / scale)), max(0, int((y - dy) / scale)),
+                          min(width, int((x + w + dx) / scale)), min(height, int((y + h + dy) / scale))))
+        return boxes
+
+
+def obscure(region: np.ndarray) -> np.ndarray:
+    """A coarse mosaic (about five cells across), then blurred: no feature is left for a
+    person, a face detector or a deblurring tool to recover."""
+    h, w = region.shape[:2]
+    cells = max(1, min(w, h) // 5)
+    small = cv2.resize(region, (max(1, w // cells), max(1, h // cells)), interpolation=cv2.INTER_AREA)
+    mosaic = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    k = max(3, (cells // 2) | 1)
+    return cv2.GaussianBlur(mosaic, (k, k), 0)
+
+
+def blur_image(image: Image.Image, detector: FaceDetector, mode: BlurMode = "faces") -> tuple[Image.Image, int]:
+    """The image with faces (or everything) obscured, and how many regions were."""
+    rgb = np.asarray(image).copy()
+    boxes = [(0, 0, rgb.shape[1], rgb.shape[0])] if mode == "full" else detector.faces(rgb)
+    for x0, y0, x1, y1 in boxes:
+        if x1 > x0 and y1 > y0:
+            rgb[y0:y1, x0:x1] = obscure(rgb[y0:y1, x0:x1])
+    return Image.fromarray(rgb), len(boxes)
+
+
+def blur_faces(data: bytes, *, quality: int = 88, mode: BlurMode = "faces",
+               detector: FaceDetector | None = None) -> bytes:
+    """A JPEG with the faces obscured, at the original resolution."""
+    image, _ = blur_image(decode(data), detector or FaceDetector(), mode)
+    return encode(image, quality)
+
+
+def fit_jpeg(image: Image.Image, budget: int) -> bytes | None:
+    """The best JPEG of `image` whose wire size fits `budget`: lower quality first, then smaller."""
+    while max(image.size) >= MIN_SIDE:
+        for quality in QUALITIES:
+            data = encode(image, quality)
+            if wire_size(len(data)) <= budget:
+                return data
+        shrink = max(0.4, min(0.85, math.sqrt(budget / wire_size(len(data))) * 0.95))
+        image = image.resize((max(1, round(image.width * shrink)), max(1, round(image.height * shrink))),
+                             Image.Resampling.LANCZOS)
+    return None
+
+
+def _order(snapshots: Sequence[Snapshot]) -> tuple[list[Snapshot], list[Snapshot]]:
+    """The newest frame of each camera first; then the others, newest first (dropped first: the oldest)."""
+    latest: dict[str, Snapshot] = {}
+    for snap in snapshots:
+        if snap.camera not in latest or snap.taken_at > latest[snap.camera].taken_at:
+            latest[snap.camera] = snap
+    primary = list(latest.values())
+    rest = sorted((s for s in snapshots if all(s is not p for p in primary)), key=lambda s: s.taken_at, reverse=True)
+    return primary, rest
+
+
+def thin(frames: list[Snapshot], keep: int) -> list[Snapshot]:
+    """`keep` frames spread evenly over the list (its first, the newest, always kept)."""
+    if keep >= len(frames):
+        return frames
+    if keep <= 1:
+        return frames[:keep]
+    step = (len(frames) - 1) / (keep - 1)
+    return [frames[round(i * step)] for i in range(keep)]
+
+
+def prepare_for_email(
+    snapshots: Sequence[Snapshot],
+    *,
+    external: bool,
+    budget_bytes: int,
+    max_side: int = 1920,
+    prealarm_side: int = 960,
+    blur: BlurMode = "faces",
+) -> list[Attachment]:
+    """Attachments for one recipient, whose total size *on the wire* (base64) stays within
+    `budget_bytes`. The newest frame of each camera gets three shares of the budget, older
+    frames one; when older frames would be too small to be of use, fewer of them are kept,
+    spread over the pre-alarm window. External recipients get faces obscured. The
+    originals are not touched (they stay in the image store)."""
+    primary, rest = _order(snapshots)
+    rest_budget = budget_bytes * len(rest) // max(1, 3 * len(primary) + len(rest))
+    rest = thin(rest, rest_budget // MIN_FRAME_BUDGET)
+    weighted = [(s, 3, max_side, True) for s in primary] + [(s, 1, prealarm_side, False) for s in rest]
+    detector = FaceDetector() if external else None
+    remaining = budget_bytes
+    chosen: list[tuple[Snapshot, bytes]] = []
+    for index, (snap, weight, side, is_latest) in enumerate(weighted):
+        share = remaining * weight // sum(w for _, w, _, _ in weighted[index:])
+        data = _fit_one(snap.image.data, share, side, detector, blur)
+        if data is None:
+            if is_latest:
+                continue  # another camera's latest frame may still fit
+            break  # older frames are only worth sending with the newer ones
+        chosen.append((snap, data))
+        remaining -= wire_size(len(data))
+    chosen.sort(key=lambda item: (all(item[0] is not p for p in primary), item[0].camera, item[0].taken_at))
+    names: set[str] = set()
+    return [Attachment(_filename(snap, names), "image/jpeg", data) for snap, data in chosen]
+
+
+def _fit_one(data: bytes, budget: int, side: int, detector: FaceDetector | None, blur: BlurMode) -> bytes | None:
+    if detector is None and wire_size(len(data)) <= budget and data[:3] == b"\xff\xd8\xff":
+        with Image.open(io.BytesIO(data)) as probe:
+            if max(probe.size) <= side:
+                return data  # already small enough: send the camera's own bytes untouched
+    image = decode(data, side)
+    if detector is not None:
+        image, _ = blur_image(image, detector, blur)
+    return fit_jpeg(image, budget)
+
+
+def _filename(snap: Snapshot, taken: set[str]) -> str:
+    stem = f"{snap.camera}-{snap.taken_at:%Y%m%d-%H%M%S}"
+    name, n = f"{stem}.jpg", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.jpg"
+    taken.add(name)
+    return name
+
+
+async def prepare_for_email_async(snapshots: Sequence[Snapshot], *, external: bool, budget_bytes: int,
+                                  **options: object) -> list[Attachment]:
+    """`prepare_for_email` off the event loop."""
+    return await asyncio.to_thread(
+        lambda: prepare_for_email(snapshots, external=external, budget_bytes=budget_bytes, **options)  # type: ignore[arg-type]
+    )
+
+
+async def blur_faces_async(data: bytes, *, mode: BlurMode = "faces") -> bytes:
+    return await asyncio.to_thread(blur_faces, data, mode=mode)

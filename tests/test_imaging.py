@@ -1,0 +1,124 @@
+"""Face blurring on a real photo (scikit-image's astronaut) and the email size budget."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from connectors.base import Snapshot
+from crisisbot.imaging import FaceDetector, blur_faces, prepare_for_email, prepare_for_email_async, wire_size
+from crisisbot.models import Attachment
+
+FACE = (177, 66, 95, 95)  # x, y, w, h of Eileen Collins' face in astronaut(), per OpenCV's cascade
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def jpeg(array: np.ndarray, quality: int = 95) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
+
+
+def snap(camera: str, data: bytes, seconds: float = 0) -> Snapshot:
+    return Snapshot(camera, T0 + timedelta(seconds=seconds), Attachment(f"{camera}.jpg", "image/jpeg", data))
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> bytes:
+    return jpeg(skdata.astronaut())
+
+
+def face_and_background_change(before: bytes, after: bytes) -> tuple[float, float]:
+    """How much of the face's detail is left (1 = all of it), and how much the background moved."""
+    a, b = pixels(before), pixels(after)
+    x, y, w, h = FACE
+
+    def detail(img: np.ndarray) -> float:
+        gray = cv2.cvtColor(img[y:y + h, x:x + w].astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+    background = np.abs(a[300:500, 20:150] - b[300:500, 20:150]).mean()  # the suit and flag, far from the face
+    return detail(b) / detail(a), float(background)
+
+
+def no_face_left(data: bytes) -> bool:
+    x, y, w, h = FACE
+    boxes = FaceDetector(pad=0).faces(pixels(data).astype(np.uint8))
+    return not any(x0 < x + w and x < x1 and y0 < y + h and y < y1 for x0, y0, x1, y1 in boxes)
+
+
+def test_detector_finds_the_real_face(astronaut: bytes) -> None:
+    boxes = FaceDetector().faces(pixels(astronaut).astype(np.uint8))
+    x, y, w, h = FACE
+    assert any(x0 <= x + w / 2 <= x1 and y0 <= y + h / 2 <= y1 for x0, y0, x1, y1 in boxes)
+
+
+def test_external_recipient_gets_the_face_blurred_internal_gets_the_original(astronaut: bytes) -> None:
+    snaps = [snap("hall", astronaut)]
+    internal = prepare_for_email(snaps, external=False, budget_bytes=10_000_000)
+    external = prepare_for_email(snaps, external=True, budget_bytes=10_000_000)
+    assert internal[0].data == astronaut  # fits already: the camera's own bytes, untouched
+    face, background = face_and_background_change(astronaut, external[0].data)
+    assert face < 0.05, face  # the face's detail is gone
+    assert no_face_left(external[0].data) and not no_face_left(internal[0].data)
+    assert background < 6, background  # the rest of the picture is still useful
+    assert pixels(external[0].data).shape == pixels(astronaut).shape
+    assert snaps[0].image.data == astronaut  # the original is not modified in place
+
+
+def test_blur_faces_full_resolution_and_full_mode(astronaut: bytes) -> None:
+    face, background = face_and_background_change(astronaut, blur_faces(astronaut))
+    assert face < 0.05 and background < 6
+    face, background = face_and_background_change(astronaut, blur_faces(astronaut, mode="full"))
+    assert face < 0.05 and background > 10
+
+
+def noisy_frame(seed: int, width: int = 1920, height: int = 1080) -> bytes:
+    """A large frame that compresses badly (noise over a gradient), like a grainy night image."""
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None].repeat(height, 0).repeat(3, 2)
+    return jpeg(np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8), quality=92)
+
+
+def test_eight_cameras_with_prealarm_frames_fit_the_budget() -> None:
+    frames = [noisy_frame(i) for i in range(3)]
+    snaps = [snap(f"cam{c}", frames[c % 3], 0) for c in range(8)]
+    snaps += [snap(f"cam{c}", frames[(c + 1) % 3], -2 * k) for c in range(2) for k in range(1, 6)]
+    budget = 3_000_000
+    assert sum(len(s.image.data) for s in snaps) > 3 * budget
+    out = prepare_for_email(snaps, external=False, budget_bytes=budget)
+    assert sum(wire_size(len(a.data)) for a in out) <= budget
+    names = [a.filename for a in out]
+    assert len(set(names)) == len(names)
+    assert {n.split("-")[0] for n in names[:8]} == {f"cam{c}" for c in range(8)}  # every camera's latest first
+    for attachment in out:
+        image = Image.open(io.BytesIO(attachment.data))
+        assert image.format == "JPEG" and max(image.size) <= 1920
+
+
+def test_tight_budget_drops_old_frames_before_the_latest_ones() -> None:
+    frame = noisy_frame(7, 1280, 720)
+    snaps = [snap("gate", frame, 0)] + [snap("gate", frame, -2 * k) for k in range(1, 15)]
+    out = prepare_for_email(snaps, external=False, budget_bytes=250_000)
+    assert sum(wire_size(len(a.data)) for a in out) <= 250_000
+    names = [a.filename for a in out]
+    assert names[0] == "gate-20260301-080000.jpg"  # the latest frame first
+    assert 3 <= len(out) < len(snaps)
+    assert names[1] == "gate-20260301-075932.jpg"  # the kept older frames still span the whole window
+    assert min(max(Image.open(io.BytesIO(a.data)).size) for a in out) >= 320
+    assert prepare_for_email(snaps, external=False, budget_bytes=1_000) == []
+
+
+async def test_async_wrapper_runs_off_the_loop(astronaut: bytes) -> None:
+    out = await prepare_for_email_async([snap("hall", astronaut)], external=True, budget_bytes=5_000_000)
+    assert len(out) == 1 and out[0].content_type == "image/jpeg"
