@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,9 +164,11 @@ class GraphConnection:
         self.settings = settings
         self.credential = credential if credential is not None else build_credential(settings)
         self._owns_credential = credential is None
-        verify: Any = str(settings.ca_bundle) if settings.ca_bundle else True
+        verify: Any = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
         timeout = httpx.Timeout(settings.request_timeout)
-        self.http = httpx.AsyncClient(base_url=settings.graph_url or "", timeout=timeout, verify=verify)
+        # msgraph-core's transport wrapper does not forward aclose(): keep the pool to close it ourselves
+        self._pool = httpx.AsyncHTTPTransport(verify=verify)
+        self.http = httpx.AsyncClient(base_url=settings.graph_url or "", timeout=timeout, transport=self._pool)
         self.raw = httpx.AsyncClient(timeout=timeout, verify=verify)  # upload URLs: no bearer token
         options = RetryHandlerOption(delay=0.0, max_retries=settings.max_retries)
         middleware = [
@@ -182,6 +185,7 @@ class GraphConnection:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self._pool.aclose()
         await self.raw.aclose()
         if self._owns_credential:
             await self.credential.close()

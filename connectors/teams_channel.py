@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +68,7 @@ class TeamsChannel(Connector):
         self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        verify: Any = str(self.config.ca_bundle) if self.config.ca_bundle else True
+        verify: Any = ssl.create_default_context(cafile=str(self.config.ca_bundle)) if self.config.ca_bundle else True
         self._http = httpx.AsyncClient(timeout=self.config.timeout, verify=verify)
 
     async def stop(self) -> None:

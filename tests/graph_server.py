@@ -153,7 +153,6 @@ class GraphServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
-        self._server.force_exit = True
         await self._task
         self._tmp.cleanup()
 
