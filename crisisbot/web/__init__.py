@@ -1,1 +1,1 @@
-"""HTTP routes the daemon serves (mounted by crisisbot/web/server.py)."""
+"""Browser-facing pages (camera live view), mounted by the daemon's HTTP server."""
