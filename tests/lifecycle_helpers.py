@@ -110,8 +110,8 @@ class Workspace:
             data["connectors"]["relay"] = {"type": "smtp", "host": "127.0.0.1", "port": smtp_port,
                                            "security": "none", "timeout": "2s"}
             data["mail"].update(via=["relay"], backoff="20ms", retries=0)
-            data["web"] = {"enabled": True, "host": "127.0.0.1", "port": self.web_port,
-                           "public_url": f"http://127.0.0.1:{self.web_port}"}
+            # links point at the routes this helper serves itself (see lifecycle_daemon)
+            data["web"] = {"enabled": False, "public_url": f"http://127.0.0.1:{self.web_port}"}
             data["lifecycle"] = {"timer_poll": "50ms", **lifecycle}
         self.edit(change)
 

@@ -5,7 +5,7 @@ so a drill due while the daemon was down runs once, late, and never twice."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -82,4 +82,5 @@ class Drills:
         if late > 60:
             log.warning("drill %s runs %.0fs late (the daemon was down at its time)", drill_id, late)
         await self.run_now(drill_id)
-        await self._schedule(drill_id, spec, max(self.clock.now(), timer.due_at))
+        # strictly after this run: CronTrigger counts a time equal to `after` as the next one
+        await self._schedule(drill_id, spec, max(self.clock.now(), timer.due_at) + timedelta(seconds=1))

@@ -133,7 +133,7 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
             attachments.append(Attachment("invite.ics", "text/calendar; method=REQUEST", meeting.ics))
         key = delivery_key(ctx.incident.id, spec.id or "email", person.person_id)
         subject = rendered.subject
-        if ctx.incident.drill and not subject.startswith("["):
+        if ctx.incident.drill and not subject.startswith(("[EXERCICE]", "[DRILL]")):  # also before [CRISE]
             subject = ("[EXERCICE] " if language == "fr" else "[DRILL] ") + subject
         messages.append(OutgoingEmail(
             key=key, recipient=person, subject=subject, text=rendered.text, html=rendered.html,
