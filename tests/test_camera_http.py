@@ -172,3 +172,45 @@ def test_config_refuses_typos_and_bad_fingerprints() -> None:
         HttpCamera.Config.model_validate({"type": "http-camera", "url": "http://x/a.jpg", "tls": {"fingerprint": "zz"}})
     cfg = HttpCamera.Config.model_validate({"type": "http-camera", "url": "http://x/a.jpg", "password": "pw"})
     assert "pw" not in repr(cfg)
+
+
+async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(cams: CameraServer,
+                                                                              tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from crisisbot.image_store import ImageStore
+    from crisisbot.models import Alarm, Incident, IncidentStatus, utcnow
+    from crisisbot.steps.base import StepContext
+    from crisisbot.steps.follow_up import FollowUpSnapshotsStep, run
+    from crisisbot.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "crisis.db")
+    await store.open()
+    images = ImageStore.open(tmp_path, retention=3600)
+    refused = await dead_port()
+    cameras = {("hq", "hall"): camera(f"{cams.base}/open.jpg", tmp_path, name="hall"),
+               ("hq", "gate"): camera(f"http://127.0.0.1:{refused}/x.jpg", tmp_path, name="gate")}
+    alarm = Alarm(source="test", site="hq", zone="lobby")
+    incident = Incident("inc42", "hq", "panic", IncidentStatus.open, utcnow(), utcnow())
+    await store.create_incident(incident, alarm)
+    ctx = StepContext(
+        runtime=SimpleNamespace(cameras=cameras, store=store, image_store=images),  # type: ignore[arg-type]
+        incident=incident, alarm=alarm, playbook=None,  # type: ignore[arg-type]
+        site=SimpleNamespace(cameras={"hall": {}, "gate": {}}, zones={"lobby": SimpleNamespace(cameras=["hall", "gate"])}),  # type: ignore[arg-type]
+    )
+    spec = FollowUpSnapshotsStep.model_validate(
+        {"action": "follow_up_snapshots", "id": "followup", "every": "100ms", "duration": "300ms",
+         "capture_timeout": "1s"})
+    assert spec.timeout is not None and spec.timeout > spec.duration  # not cut by the default step deadline
+    out = await run(spec, ctx)
+    assert out["rounds"] == 3 and out["images"] == 3 and "gate" in out["failures"]
+    assert [i.camera for i in await images.images("inc42")] == ["hall"] * 3
+    audited = [e.data for e in await store.audit_entries("inc42") if e.kind == "followup.round"]
+    assert [e["round"] for e in audited] == [1, 2, 3] and all("gate" in e["failures"] for e in audited)
+
+    await store.set_incident_status("inc42", IncidentStatus.resolved, "all clear")
+    again = await run(spec.model_copy(update={"id": "followup2"}), ctx)
+    assert again["rounds"] == 0
+    for cam in cameras.values():
+        await cam.stop()
+    await store.close()

@@ -1,0 +1,128 @@
+"""Updated snapshots every N seconds for M minutes, while the incident stays open.
+
+Each round captures the cameras in parallel (each under its own deadline), keeps the
+originals in the image store (the live view shows them), and, when `to` is given,
+emails the round through the `email` step with a per-round step id, so every round
+is delivered exactly once even across a restart. Rounds stop early when the incident
+is resolved, cancelled or declared a false alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Awaitable, Callable, Literal, Mapping
+
+from pydantic import Field, model_validator
+
+from connectors.base import Camera
+from crisisbot.config.types import Identifier, Seconds
+from crisisbot.models import IncidentStatus
+from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.snapshot import SnapshotSet, select_cameras
+
+CLOSED = {IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled}
+
+
+class FollowUpSnapshotsStep(StepSpec):
+    consumes = True  # waits for the meeting, so the follow-up emails carry its link
+
+    action: Literal["follow_up_snapshots"]
+    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+        "zone", description="camera ids of the alarm's site, 'zone' or 'site' (as in `snapshot`)")
+    every: Seconds = Field(60.0, gt=0, description="one round every ... (e.g. 30s)")
+    duration: Seconds = Field(600.0, gt=0, description="for how long (e.g. 10m)")
+    capture_timeout: Seconds = Field(10.0, gt=0, description="deadline of each camera in a round")
+    to: list[Identifier] | None = Field(None, description="contact groups or people to email each round")
+    template: Identifier | None = Field(None, description="email template of the rounds (with `to`)")
+    max_attachment_bytes: int = Field(10_000_000, ge=0, description="image budget of each email")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "FollowUpSnapshotsStep":
+        if self.to and not self.template:
+            raise ValueError("'to' needs a 'template' for the follow-up emails")
+        if self.timeout is None:  # the step lasts `duration`: the default step deadline would cut it
+            self.timeout = self.duration + self.every + self.capture_timeout + 60
+        return self
+
+
+async def capture_all(cameras: Mapping[str, Camera | None], timeout: float) -> SnapshotSet:
+    """Every camera at once, each under `timeout`; failures are named, never raised."""
+    result = SnapshotSet()
+
+    async def grab(name: str, camera: Camera | None) -> None:
+        if camera is None:
+            result.failures[name] = "camera is not configured for this site"
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                result.snapshots.append(await camera.snapshot())
+        except TimeoutError:
+            result.failures[name] = f"no image within {timeout:.1f}s"
+        except Exception as exc:  # noqa: BLE001 - one camera's failure must not sink the round
+            result.failures[name] = f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(grab(n, c) for n, c in cameras.items()))
+    return result
+
+
+async def rounds(every: float, duration: float, one_round: Callable[[int], Awaitable[None]], *,
+                 keep_going: Callable[[], Awaitable[bool]] | None = None) -> int:
+    """Call `one_round(1..)` at start + k*every for k*every <= duration (a slow round skips
+    ticks, never bunches them) while `keep_going()` agrees; returns how many rounds ran."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    slot = ran = 0
+    while True:
+        slot += 1
+        if slot * every > duration + 1e-9:
+            return ran
+        await asyncio.sleep(max(0.0, start + slot * every - loop.time()))
+        if keep_going is not None and not await keep_going():
+            return ran
+        ran += 1
+        await one_round(ran)
+        slot = max(slot, int((loop.time() - start) // every))
+
+
+async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
+    runtime = ctx.runtime
+    step_id = spec.id or "follow_up_snapshots"
+    names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
+    cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
+    image_store = getattr(runtime, "image_store", None)  # optional until the daemon builds one
+    totals: dict[str, Any] = {"rounds": 0, "images": 0, "failures": {}}
+    if not cameras:
+        return totals
+
+    async def keep_going() -> bool:
+        incident = await runtime.store.get_incident(ctx.incident.id)
+        return incident is None or incident.status not in CLOSED
+
+    async def one_round(number: int) -> None:
+        result = await capture_all(cameras, spec.capture_timeout)
+        if image_store is not None:
+            await image_store.put_many(ctx.incident.id, result.snapshots)
+        totals["images"] += len(result.snapshots)
+        totals["failures"].update(result.failures)
+        for name, reason in result.failures.items():
+            ctx.log.warning("follow-up round %d, camera %s: %s", number, name, reason)
+        await runtime.store.audit("followup.round", ctx.incident.id, {
+            "step": step_id, "round": number, "images": len(result.snapshots), "failures": result.failures,
+        })
+        if spec.to and result.snapshots:
+            await _email(spec, ctx, f"{step_id}-{number}", result)
+
+    totals["rounds"] = await rounds(spec.every, spec.duration, one_round, keep_going=keep_going)
+    return totals
+
+
+async def _email(spec: FollowUpSnapshotsStep, ctx: StepContext, round_id: str, images: SnapshotSet) -> None:
+    """One round through the ordinary email step: same templates, budget, blurring and idempotency."""
+    from crisisbot.steps import email
+
+    assert spec.to is not None and spec.template is not None
+    email_spec = email.EmailStep(action="email", id=round_id, to=spec.to, template=spec.template,
+                                 max_attachment_bytes=spec.max_attachment_bytes)
+    others = {k: v for k, v in ctx.outputs.items() if not isinstance(v, SnapshotSet)}
+    await email.run(email_spec, dataclasses.replace(ctx, outputs={**others, round_id: images}))
