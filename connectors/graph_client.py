@@ -135,10 +135,14 @@ def build_credential(settings: GraphSettings) -> Any:
         )
     if isinstance(cred, CertificateCredential):
         password = cred.certificate_password.get_secret_value() if cred.certificate_password else None
-        return aio.CertificateCredential(
-            settings.tenant_id, settings.client_id, str(cred.certificate_path), password=password,
-            send_certificate_chain=cred.send_certificate_chain, **common,
-        )
+        try:
+            return aio.CertificateCredential(
+                settings.tenant_id, settings.client_id, str(cred.certificate_path), password=password,
+                send_certificate_chain=cred.send_certificate_chain, **common,
+            )
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a PEM/PKCS#12 certificate with its private key, or wrong password"
+            raise PermanentError(f"cannot load the certificate {cred.certificate_path}: {reason}") from None
     if isinstance(cred, ManagedIdentity):
         return aio.ManagedIdentityCredential(client_id=cred.client_id)
     return aio.DefaultAzureCredential(authority=settings.authority_host)

@@ -119,6 +119,7 @@ class GraphServer:
         self.uploads: dict[str, Upload] = {}
         self.requests: list[Recorded] = []
         self.token_requests: list[dict[str, str]] = []
+        self.assertions: list[dict[str, Any]] = []  # claims of certificate client assertions
         self.faults: list[Fault] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="graph-server-")
         self._server: uvicorn.Server | None = None
@@ -226,12 +227,19 @@ class GraphServer:
 
     async def _token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode()))  # no python-multipart needed
-        self.token_requests.append({k: str(v) for k, v in form.items() if k != "client_secret"})
+        self.token_requests.append({k: str(v) for k, v in form.items() if k not in ("client_secret", "client_assertion")})
         if request.path_params["tenant"] != TENANT:
             return JSONResponse({"error": "invalid_request", "error_description": "AADSTS90002: Tenant not found."}, 400)
         if form.get("client_id") != CLIENT_ID:
             return JSONResponse({"error": "unauthorized_client", "error_description": "AADSTS700016: Application not found in the directory."}, 400)
-        if form.get("client_secret") != CLIENT_SECRET:
+        assertion = form.get("client_assertion")
+        if assertion is not None:  # certificate credential: a JWT signed with the app's key
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+            if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" \
+                    or claims.get("iss") != CLIENT_ID or not claims.get("aud", "").endswith("/oauth2/v2.0/token"):
+                return JSONResponse({"error": "invalid_client", "error_description": "AADSTS700027: bad assertion"}, 401)
+            self.assertions.append(claims)
+        elif form.get("client_secret") != CLIENT_SECRET:
             return JSONResponse({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}, 401)
         if form.get("grant_type") != "client_credentials" or not str(form.get("scope", "")).endswith("/.default"):
             return JSONResponse({"error": "invalid_scope", "error_description": "AADSTS1002012: bad scope"}, 400)

@@ -248,3 +248,39 @@ def test_config_national_cloud_and_strictness() -> None:
         TeamsConfig.model_validate({**base, "lobby": "everyone"})
     with pytest.raises(ValidationError):
         TeamsConfig.model_validate({**base, "credential": {"type": "password", "password": "x"}})
+
+
+def self_signed_pem(path: Path) -> Path:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crisisbot")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(START - timedelta(days=3650)).not_valid_after(START + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+async def test_certificate_credential_relative_to_config_dir(graph: GraphServer, make_teams, tmp_path: Path) -> None:
+    self_signed_pem(tmp_path / "crisisbot.pem")
+    teams = await make_teams(use_secret=True, mode="online-meeting", organizer_id=ORGANIZER_ID,
+                             credential={"type": "certificate", "certificate_path": "crisisbot.pem"})
+
+    await teams.open_meeting(request())
+
+    assert len(graph.assertions) == 1 and graph.assertions[0]["iss"] == graph.assertions[0]["sub"]
+    assert len(graph.meetings) == 1
+
+
+async def test_missing_certificate_is_a_clear_permanent_error(graph: GraphServer, tmp_path: Path) -> None:
+    config = TeamsConfig.model_validate(graph.connector_config(
+        "teams", credential={"type": "certificate", "certificate_path": "keys/missing.pem"}))
+    teams = TeamsMeetings("teams", config, Services(data_dir=tmp_path, root=tmp_path))
+
+    with pytest.raises(PermanentError, match=r"cannot load the certificate .*keys/missing.pem: No such file"):
+        await teams.start()
