@@ -129,7 +129,7 @@ class SiaDc09Trigger(Trigger):
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: dict[asyncio.Task[None], bool] = {}  # connection task -> waiting for bytes
+        self._idle: dict[asyncio.Task[None], asyncio.StreamWriter | None] = {}  # writer while awaiting bytes
         self._supervisor: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -157,9 +157,9 @@ class SiaDc09Trigger(Trigger):
             self._udp.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
-        for task, idle in self._idle.items():
-            if idle:
-                task.cancel()
+        for writer in self._idle.values():
+            if writer is not None:  # waiting for bytes: closing ends its read with EOF
+                writer.close()
         pending = [t for t in (*self._tasks, *self._idle) if not t.done()]
         if pending:  # frames being stored finish; their ACK may still reach the panel
             _, late = await asyncio.wait(pending, timeout=5.0)
@@ -175,9 +175,9 @@ class SiaDc09Trigger(Trigger):
         splitter = codec.FrameSplitter(self.config.max_frame)
         try:
             while True:
-                self._idle[task] = True
+                self._idle[task] = writer
                 data = await asyncio.wait_for(reader.read(4096), self.config.idle_timeout)
-                self._idle[task] = False
+                self._idle[task] = None
                 if not data:
                     break
                 for raw in self._split(splitter, data, peer):

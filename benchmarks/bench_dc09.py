@@ -1,0 +1,160 @@
+"""DC-09 receiver throughput: encrypted frames over TCP from many panels, ACK latency.
+
+Each simulated panel holds one TCP connection and sends its next frame as soon as
+the previous one is ACKed, like a real transmitter. Three runs in the same process,
+so the ratios hold on a noisy machine:
+  store alone   SqliteStore.add_alarm from the same number of concurrent writers
+  null sink     the receiver with a sink that stores nothing (protocol cost only)
+  sqlite sink   the receiver with the real SqliteStore (ACK after durable storage)
+
+Each configuration runs flat out (capacity) and paced at --rate (latency at the target load).
+
+    python -m benchmarks.bench_dc09 [--seconds 6] [--panels 50] [--rate 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from crisisbot.models import Alarm
+from crisisbot.store.sqlite import SqliteStore
+from triggers import dc09_codec as codec
+from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
+
+KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
+
+class StoreSink:
+    """The daemon's sink minus the playbook queue: durable storage only."""
+
+    def __init__(self, store: SqliteStore | None) -> None:
+        self.store = store
+
+    async def submit(self, alarm: Alarm) -> str:
+        if self.store is not None:
+            await self.store.add_alarm(alarm)
+        return alarm.id
+
+    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
+        return False
+
+
+def frame(account: str, seq: int) -> bytes:
+    content = f"#{account}|Nri1/BA{seq % 100:02d}]" + codec.timestamp(codec.datetime.now(codec.timezone.utc))
+    return codec.frame(f'"*SIA-DCS"{seq:04d}R1L0#{account}[' + codec.encrypt(KEY, content))
+
+
+async def panel(port: int, account: str, deadline: float, latencies: list[float], interval: float) -> int:
+    """Send, wait for the ACK, send the next one (after `interval` from the previous send, if paced)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await asyncio.sleep(interval * random.random())  # paced panels do not all start together
+    sent = 0
+    next_send = time.perf_counter()
+    try:
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(max(0.0, next_send - time.perf_counter()))
+            next_send += interval
+            seq = sent % 9999 + 1
+            start = time.perf_counter()
+            writer.write(frame(account, seq))
+            reply = await reader.readuntil(b"\r")
+            latencies.append(time.perf_counter() - start)
+            if b'"*ACK"' not in reply:
+                raise RuntimeError(f"unexpected reply {reply!r}")
+            sent += 1
+    finally:
+        writer.close()
+    return sent
+
+
+def run_panels(port: int, accounts: list[str], seconds: float, interval: float) -> tuple[list[int], list[float]]:
+    async def all_panels() -> tuple[list[int], list[float]]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        counts = await asyncio.gather(*(panel(port, a, deadline, latencies, interval) for a in accounts))
+        return list(counts), latencies
+    return asyncio.run(all_panels())
+
+
+async def receiver_run(store: SqliteStore | None, panels: int, seconds: float, rate: float | None) -> dict[str, float]:
+    accounts = [f"{1000 + i:X}" for i in range(panels)]
+    config = SiaDc09Config.model_validate({
+        "type": "sia-dc09", "host": "127.0.0.1", "port": 0, "udp": False,
+        "accounts": [{"account": a, "site": "bench", "key": KEY.hex(), "key_format": "hex"} for a in accounts]})
+    trigger = SiaDc09Trigger("bench", config, StoreSink(store))
+    await trigger.start()
+    assert trigger.port is not None
+    started = time.perf_counter()
+    try:  # the panels run in another process so their CPU does not count against the receiver
+        with ProcessPoolExecutor(1) as pool:
+            counts, latencies = await asyncio.get_running_loop().run_in_executor(
+                pool, run_panels, trigger.port, accounts, seconds, panels / rate if rate else 0.0)
+    finally:
+        await trigger.stop()
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"rate": sum(counts) / elapsed, "p50": cuts[49] * 1000, "p99": cuts[98] * 1000,
+            "errors": sum(v for k, v in trigger.stats.items() if k not in ("frames", "acked", "alarms"))}
+
+
+async def store_run(store: SqliteStore, writers: int, seconds: float) -> float:
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+
+    async def writer() -> int:
+        n = 0
+        while time.perf_counter() < deadline:
+            await store.add_alarm(Alarm(source="bench", site="bench", raw="x"))
+            n += 1
+        return n
+
+    total = sum(await asyncio.gather(*(writer() for _ in range(writers))))
+    return total / (time.perf_counter() - started)
+
+
+async def bench(seconds: float, panels: int, rate: float) -> None:
+    runs: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "bench.db")
+        await store.open()
+        try:
+            baseline = await store_run(store, panels, seconds)
+            for sink_name, sink_store in (("null sink", None), ("SqliteStore sink", store)):
+                for load, offered in (("flat out", None), (f"paced {rate:.0f}/s", rate)):
+                    runs[f"{sink_name}, {load}"] = await receiver_run(sink_store, panels, seconds, offered)
+        finally:
+            await store.close()
+    print(f"SIA DC-09 over TCP, AES-128, {panels} panels each waiting for its ACK, {seconds:.0f} s per run")
+    print(f"  baseline: SqliteStore.add_alarm alone, {panels} writers: {baseline:8.0f} alarms/s")
+    for name, r in runs.items():
+        print(f"  {name:34s} {r['rate']:7.0f} frames/s  ACK p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms"
+              f"  (errors {r['errors']:.0f})")
+    best = runs["SqliteStore sink, flat out"]["rate"]
+    paced = runs[f"SqliteStore sink, paced {rate:.0f}/s"]
+    print(f"  ratio receiver+store / store alone: {best / baseline:.2f}")
+    print(f"  target {rate:.0f} frames/s with ACK p99 < 20 ms after storage: "
+          f"{'met' if paced['rate'] >= 0.98 * rate and paced['p99'] < 20 else 'NOT met'} on this machine")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--panels", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered load of the paced runs (frames/s)")
+    args = parser.parse_args(argv)
+    for noisy in ("crisisbot", "pymodbus"):  # per-alarm log lines would swamp the figures
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    asyncio.run(bench(args.seconds, args.panels, args.rate))
+
+
+if __name__ == "__main__":
+    main()
