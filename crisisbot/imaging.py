@@ -185,6 +185,28 @@ def prepare_for_email(
     return [Attachment(_filename(snap, names), "image/jpeg", data) for snap, data in chosen]
 
 
+class EmailImages:
+    """The attachments of one batch of messages: blurring and resizing are paid once per
+    variant (internal / external), not once per recipient."""
+
+    def __init__(self, snapshots: Sequence[Snapshot], budget_bytes: int, **options: object) -> None:
+        self.snapshots = list(snapshots)
+        self.budget_bytes = budget_bytes
+        self.options = options
+        self._done: dict[bool, list[Attachment]] = {}
+
+    def for_recipient(self, external: bool) -> list[Attachment]:
+        if external not in self._done:
+            self._done[external] = prepare_for_email(
+                self.snapshots, external=external, budget_bytes=self.budget_bytes, **self.options)  # type: ignore[arg-type]
+        return list(self._done[external])
+
+    async def prepare(self) -> None:
+        """Both variants, off the event loop (call before building messages synchronously)."""
+        for external in (False, True):
+            await asyncio.to_thread(self.for_recipient, external)
+
+
 def _fit_one(data: bytes, budget: int, side: int, detector: FaceDetector | None, blur: BlurMode) -> bytes | None:
     if detector is None and wire_size(len(data)) <= budget and data[:3] == b"\xff\xd8\xff":
         with Image.open(io.BytesIO(data)) as probe:

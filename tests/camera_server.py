@@ -96,6 +96,12 @@ class CameraServer:
         self._count(request)
         return self._image()
 
+    async def delayed(self, request: web.Request) -> web.Response:
+        """`/delay.jpg?ms=120`: a camera that takes that long to produce its image."""
+        self._count(request)
+        await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
+        return self._image()
+
     async def slow(self, request: web.Request) -> web.Response:
         self._count(request)
         await asyncio.sleep(self.slow_delay)
@@ -121,6 +127,7 @@ class CameraServer:
         app.router.add_get("/basic.jpg", self.basic)
         app.router.add_get("/open.jpg", self.open)
         app.router.add_get("/slow.jpg", self.slow)
+        app.router.add_get("/delay.jpg", self.delayed)
         app.router.add_get("/hangup.jpg", self.hangup)
         app.router.add_get("/login.html", self.html)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)

@@ -122,3 +122,12 @@ def test_tight_budget_drops_old_frames_before_the_latest_ones() -> None:
 async def test_async_wrapper_runs_off_the_loop(astronaut: bytes) -> None:
     out = await prepare_for_email_async([snap("hall", astronaut)], external=True, budget_bytes=5_000_000)
     assert len(out) == 1 and out[0].content_type == "image/jpeg"
+
+
+async def test_email_images_pays_the_blur_once_per_variant(astronaut: bytes) -> None:
+    from crisisbot.imaging import EmailImages
+
+    images = EmailImages([snap("hall", astronaut)], 5_000_000)
+    await images.prepare()
+    first, second = images.for_recipient(True), images.for_recipient(True)
+    assert first[0].data is second[0].data and images.for_recipient(False)[0].data == astronaut
