@@ -214,3 +214,35 @@ async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(c
     for cam in cameras.values():
         await cam.stop()
     await store.close()
+
+
+async def test_daemon_emails_live_and_prealarm_frames_from_yaml_declared_cameras(
+        cams: CameraServer, workspace: Any, smtp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end through the lead's daemon: cameras declared in config.yaml, secrets from the environment."""
+    from daemon_helpers import enable_webhook, post_alarm, running_daemon
+
+    monkeypatch.setenv("CAM_PW", PASSWORD)
+
+    def change(data: dict[str, Any]) -> None:
+        data["sites"]["paris-hq"]["cameras"] = {
+            "hall": {"type": "http-camera", "url": f"{cams.base}/digest.jpg", "username": USER,
+                     "password": "${CAM_PW}", "auth": "digest", "timeout": "2s",
+                     "prealarm": {"every": "100ms", "keep": "1s"}},
+            "parking": {"type": "http-camera", "url": f"{cams.base}/slow.jpg", "timeout": "300ms"},
+        }
+    workspace.edit_config(change)
+    workspace.use_smtp(smtp_server.port)
+    enable_webhook(workspace)
+    async with running_daemon(workspace, monkeypatch) as daemon:
+        for _ in range(100):
+            if cams.hits.get("/digest.jpg", 0) >= 10:  # a few buffered frames (each is a 401 + a 200)
+                break
+            await asyncio.sleep(0.05)
+        response = await post_alarm(daemon, {"site": "paris-hq", "zone": "accueil", "kind": "panic",
+                                             "severity": "critical", "label": "Bouton panique accueil"})
+        incident = await daemon.engine.wait_processed(response.json()["alarm_id"])
+        await daemon.engine.wait_incident(incident.id)
+    alice = smtp_server.handler.to("alice.martin@exemple.fr")[0].message
+    jpegs = [p.get_content() for p in alice.iter_attachments() if p.get_content_type() == "image/jpeg"]
+    assert len(jpegs) >= 2  # the live frame and pre-alarm frames from the ring buffer
+    assert all(j == cams.jpeg for j in jpegs)
