@@ -182,3 +182,19 @@ async def test_silence_records_without_alerting_and_expires_by_itself(tmp_path):
     assert health.status_code == 200
     body = health.json()
     assert body["status"] == "ok" and body["store"] == "ok" and body["queue"] == 0 and body["last_alarm_at"]
+
+
+def test_typos_in_tiers_duty_slots_and_drills_are_refused(examples):
+    from crisisbot.errors import ConfigError
+
+    path = examples.root / "playbooks" / "panic-escalation.yaml"
+    path.write_text(path.read_text().replace("to: [direction]", "to: [directoin]"))
+    contacts = examples.root / "contacts" / "astreinte.yaml"
+    contacts.write_text(contacts.read_text().replace("[[bruno], [david]", "[[bruno], [davdi]"))
+    examples.edit(lambda d: d.setdefault("lifecycle", {}).update(
+        drills={"x": {"cron": "0 61 * * *", "site": "paris-hq"}}))
+    with pytest.raises(ConfigError) as error:
+        load_bundle(examples.config_path)
+    text = str(error.value)
+    assert "unknown contact group or person 'directoin'; did you mean 'direction'?" in text
+    assert "unknown person or group 'davdi'" in text and "invalid crontab expression" in text
