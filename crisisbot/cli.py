@@ -217,6 +217,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from crisisbot.web.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CrisisbotError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        raise CrisisbotError("use at least 12 characters for a console password")
+    print(hash_password(password))
+    return EXIT_OK
+
+
 # -- parser --------------------------------------------------------------------
 def _alarm_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", required=True, help="site id from config.yaml")
@@ -257,6 +274,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify the hash-chained audit log")
     p.add_argument("action", choices=["verify"])
     p.set_defaults(func=cmd_audit)
+    sub.add_parser("hash-password", help="hash a console password (read from the terminal or stdin)").set_defaults(
+        func=cmd_hash_password)
     p = sub.add_parser("schema", help="write JSON Schemas for editors (YAML language server)")
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)

@@ -34,6 +34,7 @@ class Daemon:
         self.runtime: Runtime | None = None
         self.engine: Engine | None = None
         self._control: asyncio.AbstractServer | None = None
+        self.web: Any = None  # crisisbot.web.server.WebServer when web.enabled
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -45,6 +46,11 @@ class Daemon:
         await self.engine.start()
         await self._start_triggers()
         await self._start_control()
+        if self.bundle.config.web.enabled:
+            from crisisbot.web.server import WebServer
+
+            self.web = WebServer(self.runtime)
+            await self.web.start()
         log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
 
@@ -67,6 +73,8 @@ class Daemon:
     async def stop(self) -> None:
         if self._control is not None:
             self._control.close()
+        if self.web is not None:
+            await self.web.stop()
         if self.runtime is not None:
             await self._stop_triggers()
         if self.lifecycle is not None:

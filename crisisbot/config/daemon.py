@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
 from crisisbot.lifecycle.schema import LifecycleConfig
@@ -75,6 +75,16 @@ class ControlConfig(Strict):
     socket: str = Field("{data}/crisisbot.sock", description="local control socket (mode 0600)")
 
 
+class WebUser(Strict):
+    password_hash: SecretStr = Field(
+        description="from `crisisbot hash-password`; keep it in a secret file: ${file:secrets/NAME.hash}"
+    )
+    role: Literal["operator", "viewer"] = Field(
+        "operator", description="viewers see incidents; operators also acknowledge and stand down"
+    )
+    person: Identifier | None = Field(None, description="contact id this user acknowledges as")
+
+
 class WebConfig(Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -82,6 +92,10 @@ class WebConfig(Strict):
     public_url: str | None = Field(
         None, description="base URL people's browsers reach (links in emails); default http://host:port"
     )
+    users: dict[Identifier, WebUser] = Field(
+        default_factory=dict, description="console accounts; none: the console refuses every login"
+    )
+    session_ttl: Seconds = Field(43200.0, description="console sessions expire after this delay")
 
 
 class DaemonConfig(Strict):

@@ -1,0 +1,93 @@
+"""The daemon's HTTP server: console, JSON API, personal links, health — one uvicorn app.
+
+Enabled with `web.enabled`; links in emails use `web.public_url` (put a TLS reverse
+proxy in front for anything but loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crisisbot.web.console import Console
+
+if TYPE_CHECKING:
+    from crisisbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",  # tokens in link URLs must not leak to other sites
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+}
+
+
+def build_app(runtime: "Runtime") -> Starlette:
+    from crisisbot.web.ack import ack_routes
+
+    routes: list[BaseRoute] = [
+        Route("/", lambda _request: RedirectResponse("/console", 303)),
+        *Console(runtime).routes(),
+        *ack_routes(runtime),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding SECURITY_HEADERS to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                         if k.lower().encode() not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class WebServer:
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        web = self.runtime.bundle.config.web
+        config = uvicorn.Config(build_app(self.runtime), host=web.host, port=web.port, log_config=None,
+                                access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(), name="crisisbot-web")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the web server could not start")
+            await asyncio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        log.info("web console on http://%s:%s/console", web.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
