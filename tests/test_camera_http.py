@@ -7,7 +7,7 @@ import hashlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,11 @@ async def test_parallel_capture_is_not_delayed_by_dead_or_slow_cameras(cams: Cam
     """The shape the snapshot step uses: gather, each camera under its own deadline."""
     refused = await dead_port()
     cameras = [
-        camera(f"{cams.base}/open.jpg", tmp_path, name="a", timeout="400ms"),
-        camera(f"{cams.base}/digest.jpg", tmp_path, name="b", timeout="400ms", username=USER, password=PASSWORD),
+        camera(f"{cams.base}/open.jpg", tmp_path, name="a", timeout="5s"),
+        camera(f"{cams.base}/digest.jpg", tmp_path, name="b", timeout="5s", username=USER, password=PASSWORD),
         camera(f"{cams.base}/slow.jpg", tmp_path, name="slow", timeout="400ms"),
-        camera(f"http://127.0.0.1:{refused}/x.jpg", tmp_path, name="dead", timeout="400ms"),
-        camera(f"{cams.base}/login.html", tmp_path, name="html", timeout="400ms"),
+        camera(f"http://127.0.0.1:{refused}/x.jpg", tmp_path, name="dead", timeout="5s"),
+        camera(f"{cams.base}/login.html", tmp_path, name="html", timeout="5s"),
     ]
     results = await asyncio.gather(*(c.snapshot() for c in cameras), return_exceptions=True)
     for c in cameras:
@@ -99,22 +99,38 @@ async def test_parallel_capture_is_not_delayed_by_dead_or_slow_cameras(cams: Cam
     assert isinstance(outcome["html"], PermanentError)
 
 
-async def test_prealarm_buffer_keeps_recent_frames(cams: CameraServer, tmp_path: Path) -> None:
-    cam = camera(f"{cams.base}/open.jpg", tmp_path, prealarm={"every": "50ms", "keep": "200ms"})
+async def test_prealarm_buffer_records_in_the_background(cams: CameraServer, tmp_path: Path) -> None:
+    cam = camera(f"{cams.base}/open.jpg", tmp_path, prealarm={"every": "50ms", "keep": "10s"})
     await cam.start()
     try:
-        for _ in range(100):
+        for _ in range(200):
             await asyncio.sleep(0.02)
-            if cams.hits.get("/open.jpg", 0) >= 8:
+            if cams.hits.get("/open.jpg", 0) >= 5:
                 break
         alarm_at = (await cam.snapshot()).taken_at
         frames = cam.prealarm(alarm_at)
     finally:
         await cam.stop()
-    assert 2 <= len(frames) <= 6  # 200 ms of 50 ms frames, plus one interval after
-    assert all(alarm_at - timedelta(milliseconds=200) <= f.taken_at for f in frames)
+    assert len(frames) >= 4  # recorded before the alarm, without anyone asking
+    assert all(f.taken_at <= alarm_at + timedelta(milliseconds=50) for f in frames)
     assert [f.taken_at for f in frames] == sorted(f.taken_at for f in frames)
     assert all(f.image.data == cams.jpeg for f in frames)
+    assert camera(f"{cams.base}/open.jpg", tmp_path).prealarm(alarm_at) == []  # no buffer configured
+
+
+def test_ring_keeps_only_the_window_around_the_alarm() -> None:
+    from connectors.base import Snapshot
+    from connectors.camera_buffer import FrameRing
+    from crisisbot.models import Attachment
+
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+    ring = FrameRing(keep=30, every=2)
+    for k in range(40):  # 80 s of frames, one every 2 s
+        ring.add(Snapshot("hall", t0 + timedelta(seconds=2 * k), Attachment("f.jpg", "image/jpeg", b"")))
+    alarm = t0 + timedelta(seconds=70)
+    frames = ring.around(alarm, after=timedelta(seconds=2))
+    assert [int((f.taken_at - t0).total_seconds()) for f in frames] == list(range(48, 74, 2))
+    assert len(ring._frames) <= 17  # bounded: 30 s / 2 s plus slack  # noqa: SLF001
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +243,7 @@ async def test_daemon_emails_live_and_prealarm_frames_from_yaml_declared_cameras
         data["sites"]["paris-hq"]["cameras"] = {
             "hall": {"type": "http-camera", "url": f"{cams.base}/digest.jpg", "username": USER,
                      "password": "${CAM_PW}", "auth": "digest", "timeout": "2s",
-                     "prealarm": {"every": "100ms", "keep": "1s"}},
+                     "prealarm": {"every": "100ms", "keep": "5s"}},
             "parking": {"type": "http-camera", "url": f"{cams.base}/slow.jpg", "timeout": "300ms"},
         }
     workspace.edit_config(change)
