@@ -87,7 +87,8 @@ class OnvifCamera(BufferedCamera):
                 return self._uri
             cfg = self.config
             password = cfg.password.get_secret_value() if cfg.password else None
-            # no_cache: zeep's cache would be a sqlite file in the user's home, and the WSDLs are local
+            # no_cache: zeep's cache would be a sqlite file in the user's home, and the WSDLs are local.
+            # Note: ONVIFCamera() removes http(s)_proxy from os.environ (cameras are on the LAN).
             device = ONVIFCamera(cfg.host, cfg.port, cfg.username, password, no_cache=True,
                                  adjust_time=cfg.adjust_time, nat_override=cfg.rewrite_host)
             try:
