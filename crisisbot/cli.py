@@ -217,6 +217,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from crisisbot.checks.teams import check_teams
+
+    bundle = _bundle(args)
+    results = asyncio.run(check_teams(bundle.config, create_test_meeting=args.create_test_meeting, root=bundle.root))
+    if not results:
+        raise CrisisbotError("no Microsoft connector (teams, graph-mail, teams-channel) in the configuration")
+    for result in results:
+        print(f"{'OK  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
+        if not result.ok and result.fix:
+            print(f"     fix: {result.fix}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_PROBLEMS
+
+
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
@@ -274,6 +288,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify the hash-chained audit log")
     p.add_argument("action", choices=["verify"])
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("check", help="check a connector against the real service (read-only)")
+    p.add_argument("target", choices=["teams"], help="teams: credentials, permissions, mailbox, access policy")
+    p.add_argument("--create-test-meeting", action="store_true",
+                   help="also create (or reuse) one test meeting to prove the access policy")
+    p.set_defaults(func=cmd_check)
     sub.add_parser("hash-password", help="hash a console password (read from the terminal or stdin)").set_defaults(
         func=cmd_hash_password)
     p = sub.add_parser("schema", help="write JSON Schemas for editors (YAML language server)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from crisisbot.steps import email, escalate, meeting, snapshot
+from crisisbot.steps import channel_card, email, escalate, meeting, modbus_write, snapshot
 from crisisbot.steps.base import StepSpec
 
 STEP_MODULES: dict[str, ModuleType] = {
@@ -18,6 +18,8 @@ STEP_MODULES: dict[str, ModuleType] = {
     "snapshot": snapshot,
     "email": email,
     "escalate": escalate,
+    "channel_card": channel_card,
+    "modbus_write": modbus_write,
 }
 
 
