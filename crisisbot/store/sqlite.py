@@ -15,7 +15,7 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import aiosqlite
 
@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS silences (
     playbook TEXT, reason TEXT NOT NULL, created_by TEXT NOT NULL, ended_at TEXT);
 """
 
+T = TypeVar("T")
+
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
 
 
@@ -78,6 +80,19 @@ def _ts(value: datetime) -> str:
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _run(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+    for sql, params in statements:
+        conn.execute(sql, params)
+
+
+def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
+    return {
+        "alarm_id": alarm.id, "source": alarm.source, "site": alarm.site, "zone": alarm.zone,
+        "input": alarm.input, "kind": alarm.kind.value, "severity": alarm.severity.value,
+        "label": alarm.label, "action": alarm.action.value, "raw": alarm.raw,
+    }
 
 
 def _dump(data: Any) -> str:
@@ -90,6 +105,8 @@ class SqliteStore(Store):
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer; also serializes the audit chain
         self._head: tuple[int, str] = (0, GENESIS)
+        self._alarm_queue: list[tuple[Alarm, asyncio.Future[bool]]] = []
+        self._alarm_writer: asyncio.Task[None] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -116,38 +133,58 @@ class SqliteStore(Store):
             self._db = None
 
     # -- transactions ------------------------------------------------------
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on aiosqlite's worker thread in one hop.
+
+        aiosqlite hands every statement to its thread separately; a transaction of
+        a dozen statements then pays a dozen thread round trips. `_execute` is
+        aiosqlite's own internal entry point for exactly this (stable since 0.11).
+        """
+        db = self.db
+        return await db._execute(lambda: fn(db._conn))  # noqa: SLF001
+
     async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]],
                      audits: Iterable[tuple[str, str | None, dict[str, Any]]] = (),
                      durable: bool = False) -> list[AuditEntry]:
         """Run statements and audit appends in one committed transaction;
         `durable` waits for the disk (power-cut safe) before returning."""
+        statements, audits = list(statements), list(audits)
+        return await self._transaction(lambda conn: (_run(conn, statements), audits)[1], durable)
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], list[tuple[str, str | None, dict[str, Any]]]],
+                           durable: bool = False) -> list[AuditEntry]:
+        """`work` runs inside the transaction and returns the audit entries to chain."""
         async with self._lock:
-            seq, head = self._head
-            entries: list[AuditEntry] = []
-            if durable:
-                await self.db.execute("PRAGMA synchronous=FULL")
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await self.db.execute(sql, params)
-                for kind, incident_id, data in audits:
-                    seq += 1
-                    at = _ts(utcnow())
-                    body = _dump(data)
-                    digest = entry_hash(head, seq, at, kind, incident_id, body)
-                    await self.db.execute(
-                        "INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                        (seq, at, kind, incident_id, body, head, digest),
-                    )
-                    entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
-                    head = digest
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            finally:
+            seq0, head0 = self._head
+
+            def body(conn: sqlite3.Connection) -> tuple[list[AuditEntry], int, str]:
+                seq, head = seq0, head0
+                entries: list[AuditEntry] = []
                 if durable:
-                    await self.db.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for kind, incident_id, data in work(conn):
+                        seq += 1
+                        at = _ts(utcnow())
+                        text = _dump(data)
+                        digest = entry_hash(head, seq, at, kind, incident_id, text)
+                        conn.execute(
+                            "INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                            (seq, at, kind, incident_id, text, head, digest),
+                        )
+                        entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
+                        head = digest
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    if durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
+                return entries, seq, head
+
+            entries, seq, head = await self._in_thread(body)
             self._head = (seq, head)
             return entries
 
@@ -157,20 +194,43 @@ class SqliteStore(Store):
 
     # -- alarms ------------------------------------------------------------
     async def add_alarm(self, alarm: Alarm) -> bool:
-        if await self._rows("SELECT 1 FROM alarms WHERE id=?", (alarm.id,)):
-            return False
-        summary = {
-            "alarm_id": alarm.id, "source": alarm.source, "site": alarm.site, "zone": alarm.zone,
-            "input": alarm.input, "kind": alarm.kind.value, "severity": alarm.severity.value,
-            "label": alarm.label, "action": alarm.action.value, "raw": alarm.raw,
-        }
-        await self._write(
-            [("INSERT INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
-              (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))],
-            [("alarm.received", None, summary)],
-            durable=True,
-        )
-        return True
+        """Group commit: alarms arriving while a commit is in flight share the next one,
+        so a burst from many panels costs one fsync per batch, not per alarm."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._alarm_queue.append((alarm, future))
+        if self._alarm_writer is None or self._alarm_writer.done():
+            self._alarm_writer = asyncio.create_task(self._write_alarms())
+        return await asyncio.shield(future)
+
+    async def _write_alarms(self) -> None:
+        while self._alarm_queue:
+            batch, self._alarm_queue = self._alarm_queue, []
+            inserted: list[bool] = []
+
+            def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
+                inserted.clear()
+                audits = []
+                for alarm, _ in batch:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
+                        (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))
+                    inserted.append(cur.rowcount == 1)
+                    if cur.rowcount == 1:
+                        audits.append(("alarm.received", None, _alarm_summary(alarm)))
+                return audits
+
+            try:
+                await self._transaction(work, durable=True)
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), fresh in zip(batch, inserted):
+                if not future.done():
+                    future.set_result(fresh)
 
     async def pending_alarms(self) -> list[Alarm]:
         rows = await self._rows("SELECT body FROM alarms WHERE status='pending' ORDER BY received_at")
