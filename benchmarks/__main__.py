@@ -21,6 +21,7 @@ def main(names: list[str]) -> int:
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()
+        sys.argv = [f"bench_{name}"]  # benchmarks with options run on their defaults here
         try:
             importlib.import_module(f"benchmarks.bench_{name}").main()
         except Exception as exc:  # noqa: BLE001 - report and go on with the others

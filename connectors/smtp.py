@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from email.utils import parseaddr
 from typing import Literal
 
@@ -76,45 +77,46 @@ class SmtpMailer(Mailer):
         return await self.send_each(messages, sender, _ignore)
 
     async def send_each(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
-        if not messages:
-            return []
-        sessions = min(self.config.connections, len(messages))
-        shares = [messages[i::sessions] for i in range(sessions)]
-        batches = await asyncio.gather(*(self._session(share, sender, on_result) for share in shares))
-        return [result for batch in batches for result in batch]
-
-    async def _session(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
+        """Sessions take the next message from a shared queue, so a slow or broken
+        session never holds back messages a healthy one could send."""
+        queue = deque(messages)
         results: list[DeliveryResult] = []
+        errors: list[str] = []
 
         async def report(result: DeliveryResult) -> None:
             results.append(result)
             await on_result(result)
 
+        sessions = min(self.config.connections, len(messages))
+        await asyncio.gather(*(self._session(queue, sender, report, errors) for _ in range(sessions)))
+        while queue:  # no session could take them
+            await report(self._result(queue.popleft(), DeliveryStatus.failed, errors[0] if errors else "no SMTP session"))
+        return results
+
+    async def _session(self, queue: deque[OutgoingEmail], sender: str, report: ResultCallback, errors: list[str]) -> None:
         client = self._client()
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            detail = f"cannot reach {self.config.host}: {exc}"
-            for m in messages:
-                await report(self._result(m, DeliveryStatus.failed, detail))
-            return results
+            errors.append(f"cannot reach {self.config.host}: {exc}")
+            return
         try:
-            for index, message in enumerate(messages):
+            while queue:
+                message = queue.popleft()
                 try:
                     await report(await self._one(client, message, sender))
                 except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError,
                         aiosmtplib.SMTPTimeoutError, OSError) as exc:
                     detail = f"connection to {self.config.host} lost: {exc}"
-                    for m in messages[index:]:
-                        await report(self._result(m, DeliveryStatus.failed, detail))
-                    break
+                    errors.append(detail)
+                    await report(self._result(message, DeliveryStatus.failed, detail))
+                    return
         finally:
             if client.is_connected:
                 try:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
-        return results
 
     async def _one(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:
         try:
