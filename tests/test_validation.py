@@ -16,7 +16,7 @@ def run_validate(ws, capsys) -> tuple[int, list[str], str]:
 def test_shipped_configuration_is_valid(workspace, capsys):
     code, errors, out = run_validate(workspace, capsys)
     assert code == 0 and errors == []
-    assert out.startswith("OK: ") and "2 playbook(s), 6 people, 2 group(s)" in out
+    assert out.startswith("OK: ") and "3 playbook(s), 6 people, 2 group(s)" in out
 
 
 PLAYBOOK = """\
