@@ -262,3 +262,46 @@ async def test_daemon_emails_live_and_prealarm_frames_from_yaml_declared_cameras
     jpegs = [p.get_content() for p in alice.iter_attachments() if p.get_content_type() == "image/jpeg"]
     assert len(jpegs) >= 2  # the live frame and pre-alarm frames from the ring buffer
     assert all(j == cams.jpeg for j in jpegs)
+
+
+async def test_follow_up_rounds_are_emailed_once_each_through_the_email_step(
+        cams: CameraServer, workspace: Any, smtp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step's email path on the daemon's real runtime (templates, SMTP, delivery journal)."""
+    from daemon_helpers import enable_webhook, post_alarm, running_daemon
+
+    from crisisbot.steps.base import StepContext
+    from crisisbot.steps.follow_up import FollowUpSnapshotsStep, run
+
+    def change(data: dict[str, Any]) -> None:
+        data["sites"]["paris-hq"]["cameras"] = {
+            "hall": {"type": "http-camera", "url": f"{cams.base}/open.jpg", "timeout": "2s"},
+            "parking": {"type": "http-camera", "url": f"{cams.base}/open.jpg", "timeout": "2s"},
+        }
+    workspace.edit_config(change)
+    workspace.use_smtp(smtp_server.port)
+    enable_webhook(workspace)
+    async with running_daemon(workspace, monkeypatch) as daemon:
+        response = await post_alarm(daemon, {"site": "paris-hq", "zone": "accueil", "kind": "panic",
+                                             "severity": "critical", "label": "Bouton panique accueil"})
+        incident = await daemon.engine.wait_processed(response.json()["alarm_id"])
+        await daemon.engine.wait_incident(incident.id)
+        runtime = daemon.runtime
+        alarm = (await runtime.store.incident_alarms(incident.id))[0]
+        ctx = StepContext(runtime=runtime, incident=incident, alarm=alarm,
+                          playbook=runtime.bundle.playbook(incident.playbook),
+                          site=runtime.bundle.config.sites[alarm.site])
+        before = len(smtp_server.handler.to("alice.martin@exemple.fr"))
+        spec = FollowUpSnapshotsStep.model_validate({
+            "action": "follow_up_snapshots", "id": "suivi", "cameras": "site", "every": "400ms",
+            "duration": "800ms", "to": ["comite-crise"], "template": "committee_alert"})
+        out = await run(spec, ctx)
+        again = await run(spec, ctx)  # as after a restart: same round ids, nothing sent twice
+        deliveries = await runtime.store.get_deliveries(incident.id)
+    assert out["rounds"] >= 1 and out["images"] == 2 * out["rounds"] and again["rounds"] >= 1
+    rounds = {k.split(":")[1] for k in deliveries if k.split(":")[1].startswith("suivi-")}
+    assert rounds == {f"suivi-{n}" for n in range(1, max(out["rounds"], again["rounds"]) + 1)}
+    followups = smtp_server.handler.to("alice.martin@exemple.fr")[before:]
+    assert len(followups) == len(rounds)  # one email per round, none sent twice by the second run
+    for received in followups:
+        jpegs = [p for p in received.message.iter_attachments() if p.get_content_type() == "image/jpeg"]
+        assert len(jpegs) == 2  # both cameras of the site
