@@ -32,6 +32,7 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from pydantic import Field, SecretStr, model_validator
 
+from connectors.base import Connector, Services
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
 
@@ -279,3 +280,28 @@ def graph_errors(action: str, *, permission: str = "", mailbox: str = "") -> Ite
         error = explain(exc, action, permission=permission, mailbox=mailbox)
         log.debug("%s failed: %s", action, error)
         raise error from exc
+
+
+class GraphConnector(Connector):
+    """start/stop and the `graph` handle shared by the Graph-based connectors."""
+
+    config: GraphSettings
+
+    def __init__(self, name: str, config: GraphSettings, services: Services, *, credential: Any | None = None) -> None:
+        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
+        self._credential = credential  # tests inject one; otherwise built from config
+        self._graph: GraphConnection | None = None
+
+    async def start(self) -> None:
+        self._graph = GraphConnection(self.config, self._credential)
+
+    async def stop(self) -> None:
+        if self._graph is not None:
+            await self._graph.close()
+            self._graph = None
+
+    @property
+    def graph(self) -> GraphConnection:
+        if self._graph is None:
+            raise PermanentError(f"connector {self.name} used before start()")
+        return self._graph

@@ -32,8 +32,8 @@ from msgraph.generated.users.item.messages.item.attachments.create_upload_sessio
 from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
 from pydantic import Field
 
-from connectors.base import Mailer, Services
-from connectors.graph_client import GraphConnection, GraphSettings, graph_errors, with_root
+from connectors.base import Mailer
+from connectors.graph_client import GraphConnector, GraphSettings, graph_errors
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
 from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail
 
@@ -57,30 +57,11 @@ class GraphMailConfig(GraphSettings):
         return ["Mail.Send", "Mail.ReadWrite"]
 
 
-class GraphMailer(Mailer):
+class GraphMailer(GraphConnector, Mailer):
     """Delivers each message with its own Graph call; one result per message."""
 
     Config = GraphMailConfig
     config: GraphMailConfig
-
-    def __init__(self, name: str, config: GraphMailConfig, services: Services, *, credential: Any | None = None) -> None:
-        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
-        self._credential = credential  # tests inject one; otherwise built from config
-        self._graph: GraphConnection | None = None
-
-    async def start(self) -> None:
-        self._graph = GraphConnection(self.config, self._credential)
-
-    async def stop(self) -> None:
-        if self._graph is not None:
-            await self._graph.close()
-            self._graph = None
-
-    @property
-    def graph(self) -> GraphConnection:
-        if self._graph is None:
-            raise PermanentError(f"connector {self.name} used before start()")
-        return self._graph
 
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []

@@ -49,7 +49,7 @@ from msgraph.generated.users.item.online_meetings.online_meetings_request_builde
 from pydantic import Field, model_validator
 
 from connectors.base import Meeting, MeetingProvider, MeetingRequest, Services
-from connectors.graph_client import GraphConnection, GraphSettings, graph_errors, with_root
+from connectors.graph_client import GraphConnector, GraphSettings, graph_errors
 from crisisbot.config.types import Seconds
 from crisisbot.errors import PermanentError, TransientError
 
@@ -105,31 +105,15 @@ class TeamsConfig(GraphSettings):
         return [CALENDAR_PERMISSION] + ([MEETING_PERMISSION] if self.patches_meeting else [])
 
 
-class TeamsMeetings(MeetingProvider):
+class TeamsMeetings(GraphConnector, MeetingProvider):
     """Opens (or finds again) the incident's Teams meeting."""
 
     Config = TeamsConfig
     config: TeamsConfig
 
     def __init__(self, name: str, config: TeamsConfig, services: Services, *, credential: Any | None = None) -> None:
-        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
-        self._credential = credential  # tests inject one; otherwise built from config
-        self._graph: GraphConnection | None = None
+        super().__init__(name, config, services, credential=credential)
         self._organizer_id = config.organizer_id
-
-    async def start(self) -> None:
-        self._graph = GraphConnection(self.config, self._credential)
-
-    async def stop(self) -> None:
-        if self._graph is not None:
-            await self._graph.close()
-            self._graph = None
-
-    @property
-    def graph(self) -> GraphConnection:
-        if self._graph is None:
-            raise PermanentError(f"connector {self.name} used before start()")
-        return self._graph
 
     async def open_meeting(self, request: MeetingRequest) -> Meeting:
         start = _utc(request.start)

@@ -64,17 +64,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 async def _demo_summary(bundle: Bundle) -> int:
     from crisisbot.reporting import timeline_lines
-    from crisisbot.store import open_store
+    from crisisbot.store import opened_store
 
-    store = open_store(bundle.config.store.url, bundle.data_dir)
-    await store.open()
-    try:
+    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
         incident = (await store.list_incidents(limit=1))[0]
         print()
         for line in await timeline_lines(store, incident):
             print(line)
-    finally:
-        await store.close()
     outbox = bundle.data_dir / "outbox"
     if outbox.is_dir():
         files = sorted(p for p in outbox.glob(f"{incident.id}_*.eml"))
@@ -165,11 +161,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 async def _incidents(bundle: Bundle, args: argparse.Namespace) -> int:
     from crisisbot.reporting import incident_row, timeline_lines
-    from crisisbot.store import open_store
+    from crisisbot.store import opened_store
 
-    store = open_store(bundle.config.store.url, bundle.data_dir)
-    await store.open()
-    try:
+    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
         if args.incident_id:
             incident = await store.get_incident(args.incident_id)
             if incident is None:
@@ -182,8 +176,6 @@ async def _incidents(bundle: Bundle, args: argparse.Namespace) -> int:
             print("no incidents")
         for incident in incidents:
             print(incident_row(incident))
-    finally:
-        await store.close()
     return EXIT_OK
 
 
@@ -192,14 +184,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 async def _audit(bundle: Bundle) -> int:
-    from crisisbot.store import open_store
+    from crisisbot.store import opened_store
 
-    store = open_store(bundle.config.store.url, bundle.data_dir)
-    await store.open()
-    try:
+    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
         report = await store.verify_audit()
-    finally:
-        await store.close()
     if report.ok:
         print(f"audit log intact: {report.entries} entries, head {report.head}")
         return EXIT_OK

@@ -147,14 +147,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 async def _stats(bundle: Bundle, args: argparse.Namespace) -> int:
     from crisisbot.lifecycle.stats import false_alarms
-    from crisisbot.store import open_store
+    from crisisbot.store import opened_store
 
-    store = open_store(bundle.config.store.url, bundle.data_dir)
-    await store.open()
-    try:
+    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
         rows = await false_alarms(store, datetime.now(timezone.utc) - timedelta(days=args.days))
-    finally:
-        await store.close()
     print(f"{'site':<12} {'source':<16} {'input/zone':<16} {'false':>5} {'cancel':>6} {'total':>5}   (last {args.days} days)")
     for r in rows:
         print(f"{r.site:<12} {r.source:<16} {r.point:<16} {r.false_alarms:>5} {r.cancelled:>6} {r.incidents:>5}")

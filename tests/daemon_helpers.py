@@ -47,3 +47,15 @@ async def post_alarm(daemon: Daemon, alarm: dict[str, Any], **kw: Any) -> httpx.
     async with httpx.AsyncClient() as client:
         return await client.post(f"http://127.0.0.1:{trigger.port}/alarms", content=body,
                                  headers=signed_headers(body, **kw))
+
+
+async def fire_manual(daemon: Daemon, **fields: Any):
+    """Submit a manual alarm straight to the engine and wait for its playbook to finish."""
+    from crisisbot.models import Alarm
+
+    alarm = Alarm(**{"source": "manual", "site": "paris-hq", "zone": "accueil",
+                     "label": "Bouton panique accueil", **fields})
+    await daemon.engine.submit(alarm)  # type: ignore[union-attr]
+    incident = await daemon.engine.wait_processed(alarm.id)  # type: ignore[union-attr]
+    await daemon.engine.wait_incident(incident.id)  # type: ignore[union-attr]
+    return incident

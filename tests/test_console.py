@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from crisisbot.web.passwords import hash_password
-from daemon_helpers import running_daemon
+from daemon_helpers import fire_manual, running_daemon
 
 PASSWORD = "correct horse battery staple"
 
@@ -26,13 +26,7 @@ def enable_console(ws) -> None:
 
 
 async def open_incident(daemon):
-    from crisisbot.models import Alarm
-
-    alarm = Alarm(source="manual", site="paris-hq", zone="accueil", label="Console test")
-    await daemon.engine.submit(alarm)
-    incident = await daemon.engine.wait_processed(alarm.id)
-    await daemon.engine.wait_incident(incident.id)
-    return incident
+    return await fire_manual(daemon, label="Console test")
 
 
 async def login(client: httpx.AsyncClient, user: str, password: str = PASSWORD) -> httpx.Response:

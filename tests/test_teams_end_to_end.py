@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from crisisbot.reporting import timeline_lines
-from daemon_helpers import running_daemon
+from daemon_helpers import fire_manual, running_daemon
 from graph_server import GraphServer
 
 
@@ -16,16 +16,6 @@ def teams_playbook(ws, attendees: bool = True) -> None:
     ws.write("playbooks/panic.yaml", text.replace("    connector: jitsi", f"    connector: teams\n    fallback: [jitsi]{extra}"))
 
 
-async def fire(daemon):
-    from crisisbot.models import Alarm
-
-    alarm = Alarm(source="manual", site="paris-hq", zone="accueil", label="Bouton panique accueil")
-    await daemon.engine.submit(alarm)
-    incident = await daemon.engine.wait_processed(alarm.id)
-    await daemon.engine.wait_incident(incident.id)
-    return incident
-
-
 async def test_teams_meeting_link_reaches_the_committee(workspace, smtp_server):
     async with GraphServer() as graph:
         workspace.use_smtp(smtp_server.port)
@@ -33,7 +23,7 @@ async def test_teams_meeting_link_reaches_the_committee(workspace, smtp_server):
             {"teams": graph.connector_config("teams", mode="online-meeting")}))
         teams_playbook(workspace)
         async with running_daemon(workspace) as daemon:
-            incident = await fire(daemon)
+            incident = await fire_manual(daemon)
             steps = await daemon.runtime.store.get_steps(incident.id)
         creates = graph.graph_requests("POST", "createOrGet")
     assert steps["meeting"].status == "done"
@@ -53,7 +43,7 @@ async def test_teams_outage_falls_back_to_jitsi_and_both_attempts_are_recorded(w
         teams_playbook(workspace)
         graph.fail_next(503, times=50)
         async with running_daemon(workspace) as daemon:
-            incident = await fire(daemon)
+            incident = await fire_manual(daemon)
             timeline = "\n".join(await timeline_lines(daemon.runtime.store, incident))
     assert not graph.meetings
     text = smtp_server.handler.to("bruno.leroy@exemple.fr")[0].message.get_body(("plain",)).get_content()
@@ -71,7 +61,7 @@ async def test_graph_mail_first_then_smtp_when_graph_refuses(workspace, smtp_ser
             d["mail"]["via"] = ["graph-mail", "relay1"]
         workspace.edit_config(change)
         async with running_daemon(workspace) as daemon:
-            first = await fire(daemon)
+            first = await fire_manual(daemon)
             first_deliveries = await daemon.runtime.store.get_deliveries(first.id)
         assert {d.transport for d in first_deliveries.values()} == {"graph-mail"}
         assert len(graph.mails) == 4 and not smtp_server.handler.messages
@@ -79,7 +69,7 @@ async def test_graph_mail_first_then_smtp_when_graph_refuses(workspace, smtp_ser
         graph.fail_next(403, code="ErrorAccessDenied", message="Access is denied.", times=50)
         workspace.edit_config(lambda d: d["incidents"].update({"join_window": 0}))
         async with running_daemon(workspace) as daemon:
-            second = await fire(daemon)
+            second = await fire_manual(daemon)
             deliveries = await daemon.runtime.store.get_deliveries(second.id)
     assert {d.transport for d in deliveries.values()} == {"relay1"}
     assert len(smtp_server.handler.messages) == 4
