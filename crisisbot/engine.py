@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RECENT = 1000
+
 
 class Engine:
     """The daemon's `AlarmSink`: triggers submit alarms here."""
@@ -32,7 +35,10 @@ class Engine:
         self._queue: asyncio.Queue[Alarm] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._runs: dict[str, asyncio.Task[None]] = {}
-        self._processed: dict[str, asyncio.Future[Incident | None]] = {}
+        # outcome of recent alarms, for callers that wait on one (control socket, tests);
+        # bounded so a long-running daemon does not keep every alarm in memory
+        self._recent: OrderedDict[str, Incident | None] = OrderedDict()
+        self._waiters: dict[str, asyncio.Future[Incident | None]] = {}
         self.hooks: EngineHooks | None = None  # the lifecycle: restores, silences, cancel window
 
     # -- AlarmSink ---------------------------------------------------------
@@ -69,7 +75,9 @@ class Engine:
 
     async def wait_processed(self, alarm_id: str, timeout: float = 30.0) -> Incident | None:
         """The incident an alarm opened or joined (None if no playbook matched)."""
-        future = self._processed.setdefault(alarm_id, asyncio.get_running_loop().create_future())
+        if alarm_id in self._recent:
+            return self._recent[alarm_id]
+        future = self._waiters.setdefault(alarm_id, asyncio.get_running_loop().create_future())
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
     async def wait_incident(self, incident_id: str, timeout: float = 60.0) -> None:
@@ -95,8 +103,11 @@ class Engine:
                 incident = None
             finally:
                 self._queue.task_done()
-            future = self._processed.setdefault(alarm.id, asyncio.get_running_loop().create_future())
-            if not future.done():
+            self._recent[alarm.id] = incident
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+            future = self._waiters.pop(alarm.id, None)
+            if future is not None and not future.done():
                 future.set_result(incident)
 
     async def process(self, alarm: Alarm) -> Incident | None:
