@@ -85,6 +85,10 @@ class Mailer(Connector):
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
         """Deliver each message; return one result per message, never raise per recipient."""
 
+    def prepare(self, count: int) -> None:
+        """Hint that `count` messages are about to be sent: a transport may start
+        connecting now, while the messages are still being rendered. Default: nothing."""
+
     async def send_each(
         self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback
     ) -> list[DeliveryResult]:

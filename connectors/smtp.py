@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from collections import deque
 from email.utils import parseaddr
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 from pydantic import Field, SecretStr
@@ -76,6 +76,32 @@ class SmtpMailer(Mailer):
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
         return await self.send_each(messages, sender, _ignore)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._warm: list[asyncio.Task[aiosmtplib.SMTP]] = []
+
+    def prepare(self, count: int) -> None:
+        """Open the sessions now; `send_each` picks them up (connect + TLS + AUTH
+        then overlap with rendering the messages)."""
+        self._discard_warm()
+        self._warm = [asyncio.create_task(self._connect()) for _ in range(min(self.config.connections, count))]
+
+    async def stop(self) -> None:
+        self._discard_warm()
+
+    def _discard_warm(self) -> None:
+        for task in self._warm:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+        self._warm = []
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = self._client()
+        await client.connect()
+        return client
+
     async def send_each(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
         """Sessions take the next message from a shared queue, so a slow or broken
         session never holds back messages a healthy one could send."""
@@ -88,15 +114,18 @@ class SmtpMailer(Mailer):
             await on_result(result)
 
         sessions = min(self.config.connections, len(messages))
-        await asyncio.gather(*(self._session(queue, sender, report, errors) for _ in range(sessions)))
+        warm, self._warm = self._warm[:sessions], self._warm[sessions:]
+        self._discard_warm()
+        connects = warm + [asyncio.create_task(self._connect()) for _ in range(sessions - len(warm))]
+        await asyncio.gather(*(self._session(c, queue, sender, report, errors) for c in connects))
         while queue:  # no session could take them
             await report(self._result(queue.popleft(), DeliveryStatus.failed, errors[0] if errors else "no SMTP session"))
         return results
 
-    async def _session(self, queue: deque[OutgoingEmail], sender: str, report: ResultCallback, errors: list[str]) -> None:
-        client = self._client()
+    async def _session(self, connecting: asyncio.Task[aiosmtplib.SMTP], queue: deque[OutgoingEmail], sender: str,
+                       report: ResultCallback, errors: list[str]) -> None:
         try:
-            await client.connect()
+            client = await connecting
         except (aiosmtplib.SMTPException, OSError) as exc:
             errors.append(f"cannot reach {self.config.host}: {exc}")
             return

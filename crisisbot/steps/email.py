@@ -43,6 +43,9 @@ class EmailStep(StepSpec):
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="total image budget per email")
 
 
+RENDER_CHUNK = 5
+
+
 class _GroupCommit:
     """Commit verdicts as they arrive without making the SMTP sessions wait.
 
@@ -160,7 +163,14 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     if not todo:
         return {"recipients": len(recipients), "sent": skipped, "resumed": True}
 
-    messages = build_messages(spec, ctx, todo)
+    mailers = [runtime.connectors[n] for n in (spec.via or runtime.bundle.config.mail.via)]
+    mailers = [m for m in mailers if isinstance(m, Mailer)]
+    if mailers:
+        mailers[0].prepare(len(todo))  # connect while we render
+    messages: list[OutgoingEmail] = []
+    for start in range(0, len(todo), RENDER_CHUNK):
+        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK])
+        await asyncio.sleep(0)  # let the connections progress between chunks
     attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in (m.key for m in messages)}
     by_key = {m.key: m for m in messages}
 
@@ -175,8 +185,6 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         attempts[result.key] += 1
         recorder.add(record(result.key, result.status, result.detail, result.transport))
 
-    mailers = [runtime.connectors[n] for n in (spec.via or runtime.bundle.config.mail.via)]
-    mailers = [m for m in mailers if isinstance(m, Mailer)]
     mail = runtime.bundle.config.mail
     loop = asyncio.get_running_loop()
     timeout = spec.timeout or runtime.bundle.config.incidents.step_timeout
