@@ -6,6 +6,7 @@ Used by the camera tests and by benchmarks/bench_cameras.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import secrets
@@ -86,7 +87,6 @@ class CameraServer:
 
     async def basic(self, request: web.Request) -> web.Response:
         self._count(request)
-        import base64
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         if request.headers.get("Authorization") == expected:
             return self._image()
