@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle
+from crisisbot.image_store import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.rendering import TemplateSet
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
+from crisisbot.web.access import Revocations, json_file
 
 if TYPE_CHECKING:
     from triggers.base import Trigger
@@ -48,6 +50,8 @@ class Runtime:
     triggers: dict[str, "Trigger"] = field(default_factory=dict)
     services: Services | None = None
     lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
+    image_store: ImageStore | None = None  # encrypted originals behind the live-view links
+    revocations: Revocations | None = None  # revoked personal links
 
     @property
     def templates(self) -> TemplateSet:
@@ -71,6 +75,10 @@ class Runtime:
             extras={"secret_key": load_or_create_key(data_dir)},
         )
         runtime = cls(bundle, store, services=services)
+        runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
+        await runtime.image_store.start()
+        load, save = json_file(data_dir / "revoked-links.json")
+        runtime.revocations = await Revocations.load(load, save)
         await runtime.start_connectors()
         return runtime
 
@@ -96,4 +104,6 @@ class Runtime:
 
     async def close(self) -> None:
         await self.stop_connectors()
+        if self.image_store is not None:
+            await self.image_store.stop()
         await self.store.close()

@@ -17,6 +17,9 @@ from crisisbot.steps.base import StepContext
 class _DryRuntime:
     """Just what rendering needs: the bundle and its templates."""
 
+    services = None  # no keys, hence no personal links in a dry run
+    lifecycle = None
+
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self.templates = bundle.templates

@@ -54,6 +54,9 @@ class IncidentDefaults(Strict):
     join_window: Seconds = Field(600.0, description="alarms within this delay join the open incident")
     step_timeout: Seconds = 30.0
     meeting_timeout: Seconds = 10.0
+    image_retention: Seconds = Field(
+        2592000.0, description="camera images are purged this long after capture (default 30 days)"
+    )
 
 
 class MailConfig(Strict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from crisisbot.steps import channel_card, email, escalate, meeting, modbus_write, snapshot
+from crisisbot.steps import channel_card, email, escalate, follow_up, meeting, modbus_write, snapshot
 from crisisbot.steps.base import StepSpec
 
 STEP_MODULES: dict[str, ModuleType] = {
@@ -20,6 +20,7 @@ STEP_MODULES: dict[str, ModuleType] = {
     "escalate": escalate,
     "channel_card": channel_card,
     "modbus_write": modbus_write,
+    "follow_up_snapshots": follow_up,
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from connectors.base import Mailer
 from crisisbot.config.types import Identifier
 from crisisbot.delivery import FINAL, deliver
+from crisisbot.imaging import EmailImages
 from crisisbot.lifecycle import acks as links  # personal signed links
 from crisisbot.models import (
     Attachment,
@@ -28,6 +29,7 @@ from crisisbot.models import (
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
 from crisisbot.steps.snapshot import SnapshotSet
 from crisisbot.store.base import DeliveryRecord
+from crisisbot.web.liveview import liveview_link
 
 
 class EmailStep(StepSpec):
@@ -44,6 +46,15 @@ class EmailStep(StepSpec):
 
 
 RENDER_CHUNK = 5
+LIVEVIEW_TTL = 86400.0
+
+
+def _liveview_url(runtime: Any, incident_id: str, person: Recipient) -> str | None:
+    """Personal live-view link (blurred for external people), when the web server is public."""
+    base = links.public_url(runtime)
+    if base is None or getattr(runtime, "services", None) is None:
+        return None
+    return liveview_link(links.signer_of(runtime), base, incident_id, person, ttl=LIVEVIEW_TTL)
 
 
 class _GroupCommit:
@@ -92,24 +103,18 @@ def _snapshot_sets(spec: EmailStep, ctx: StepContext) -> list[SnapshotSet]:
     ]
 
 
-def _attachments(sets: list[SnapshotSet], recipient: Recipient, budget: int) -> list[Attachment]:
-    snapshots = [s for group in sets for s in group.snapshots]
-    if not snapshots:
-        return []
-    try:
-        from crisisbot.imaging import prepare_for_email
-    except ImportError:  # imaging extras absent: send images as captured, within the budget
-        out, used = [], 0
-        for snap in snapshots:
-            if used + len(snap.image.data) <= budget:
-                out.append(snap.image)
-                used += len(snap.image.data)
-        return out
-    return prepare_for_email(snapshots, external=recipient.external, budget_bytes=budget)
+def email_images(spec: EmailStep, ctx: StepContext) -> EmailImages:
+    """The snapshots to attach, sized once per variant (internal, external/blurred)."""
+    snapshots = [s for group in _snapshot_sets(spec, ctx) for s in group.snapshots]
+    return EmailImages(snapshots, spec.max_attachment_bytes)
 
 
-def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient]) -> list[OutgoingEmail]:
+def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient],
+                   images: EmailImages | None = None) -> list[OutgoingEmail]:
+    """Render each recipient's message; pass `images` prepared off the event loop
+    (`run` does) or they are sized here, synchronously (`simulate` does)."""
     runtime = ctx.runtime
+    images = images or email_images(spec, ctx)
     base = ctx.template_context()
     sets = _snapshot_sets(spec, ctx)
     failures = {name: why for group in sets for name, why in group.failures.items()}
@@ -129,9 +134,10 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
             "camera_failures": failures, "meeting_failed": meeting_failed and meeting is None,
             "ack_url": links.ack_url(runtime, ctx.incident.id, person.person_id),
             "stand_down_url": links.stand_down_url(runtime, ctx.incident.id, person.person_id),
+            "liveview_url": _liveview_url(runtime, ctx.incident.id, person) if images.snapshots else None,
         }
         rendered = runtime.templates.render(spec.template, language, context)
-        attachments = _attachments(sets, person, spec.max_attachment_bytes)
+        attachments = images.for_recipient(person.external)
         if meeting is not None and meeting.ics:
             attachments.append(Attachment("invite.ics", "text/calendar; method=REQUEST", meeting.ics))
         key = delivery_key(ctx.incident.id, spec.id or "email", person.person_id)
@@ -167,9 +173,12 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     mailers = [m for m in mailers if isinstance(m, Mailer)]
     if mailers:
         mailers[0].prepare(len(todo))  # connect while we render
+    images = email_images(spec, ctx)
+    for external in sorted({person.external for person in todo}) if images.snapshots else ():
+        await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
     for start in range(0, len(todo), RENDER_CHUNK):
-        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK])
+        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images)
         await asyncio.sleep(0)  # let the connections progress between chunks
     attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in (m.key for m in messages)}
     by_key = {m.key: m for m in messages}

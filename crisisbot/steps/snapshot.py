@@ -69,6 +69,8 @@ async def run(spec: SnapshotStep, ctx: StepContext) -> SnapshotSet:
             result.failures[name] = f"{type(exc).__name__}: {exc}"
 
     await asyncio.gather(*(grab(n) for n in names))
+    if ctx.runtime.image_store is not None and result.snapshots:  # originals for the live view
+        await ctx.runtime.image_store.put_many(ctx.incident.id, result.snapshots)
     for name, reason in result.failures.items():
         ctx.log.warning("camera %s: %s", name, reason)
     await ctx.runtime.store.audit(

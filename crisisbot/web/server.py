@@ -33,13 +33,18 @@ SECURITY_HEADERS = {
 
 
 def build_app(runtime: "Runtime") -> Starlette:
+    from crisisbot.lifecycle.acks import signer_of
     from crisisbot.web.ack import ack_routes
+    from crisisbot.web.liveview import liveview_routes
 
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
         *Console(runtime).routes(),
         *ack_routes(runtime),
     ]
+    if runtime.image_store is not None:
+        routes.append(liveview_routes(signer_of(runtime), runtime.image_store, runtime.store.audit,
+                                      revocations=runtime.revocations))
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
 
 
