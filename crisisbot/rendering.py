@@ -42,6 +42,7 @@ class TemplateSet:
             keep_trailing_newline=True,
         )
         self.env.filters["localtime"] = _localtime
+        self._languages: dict[str, set[str]] = {}
 
     def names(self) -> set[str]:
         if not self.directory.is_dir():
@@ -49,8 +50,11 @@ class TemplateSet:
         return {p.name for p in self.directory.iterdir() if p.is_dir() and not p.name.startswith("_")}
 
     def languages(self, name: str) -> set[str]:
-        base = self.directory / name
-        return {p.name for p in base.iterdir() if p.is_dir()} if base.is_dir() else set()
+        # cached: a TemplateSet lives as long as one loaded configuration (reload builds a new one)
+        if name not in self._languages:
+            base = self.directory / name
+            self._languages[name] = {p.name for p in base.iterdir() if p.is_dir()} if base.is_dir() else set()
+        return self._languages[name]
 
     def check(self, display_root: Path) -> list[Problem]:
         """Syntax-check every template file; Jinja gives the line, not the column."""
