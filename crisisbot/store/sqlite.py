@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,6 +71,8 @@ CREATE TABLE IF NOT EXISTS silences (
 """
 
 T = TypeVar("T")
+CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
+log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
 
@@ -106,6 +109,7 @@ class SqliteStore(Store):
         self._lock = asyncio.Lock()  # one writer; also serializes the audit chain
         self._head: tuple[int, str] = (0, GENESIS)
         self._alarm_queue: list[tuple[Alarm, asyncio.Future[bool]]] = []
+        self._checkpointer: asyncio.Task[None] | None = None
         self._alarm_writer: asyncio.Task[None] | None = None
 
     @property
@@ -126,9 +130,30 @@ class SqliteStore(Store):
             row = await cur.fetchone()
         if row:
             self._head = (row["seq"], row["hash"])
+        # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
+        # database (and fsync it) inside whichever commit crosses 1000 pages, and an
+        # alarm acknowledgement would wait for it. A second connection checkpoints
+        # passively (never blocking writers) on its own thread.
+        await self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+
+    async def _checkpoint_loop(self, every: float = CHECKPOINT_EVERY) -> None:
+        async with aiosqlite.connect(self.path, isolation_level=None) as db:
+            await db.execute("PRAGMA busy_timeout=5000")
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed (will retry): %s", exc)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
         if self._db is not None:
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
             self._db = None
 
