@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from crisisbot import __version__, cli_lifecycle, logs
 from crisisbot.config.bundle import Bundle, load_bundle
-from crisisbot.errors import ConfigError, CrisisbotError
+from crisisbot.errors import ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -25,6 +25,27 @@ DEFAULT_CONFIG = os.environ.get("CRISISBOT_CONFIG", "config.yaml")
 
 def _bundle(args: argparse.Namespace) -> Bundle:
     return load_bundle(Path(args.config))
+
+
+def _store_location(args: argparse.Namespace) -> tuple[str, Path]:
+    """Store URL and data directory from config.yaml alone, for read-only commands:
+    an operator reading incidents or checking the audit log needs none of the secrets."""
+    from crisisbot.config.daemon import Paths, StoreConfig
+    from crisisbot.config.errors import validate_model
+    from crisisbot.config.yamlpos import load_yaml
+
+    path = Path(args.config).resolve()
+    if not path.is_file():
+        raise ConfigError([Problem(str(args.config), 1, 1, "", "configuration file not found")])
+    doc, problems = load_yaml(path, args.config)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    store, found_store = validate_model(StoreConfig, doc, ("store",)) if "store" in data else (StoreConfig(), [])
+    paths, found_paths = validate_model(Paths, doc, ("paths",)) if "paths" in data else (Paths(), [])
+    problems += found_store + found_paths
+    if problems:
+        raise ConfigError(problems)
+    data_dir = Path(paths.data)  # type: ignore[union-attr]
+    return store.url, data_dir if data_dir.is_absolute() else path.parent / data_dir  # type: ignore[union-attr]
 
 
 def _setup_logging(bundle: Bundle, args: argparse.Namespace) -> None:
@@ -156,14 +177,14 @@ async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
 
 # -- incidents / audit ---------------------------------------------------------
 def cmd_incidents(args: argparse.Namespace) -> int:
-    return asyncio.run(_incidents(_bundle(args), args))
+    return asyncio.run(_incidents(*_store_location(args), args))
 
 
-async def _incidents(bundle: Bundle, args: argparse.Namespace) -> int:
+async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
     from crisisbot.reporting import incident_row, timeline_lines
     from crisisbot.store import opened_store
 
-    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
+    async with opened_store(url, data_dir) as store:
         if args.incident_id:
             incident = await store.get_incident(args.incident_id)
             if incident is None:
@@ -180,13 +201,13 @@ async def _incidents(bundle: Bundle, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    return asyncio.run(_audit(_bundle(args)))
+    return asyncio.run(_audit(*_store_location(args)))
 
 
-async def _audit(bundle: Bundle) -> int:
+async def _audit(url: str, data_dir: Path) -> int:
     from crisisbot.store import opened_store
 
-    async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
+    async with opened_store(url, data_dir) as store:
         report = await store.verify_audit()
     if report.ok:
         print(f"audit log intact: {report.entries} entries, head {report.head}")

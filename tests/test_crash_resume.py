@@ -76,7 +76,7 @@ def test_kill_mid_playbook_then_restart_sends_nothing_twice(workspace, capsys, m
     assert delivered_before >= 1
     assert daemon.returncode == 0  # SIGTERM is a clean stop
 
-    monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("CRISISBOT_TEST_WEBHOOK_SECRET", raising=False)  # reading needs no secret
     assert main(["-c", str(workspace.config_path), "incidents"]) == 0
     listing = capsys.readouterr().out
     assert "completed" in listing
