@@ -48,9 +48,9 @@ class OutboxMailer(Mailer):
                 tmp = target.with_suffix(".tmp")
                 tmp.write_bytes(to_bytes(message, sender))
                 os.replace(tmp, target)  # a reader never sees half a message
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a message that cannot be encoded
                 results.append(DeliveryResult(message.key, message.recipient.email, DeliveryStatus.failed,
-                                              f"cannot write {target}: {exc.strerror}", self.name))
+                                              f"cannot write {target}: {getattr(exc, 'strerror', None) or exc}", self.name))
                 continue
             results.append(DeliveryResult(message.key, message.recipient.email, DeliveryStatus.sent,
                                           f"written to {target}", self.name))

@@ -117,7 +117,13 @@ class SmtpMailer(Mailer):
         warm, self._warm = self._warm[:sessions], self._warm[sessions:]
         self._discard_warm()
         connects = warm + [asyncio.create_task(self._connect()) for _ in range(sessions - len(warm))]
-        await asyncio.gather(*(self._session(c, queue, sender, report, errors) for c in connects))
+        try:
+            async with asyncio.TaskGroup() as group:  # one session's bug stops the others: no stray sends
+                for connecting in connects:
+                    group.create_task(self._session(connecting, queue, sender, report, errors))
+        finally:
+            for connecting in connects:
+                connecting.cancel()
         while queue:  # no session could take them
             await report(self._result(queue.popleft(), DeliveryStatus.failed, errors[0] if errors else "no SMTP session"))
         return results
@@ -139,6 +145,10 @@ class SmtpMailer(Mailer):
                     detail = f"connection to {self.config.host} lost: {exc}"
                     errors.append(detail)
                     await report(self._result(message, DeliveryStatus.failed, detail))
+                    return
+                except (aiosmtplib.SMTPException, ValueError) as exc:  # e.g. unencodable message
+                    # the session's state is unknown now: fail this message, leave the rest to others
+                    await report(self._result(message, DeliveryStatus.failed, f"{type(exc).__name__}: {exc}"))
                     return
         finally:
             if client.is_connected:

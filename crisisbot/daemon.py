@@ -102,27 +102,49 @@ class Daemon:
             return False
         if bundle.digest == self.bundle.digest:
             return True
-        plugins_changed = (_plugin_state(bundle) != _plugin_state(self.bundle))
-        if plugins_changed:
-            await self._stop_triggers()
-            await self.runtime.stop_connectors()
-        self.bundle = self.runtime.bundle = bundle
-        if plugins_changed:
-            await self.runtime.start_connectors()
-            await self._start_triggers()
+        if _plugin_state(bundle) == _plugin_state(self.bundle):
+            self.bundle = self.runtime.bundle = bundle  # playbooks, contacts, templates: a plain swap
+        else:
+            previous = self.bundle
+            try:
+                await self._restart_plugins(bundle)
+            except Exception as exc:  # noqa: BLE001 - e.g. a port in use: go back to what worked
+                log.error("reload failed while starting inputs/outputs (%s); restoring the previous configuration", exc)
+                await self.runtime.store.audit("config.rejected", None, {"problems": [f"start failed: {exc}"]})
+                await self._restart_plugins(previous)
+                return False
         await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files})
         log.info("configuration reloaded (%s)", bundle.digest[:12])
         return True
+
+    async def _restart_plugins(self, bundle: Bundle) -> None:
+        """Stop the inputs and outputs and start those of `bundle` (steps running now may
+        see a connector missing for the moment this takes)."""
+        assert self.runtime
+        await self._stop_triggers()
+        await self.runtime.stop_connectors()
+        self.bundle = self.runtime.bundle = bundle
+        await self.runtime.start_connectors()
+        await self._start_triggers()
+
+    async def reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # noqa: BLE001 - a signal handler has nobody to report to
+            log.exception("reload failed")
 
     async def watch(self, interval: float = 2.0) -> None:
         """Reload when a file changes (cheap mtime poll: portable, no extra dependency)."""
         last = _mtimes(self.bundle)
         while True:
             await asyncio.sleep(interval)
-            now = _mtimes(self.bundle)
-            if now != last:
-                last = now
-                await self.reload()
+            try:
+                now = _mtimes(self.bundle)
+                if now != last:
+                    last = now
+                    await self.reload()
+            except Exception:  # noqa: BLE001 - the watcher must survive anything a reload meets
+                log.exception("configuration watch failed; will look again")
 
     # -- control socket ----------------------------------------------------
     async def _start_control(self) -> None:
@@ -175,7 +197,10 @@ def _mtimes(bundle: Bundle) -> dict[str, float]:
                       bundle.root / bundle.config.paths.templates):
         if directory.is_dir():
             for file in directory.rglob("*"):
-                out[str(file)] = file.stat().st_mtime
+                try:
+                    out[str(file)] = file.stat().st_mtime
+                except FileNotFoundError:  # an editor's temporary file, already gone
+                    continue
     for name in bundle.files:
         path = bundle.root / name
         if path.exists():
@@ -189,7 +214,7 @@ async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload_logged()))
     await daemon.start()
     watcher = asyncio.create_task(daemon.watch())
     try:

@@ -99,8 +99,11 @@ class Engine:
                 incident = await self.process(alarm)
             except Exception as exc:  # noqa: BLE001 - one bad alarm must not stop the others
                 log.exception("processing alarm %s failed", alarm.id)
-                await self.runtime.store.audit("alarm.error", None, {"alarm_id": alarm.id, "error": str(exc)})
                 incident = None
+                try:
+                    await self.runtime.store.audit("alarm.error", None, {"alarm_id": alarm.id, "error": str(exc)})
+                except Exception:  # noqa: BLE001 - the worker must outlive a failing store
+                    log.exception("could not audit the failure of alarm %s", alarm.id)
             finally:
                 self._queue.task_done()
             self._recent[alarm.id] = incident

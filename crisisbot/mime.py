@@ -35,7 +35,7 @@ def _address(name: str, address: str) -> str:
         return address
     if name.isascii():
         return formataddr((name, address))
-    return f"{Header(name, 'utf-8').encode()} <{address}>"
+    return f"{Header(name, 'utf-8').encode(linesep=CRLF)} <{address}>"
 
 
 def _b64(data: bytes) -> str:

@@ -51,20 +51,29 @@ class PlaybookRun:
     async def run(self) -> None:
         store = self.runtime.store
         journal = await store.get_steps(self.incident.id)
-        for step in self.playbook.steps:
-            record = journal.get(step.id)  # type: ignore[arg-type]
-            if record is not None and record.status in ("done", "failed", "skipped"):
-                module = STEP_MODULES[step.action]
-                if record.status == "done" and record.output is not None and hasattr(module, "from_json"):
-                    self.ctx.outputs[step.id] = module.from_json(record.output)  # type: ignore[index]
-                self.finished[step.id].set()  # type: ignore[index]
         deps = dependencies(self.playbook)
+        ended = {sid for sid, r in journal.items() if r.status in ("done", "failed", "skipped")}
+        for index, step in enumerate(self.playbook.steps):
+            record = journal.get(step.id)  # type: ignore[arg-type]
+            if record is None or step.id not in ended:
+                continue
+            module = STEP_MODULES[step.action]
+            if record.status == "done" and step.produces and not hasattr(module, "from_json"):
+                # its output (e.g. snapshots) was not kept: run it again if a step that
+                # uses it has yet to run, so the resumed emails still carry the images
+                if any(step.id in deps[other.id] and other.id not in ended for other in self.playbook.steps):
+                    continue
+            if record.status == "done" and record.output is not None and hasattr(module, "from_json"):
+                self.ctx.outputs[step.id] = module.from_json(record.output)  # type: ignore[index]
+            if record.status == "failed" and not step.continue_on_error:
+                self.halted_at = index if self.halted_at is None else min(self.halted_at, index)
+            self.finished[step.id].set()  # type: ignore[index]
         await asyncio.gather(*(
             self._step(index, step, deps[step.id], journal)  # type: ignore[index]
             for index, step in enumerate(self.playbook.steps)
         ))
-        await store.set_incident_status(self.incident.id, IncidentStatus.completed, "playbook finished")
-        log.info("playbook %s finished for incident %s", self.playbook.id, self.incident.id)
+        if await store.complete_incident(self.incident.id, "playbook finished"):
+            log.info("playbook %s finished for incident %s", self.playbook.id, self.incident.id)
 
     async def _step(self, index: int, step: StepSpec, needs: list[str], journal: dict[str, StepRecord]) -> None:
         assert step.id is not None

@@ -12,7 +12,10 @@ Email = str  # checked by pattern below; a full RFC 5322 parser buys nothing her
 
 class Person(Strict):
     name: str
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: str = Field(
+        pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
+        description="ASCII address (internationalized addresses need SMTPUTF8, not supported)",
+    )
     phone: str | None = None
     language: Language | None = None
     roles: list[str] = Field(default_factory=list, description="e.g. manager, security, it")

@@ -156,6 +156,8 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     runtime = ctx.runtime
     store = runtime.store
     step_id = spec.id or "email"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (spec.timeout or runtime.bundle.config.incidents.step_timeout)  # rendering counts too
     recipients = runtime.recipients(spec.to)
     done = await store.get_deliveries(ctx.incident.id, step_id)
     todo = [
@@ -195,10 +197,8 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         recorder.add(record(result.key, result.status, result.detail, result.transport))
 
     mail = runtime.bundle.config.mail
-    loop = asyncio.get_running_loop()
-    timeout = spec.timeout or runtime.bundle.config.incidents.step_timeout
     results = await deliver(
-        messages, mailers, sender=mail.sender, deadline=loop.time() + timeout,
+        messages, mailers, sender=mail.sender, deadline=deadline,
         retries=mail.retries, backoff=mail.backoff, on_result=on_result,
     )
     await recorder.flush()

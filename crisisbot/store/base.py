@@ -109,6 +109,11 @@ class Store(ABC):
     async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None: ...
 
     @abstractmethod
+    async def complete_incident(self, incident_id: str, reason: str) -> bool:
+        """Mark the playbook finished, only if the incident is still `open` (an operator
+        may have stood it down meanwhile); True if it changed."""
+
+    @abstractmethod
     async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None: ...
 
     @abstractmethod

@@ -180,10 +180,11 @@ class SqliteStore(Store):
                            durable: bool = False) -> list[AuditEntry]:
         """`work` runs inside the transaction and returns the audit entries to chain."""
         async with self._lock:
-            seq0, head0 = self._head
 
-            def body(conn: sqlite3.Connection) -> tuple[list[AuditEntry], int, str]:
-                seq, head = seq0, head0
+            def body(conn: sqlite3.Connection) -> list[AuditEntry]:
+                # the chain head is read and advanced on the database thread itself, so a
+                # caller cancelled during the hop cannot leave it behind what was committed
+                seq, head = self._head
                 entries: list[AuditEntry] = []
                 if durable:
                     conn.execute("PRAGMA synchronous=FULL")
@@ -207,11 +208,10 @@ class SqliteStore(Store):
                 finally:
                     if durable:
                         conn.execute("PRAGMA synchronous=NORMAL")
-                return entries, seq, head
+                self._head = (seq, head)
+                return entries
 
-            entries, seq, head = await self._in_thread(body)
-            self._head = (seq, head)
-            return entries
+            return await self._in_thread(body)
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
@@ -280,8 +280,8 @@ class SqliteStore(Store):
     async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None) -> Incident | None:
         if dedup_key:
             rows = await self._rows(
-                "SELECT * FROM incidents WHERE dedup_key=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
-                (dedup_key, *OPEN_STATUSES),
+                "SELECT * FROM incidents WHERE dedup_key=? AND site=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
+                (dedup_key, site, *OPEN_STATUSES),
             )
             if rows:
                 return self._incident(rows[0])
@@ -325,6 +325,14 @@ class SqliteStore(Store):
             [("UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id))],
             [("incident.status", incident_id, {"status": status.value, "reason": reason})],
         )
+
+    async def complete_incident(self, incident_id: str, reason: str) -> bool:
+        def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
+            cur = conn.execute("UPDATE incidents SET status=?, updated_at=? WHERE id=? AND status=?",
+                               (IncidentStatus.completed.value, _ts(utcnow()), incident_id, IncidentStatus.open.value))
+            return [("incident.status", incident_id, {"status": "completed", "reason": reason})] if cur.rowcount else []
+
+        return bool(await self._transaction(work))
 
     async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None:
         rows = await self._rows("SELECT data FROM incidents WHERE id=?", (incident_id,))

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from crisisbot.links import LinkError, Signer
 from crisisbot.models import IncidentStatus
-from crisisbot.web.passwords import check_password
+from crisisbot.web.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 COOKIE = "crisisbot_session"
 SESSION = "console-session"
 LOCKOUT_AFTER, LOCKOUT_SECONDS, FAILURE_DELAY = 5, 300.0, 0.5
+
+_DUMMY_HASH = hash_password("not a password anyone has")
 
 _PAGES = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -106,10 +108,13 @@ class Console:
         count, since = self._failures.get(name, (0, 0.0))
         locked = count >= LOCKOUT_AFTER and time.monotonic() - since < LOCKOUT_SECONDS
         account = self.web.users.get(name)
-        ok = (not locked and account is not None and self._same_origin(request)
-              and check_password(password, account.password_hash.get_secret_value()))
+        # always pay for one scrypt, off the event loop, so timing does not tell which users exist
+        stored = account.password_hash.get_secret_value() if account else _DUMMY_HASH
+        matches = await asyncio.to_thread(check_password, password, stored)
+        ok = not locked and account is not None and self._same_origin(request) and matches
         if not ok:
-            self._failures[name] = (count + 1, time.monotonic())
+            if account is not None and not locked:  # a locked account's clock is not restarted
+                self._failures[name] = (count + 1 if count < LOCKOUT_AFTER else 1, time.monotonic())
             await store.audit("console.login_failed", None, {"user": name, "locked": locked,
                                                              "client": request.client.host if request.client else None})
             await asyncio.sleep(FAILURE_DELAY)

@@ -1,0 +1,73 @@
+"""Store and delivery edge cases found in review: cancellation mid-write, dedup keys across
+sites, a stood-down incident not reopened by its playbook, one bad message in a batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import RecordingHandler, SmtpServer
+from connectors.base import Services
+from connectors.smtp import SmtpMailer
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, OutgoingEmail, Recipient, utcnow
+from crisisbot.store.sqlite import SqliteStore
+
+
+async def test_a_write_cancelled_mid_flight_does_not_break_the_audit_chain(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        for _ in range(20):
+            task = asyncio.create_task(store.audit("test.cancelled", None, {"x": 1}))
+            await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert await store.add_alarm(Alarm(source="t", site="s"))
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    assert report.ok, report.problems
+
+
+async def test_dedup_key_only_joins_an_incident_of_the_same_site(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        alarm = Alarm(source="pd", site="paris", dedup_key="ups-on-battery")
+        await store.add_alarm(alarm)
+        incident = Incident("i1", "paris", "p", IncidentStatus.open, utcnow(), utcnow())
+        await store.create_incident(incident, alarm)
+        same = await store.find_open_incident("paris", None, utcnow(), "ups-on-battery")
+        other = await store.find_open_incident("lyon", None, utcnow(), "ups-on-battery")
+    finally:
+        await store.close()
+    assert same is not None and same.id == "i1" and other is None
+
+
+async def test_playbook_end_does_not_reopen_a_stood_down_incident(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        alarm = Alarm(source="t", site="s")
+        await store.add_alarm(alarm)
+        await store.create_incident(Incident("i1", "s", "p", IncidentStatus.open, utcnow(), utcnow()), alarm)
+        await store.set_incident_status("i1", IncidentStatus.false_alarm, "operator")
+        changed = await store.complete_incident("i1", "playbook finished")
+        final = await store.get_incident("i1")
+    finally:
+        await store.close()
+    assert changed is False and final.status is IncidentStatus.false_alarm
+
+
+async def test_one_unencodable_message_fails_alone_and_nobody_gets_two(tmp_path):
+    handler = RecordingHandler()
+    with SmtpServer(handler) as server:
+        cfg = SmtpMailer.Config.model_validate({"type": "smtp", "host": "127.0.0.1", "port": server.port,
+                                                "security": "none", "connections": 2})
+        mailer = SmtpMailer("relay", cfg, Services(data_dir=tmp_path, root=tmp_path))
+        people = [Recipient(f"p{i}", f"P {i}", f"p{i}@exemple.fr", "fr") for i in range(6)]
+        people.insert(2, Recipient("bad", "Bad", "josé@exemple.fr", "fr"))
+        messages = [OutgoingEmail(f"k{p.person_id}", p, "Alerte", "texte", "") for p in people]
+        results = await mailer.send(messages, "crisisbot@exemple.fr")
+    by_key = {r.key: r for r in results}
+    assert by_key["kbad"].status is DeliveryStatus.failed
+    assert sorted(m.rcpt[0] for m in handler.messages) == sorted(f"p{i}@exemple.fr" for i in range(6))
