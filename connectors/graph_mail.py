@@ -85,7 +85,8 @@ class GraphMailer(GraphConnector, Mailer):
         return results
 
     async def _send_one(self, email: OutgoingEmail) -> None:
-        total = sum(len(a.data) for a in email.attachments)
+        # Graph's limit is on the request: base64 grows attachments by 4/3, the body comes on top
+        total = sum(4 * -(-len(a.data) // 3) for a in email.attachments) + len(email.html.encode()) + len(email.text.encode())
         if total < self.config.inline_limit:
             body = SendMailPostRequestBody(
                 message=self._message(email, email.attachments), save_to_sent_items=self.config.save_to_sent_items
@@ -173,6 +174,7 @@ def _file(attachment: Attachment) -> FileAttachment:
 
 
 def _about_this_message(exc: ConnectorError) -> bool:
-    """Graph refused this message (400/413), as opposed to the mailbox, app or service."""
+    """Graph refused this message (400), as opposed to the mailbox, app or service. A 413
+    (too large) is not final: another mailer (SMTP) may still carry it."""
     cause = exc.__cause__
-    return isinstance(exc, PermanentError) and isinstance(cause, APIError) and cause.response_status_code in (400, 413)
+    return isinstance(exc, PermanentError) and isinstance(cause, APIError) and cause.response_status_code == 400

@@ -149,6 +149,7 @@ async def test_panel_restore_closes_the_incident_and_sends_the_all_clear(tmp_pat
             restore = button(kind=EventKind.restore, action=AlarmAction.resolve)
             await daemon.engine.submit(restore)
             assert (await daemon.engine.wait_processed(restore.id)).id == incident.id
+            await daemon.lifecycle.idle()  # the stand-down runs beside the alarm queue
             final = await daemon.runtime.store.get_incident(incident.id)
             kinds = [e.kind for e in await daemon.runtime.store.audit_entries(incident.id)]
     assert final.status is IncidentStatus.resolved

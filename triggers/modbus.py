@@ -242,13 +242,19 @@ class ModbusTrigger(Trigger):
             started = self.clock()
             values = await self._read(dev)
             if values is not None:
-                backoff = 0.0
-                dev.last_ok = self.clock()
-                if not dev.faulted or await self._link_alarm(dev, EventKind.restore):
-                    dev.faulted = False
-                    await self._evaluate(dev, values)
-                await asyncio.sleep(max(0.0, dev.config.poll - (self.clock() - started)))
-                continue
+                answered_before = dev.last_ok
+                try:
+                    backoff = 0.0
+                    dev.last_ok = self.clock()
+                    if not dev.faulted or await self._link_alarm(dev, EventKind.restore):
+                        dev.faulted = False
+                        await self._evaluate(dev, values)
+                    await asyncio.sleep(max(0.0, dev.config.poll - (self.clock() - started)))
+                    continue
+                except Exception:  # noqa: BLE001 - e.g. a short answer: treat as a failed read, keep supervising
+                    self.stats["errors"] = self.stats.get("errors", 0) + 1
+                    self.log.exception("device %s: unexpected answer; treated as a failed read", dev.name)
+                    dev.last_ok = answered_before
             if not dev.faulted and self.clock() - dev.last_ok >= dev.config.offline_after:
                 if await self._link_alarm(dev, EventKind.input_fault):
                     dev.faulted, dev.since_fault = True, 0

@@ -162,6 +162,9 @@ class MqttTrigger(Trigger):
             except aiomqtt.MqttError as exc:
                 self.stats["connection_errors"] += 1
                 self.log.warning("MQTT broker %s:%s: %s", self.config.host, self.config.port, exc)
+            except Exception:  # noqa: BLE001 - the input must outlive any one message; reconnect
+                self.stats["errors"] = self.stats.get("errors", 0) + 1
+                self.log.exception("MQTT input failed; reconnecting")
             self.subscribed.clear()
             backoff = min(max(0.5, backoff * 2), self.config.backoff_max)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
@@ -242,5 +245,5 @@ def _parse(text: str) -> dict[str, Any]:
 def _render(template: str, values: dict[str, Any]) -> str:
     try:
         return template.format(**values)
-    except (KeyError, IndexError, AttributeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any payload shape a template does not fit is "unmapped"
         raise _Unmapped(f"{template!r} cannot be filled: {exc!r}") from None

@@ -109,7 +109,7 @@ class _Panel:
     key: bytes | None
     last_seen: float
     faulted: bool = False
-    recent: dict[str, float] = field(default_factory=dict)  # sequence -> monotonic expiry
+    recent: dict[tuple[str, str], float] = field(default_factory=dict)  # (sequence, data) -> monotonic expiry
 
 
 class SiaDc09Trigger(Trigger):
@@ -241,6 +241,9 @@ class SiaDc09Trigger(Trigger):
             content = codec.parse_content(text)
             if frame.encrypted and content.sent_at is None:
                 raise codec.Undecodable("encrypted message without timestamp")
+            if content.account and content.account != frame.account:
+                # the clear envelope was rewritten: the encrypted body names another account
+                raise codec.Undecodable(f"account {content.account} inside does not match {frame.account} outside")
             events = [] if frame.id == "NULL" else self._decoder(frame.id)(content.data)
         except codec.Undecodable as exc:
             self.stats["undecodable"] += 1
@@ -281,7 +284,7 @@ class SiaDc09Trigger(Trigger):
         """Submit the frame's alarms unless this account+sequence was already stored; True if safe."""
         key = (frame.account, frame.seq)
         mono = self.clock()
-        expiry = panel.recent.get(frame.seq)
+        expiry = panel.recent.get((frame.seq, content.data))  # same number *and* content: a repeat
         if expiry is not None and expiry > mono:
             self.stats["duplicates"] += 1
             self.log.info("account %s repeated sequence %s: ACK without firing again", frame.account, frame.seq)
@@ -310,14 +313,17 @@ class SiaDc09Trigger(Trigger):
             del self._inflight[key]
             if not future.done():  # cancelled at shutdown
                 future.cancel()
-        panel.recent[frame.seq] = mono + self.config.duplicate_window
+        panel.recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
         if len(panel.recent) > 64:
             panel.recent = {s: t for s, t in panel.recent.items() if t > mono}
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
                index: int, now: datetime) -> Alarm:
-        identity = f"{self.name}|{frame.account}|{frame.seq}|{content.sent_at}|{content.data}|{index}"
+        # a frame without timestamp cannot be told from a later identical event (a panel that
+        # rebooted and counts from 0001 again): give it a fresh identity rather than drop it
+        sent = content.sent_at if content.sent_at is not None else f"received {now.isoformat()}"
+        identity = f"{self.name}|{frame.account}|{frame.seq}|{sent}|{content.data}|{index}"
         details: dict[str, Any] = {
             "protocol": frame.id, "account": frame.account, "sequence": frame.seq, "receiver": frame.receiver,
             "prefix": frame.prefix, "code": event.code, "partition": event.partition,

@@ -4,6 +4,8 @@ so a drill due while the daemon was down runs once, late, and never twice."""
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -34,8 +36,11 @@ def next_run(spec: DrillSpec, zone: str, after: datetime) -> datetime:
     return when
 
 
-def drill_alarm(drill_id: str, spec: DrillSpec) -> Alarm:
-    return Alarm(source=SOURCE, site=spec.site, zone=spec.zone, input=spec.input, kind=spec.kind,
+def drill_alarm(drill_id: str, spec: DrillSpec, run_key: str | None = None) -> Alarm:
+    """`run_key` (the timer id) makes the alarm id deterministic: a timer fired again after
+    a crash submits the same alarm, which the store refuses, so the drill runs once."""
+    extra = {"id": hashlib.sha256(f"drill:{run_key}".encode()).hexdigest()[:32]} if run_key else {}
+    return Alarm(**extra, source=SOURCE, site=spec.site, zone=spec.zone, input=spec.input, kind=spec.kind,
                  severity=spec.severity, label=spec.label, drill=True,
                  details={"drill": drill_id, "drill_playbook": spec.playbook})
 
@@ -65,9 +70,9 @@ class Drills:
                                                 {"drill": drill_id})])
         log.info("drill %s next runs at %s", drill_id, due.isoformat())
 
-    async def run_now(self, drill_id: str) -> str:
+    async def run_now(self, drill_id: str, run_key: str | None = None) -> str:
         spec = self.runtime.bundle.config.lifecycle.drills[drill_id]
-        alarm = drill_alarm(drill_id, spec)
+        alarm = drill_alarm(drill_id, spec, run_key)
         await self.runtime.store.audit("drill.started", None, {"drill": drill_id, "alarm_id": alarm.id,
                                                                "site": spec.site, "playbook": spec.playbook})
         return await self.engine.submit(alarm)
@@ -81,6 +86,7 @@ class Drills:
         late = (self.clock.now() - timer.due_at).total_seconds()
         if late > 60:
             log.warning("drill %s runs %.0fs late (the daemon was down at its time)", drill_id, late)
-        await self.run_now(drill_id)
+        # next run first, so a failing run does not end the series;
         # strictly after this run: CronTrigger counts a time equal to `after` as the next one
         await self._schedule(drill_id, spec, max(self.clock.now(), timer.due_at) + timedelta(seconds=1))
+        await self.run_now(drill_id, run_key=timer.id)

@@ -56,8 +56,12 @@ async def handle(runtime: "Runtime", alarm: Alarm) -> Incident | None:
     await store.audit("incident.restored", incident.id,
                       {"alarm_id": alarm.id, "source": alarm.source, "input": alarm.input, "on_restore": mode})
     if mode == "close":
-        await stand_down(runtime, incident.id, IncidentStatus.resolved,
-                         f"restore received from {alarm.source}" + (f" ({alarm.input})" if alarm.input else ""),
-                         by=alarm.source, via="restore")
+        closing = stand_down(runtime, incident.id, IncidentStatus.resolved,
+                             f"restore received from {alarm.source}" + (f" ({alarm.input})" if alarm.input else ""),
+                             by=alarm.source, via="restore")
+        if runtime.lifecycle is not None:  # the end-of-alert emails must not hold the alarm queue
+            runtime.lifecycle.spawn(closing, f"stand-down of {incident.id} after a restore")
+        else:
+            await closing
     log.info("incident %s: restore from %s (%s)", incident.id, alarm.source, mode)
     return incident

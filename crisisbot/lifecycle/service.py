@@ -8,9 +8,10 @@ for the audit chain.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
 from crisisbot.lifecycle.acks import acknowledge
@@ -45,6 +46,25 @@ class Lifecycle:
         self.drills = Drills(runtime, engine, self.clock, self.timers)
         self.supervision = Supervision(runtime, self.clock, self.timers)
         self.cancel_windows = CancelWindows(runtime, self.clock)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run slow follow-up work (a restore's stand-down) without holding the alarm queue."""
+        task = asyncio.create_task(self._logged(work, name), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def idle(self) -> None:
+        """Wait for the follow-up work started with `spawn`."""
+        while self._background:
+            await asyncio.wait(set(self._background))
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            await work
+        except Exception:  # noqa: BLE001 - reported, never lost silently
+            log.exception("%s failed", name)
 
     async def start(self) -> None:
         self.runtime.lifecycle = self
@@ -54,6 +74,8 @@ class Lifecycle:
         await self.supervision.start()
 
     async def stop(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
         await self.supervision.stop()
         await self.timers.stop()
         self.engine.hooks = None

@@ -22,6 +22,7 @@ from crisisbot.lifecycle.context import IncidentNotFound
 from crisisbot.lifecycle.standdown import StandDownRefused, stand_down
 from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
+from crisisbot.steps.base import StepFailed
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -49,7 +50,10 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
 
 async def _fields(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").startswith("application/json"):
-        data = await request.json()
+        try:
+            data = await request.json()
+        except ValueError:
+            return {}  # then the fields are missing, and the handler refuses with a 400
         return data if isinstance(data, dict) else {}
     # urlencoded forms parsed with the stdlib: request.form() would need python-multipart
     return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
@@ -118,6 +122,10 @@ def ack_routes(runtime: "Runtime") -> list[Route]:
             return _reply(request, 400, {"error": "refused", "message": str(exc)}, "Refused")
         except IncidentNotFound as exc:
             return _reply(request, 404, {"error": "unknown", "message": str(exc)}, "Unknown incident")
+        except StepFailed as exc:  # the incident is closed; only the end-of-alert messages failed
+            return _reply(request, 202, {"ok": True, "incident_id": incident_id, "notified": 0,
+                                         "message": f"The alert is over, but the end-of-alert messages failed: {exc}"},
+                          "Alert ended — notifications failed")
         data = {"ok": True, "incident_id": result.incident_id, "outcome": result.outcome,
                 "notified": result.notified, "meeting": result.meeting, "message": "The alert is over."}
         return _reply(request, 200, data, "Alert ended")
