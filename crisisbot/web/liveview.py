@@ -8,8 +8,10 @@ browser or leaked through the Referer header.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 LIVEVIEW = "liveview"  # originals, for the crisis committee
 LIVEVIEW_BLURRED = "liveview.blurred"  # faces blurred, for external recipients
 DEFAULT_TTL = 24 * 3600.0
+BLUR_CACHE = 256  # blurred frames kept in memory
 
 Audit = Callable[[str, "str | None", dict[str, Any]], Awaitable[object]]
 
@@ -119,6 +122,10 @@ def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
                 "Every view is recorded.</small></p>")
         return HTMLResponse(_page("Live view", body, refresh), headers=HEADERS)
 
+    # blurred copies are computed once per image (pages refresh every few seconds)
+    blurred_cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+    blurring = asyncio.Semaphore(2)
+
     async def image(request: Request) -> Response:
         try:
             claims = await check(request)
@@ -131,7 +138,14 @@ def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
             return Response("not found", 404, headers=HEADERS)
         blurred = claims.purpose == LIVEVIEW_BLURRED
         if blurred:
-            data = await blur_faces_async(data)
+            key = (claims.incident_id, image_id)
+            if key not in blurred_cache:
+                async with blurring:  # detection costs ~1 s of CPU a frame: never more than two at once
+                    if key not in blurred_cache:
+                        blurred_cache[key] = await blur_faces_async(data)
+                        while len(blurred_cache) > BLUR_CACHE:
+                            blurred_cache.popitem(last=False)
+            data = blurred_cache[key]
         await audit("liveview.image", claims.incident_id, {
             "recipient": claims.recipient_id, "image": image_id, "camera": meta.camera, "blurred": blurred,
         })
