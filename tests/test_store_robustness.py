@@ -71,3 +71,36 @@ async def test_one_unencodable_message_fails_alone_and_nobody_gets_two(tmp_path)
     by_key = {r.key: r for r in results}
     assert by_key["kbad"].status is DeliveryStatus.failed
     assert sorted(m.rcpt[0] for m in handler.messages) == sorted(f"p{i}@exemple.fr" for i in range(6))
+
+
+async def test_a_failing_timer_is_retried_later_and_others_fire_beside_it(tmp_path):
+    from datetime import timedelta
+
+    from crisisbot.lifecycle.clock import ManualClock
+    from crisisbot.lifecycle.records import TimerRecord
+    from crisisbot.lifecycle.timers import RETRY_AFTER, TimerService
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    clock = ManualClock(utcnow())
+    timers = TimerService(store, clock)
+    calls: list[str] = []
+
+    async def flaky(timer: TimerRecord) -> None:
+        calls.append(timer.id)
+        if calls.count(timer.id) == 1:
+            raise ConnectionError("relay down")
+
+    timers.register("flaky", flaky)
+    try:
+        await timers.schedule([TimerRecord("t1", "flaky", clock.now()), TimerRecord("t2", "flaky", clock.now())])
+        assert await timers.fire_due() == 2  # both fired in the same round, both failed once
+        assert await timers.fire_due() == 0  # not yet due again
+        await clock.set(clock.now() + timedelta(seconds=RETRY_AFTER + 1))
+        assert await timers.fire_due() == 2
+        left = await store.list_timers(status="pending")
+        kinds = [e.kind for e in await store.audit_entries()]
+    finally:
+        await store.close()
+    assert sorted(calls) == ["t1", "t1", "t2", "t2"] and left == []
+    assert kinds.count("timer.retry") == 2

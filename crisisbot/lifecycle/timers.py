@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import Awaitable, Callable
 
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.records import TimerRecord
 from crisisbot.store.base import Store
+
+RETRIES = 3  # a failing timer (mail relay down…) is tried again this many times
+RETRY_AFTER = 30.0  # seconds, times the attempt number
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ class TimerService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._firing = asyncio.Lock()
+        self._attempts: dict[str, int] = {}  # failed attempts per timer, for retries
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
@@ -73,13 +78,10 @@ class TimerService:
     async def fire_due(self) -> int:
         """Fire every timer due by the clock's now; returns how many fired."""
         async with self._firing:
-            fired = 0
-            for timer in await self.store.due_timers(self.clock.now()):
-                if not await self.store.claim_timer(timer.id):
-                    continue
-                fired += 1
-                await self._fire(timer)
-            return fired
+            claimed = [t for t in await self.store.due_timers(self.clock.now()) if await self.store.claim_timer(t.id)]
+            # side by side: one incident's slow mail relay must not delay another's escalation
+            await asyncio.gather(*(self._fire(timer) for timer in claimed))
+            return len(claimed)
 
     async def _fire(self, timer: TimerRecord) -> None:
         handler = self.handlers.get(timer.kind)
@@ -89,8 +91,18 @@ class TimerService:
             await handler(timer)
         except Exception as exc:  # noqa: BLE001 - recorded in the audit log with the incident
             log.exception("timer %s (%s) failed", timer.id, timer.kind)
+            attempt = self._attempts.get(timer.id, 0) + 1
+            if handler is not None and attempt <= RETRIES:  # handlers are idempotent: a retry sends only what is missing
+                self._attempts[timer.id] = attempt
+                await self.store.reschedule_timer(timer.id, self.clock.now() + timedelta(seconds=RETRY_AFTER * attempt))
+                await self.store.audit("timer.retry", timer.incident_id,
+                                       {"timer": timer.id, "kind": timer.kind, "attempt": attempt,
+                                        "error": f"{type(exc).__name__}: {exc}"})
+                return
+            self._attempts.pop(timer.id, None)
             await self.store.finish_timer(timer.id, "failed")
             await self.store.audit("timer.failed", timer.incident_id,
                                    {"timer": timer.id, "kind": timer.kind, "error": f"{type(exc).__name__}: {exc}"})
             return
+        self._attempts.pop(timer.id, None)
         await self.store.finish_timer(timer.id, "done")

@@ -171,6 +171,10 @@ class Store(ABC):
     async def finish_timer(self, timer_id: str, status: str) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not support timers")
 
+    async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
+        """Put a claimed timer back to pending, due again at `due_at` (a retry)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
         raise NotImplementedError(f"{type(self).__name__} does not support timers")
 

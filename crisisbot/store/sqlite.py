@@ -490,6 +490,10 @@ class SqliteStore(Store):
     async def finish_timer(self, timer_id: str, status: str) -> None:
         await self._change("UPDATE timers SET status=? WHERE id=?", (status, timer_id))
 
+    async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
+        await self._change("UPDATE timers SET status='pending', due_at=? WHERE id=? AND status='firing'",
+                           (_ts(due_at), timer_id))
+
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
         return await self._change(
             "UPDATE timers SET status='cancelled' WHERE incident_id=? AND status='pending' AND kind LIKE ?",
