@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Awaitable, Callable, Literal
 
 from pydantic import Field, model_validator
 
-from connectors.base import Camera
 from crisisbot.config.types import Identifier, Seconds
 from crisisbot.models import IncidentStatus
 from crisisbot.steps.base import StepContext, StepSpec
-from crisisbot.steps.snapshot import SnapshotSet, select_cameras
+from crisisbot.steps.snapshot import SnapshotSet, capture_all, select_cameras
 
 CLOSED = {IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled}
 
@@ -44,26 +43,6 @@ class FollowUpSnapshotsStep(StepSpec):
         if self.timeout is None:  # the step lasts `duration`: the default step deadline would cut it
             self.timeout = self.duration + self.every + self.capture_timeout + 60
         return self
-
-
-async def capture_all(cameras: Mapping[str, Camera | None], timeout: float) -> SnapshotSet:
-    """Every camera at once, each under `timeout`; failures are named, never raised."""
-    result = SnapshotSet()
-
-    async def grab(name: str, camera: Camera | None) -> None:
-        if camera is None:
-            result.failures[name] = "camera is not configured for this site"
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                result.snapshots.append(await camera.snapshot())
-        except TimeoutError:
-            result.failures[name] = f"no image within {timeout:.1f}s"
-        except Exception as exc:  # noqa: BLE001 - one camera's failure must not sink the round
-            result.failures[name] = f"{type(exc).__name__}: {exc}"
-
-    await asyncio.gather(*(grab(n, c) for n, c in cameras.items()))
-    return result
 
 
 async def rounds(every: float, duration: float, one_round: Callable[[int], Awaitable[None]], *,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Mapping
 
 from pydantic import Field
 
@@ -48,27 +49,12 @@ def select_cameras(spec: SnapshotStep, ctx: StepContext) -> list[str]:
 
 async def run(spec: SnapshotStep, ctx: StepContext) -> SnapshotSet:
     names = select_cameras(spec, ctx)
-    result = SnapshotSet()
     if not names:
-        return result
+        return SnapshotSet()
     timeout = spec.timeout or ctx.runtime.bundle.config.incidents.step_timeout
 
-    async def grab(name: str) -> None:
-        camera = ctx.runtime.cameras.get((ctx.alarm.site, name))
-        if not isinstance(camera, Camera):
-            result.failures[name] = "camera is not configured for this site"
-            return
-        if spec.prealarm and hasattr(camera, "prealarm"):
-            result.snapshots.extend(camera.prealarm(ctx.alarm.occurred_at))
-        try:
-            async with asyncio.timeout(timeout):
-                result.snapshots.append(await camera.snapshot())
-        except TimeoutError:
-            result.failures[name] = f"no image within {timeout:.1f}s"
-        except Exception as exc:  # noqa: BLE001 - one camera's failure must not sink the others
-            result.failures[name] = f"{type(exc).__name__}: {exc}"
-
-    await asyncio.gather(*(grab(n) for n in names))
+    cameras = {name: ctx.runtime.cameras.get((ctx.alarm.site, name)) for name in names}
+    result = await capture_all(cameras, timeout, ctx.alarm.occurred_at if spec.prealarm else None)
     if ctx.runtime.image_store is not None and result.snapshots:  # originals for the live view
         await ctx.runtime.image_store.put_many(ctx.incident.id, result.snapshots)
     for name, reason in result.failures.items():
@@ -77,4 +63,28 @@ async def run(spec: SnapshotStep, ctx: StepContext) -> SnapshotSet:
         "snapshot.taken", ctx.incident.id,
         {"cameras": names, "images": len(result.snapshots), "failures": result.failures},
     )
+    return result
+
+
+async def capture_all(cameras: Mapping[str, Camera | None], timeout: float,
+                      prealarm_since: datetime | None = None) -> SnapshotSet:
+    """Every camera at once, each under `timeout`; failures are named, never raised.
+    With `prealarm_since`, cameras that buffer frames add those from just before it."""
+    result = SnapshotSet()
+
+    async def grab(name: str, camera: Camera | None) -> None:
+        if not isinstance(camera, Camera):
+            result.failures[name] = "camera is not configured for this site"
+            return
+        if prealarm_since is not None and hasattr(camera, "prealarm"):
+            result.snapshots.extend(camera.prealarm(prealarm_since))
+        try:
+            async with asyncio.timeout(timeout):
+                result.snapshots.append(await camera.snapshot())
+        except TimeoutError:
+            result.failures[name] = f"no image within {timeout:.1f}s"
+        except Exception as exc:  # noqa: BLE001 - one camera's failure must not sink the others
+            result.failures[name] = f"{type(exc).__name__}: {exc}"
+
+    await asyncio.gather(*(grab(n, c) for n, c in cameras.items()))
     return result
