@@ -118,13 +118,12 @@ class Daemon:
         return True
 
     async def _restart_plugins(self, bundle: Bundle) -> None:
-        """Stop the inputs and outputs and start those of `bundle` (steps running now may
-        see a connector missing for the moment this takes)."""
+        """Outputs: the new ones start before the old ones stop (running steps always find
+        one). Inputs: the old ones stop first, since the new ones may listen on their ports."""
         assert self.runtime
+        await self.runtime.replace_connectors(bundle)
         await self._stop_triggers()
-        await self.runtime.stop_connectors()
         self.bundle = self.runtime.bundle = bundle
-        await self.runtime.start_connectors()
         await self._start_triggers()
 
     async def reload_logged(self) -> None:

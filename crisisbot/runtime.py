@@ -83,27 +83,47 @@ class Runtime:
         return runtime
 
     async def start_connectors(self) -> None:
+        self.connectors, self.cameras = await self._started(self.bundle)
+
+    async def _started(self, bundle: Bundle) -> tuple[dict[str, Connector], dict[tuple[str, str], Camera]]:
+        """Start the connectors and cameras of `bundle`; on failure stop those started and raise."""
         assert self.services is not None
-        for name, pc in self.bundle.connectors.items():
-            connector = pc.cls(name, pc.config, self.services)
-            await connector.start()
-            self.connectors[name] = connector
-        for (site, cam), pc in self.bundle.cameras.items():
-            camera = pc.cls(cam, pc.config, self.services)
-            await camera.start()
-            self.cameras[(site, cam)] = camera
+        connectors: dict[str, Connector] = {}
+        cameras: dict[tuple[str, str], Camera] = {}
+        try:
+            for name, pc in bundle.connectors.items():
+                connectors[name] = pc.cls(name, pc.config, self.services)
+                await connectors[name].start()
+            for (site, cam), pc in bundle.cameras.items():
+                cameras[(site, cam)] = pc.cls(cam, pc.config, self.services)
+                await cameras[(site, cam)].start()
+        except BaseException:
+            await _stop_all([*connectors.values(), *cameras.values()])
+            raise
+        return connectors, cameras
+
+    async def replace_connectors(self, bundle: Bundle) -> None:
+        """Start the new outputs first, then swap: a step running meanwhile always finds one."""
+        connectors, cameras = await self._started(bundle)
+        old = [*self.connectors.values(), *self.cameras.values()]
+        self.connectors, self.cameras = connectors, cameras
+        await _stop_all(old)
 
     async def stop_connectors(self) -> None:
-        for item in [*self.connectors.values(), *self.cameras.values()]:
-            try:
-                await item.stop()
-            except Exception:  # noqa: BLE001 - shutdown must go on for the others
-                log.exception("stopping %s failed", item.name)
-        self.connectors.clear()
-        self.cameras.clear()
+        old = [*self.connectors.values(), *self.cameras.values()]
+        self.connectors, self.cameras = {}, {}
+        await _stop_all(old)
 
     async def close(self) -> None:
         await self.stop_connectors()
         if self.image_store is not None:
             await self.image_store.stop()
         await self.store.close()
+
+
+async def _stop_all(items: list[Connector]) -> None:
+    for item in items:
+        try:
+            await item.stop()
+        except Exception:  # noqa: BLE001 - shutdown must go on for the others
+            log.exception("stopping %s failed", item.name)

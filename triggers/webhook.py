@@ -12,7 +12,6 @@ also names the site. `202` is only answered once the alarm is on disk.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -20,7 +19,6 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-import uvicorn
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +28,7 @@ from starlette.routing import Route
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.models import Alarm, AlarmAction, EventKind, Severity
+from crisisbot.web.background import BackgroundServer
 from triggers.base import Trigger
 
 SIGNATURE_HEADER = "X-Crisisbot-Signature"
@@ -105,8 +104,7 @@ class WebhookTrigger(Trigger):
         super().__init__(*args, **kwargs)
         self.stats = {"accepted": 0, "rejected": 0}
         self.port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: BackgroundServer | None = None
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -116,23 +114,13 @@ class WebhookTrigger(Trigger):
         ])
 
     async def start(self) -> None:
-        config = uvicorn.Config(self.app(), host=self.config.host, port=self.config.port,
-                                log_config=None, access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(), name=f"webhook-{self.name}")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # re-raise the bind error
-                raise RuntimeError(f"webhook {self.name} could not start")
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = BackgroundServer(self.app(), self.config.host, self.config.port, f"webhook {self.name}")
+        self.port = await self._server.start()
         self.log.info("webhook listening on http://%s:%s", self.config.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await self._server.stop()
 
     # -- handlers ----------------------------------------------------------
     async def _body(self, request: Request) -> bytes:
@@ -257,3 +245,4 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"{where}: {err['msg']}" if where else err["msg"]
+

@@ -6,17 +6,16 @@ proxy in front for anything but loopback).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crisisbot.web.background import BackgroundServer
 from crisisbot.web.console import Console
 
 if TYPE_CHECKING:
@@ -74,25 +73,14 @@ class WebServer:
     def __init__(self, runtime: "Runtime") -> None:
         self.runtime = runtime
         self.port: int | None = None
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: BackgroundServer | None = None
 
     async def start(self) -> None:
         web = self.runtime.bundle.config.web
-        config = uvicorn.Config(build_app(self.runtime), host=web.host, port=web.port, log_config=None,
-                                access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(), name="crisisbot-web")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the web server could not start")
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = BackgroundServer(build_app(self.runtime), web.host, web.port, "web console")
+        self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            await self._server.stop()

@@ -1,0 +1,43 @@
+"""Run a Starlette app with uvicorn inside the daemon's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class BackgroundServer:
+    """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        self._task = asyncio.create_task(self._serve(), name=self._name)
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+                raise OSError(f"{self._name} stopped before listening")
+            await asyncio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self.port
+
+    async def _serve(self) -> None:
+        """uvicorn reports a failed bind with sys.exit(), which asyncio would raise out of
+        the whole event loop: turn it into an ordinary error of this task."""
+        try:
+            await self._server.serve()
+        except SystemExit as exc:
+            config = self._server.config
+            raise OSError(f"{self._name}: cannot listen on {config.host}:{config.port} (port in use?)") from exc
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
