@@ -23,7 +23,6 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from crisisbot.models import Alarm
 from crisisbot.store.sqlite import SqliteStore

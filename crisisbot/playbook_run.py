@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from crisisbot.config.playbook import Playbook
-from crisisbot.models import Alarm, Incident, IncidentStatus, utcnow
+from crisisbot.models import Alarm, Incident, utcnow
 from crisisbot.runtime import Runtime
 from crisisbot.steps import STEP_MODULES
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
@@ -83,7 +83,7 @@ class PlaybookRun:
             for need in needs:
                 await self.finished[need].wait()
             if self.halted_at is not None and self.halted_at < index:
-                await self._save(step, "skipped", detail=f"an earlier step failed and stops the playbook")
+                await self._save(step, "skipped", detail="an earlier step failed and stops the playbook")
                 return
             await self._execute(index, step, journal.get(step.id))
         finally:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from conftest import RecordingHandler, SmtpServer, free_port
 from daemon_helpers import SECRET, signed_headers

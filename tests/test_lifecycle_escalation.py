@@ -7,7 +7,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from crisisbot.lifecycle.acks import STAND_DOWN, signer_of
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.reporting import timeline_lines
 from lifecycle_helpers import Workspace, lifecycle_daemon, link, smtp_recorder, start_clock, text_of

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import aiomqtt
 from pydantic import Field, SecretStr, model_validator
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Seconds, Strict
 from crisisbot.models import Alarm, EventKind, Severity
 from triggers.base import Trigger
 

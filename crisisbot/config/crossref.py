@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else (f"; known: {', '.join(known)}" if known else f"; none is defined")
+    hint = f"; did you mean '{close[0]}'?" if close else (f"; known: {', '.join(known)}" if known else "; none is defined")
     return f"unknown {kind} '{name}'{hint}"
 
 
@@ -52,7 +52,7 @@ def check_references(
         for cam_id, pc in ((c, bundle.cameras.get((site_id, c))) for c in site.cameras):
             if pc is not None and not issubclass(pc.cls, Camera):
                 problems.append(config_doc.problem(("sites", site_id, "cameras", cam_id, "type"),
-                                                   f"connector type is not a camera"))
+                                                   "connector type is not a camera"))
     for name, pc in bundle.triggers.items():
         site = getattr(pc.config, "site", None)
         if isinstance(site, str) and site not in config.sites:
