@@ -1,8 +1,9 @@
 """One alarm to a 50-person committee, through the real engine and a local aiosmtpd.
 
 Measures, over N runs, the time from the alarm being submitted to the last email
-accepted by the SMTP server, and compares it with a bare aiosmtplib loop that
-sends the same 50 messages over one connection in the same run.
+accepted by the SMTP server, and compares it with a bare aiosmtplib loop that sends
+the same 50 messages (the bytes crisisbot just delivered) over one connection,
+right after each run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from aiosmtpd.controller import Controller
 
 from crisisbot.config.bundle import load_bundle
 from crisisbot.engine import Engine
-from crisisbot.mime import to_bytes
 from crisisbot.models import Alarm
 from crisisbot.runtime import Runtime
 
@@ -36,9 +36,11 @@ class Clock:
 
     def __init__(self) -> None:
         self.accepted: list[float] = []
+        self.messages: list[tuple[str, list[str], bytes]] = []  # what arrived, to send again bare
 
     async def handle_DATA(self, server, session, envelope) -> str:
         self.accepted.append(time.perf_counter())
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         return "250 OK"
 
 
@@ -83,14 +85,9 @@ async def run() -> None:
         await engine.start()
         crisis, bare = [], []
         try:
-            # the same 50 messages, for the baseline
-            from crisisbot.models import OutgoingEmail
-
-            recipients = bundle.recipients(["comite"])
-            sample = [to_bytes(OutgoingEmail(f"k{i}", r, "Alerte", "texte " * 80, "<p>html</p>" * 40), "b@exemple.fr")
-                      for i, r in enumerate(recipients)]
             for index in range(RUNS + 3):  # 3 warm-up runs
                 clock.accepted.clear()
+                clock.messages.clear()
                 started = time.perf_counter()
                 alarm = Alarm(source="bench", site="hq", label=f"run {index}")
                 await engine.submit(alarm)
@@ -99,11 +96,14 @@ async def run() -> None:
                 assert len(clock.accepted) == PEOPLE, f"only {len(clock.accepted)} emails accepted"
                 elapsed = max(clock.accepted) - started
 
+                # baseline: the very messages crisisbot just delivered, already serialized,
+                # sent one after the other on one connection
+                sent = list(clock.messages)
                 clock.accepted.clear()
                 started = time.perf_counter()
                 async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
-                    for message, person in zip(sample, recipients):
-                        await smtp.sendmail("b@exemple.fr", [person.email], message)
+                    for sender, rcpt, content in sent:
+                        await smtp.sendmail(sender, rcpt, content)
                 baseline = max(clock.accepted) - started
                 if index >= 3:
                     crisis.append(elapsed * 1000)
@@ -116,7 +116,7 @@ async def run() -> None:
     b50, b99 = pct(bare, 0.5), pct(bare, 0.99)
     print(f"alarm -> last of {PEOPLE} emails accepted, {RUNS} runs")
     print(f"  crisisbot (engine, store, templates, SMTP):  p50 {c50:7.1f} ms   p99 {c99:7.1f} ms   mean {statistics.mean(crisis):7.1f} ms")
-    print(f"  bare aiosmtplib loop (same 50 messages):     p50 {b50:7.1f} ms   p99 {b99:7.1f} ms")
+    print(f"  bare aiosmtplib loop (the same 50 messages): p50 {b50:7.1f} ms   p99 {b99:7.1f} ms")
     print(f"  ratio crisisbot / bare:                      p50 {c50 / b50:7.2f}      p99 {c99 / b99:7.2f}")
     print(f"  targets: p99 < 300 ms -> {'met' if c99 < 300 else 'MISSED'};  ratio < 1.5 -> {'met' if c50 / b50 < 1.5 else 'MISSED'}")
 
