@@ -153,7 +153,7 @@ async def test_429_retry_after_is_honoured(graph: GraphServer, make_teams) -> No
     meeting = await teams.open_meeting(request())
     elapsed = time.monotonic() - began
 
-    assert 1.0 <= elapsed < 1.8
+    assert elapsed >= 1.0  # waited Retry-After (a lower bound: sleeps never end early)
     assert len(graph.graph_requests("POST", "createOrGet")) == 2 and meeting.join_url
 
 
@@ -171,22 +171,20 @@ async def test_retry_after_beyond_budget_returns_at_once(graph: GraphServer, mak
     teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
     graph.fail_next(429, retry_after=60, path="createOrGet")
 
-    began = time.monotonic()
     with pytest.raises(TransientError) as caught:
         await teams.open_meeting(request())
-    assert time.monotonic() - began < 0.5
     assert caught.value.retry_after == 60.0
+    assert len(graph.graph_requests("POST", "createOrGet")) == 1  # no sleep-and-retry beyond the budget
 
 
 async def test_retry_sleep_is_cancelled_by_the_step_deadline(graph: GraphServer, make_teams) -> None:
     teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
     graph.fail_next(429, retry_after=2, path="createOrGet")
 
-    began = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # the 2 s retry sleep did not outlive the 0.3 s deadline
         async with asyncio.timeout(0.3):
             await teams.open_meeting(request())
-    assert time.monotonic() - began < 0.6
+    assert len(graph.graph_requests("POST", "createOrGet")) == 1
 
 
 async def test_hang_becomes_transient_error(graph: GraphServer, make_teams) -> None:

@@ -109,7 +109,8 @@ async def test_throttled_webhook_is_retried_after_retry_after(hook: WebhookServe
     began = time.monotonic()
     await channel.post_alert(AlertCard("t", [], JOIN))
 
-    assert 1.0 <= time.monotonic() - began < 1.8 and hook.attempts == 2 and len(hook.posts) == 1
+    # waited at least Retry-After before the second attempt (a lower bound: sleeps never end early)
+    assert time.monotonic() - began >= 1.0 and hook.attempts == 2 and len(hook.posts) == 1
 
 
 async def test_server_errors_become_transient(hook: WebhookServer, channel: TeamsChannel) -> None:
