@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -23,6 +22,7 @@ from crisisbot.lifecycle.standdown import StandDownRefused, stand_down
 from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
 from crisisbot.steps.base import StepFailed
+from crisisbot.web.forms import request_fields
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -46,17 +46,6 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
     if _wants_json(request):
         return JSONResponse(data, status)
     return _page(title, body or f"<p>{html.escape(str(data.get('message', '')))}</p>", status)
-
-
-async def _fields(request: Request) -> dict[str, Any]:
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            data = await request.json()
-        except ValueError:
-            return {}  # then the fields are missing, and the handler refuses with a 400
-        return data if isinstance(data, dict) else {}
-    # urlencoded forms parsed with the stdlib: request.form() would need python-multipart
-    return {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
 
 
 def ack_routes(runtime: "Runtime") -> list[Route]:
@@ -88,7 +77,7 @@ def ack_routes(runtime: "Runtime") -> list[Route]:
         found = claims(request, request.path_params["token"], ACK)
         if isinstance(found, Response):
             return found
-        response = str((await _fields(request)).get("response", "on_it"))
+        response = str((await request_fields(request)).get("response", "on_it"))
         if response not in RESPONSES:
             return _reply(request, 400, {"error": "response", "message": f"response must be one of {RESPONSES}"},
                           "Bad request")
@@ -113,7 +102,7 @@ def ack_routes(runtime: "Runtime") -> list[Route]:
         return _page("End the alert", form)
 
     async def do_stand_down(request: Request, found: Claims, incident_id: str) -> Response:
-        fields = await _fields(request)
+        fields = await request_fields(request)
         try:
             outcome = IncidentStatus(str(fields.get("outcome", "")))
             result = await stand_down(runtime, incident_id, outcome, str(fields.get("reason", "")),

@@ -12,7 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from crisisbot.links import LinkError, Signer
 from crisisbot.models import IncidentStatus
+from crisisbot.web.forms import request_fields
 from crisisbot.web.passwords import check_password, hash_password
 
 if TYPE_CHECKING:
@@ -102,8 +103,8 @@ class Console:
         return self._page("login.html", error=None)
 
     async def login(self, request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
-        name, password = form.get("username", ""), form.get("password", "")
+        form = await request_fields(request)
+        name, password = str(form.get("username", "")), str(form.get("password", ""))
         store = self.runtime.store
         count, since = self._failures.get(name, (0, 0.0))
         locked = count >= LOCKOUT_AFTER and time.monotonic() - since < LOCKOUT_SECONDS
@@ -176,9 +177,9 @@ class Console:
         incident_id = request.path_params["incident_id"]
         if person is None:
             return self._page("message.html", 400, title="Refused", message="Your account is not linked to a contact.")
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        form = await request_fields(request)
         try:
-            await acknowledge(self.runtime, incident_id, person, form.get("response", "on_it"), via="console")
+            await acknowledge(self.runtime, incident_id, person, str(form.get("response", "on_it")), via="console")
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=acknowledged", 303)
@@ -190,10 +191,10 @@ class Console:
         if isinstance(user, Response):
             return user
         incident_id = request.path_params["incident_id"]
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        form = await request_fields(request)
         try:
-            outcome = IncidentStatus(form.get("outcome", ""))
-            await stand_down(self.runtime, incident_id, outcome, form.get("reason", ""), by=user, via="console")
+            outcome = IncidentStatus(str(form.get("outcome", "")))
+            await stand_down(self.runtime, incident_id, outcome, str(form.get("reason", "")), by=user, via="console")
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=ended", 303)
