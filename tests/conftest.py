@@ -92,6 +92,13 @@ class Workspace:
 
     root: Path
 
+    @classmethod
+    def shipped(cls, root: Path) -> "Workspace":
+        for name in ("contacts", "playbooks", "templates"):
+            shutil.copytree(ROOT / name, root / name)
+        shutil.copy(ROOT / "config.yaml", root / "config.yaml")
+        return cls(root)
+
     @property
     def config_path(self) -> Path:
         return self.root / "config.yaml"
@@ -126,9 +133,6 @@ class Workspace:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
-    for name in ("contacts", "playbooks", "templates"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    ws = Workspace(tmp_path)
+    ws = Workspace.shipped(tmp_path)
     ws.edit_config(lambda d: d["triggers"].clear())  # no demo button unless a test wants one
     return ws

@@ -139,16 +139,10 @@ class GraphServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        self._server, self._task = await _serve(uvicorn.Config(
             self._app(), log_level="warning", ssl_certfile=str(tmp / "server.pem"), lifespan="off",
             timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        ), sock)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -584,15 +578,21 @@ class WebhookServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         app = Starlette(routes=[Route("/workflows/{rest:path}", self._receive, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        self._server, self._task = await _serve(uvicorn.Config(app, log_level="warning", lifespan="off"), sock)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
         await self._task
+
+
+async def _serve(config: uvicorn.Config, sock: socket.socket) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Start uvicorn on an already bound socket; return once it accepts connections."""
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task

@@ -3,21 +3,16 @@ lifecycle routes served by uvicorn on loopback, and a daemon driven by a ManualC
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
 import re
-import shutil
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
-import uvicorn
-import yaml
 from aiosmtpd.controller import Controller
 from starlette.applications import Starlette
 
@@ -25,14 +20,12 @@ from crisisbot.config.bundle import load_bundle
 from crisisbot.daemon import Daemon
 from crisisbot.lifecycle.clock import ManualClock
 from crisisbot.web.ack import ack_routes
+from crisisbot.web.background import BackgroundServer
+
+import conftest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -82,27 +75,14 @@ def link(message: EmailMessage, kind: str) -> str:
     return found.group(0)
 
 
-class Workspace:
+class Workspace(conftest.Workspace):
+    """The shipped configuration plus a port for the lifecycle routes."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        for name in ("contacts", "playbooks", "templates"):
-            shutil.copytree(ROOT / name, root / name)
-        shutil.copy(ROOT / "config.yaml", root / "config.yaml")
+        if not (root / "config.yaml").exists():
+            conftest.Workspace.shipped(root)
+        super().__init__(root)
         self.web_port = free_port()
-
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
-        data = yaml.safe_load(self.config_path.read_text())
-        change(data)
-        self.config_path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
-
-    def write(self, rel: str, text: str) -> None:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
 
     def setup(self, smtp_port: int, **lifecycle: Any) -> None:
         def change(data: dict[str, Any]) -> None:
@@ -113,7 +93,7 @@ class Workspace:
             # links point at the routes this helper serves itself (see lifecycle_daemon)
             data["web"] = {"enabled": False, "public_url": f"http://127.0.0.1:{self.web_port}"}
             data["lifecycle"] = {"timer_poll": "50ms", **lifecycle}
-        self.edit(change)
+        self.edit_config(change)
 
 
 @contextlib.asynccontextmanager
@@ -122,16 +102,12 @@ async def lifecycle_daemon(ws: Workspace, clock: ManualClock) -> AsyncIterator[D
     daemon = Daemon(ws.config_path, load_bundle(ws.config_path), clock=clock)
     await daemon.start()
     assert daemon.runtime is not None
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=ack_routes(daemon.runtime)), host="127.0.0.1",
-                                           port=ws.web_port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    server = BackgroundServer(Starlette(routes=ack_routes(daemon.runtime)), "127.0.0.1", ws.web_port, "lifecycle routes")
+    await server.start()
     try:
         yield daemon
     finally:
-        server.should_exit = True
-        await task
+        await server.stop()
         await daemon.stop()
 
 

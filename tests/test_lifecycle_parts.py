@@ -192,7 +192,7 @@ def test_typos_in_tiers_duty_slots_and_drills_are_refused(examples):
     path.write_text(path.read_text().replace("to: [direction]", "to: [directoin]"))
     contacts = examples.root / "contacts" / "astreinte.yaml"
     contacts.write_text(contacts.read_text().replace("[[bruno], [david]", "[[bruno], [davdi]"))
-    examples.edit(lambda d: d.setdefault("lifecycle", {}).update(
+    examples.edit_config(lambda d: d.setdefault("lifecycle", {}).update(
         drills={"x": {"cron": "0 61 * * *", "site": "paris-hq"}}))
     with pytest.raises(ConfigError) as error:
         load_bundle(examples.config_path)

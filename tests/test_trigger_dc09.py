@@ -20,30 +20,10 @@ from pysiaalarm.event import BaseEvent
 from crisisbot.models import Alarm, EventKind
 from crisisbot.store.sqlite import SqliteStore
 from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
+from sinks import RecordingSink
 
 KEY_HEX = "00112233445566778899AABBCCDDEEFF"
 KEY_ASCII = "Lille-panel-key/32-characters!!!"  # AES-256 given as 32 ASCII characters
-
-
-class RecordingSink:
-    """Stores alarms in a list; `gate` holds submissions, `fail` makes the next ones raise."""
-
-    def __init__(self) -> None:
-        self.alarms: list[Alarm] = []
-        self.gate: asyncio.Event | None = None
-        self.fail = 0
-
-    async def submit(self, alarm: Alarm) -> str:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            self.fail -= 1
-            raise OSError("disk full")
-        self.alarms.append(alarm)
-        return alarm.id
-
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        return False
 
 
 # -- the panel simulator ----------------------------------------------------------------

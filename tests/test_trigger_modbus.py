@@ -19,36 +19,13 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from crisisbot.errors import PermanentError
-from crisisbot.models import Alarm, EventKind
+from crisisbot.models import EventKind
 from crisisbot.steps import modbus_write
 from crisisbot.steps.base import StepFailed
 from triggers.modbus import ModbusConfig, ModbusTrigger
+from sinks import RecordingSink
 
 DI, COIL, IR, HR = 2, 1, 4, 3  # function codes addressing each table in the simulator
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.alarms: list[Alarm] = []
-        self.changed = asyncio.Event()
-
-    async def submit(self, alarm: Alarm) -> str:
-        self.alarms.append(alarm)
-        self.changed.set()
-        return alarm.id
-
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        return False
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Alarm]:
-        async with asyncio.timeout(timeout):
-            while len(self.alarms) < count:
-                self.changed.clear()
-                await self.changed.wait()
-        return self.alarms
-
-    def of(self, kind: EventKind) -> list[Alarm]:
-        return [a for a in self.alarms if a.kind is kind]
 
 
 def sim_device(unit: int = 1, action: Any = None) -> SimDevice:

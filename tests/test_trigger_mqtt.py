@@ -18,8 +18,9 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from crisisbot.models import Alarm, EventKind
+from crisisbot.models import EventKind
 from triggers.mqtt import MqttConfig, MqttTrigger
+from sinks import RecordingSink
 
 BROKER = ("127.0.0.1", 1883)
 
@@ -34,31 +35,6 @@ def broker_reachable() -> bool:
 
 needs_broker = pytest.mark.skipif(not broker_reachable(),
                                   reason="no MQTT broker on 127.0.0.1:1883 (install and start mosquitto)")
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.alarms: list[Alarm] = []
-        self.changed = asyncio.Event()
-        self.fail = 0
-
-    async def submit(self, alarm: Alarm) -> str:
-        if self.fail:
-            self.fail -= 1
-            raise OSError("disk full")
-        self.alarms.append(alarm)
-        self.changed.set()
-        return alarm.id
-
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        return False
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Alarm]:
-        async with asyncio.timeout(timeout):
-            while len(self.alarms) < count:
-                self.changed.clear()
-                await self.changed.wait()
-        return self.alarms
 
 
 @pytest.fixture
