@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from crisisbot import __version__, cli_lifecycle, logs
 from crisisbot.config.bundle import Bundle, load_bundle
+from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
 
@@ -129,8 +129,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if args.site not in bundle.config.sites:
         raise CrisisbotError(f"unknown site '{args.site}'; known: {', '.join(bundle.config.sites) or 'none'}")
     alarm = _alarm_from(args, "manual")
-    socket_path = Path(bundle.config.control.socket.replace("{data}", str(bundle.data_dir)))
-    reply = asyncio.run(_via_daemon(socket_path, alarm)) if not args.local else None
+    request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
+    reply = asyncio.run(ask_daemon(bundle.control_socket, request, timeout=60)) if not args.local else None
     if reply is not None:
         if not reply.get("ok"):
             raise CrisisbotError(f"the daemon refused the alarm: {reply.get('error')}")
@@ -139,18 +139,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     _setup_logging(bundle, args)
     print("no running daemon found: handling the alarm in this process", file=sys.stderr)
     return asyncio.run(_trigger_locally(bundle, alarm))
-
-
-async def _via_daemon(path: Path, alarm: Alarm) -> dict[str, Any] | None:
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    writer.write(json.dumps({"op": "trigger", "alarm": alarm.model_dump(mode="json")}).encode() + b"\n")
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 60)
-    writer.close()
-    return json.loads(line)
 
 
 async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:

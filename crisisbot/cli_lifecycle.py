@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -18,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.config.types import _seconds
+from crisisbot.control import ask_daemon
 from crisisbot.errors import CrisisbotError
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
@@ -27,21 +27,11 @@ def _bundle(args: argparse.Namespace) -> Bundle:
     return load_bundle(Path(args.config))
 
 
-def _socket(bundle: Bundle) -> Path:
-    return Path(bundle.config.control.socket.replace("{data}", str(bundle.data_dir)))
-
-
 async def _control(bundle: Bundle, request: dict[str, Any]) -> dict[str, Any] | None:
     """Ask the running daemon; None when no daemon listens."""
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(_socket(bundle)))
-    except (FileNotFoundError, ConnectionRefusedError):
+    reply = await ask_daemon(bundle.control_socket, request)
+    if reply is None:
         return None
-    writer.write(json.dumps(request).encode() + b"\n")
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 120)
-    writer.close()
-    reply = json.loads(line)
     if not reply.get("ok"):
         raise CrisisbotError(f"the daemon refused: {reply.get('error', 'no reason given')}")
     return reply

@@ -147,7 +147,7 @@ class Daemon:
 
     # -- control socket ----------------------------------------------------
     async def _start_control(self) -> None:
-        path = Path(self.bundle.config.control.socket.replace("{data}", str(self.bundle.data_dir)))
+        path = self.bundle.control_socket
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             path.unlink()

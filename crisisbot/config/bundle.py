@@ -52,6 +52,10 @@ class Bundle:
         path = Path(self.config.paths.data)
         return path if path.is_absolute() else self.root / path
 
+    @property
+    def control_socket(self) -> Path:
+        return Path(self.config.control.socket.replace("{data}", str(self.data_dir)))
+
     def playbook(self, playbook_id: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.id == playbook_id), None)
 
