@@ -44,7 +44,7 @@ async def test_fake_length_header_then_valid_frame_gets_its_ack(receiver) -> Non
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 async def test_non_ascii_data_with_valid_crc_gets_duh(receiver, transport: str) -> None:
     trigger, sink = receiver
-    frame = wrap(f'"SIA-DCS"0007R1L0#1234[#1234|Nri1/PA01 '.encode() + "Réception".encode("latin-1")
+    frame = wrap('"SIA-DCS"0007R1L0#1234[#1234|Nri1/PA01 '.encode() + "Réception".encode("latin-1")
                  + b"\xff\x00]" + stamp().encode())
     if transport == "tcp":
         conn = await TcpPanel.connect(trigger.port)
