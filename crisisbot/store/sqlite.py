@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS silences (
 
 T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
-TRUNCATE_ABOVE = 1 << 20  # bytes: a fully checkpointed WAL larger than this is truncated
+TRUNCATE_ABOVE = 256 << 10  # bytes: a fully checkpointed WAL larger than this is truncated
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
 RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failure
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
