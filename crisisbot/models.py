@@ -119,6 +119,9 @@ class Meeting:
     end: datetime
     dial_in: str | None = None
     ics: bytes | None = None  # calendar invitation to attach, when the provider sends none itself
+    # what went wrong after the meeting existed (e.g. lobby not set): the link is still handed
+    # out, and the meeting step puts these on the timeline
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
