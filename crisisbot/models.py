@@ -162,3 +162,6 @@ class DeliveryResult:
     status: DeliveryStatus
     detail: str = ""
     transport: str = ""
+    # False when another attempt through the same mailer cannot help (credential refused,
+    # verdict unknown): the delivery chain moves on to the next mailer at once
+    retryable: bool = True
