@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from crisisbot.config.types import Identifier, Language, Seconds, Strict
+from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
 from crisisbot.models import EventKind, Severity
 from crisisbot.steps import STEP_SPECS
@@ -42,7 +42,7 @@ Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action"
 
 class Playbook(Strict):
     id: Identifier
-    name: str
+    name: PlainText
     description: str = ""
     priority: int = Field(
         0, description="when several playbooks match, the highest priority runs; ties: file order"
