@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
@@ -35,6 +35,20 @@ class Match(Strict):
     min_severity: Severity | None = None
     windows: list[Window] | None = Field(None, description="local time windows of the site")
     drill: bool | None = Field(None, description="true: only drills; false: never drills")
+
+    # the lists as sets, for matching: a playbook may list thousands of sites
+    _sets: dict[str, frozenset[object]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _as_sets(self) -> "Match":
+        self._sets = {name: frozenset(values) for name in ("sources", "sites", "zones", "inputs", "kinds")
+                      if (values := getattr(self, name)) is not None}
+        return self
+
+    def allows(self, name: str, value: object) -> bool:
+        """Whether the criterion `name` lets `value` through (an omitted criterion does)."""
+        values = self._sets.get(name)
+        return values is None or value in values
 
 
 Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]  # type: ignore[valid-type]
