@@ -27,9 +27,14 @@ def in_window(window: Window, local: datetime) -> bool:
 
 
 def matches(match: Match, alarm: Alarm, site: Site | None, now: datetime) -> bool:
-    if not (match.allows("sites", alarm.site) and match.allows("kinds", alarm.kind)
-            and match.allows("sources", alarm.source) and match.allows("zones", alarm.zone)
-            and match.allows("inputs", alarm.input)):
+    listed = match.criteria()  # sets: a playbook may list thousands of sites
+    if listed and (
+        ("sites" in listed and alarm.site not in listed["sites"])
+        or ("kinds" in listed and alarm.kind not in listed["kinds"])
+        or ("sources" in listed and alarm.source not in listed["sources"])
+        or ("zones" in listed and alarm.zone not in listed["zones"])
+        or ("inputs" in listed and alarm.input not in listed["inputs"])
+    ):
         return False
     if match.min_severity is not None and alarm.severity.rank < match.min_severity.rank:
         return False

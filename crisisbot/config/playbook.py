@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
@@ -27,6 +27,8 @@ class Window(Strict):
 class Match(Strict):
     """Every listed criterion must hold; an omitted criterion matches anything."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)  # the sets below stay true
+
     sources: list[str] | None = None
     sites: list[str] | None = None
     zones: list[str] | None = None
@@ -45,10 +47,9 @@ class Match(Strict):
                       if (values := getattr(self, name)) is not None}
         return self
 
-    def allows(self, name: str, value: object) -> bool:
-        """Whether the criterion `name` lets `value` through (an omitted criterion does)."""
-        values = self._sets.get(name)
-        return values is None or value in values
+    def criteria(self) -> dict[str, frozenset[object]]:
+        """The listed criteria as sets (read without pydantic's slower attribute path)."""
+        return self.__pydantic_private__["_sets"]  # type: ignore[index]
 
 
 Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]  # type: ignore[valid-type]
