@@ -51,6 +51,9 @@ class Engine:
     async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
         return await self.runtime.store.seen_nonce(scope, nonce, ttl)
 
+    def known_site(self, site: str) -> bool:
+        return site in self.runtime.bundle.config.sites
+
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         store = self.runtime.store
