@@ -16,6 +16,7 @@ from typing import Any
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.engine import Engine
+from crisisbot.inputs_status import input_counters
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError
@@ -204,6 +205,9 @@ class Daemon:
             return {"ok": True, "alarm_id": alarm.id, "incident_id": incident.id if incident else None}
         if request.get("op") == "reload":
             return {"ok": await self.reload()}
+        if request.get("op") == "status":
+            assert self.runtime
+            return {"ok": True, "digest": self.bundle.digest, "inputs": input_counters(self.runtime)}
         if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
             return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
