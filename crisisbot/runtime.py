@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle
+from crisisbot.executors import Executors
+from crisisbot.health import HealthChecks
 from crisisbot.image_store import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.rendering import TemplateSet
@@ -52,6 +54,8 @@ class Runtime:
     lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
     image_store: ImageStore | None = None  # encrypted originals behind the live-view links
     revocations: Revocations | None = None  # revoked personal links
+    executors: Executors = field(default_factory=Executors)  # pools kept apart from the alarm path
+    health: HealthChecks = field(default_factory=HealthChecks)  # named checks behind GET /health
 
     @property
     def templates(self) -> TemplateSet:
@@ -119,6 +123,7 @@ class Runtime:
         if self.image_store is not None:
             await self.image_store.stop()
         await self.store.close()
+        self.executors.shutdown()
 
 
 async def _stop_all(items: list[Connector]) -> None:
