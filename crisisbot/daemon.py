@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.engine import Engine
-from crisisbot.inputs_status import input_counters
+from crisisbot.inputs_status import input_counters, inputs_check
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError
@@ -48,6 +48,7 @@ class Daemon:
         start and raise, so the process exits and a supervisor can restart it."""
         try:
             self.runtime = await Runtime.build(self.bundle)
+            self.runtime.executors.install(asyncio.get_running_loop())
             await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
                                                                    "files": self.bundle.files})
             self.engine = Engine(self.runtime)
@@ -55,6 +56,7 @@ class Daemon:
             await self.lifecycle.start()
             await self.engine.start()
             await self._start_triggers()
+            self.runtime.health.add("inputs", inputs_check(self.runtime))
             await self._start_control()
             if self.bundle.config.web.enabled:
                 from crisisbot.web.server import WebServer
@@ -239,6 +241,8 @@ class Daemon:
             assert self.runtime
             return {"ok": True, "digest": self.bundle.digest, "inputs": input_counters(self.runtime)}
         if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
+            return reply
+        if self.web is not None and (reply := await self.web.control(request)) is not None:
             return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
 

@@ -7,7 +7,9 @@ by reason (bad_frame, unknown_account, unknown_site, oversized…), see docs/tri
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from crisisbot.health import Check
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -24,6 +26,15 @@ def input_counters(runtime: "Runtime") -> dict[str, dict[str, Any]]:
             entry["state_write_errors"] = state.write_errors
         out[name] = entry
     return out
+
+
+def inputs_check(runtime: "Runtime") -> Callable[[], Awaitable[Check]]:
+    """The counters as a named /health check (details for authenticated callers only)."""
+
+    async def check() -> Check:
+        return Check("up", {"triggers": input_counters(runtime)})
+
+    return check
 
 
 def format_counters(inputs: dict[str, dict[str, Any]]) -> list[str]:

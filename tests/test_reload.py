@@ -158,9 +158,10 @@ async def test_reload_of_mqtt_keepalive_disturbs_no_other_input(workspace) -> No
             assert count(alarms, "arc", "panic") == 1, "the repeated frame was stored twice"
             assert count(alarms, "arc", "restore") == 1
             assert arc.stats["duplicates"] == 1
-            _, health = await daemon.lifecycle.supervision.health()  # the detailed payload
-            assert health["inputs"]["arc"]["counters"]["duplicates"] == 1
-            assert health["inputs"]["bus"]["type"] == "mqtt" and "unknown_site" in health["inputs"]["bus"]["counters"]
+            _, checks = await daemon.runtime.health.gather()  # the detailed /health payload
+            inputs = checks["inputs"]["triggers"]
+            assert inputs["arc"]["counters"]["duplicates"] == 1
+            assert inputs["bus"]["type"] == "mqtt" and "unknown_site" in inputs["bus"]["counters"]
     finally:
         await plc.stop()
 
