@@ -17,6 +17,7 @@ from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle
 from crisisbot.image_store import ImageStore
 from crisisbot.models import Recipient
+from crisisbot.notify import Notify
 from crisisbot.rendering import TemplateSet
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
@@ -52,6 +53,7 @@ class Runtime:
     lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
     image_store: ImageStore | None = None  # encrypted originals behind the live-view links
     revocations: Revocations | None = None  # revoked personal links
+    notify: Notify | None = None  # verdict journal and background retries; retrying starts with the daemon
 
     @property
     def templates(self) -> TemplateSet:
@@ -75,6 +77,7 @@ class Runtime:
             extras={"secret_key": load_or_create_key(data_dir)},
         )
         runtime = cls(bundle, store, services=services)
+        runtime.notify = Notify(runtime)
         runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
         await runtime.image_store.start()
         load, save = json_file(data_dir / "revoked-links.json")
@@ -115,6 +118,8 @@ class Runtime:
         await _stop_all(old)
 
     async def close(self) -> None:
+        if self.notify is not None:
+            await self.notify.stop()
         await self.stop_connectors()
         if self.image_store is not None:
             await self.image_store.stop()
