@@ -63,9 +63,10 @@ class VerdictJournal:
             await asyncio.shield(future)
 
     async def flush(self) -> None:
-        """Wait until every queued record is on disk (or the writer was cancelled)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        """Wait until every queued record is on disk, or until the store is found failing
+        (the writer keeps retrying; a step must not hang on its bookkeeping)."""
+        while self._writer is not None and not self._writer.done() and self.error is None:
+            await asyncio.wait({self._writer}, timeout=COMMIT_RETRY_FIRST)
 
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
