@@ -32,6 +32,7 @@ ResultSink = Callable[[DeliveryResult], Awaitable[None]]
 AttemptSink = Callable[[list[OutgoingEmail], Mailer], Awaitable[None]]
 
 COMMIT_RETRY_FIRST, COMMIT_RETRY_CAP = 0.05, 2.0  # seconds between attempts at a failing verdict commit
+COMMIT_STALL = 2.0  # seconds a commit may take before the sessions stop waiting for it
 
 
 class VerdictJournal:
@@ -82,7 +83,7 @@ class VerdictJournal:
             while True:
                 records = [r for group, _ in batch for r in group]
                 try:
-                    await self.store.save_deliveries(records)
+                    await self._commit(records, batch)
                     break
                 except Exception as exc:  # noqa: BLE001 - retried until written, reported meanwhile
                     self.error = f"cannot record delivery verdicts: {type(exc).__name__}: {exc}"
@@ -97,6 +98,20 @@ class VerdictJournal:
                 log.warning("delivery verdicts written again after a store failure")
             self.error, self.unwritten = None, 0
             _release(batch)
+
+    async def _commit(self, records: list[DeliveryRecord],
+                      batch: list[tuple[list[DeliveryRecord], asyncio.Future[None]]]) -> None:
+        """Commit; a store that waits out a lock or a full disk by itself does not hold the
+        SMTP sessions: past COMMIT_STALL they go on and the stall is reported."""
+        commit = asyncio.ensure_future(self.store.save_deliveries(records))
+        done, _ = await asyncio.wait({commit}, timeout=COMMIT_STALL)
+        if not done:
+            problem = getattr(self.store, "problem", None) or f"no commit after {COMMIT_STALL:.0f}s"
+            self.error = f"delivery verdicts wait for the store: {problem}"
+            self.unwritten = len(records)
+            log.error("%s", self.error)
+            _release(batch)
+        await commit
 
 
 def _release(batch: list[tuple[list[DeliveryRecord], asyncio.Future[None]]]) -> None:
@@ -148,6 +163,9 @@ async def deliver(
                     if m.key not in reported:
                         await report(DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason))
             pending = [m for m in pending if last.get(m.key) is None or last[m.key].status not in FINAL]
+            if any(not last[m.key].retryable for m in pending if m.key in reported):
+                log.info("%s cannot deliver on a later attempt either; moving on", mailer.name)
+                break
             if pending and attempt < retries:
                 pause = min(backoff * (2**attempt), max(0.0, deadline - loop.time()))
                 log.info("%d message(s) not delivered by %s; retrying in %.2fs", len(pending), mailer.name, pause)

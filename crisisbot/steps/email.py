@@ -89,9 +89,10 @@ def email_images(spec: EmailStep, ctx: StepContext) -> EmailImages:
 
 
 def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient],
-                   images: EmailImages | None = None) -> list[OutgoingEmail]:
+                   images: EmailImages | None = None, fallbacks: list[str] | None = None) -> list[OutgoingEmail]:
     """Render each recipient's message; pass `images` prepared off the event loop
-    (`run` does) or they are sized here, synchronously (`simulate` does)."""
+    (`run` does) or they are sized here, synchronously (`simulate` does). Why a
+    template failed (and the built-in message went instead) is added to `fallbacks`."""
     runtime = ctx.runtime
     images = images or email_images(spec, ctx)
     base = ctx.template_context()
@@ -116,6 +117,8 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
             "liveview_url": _liveview_url(runtime, ctx.incident.id, person) if images.snapshots else None,
         }
         rendered = runtime.templates.render(spec.template, language, context)
+        if rendered.fallback and fallbacks is not None and rendered.fallback not in fallbacks:
+            fallbacks.append(rendered.fallback)
         attachments = images.for_recipient(person.external)
         if meeting is not None and meeting.ics:
             attachments.append(Attachment("invite.ics", "text/calendar; method=REQUEST", meeting.ics))
@@ -219,7 +222,9 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         return summary
     if notify is not None:
         notify.note_shortfall(Shortfall(ctx.incident.id, step_id, needed, reached, len(recipients)))
-    alerted = await meta_alert(ctx, step_id, summary, deadline)
+    # the meta-alert's own budget: the committee's attempts may have used the whole deadline
+    # (the step's outer guard leaves half a deadline more)
+    alerted = await meta_alert(ctx, step_id, summary, 0.4 * (spec.timeout or runtime.bundle.config.incidents.step_timeout))
     raise StepFailed(
         f"reached {reached} of {len(recipients)} ({needed} required): {len(summary['rejected'])} rejected, "
         f"{len(summary['retrying'])} retrying in the background; {alerted}"
@@ -237,14 +242,18 @@ async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], chan
     for external in sorted({person.external for person in todo}) if images.snapshots else ():
         await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
+    fallbacks: list[str] = []
     for start in range(0, len(todo), RENDER_CHUNK):
-        chunk = build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images)
+        chunk = build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images, fallbacks)
         messages += [freeze(m, sender) for m in chunk]
         await asyncio.sleep(0)  # let the connections progress between chunks
+    for why in fallbacks:  # the message still goes out (built-in text); the failure is not silent
+        await runtime.store.audit("template.fallback", ctx.incident.id,
+                                  {"step": spec.id or "email", "template": spec.template, "error": why})
     return messages
 
 
-async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], deadline: float) -> str:
+async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], budget: float) -> str:
     """Tell the configured fallback people, through their own path, that the committee was not reached."""
     runtime = ctx.runtime
     mail = runtime.bundle.config.mail
@@ -280,11 +289,8 @@ async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], de
         status = result.status if result.status in FINAL else DeliveryStatus.pending
         await journal.write([record(result.key, status, result.detail, result.transport)])
 
-    loop = asyncio.get_running_loop()
-    timeout = runtime.bundle.config.incidents.step_timeout
     mailers = [m for m in (runtime.connectors.get(n) for n in fallback.via) if isinstance(m, Mailer)]
-    # its own budget: the committee's attempts may have used the whole step deadline
-    results = await deliver(messages, mailers, sender=mail.sender, deadline=max(deadline, loop.time()) + timeout * 0.4,
+    results = await deliver(messages, mailers, sender=mail.sender, deadline=asyncio.get_running_loop().time() + budget,
                             retries=mail.retries, backoff=mail.backoff, on_result=on_result)
     await journal.flush()
     undelivered = [m for m in messages if m.key not in results or results[m.key].status not in FINAL]
