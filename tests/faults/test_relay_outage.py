@@ -25,6 +25,8 @@ def timeline(ws, capsys) -> str:
 
 def delivery_states(text: str) -> dict[str, str]:
     """address -> state, from the Deliveries section of `incidents show`."""
+    if "Deliveries:" not in text:
+        return {}  # the step has not started yet
     rows = text.split("Deliveries:", 1)[1].splitlines()
     return {m.group(1): m.group(2) for line in rows
             if (m := re.match(r"\s+\S+\s+\S+\s+(\S+@\S+)\s+(\w+)", line))}
