@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import Mailer
 from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
+from crisisbot.health import Check
 from crisisbot.models import DeliveryResult, DeliveryStatus, IncidentStatus, OutgoingEmail
 from crisisbot.store.base import DeliveryRecord, SpooledMessage
 
@@ -67,6 +68,7 @@ class Notify:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.spool_error: str | None = None
+        runtime.health.add("deliveries", self._check)
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -117,15 +119,15 @@ class Notify:
         self.shortfalls[(shortfall.incident_id, shortfall.step_id)] = shortfall
 
     # -- health ------------------------------------------------------------------
-    def health(self) -> tuple[str, dict[str, Any]]:
-        """("ok" | "degraded" | "error", details) for GET /health."""
+    async def _check(self) -> Check:
+        """GET /health: degraded while messages wait or a step is short of its rule,
+        down while delivery verdicts cannot be written."""
         body: dict[str, Any] = {"waiting": len(self.waiting),
                                 "short_of_rule": [s.describe() for s in self.shortfalls.values()]}
         problem = self.journal.error or self.spool_error
         if problem:
-            body["error"] = problem
-            return "error", body
-        return ("degraded" if self.waiting or self.shortfalls else "ok"), body
+            return Check("down", {**body, "error": problem})
+        return Check("degraded" if self.waiting or self.shortfalls else "up", body)
 
     # -- background retries -----------------------------------------------------------
     def _pause(self, tries: int) -> float:

@@ -48,15 +48,11 @@ class Supervision:
             body.update(status="error", store=f"{type(exc).__name__}: {exc}")
             return False, body
         overdue = [t.id for t in timers if (now - t.due_at).total_seconds() > 10 * self.timers.poll + 30]
-        body.update(store="ok", last_alarm_at=last.isoformat() if last else None, queue=len(pending),
-                    timers_pending=len(timers), timers_overdue=len(overdue), deadman=self.last_ping or None)
-        status = "degraded" if overdue else "ok"
-        notify = getattr(self.runtime, "notify", None)
-        if notify is not None:  # messages waiting for a relay, a step short of its rule, verdicts unwritten
-            delivery, body["deliveries"] = notify.health()
-            status = delivery if delivery != "ok" else status
-        healthy = status == "ok"
-        body["status"] = status
+        body.update(store=store.problem or "ok", last_alarm_at=last.isoformat() if last else None,
+                    queue=len(pending), timers_pending=len(timers), timers_overdue=len(overdue),
+                    deadman=self.last_ping or None)
+        healthy = not overdue and store.problem is None  # writes waiting on a full disk or a lock
+        body["status"] = "ok" if healthy else "degraded"
         return healthy, body
 
     async def ping(self) -> None:

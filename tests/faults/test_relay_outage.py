@@ -53,7 +53,7 @@ def test_relays_down_then_primary_back_delivers_everything_once(workspace, capsy
         primary.start()  # the primary relay comes back
         wait_until(lambda: len(primary.handler.messages) >= SIZE, what="every email after the relay came back",
                    log=daemon.log)
-        wait_until(lambda: daemon.health()["status"] == "ok", what="/health to say ok again")
+        wait_until(lambda: daemon.health()["status"] == "up", what="/health to say ok again")
         text = timeline(workspace, capsys)
     finally:
         daemon.stop()

@@ -24,7 +24,7 @@ async def test_failing_verdict_commit_is_retried_and_reported(workspace, smtp_se
     workspace.use_smtp(smtp_server.port)
     caplog.set_level(logging.ERROR)
     async with running_daemon(workspace) as daemon:
-        store, supervision = daemon.runtime.store, daemon.lifecycle.supervision
+        store, health = daemon.runtime.store, daemon.runtime.health
         database = sqlite3.connect(store.path)  # a real store failure: SQLite aborts every delivery insert
         database.execute(REFUSE)
         database.commit()
@@ -35,16 +35,16 @@ async def test_failing_verdict_commit_is_retried_and_reported(workspace, smtp_se
             return {r for m in smtp_server.handler.messages for r in m.rcpt} == COMMITTEE
 
         await until(all_arrived, "the emails, sent although their verdicts cannot be written")
-        healthy, body = await supervision.health()
-        assert not healthy and body["status"] == "error"
-        assert "disk says no" in body["deliveries"]["error"]
+        status, checks = await health.gather()
+        assert status == "down" and checks["deliveries"]["status"] == "down"
+        assert "disk says no" in checks["deliveries"]["error"]
 
         database.execute("DROP TRIGGER refuse_verdicts")  # the store recovers
         database.commit()
         database.close()
 
         async def ok_again() -> bool:
-            return (await supervision.health())[1]["status"] == "ok"
+            return (await health.gather())[0] == "up"
 
         await until(ok_again, "/health to say ok once the verdicts are written")
         incident = await daemon.engine.wait_processed(alarm.id)
