@@ -36,6 +36,7 @@ SEVERITY = {
     EventKind.tamper: Severity.major, EventKind.input_fault: Severity.major, EventKind.trouble: Severity.minor,
     EventKind.technical: Severity.major, EventKind.restore: Severity.info, EventKind.test: Severity.info,
 }
+RECENT_MAX = 20000  # per account: 2 sequence cycles; beyond that the oldest is forgotten early
 PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
 
@@ -101,12 +102,17 @@ class SiaDc09Config(Strict):
         return self
 
 
+def _aes_key(account: Dc09Account) -> codec.AesKey | None:
+    key = account.key_bytes()
+    return codec.AesKey(key) if key is not None else None
+
+
 @dataclass(slots=True)
 class _Panel:
     """Runtime state of one account: its key, when it last spoke, whether it is reported silent."""
 
     config: Dc09Account
-    key: bytes | None
+    key: codec.AesKey | None
     last_seen: float
     faulted: bool = False
     recent: dict[tuple[str, str], float] = field(default_factory=dict)  # (sequence, data) -> monotonic expiry
@@ -135,7 +141,7 @@ class SiaDc09Trigger(Trigger):
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
         now = self.clock()
-        self._panels = {a.account: _Panel(a, a.key_bytes(), now) for a in self.config.accounts}
+        self._panels = {a.account: _Panel(a, _aes_key(a), now) for a in self.config.accounts}
         loop = asyncio.get_running_loop()
         port = self.config.port
         if self.config.tcp:
@@ -321,9 +327,14 @@ class SiaDc09Trigger(Trigger):
             del self._inflight[key]
             if not future.done():  # cancelled at shutdown
                 future.cancel()
-        panel.recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
-        if len(panel.recent) > 64:
-            panel.recent = {s: t for s, t in panel.recent.items() if t > mono}
+        recent = panel.recent
+        recent.pop((frame.seq, content.data), None)  # re-inserted last: the dict stays in expiry order
+        recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
+        while len(recent) > 64:  # expire from the oldest end: O(1) a frame, not a rebuild
+            oldest = next(iter(recent))
+            if recent[oldest] > mono and len(recent) <= RECENT_MAX:
+                break
+            del recent[oldest]
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
