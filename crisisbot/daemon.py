@@ -20,6 +20,7 @@ from crisisbot.engine import Engine
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError
+from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.runtime import Runtime
 
@@ -44,6 +45,8 @@ class Daemon:
         """Start everything, or — on any failure, cancellation included — stop what did
         start and raise, so the process exits and a supervisor can restart it."""
         try:
+            raise_open_files_limit()  # before any listener: an idle-connection flood needs descriptors
+            throttle_accept_errors(asyncio.get_running_loop())
             self.runtime = await Runtime.build(self.bundle)
             await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
                                                                    "files": self.bundle.files})

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 
 from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
 from crisisbot.lifecycle.schema import LifecycleConfig
+from crisisbot.listeners import ListenerLimits
 
 PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, checked by the plugin
 
@@ -99,6 +100,8 @@ class WebConfig(Strict):
         default_factory=dict, description="console accounts; none: the console refuses every login"
     )
     session_ttl: Seconds = Field(43200.0, description="console sessions expire after this delay")
+    limits: ListenerLimits = Field(default_factory=ListenerLimits,
+                                   description="connection caps and timeouts of the console's listener")
 
 
 class DaemonConfig(Strict):

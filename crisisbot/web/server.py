@@ -77,7 +77,7 @@ class WebServer:
 
     async def start(self) -> None:
         web = self.runtime.bundle.config.web
-        self._server = BackgroundServer(build_app(self.runtime), web.host, web.port, "web console")
+        self._server = BackgroundServer(build_app(self.runtime), web.host, web.port, "web console", web.limits)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 
