@@ -35,6 +35,10 @@ class Site(Strict):
     address: str = ""
     cameras: dict[Identifier, PluginSpec] = Field(default_factory=dict)
     zones: dict[Identifier, Zone] = Field(default_factory=dict)
+    dynamic_zones: bool = Field(
+        False, description="true: inputs name zones at run time (e.g. MQTT topic templates), so playbooks "
+        "may match zones not listed under `zones`",
+    )
 
 
 class Paths(Strict):
