@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from crisisbot import __version__, cli_lifecycle, logs
+from crisisbot import __version__, cli_lifecycle, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
@@ -368,6 +368,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)
     cli_lifecycle.register(sub)
+    cli_web.register(sub)
     return top
 
 
