@@ -27,14 +27,18 @@ from crisisbot.config.types import Seconds, Strict
 log = logging.getLogger(__name__)
 
 FD_RESERVE_MIN = 256  # descriptors kept for the store, logs, SMTP/HTTP clients, cameras
+ACCEPT_BACKLOG = 100  # asyncio accepts up to `backlog` sockets per wake-up before any protocol
+# sees them: each listener's burst is kept out of the budget, or a flood reaches EMFILE
 BURST_INTERVAL = 60.0  # seconds between two summaries of the same kind of refusal
 
 
 class ListenerLimits(Strict):
     """`limits:` of a listener in config.yaml."""
 
-    max_connections: int = Field(256, ge=1, le=100_000, description="open connections at once, all peers")
-    max_per_peer: int = Field(32, ge=1, le=100_000, description="open connections at once from one address")
+    max_connections: int = Field(512, ge=1, le=100_000, description="open connections at once, all peers")
+    max_per_peer: int = Field(
+        128, ge=1, le=100_000,
+        description="open connections at once from one address (behind a reverse proxy: as max_connections)")
     idle_timeout: Seconds = Field(30.0, description="close a connection that sends nothing this long")
     header_timeout: Seconds = Field(
         10.0, description="a request's headers (DC-09: a frame) must be complete this long after they begin")
@@ -52,19 +56,19 @@ class FdBudget:
     """Inbound connections allowed across every listener of the process."""
 
     def __init__(self) -> None:
-        self.limit = _budget_from_rlimit()
         self.used = 0
         self.gates: list[ConnectionGate] = []  # where to find an idle connection to close
+        self.refresh()
 
     def refresh(self) -> None:
-        self.limit = _budget_from_rlimit()
+        self.soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
 
-
-def _budget_from_rlimit() -> int:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(16, soft - max(FD_RESERVE_MIN, soft // 8))
+    @property
+    def limit(self) -> int:
+        if self.soft == resource.RLIM_INFINITY:
+            return 1_000_000
+        reserve = max(FD_RESERVE_MIN, self.soft // 8) + ACCEPT_BACKLOG * max(1, len(self.gates))
+        return max(16, self.soft - reserve)
 
 
 # one per process because descriptors are: every gate must see the others' connections
@@ -86,7 +90,7 @@ def raise_open_files_limit() -> tuple[int, int]:
             log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard_target, exc)
     FD_BUDGET.refresh()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    log.info("open-files limit %s (hard %s); %d for inbound connections", soft, hard, FD_BUDGET.limit)
+    log.info("open-files limit %s (hard %s)", soft, hard)
     return soft, hard
 
 

@@ -28,7 +28,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
-from crisisbot.listeners import BurstLog, ConnectionGate, Deadline, ListenerLimits
+from crisisbot.listeners import ACCEPT_BACKLOG, BurstLog, ConnectionGate, Deadline, ListenerLimits
 from crisisbot.models import Alarm, EventKind, Severity, utcnow
 from triggers import dc09_codec as codec
 from triggers.base import Trigger
@@ -152,7 +152,8 @@ class SiaDc09Trigger(Trigger):
         port = self.config.port
         if self.config.tcp:
             self.gate = ConnectionGate(f"DC-09 {self.name}", self.config.limits, self.log)
-            self._server = await loop.create_server(lambda: _TcpConnection(self), self.config.host, port)
+            self._server = await loop.create_server(lambda: _TcpConnection(self), self.config.host, port,
+                                                   backlog=ACCEPT_BACKLOG)
             self.port = port = self._server.sockets[0].getsockname()[1]
         if self.config.udp:
             self._udp, _ = await loop.create_datagram_endpoint(

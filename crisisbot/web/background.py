@@ -7,7 +7,7 @@ import asyncio
 import uvicorn
 from starlette.types import ASGIApp
 
-from crisisbot.listeners import ConnectionGate, ListenerLimits
+from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
 from crisisbot.web.guarded_http import guarded_protocol
 
 
@@ -18,7 +18,8 @@ class BackgroundServer:
         limits = limits or ListenerLimits()
         self.gate = ConnectionGate(name, limits)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                http=guarded_protocol(self.gate), timeout_keep_alive=max(1, int(limits.idle_timeout)))
+                                http=guarded_protocol(self.gate), timeout_keep_alive=max(1, int(limits.idle_timeout)),
+                                backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget
         self._server = uvicorn.Server(config)
         self._name = name
         self._task: asyncio.Task[None] | None = None
