@@ -261,18 +261,22 @@ class GraphConnector(Connector):
         sdk = await asyncio.to_thread(importlib.import_module, "connectors.graph_sdk")
         graph = sdk.GraphConnection(self.config, self._credential)
         self._graph = graph
-        modules = await asyncio.to_thread(sdk.preload, graph)
+        # CPU in a thread (imports) while the loop does the network part (token, connection)
+        modules, _ = await asyncio.gather(asyncio.to_thread(sdk.preload, graph), self._first_contact(graph))
+        self.log.info("Graph client of %s ready in %.2fs (%d modules preloaded)", self.name,
+                      asyncio.get_running_loop().time() - began, modules)
+        return graph
+
+    async def _first_contact(self, graph: "GraphConnection") -> None:
+        """Get the first token and open the HTTPS connection before the first alarm needs them."""
         try:
             await graph.token_claims()
         except Exception as exc:  # noqa: BLE001 - reported now; the first alarm will try again
             self.log.warning("Graph token not available yet for %s: %s", self.name, explain(exc, "get a token"))
-        try:  # open the HTTPS connection (and httpx's async backend) before the first alarm needs it
+        try:  # the answer does not matter: the open connection (and httpx's async backend) does
             await graph.http.get("/")
         except httpx.HTTPError as exc:
             self.log.info("Graph endpoint of %s not reachable yet: %s", self.name, type(exc).__name__)
-        self.log.info("Graph client of %s ready in %.2fs (%d modules preloaded)", self.name,
-                      asyncio.get_running_loop().time() - began, modules)
-        return graph
 
     async def warmed(self) -> None:
         """Wait until the background opening is over (benchmarks, tests)."""
