@@ -9,18 +9,21 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from crisisbot import __version__, cli_lifecycle, logs
+from crisisbot import __version__, cli_lifecycle, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.store.files import restrict_umask
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = os.environ.get("CRISISBOT_CONFIG", "config.yaml")
+LINGER = 2.0  # seconds a thread still running at exit gets before the process ends anyway
 
 
 def _bundle(args: argparse.Namespace) -> Bundle:
@@ -102,32 +105,72 @@ async def _demo_summary(bundle: Bundle) -> int:
 
 
 # -- simulate / trigger ------------------------------------------------------------
+def _check_place(bundle: Bundle, args: argparse.Namespace) -> None:
+    """An unknown site or zone would silently match nothing (or the catch-all): say so."""
+    import difflib
+
+    def unknown(kind: str, name: str, known: list[str], where: str = "") -> CrisisbotError:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known)) or 'none'}"
+        return CrisisbotError(f"unknown {kind} '{name}'{where}{hint}")
+
+    site = bundle.config.sites.get(args.site)
+    if site is None:
+        raise unknown("site", args.site, list(bundle.config.sites))
+    if args.zone is not None and not site.dynamic_zones and args.zone not in site.zones:
+        raise unknown("zone", args.zone, list(site.zones), f" at site '{args.site}'")
+
+
+AT_FORMATS = "2026-03-03T14:30, 2026-03-03 14:30, 2026-03-03T14:30+01:00 or 14:30 (today)"
+
+
+def _parse_at(text: str) -> datetime:
+    """`--at`: ISO 8601 date and time, or a time of today (site time)."""
+    from datetime import time
+
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    try:
+        return datetime.combine(datetime.now().date(), time.fromisoformat(text.strip()))
+    except ValueError:
+        raise CrisisbotError(f"--at '{text}' is not a date and time; use e.g. {AT_FORMATS}") from None
+
+
 def _alarm_from(args: argparse.Namespace, default_source: str) -> Alarm:
-    return Alarm(source=args.source or default_source, site=args.site, zone=args.zone, input=args.input,
+    from crisisbot.rendering import clean_alarm
+
+    return clean_alarm(Alarm(source=args.source or default_source, site=args.site, zone=args.zone, input=args.input,
                  kind=EventKind(args.kind), severity=Severity(args.severity), label=args.label or "",
-                 drill=args.drill)
+                 drill=args.drill))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from crisisbot.simulate import simulate
 
     bundle = _bundle(args)
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(timezone.utc)
+    _check_place(bundle, args)
+    at = _parse_at(args.at) if args.at else datetime.now(timezone.utc)
     if at.tzinfo is None:
         site = bundle.config.sites.get(args.site)
         from zoneinfo import ZoneInfo
 
         at = at.replace(tzinfo=ZoneInfo(site.timezone if site else "UTC"))
     alarm = _alarm_from(args, "manual").model_copy(update={"occurred_at": at, "received_at": at})
-    for line in simulate(bundle, alarm, at, show_bodies=not args.brief):
-        print(line)
+    try:
+        for line in simulate(bundle, alarm, at, show_bodies=not args.brief):
+            print(line)
+    except CrisisbotError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a dry run explains, it never dumps a traceback
+        raise CrisisbotError(f"the simulation stopped: {type(exc).__name__}: {exc}") from exc
     return EXIT_OK
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
-    if args.site not in bundle.config.sites:
-        raise CrisisbotError(f"unknown site '{args.site}'; known: {', '.join(bundle.config.sites) or 'none'}")
+    _check_place(bundle, args)
     alarm = _alarm_from(args, "manual")
     request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
     reply = asyncio.run(ask_daemon(bundle.control_socket, request, timeout=60)) if not args.local else None
@@ -194,9 +237,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 async def _audit(url: str, data_dir: Path) -> int:
     from crisisbot.store import opened_store
+    from crisisbot.store.base import AuditReport
+    from crisisbot.store.errors import StoreDamaged
 
-    async with opened_store(url, data_dir) as store:
-        report = await store.verify_audit()
+    try:
+        async with opened_store(url, data_dir) as store:
+            report = await store.verify_audit()
+    except StoreDamaged as exc:  # damage is what an audit is for: a finding, not a crash
+        report = AuditReport(False, 0, "", [str(exc)])
     if report.ok:
         print(f"audit log intact: {report.entries} entries, head {report.head}")
         return EXIT_OK
@@ -204,6 +252,27 @@ async def _audit(url: str, data_dir: Path) -> int:
         print(f"audit: {problem}", file=sys.stderr)
     print(f"audit log TAMPERED: {len(report.problems)} problem(s) in {report.entries} entries", file=sys.stderr)
     return EXIT_PROBLEMS
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    return asyncio.run(_backup(*_store_location(args), Path(args.target)))
+
+
+async def _backup(url: str, data_dir: Path, target: Path) -> int:
+    from crisisbot.store import opened_store
+
+    if target.is_dir():
+        target = target / f"crisisbot-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.db"
+    if target.exists():
+        raise CrisisbotError(f"{target} already exists; give a new file name (a backup never overwrites)")
+    async with opened_store(url, data_dir) as store:
+        backup = getattr(store, "backup", None)
+        if backup is None:
+            raise CrisisbotError("this store has no built-in backup; use the database's own tools")
+        await backup(target)
+    print(f"backup written to {target} ({target.stat().st_size} bytes, integrity checked); "
+          "restore: see \"Backup and restore\" in docs/operations.md")
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -285,6 +354,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify the hash-chained audit log")
     p.add_argument("action", choices=["verify"])
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("backup", help="copy the store to a file while the daemon runs (SQLite online backup)")
+    p.add_argument("target", help="new file, or a directory to put a time-stamped copy in")
+    p.set_defaults(func=cmd_backup)
     p = sub.add_parser("check", help="check a connector against the real service (read-only)")
     p.add_argument("target", choices=["teams"], help="teams: credentials, permissions, mailbox, access policy")
     p.add_argument("--create-test-meeting", action="store_true",
@@ -296,10 +368,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)
     cli_lifecycle.register(sub)
+    cli_web.register(sub)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()  # incidents, outbox emails and keys: readable by this user only
     args = parser().parse_args(argv)
     if args.command == "incidents" and args.action == "show" and not args.incident_id:
         print("crisisbot incidents show: give an incident id", file=sys.stderr)
@@ -318,5 +392,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run_to_exit(argv: Sequence[str] | None = None) -> None:
+    """Entry point: exit with `main`'s code even if a library left a non-daemon thread
+    running (the interpreter would wait for it forever and a supervisor's restart
+    would never fire)."""
+    code = main(argv)
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in lingering:
+        thread.join(LINGER)
+    lingering = [t.name for t in lingering if t.is_alive()]
+    if lingering:
+        print(f"crisisbot: exiting although thread(s) {', '.join(lingering)} still run", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_to_exit()
