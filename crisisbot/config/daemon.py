@@ -64,6 +64,13 @@ class IncidentDefaults(Strict):
     )
 
 
+class MailFallback(Strict):
+    """Who learns at once that the committee could not be reached, and through which path."""
+
+    to: list[Identifier] = Field(min_length=1, description="contact groups or people")
+    via: list[Identifier] = Field(min_length=1, description="mail connectors, in order (e.g. outbox, a second relay)")
+
+
 class MailConfig(Strict):
     sender: str = Field("crisisbot <crisisbot@localhost>", alias="from")
     via: list[Identifier] = Field(
@@ -72,6 +79,13 @@ class MailConfig(Strict):
     )
     retries: int = Field(2, ge=0, le=10, description="attempts per connector after the first")
     backoff: Seconds = 0.5
+    retry_cap: Seconds = Field(
+        300.0, description="longest pause between background retries of a message the step stopped waiting for"
+    )
+    fallback: MailFallback | None = Field(
+        None, description="meta-alert when a message step reaches fewer people than its `require` rule"
+    )
+
 
 
 class LoggingConfig(Strict):
