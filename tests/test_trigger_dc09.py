@@ -331,7 +331,7 @@ async def test_every_legal_pad_byte_is_accepted(size: int, transport: str, sink:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-@pytest.mark.parametrize("size", [16, 32], ids=["aes128", "aes256"])
+@pytest.mark.parametrize("size", [16, 24, 32], ids=["aes128", "aes192", "aes256"])
 async def test_pysiaalarm_receiver_accepts_the_same_frames(size: int, transport: str) -> None:
     """The simulator is checked against a receiver written outside the project."""
     events: list[Any] = []
