@@ -16,6 +16,7 @@ from pydantic import Field
 from connectors.base import Mailer
 from crisisbot.config.types import Identifier
 from crisisbot.delivery import FINAL, deliver
+from crisisbot.executors import PoolFull
 from crisisbot.imaging import EmailImages
 from crisisbot.lifecycle import acks as links  # personal signed links
 from crisisbot.models import (
@@ -183,9 +184,16 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
     fallbacks: list[str] = []
+    rendering = runtime.executors.rendering if hasattr(runtime, "executors") else None
     for start in range(0, len(todo), RENDER_CHUNK):
-        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images, fallbacks)
-        await asyncio.sleep(0)  # let the connections progress between chunks
+        chunk = todo[start:start + RENDER_CHUNK]
+        try:  # off the event loop, on the rendering pool (time budget and cap: render_limits.py)
+            if rendering is None:
+                raise PoolFull("no pool")
+            messages += await rendering.run(build_messages, spec, ctx, chunk, images, fallbacks)
+        except PoolFull:  # hundreds of incidents rendering at once: render here rather than wait
+            messages += build_messages(spec, ctx, chunk, images, fallbacks)
+            await asyncio.sleep(0)  # let the connections progress between chunks
     for why in fallbacks:  # the message still goes out (built-in text); the failure is not silent
         await store.audit("template.fallback", ctx.incident.id, {"step": step_id, "template": spec.template, "error": why})
     attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in (m.key for m in messages)}
