@@ -50,7 +50,7 @@ def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refu
                                       revocations=runtime.revocations, refusals=refusals,
                                       ended_at=lambda incident_id: ended_at(runtime, incident_id),
                                       grace=runtime.bundle.config.web.liveview_grace,
-                                      now=lambda: clock_of(runtime).now()))
+                                      now=lambda: clock_of(runtime).now(), offload=runtime.executors.web.run))
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
 
 
