@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -11,8 +12,9 @@ from starlette.types import ASGIApp
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str, **options: Any) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                                **options)  # e.g. http=: the console's alarm-first protocol
         self._server = uvicorn.Server(config)
         self._name = name
         self._task: asyncio.Task[None] | None = None
