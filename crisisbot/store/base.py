@@ -47,6 +47,22 @@ class DeliveryRecord:
 
 
 @dataclass(slots=True)
+class SpooledMessage:
+    """A message the playbook stopped waiting for: everything needed to resend it
+    byte for byte (see crisisbot.outgoing), kept until a verdict is final."""
+
+    key: str  # the delivery's idempotency key
+    incident_id: str
+    step_id: str
+    sender: str
+    channels: list[str]  # connector names, tried in order
+    message: str  # crisisbot.outgoing.encode(...)
+
+
+SPOOL_DONE = (DeliveryStatus.sent, DeliveryStatus.rejected, DeliveryStatus.failed)
+
+
+@dataclass(slots=True)
 class AuditEntry:
     seq: int
     at: datetime
@@ -158,7 +174,18 @@ class Store(ABC):
 
     @abstractmethod
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
-        """Upsert delivery states in one durable transaction (with audit entries if asked)."""
+        """Upsert delivery states in one durable transaction (with audit entries if asked);
+        a record whose status is in SPOOL_DONE also leaves the outgoing spool."""
+
+    # outgoing spool (messages retried in the background) ----------------------
+    # Concrete (not abstract) so other backends keep working until they add them.
+    async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
+        """Keep `messages` for background retries and save their delivery states, in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
+
+    async def spooled(self) -> list[SpooledMessage]:
+        """Every message still waiting in the spool, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
 
     # audit ----------------------------------------------------------------
     @abstractmethod
@@ -218,3 +245,12 @@ class Store(ABC):
 
     async def last_alarm_at(self) -> datetime | None:
         raise NotImplementedError(f"{type(self).__name__} does not support supervision")
+
+    # inputs: what a trigger remembers across restarts (triggers/state.py) ----------
+    async def load_trigger_state(self, trigger: str) -> dict[str, Any]:
+        """Every key -> JSON value the trigger saved."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep trigger state")
+
+    async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None:
+        """Upsert the changed keys (None deletes one) in one transaction; crash-safe, no fsync needed."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep trigger state")

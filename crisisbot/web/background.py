@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from crisisbot.executors import AlarmPriority
+from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
+from crisisbot.web.guarded_http import guarded_protocol
 
 
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None,
+                 hold: AlarmPriority | None = None) -> None:
+        """`hold`: new connections wait while an alarm is dispatched (the console; never an input)."""
+        limits = limits or ListenerLimits()
+        self.gate = ConnectionGate(name, limits)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                **options)  # e.g. http=: the console's alarm-first protocol
+                                http=guarded_protocol(self.gate, hold),
+                                timeout_keep_alive=max(1, int(limits.idle_timeout)),
+                                backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget
         self._server = uvicorn.Server(config)
         self._name = name
         self._task: asyncio.Task[None] | None = None
@@ -43,3 +52,4 @@ class BackgroundServer:
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        self.gate.close()

@@ -99,10 +99,8 @@ class WebServer:
         web = self.runtime.bundle.config.web
         await self.console.start()
         self.refusals.audit.start()
-        from crisisbot.web.priority import alarm_first_protocol
-
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
-                                        "web console", http=alarm_first_protocol(self.runtime.executors.priority))
+                                        "web console", web.limits, hold=self.runtime.executors.priority)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 
