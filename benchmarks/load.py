@@ -56,6 +56,9 @@ async def _bad_login(port: int, source: str, name: str, result: FloodResult) -> 
         writer.write(request)
         await writer.drain()
         status = await reader.readline()
+        if not status:  # the listener's connection cap closed it before any answer
+            result.errors["closed"] += 1
+            return
         result.codes[int(status.split()[1])] += 1
     except (OSError, IndexError, ValueError) as exc:
         result.errors[type(exc).__name__] += 1

@@ -63,7 +63,10 @@ async def test_the_panic_alarm_reaches_the_committee_through_a_login_flood_and_i
             code = await asyncio.to_thread(stop, proc)
     assert accepted.status_code == 202, accepted.text
     assert code == 0
-    assert result.answered == 1500 and set(result.codes) <= {401, 429, 503}, (result.codes, result.errors)
+    # every attempt was answered 401/429/503 or cut by the console listener's connection cap
+    assert set(result.codes) <= {401, 429, 503} and set(result.errors) <= {"closed", "ConnectionResetError"}, \
+        (result.codes, result.errors)
+    assert result.answered + sum(result.errors.values()) == 1500
     steps = dict(store_rows(workspace, "SELECT step_id, status FROM steps"))
     deliveries = store_rows(workspace, "SELECT status, detail FROM deliveries WHERE step_id='convocation'")
     assert steps["convocation"] == "done", steps
