@@ -4,7 +4,7 @@ uvicorn has `timeout_keep_alive` (idle after a response) and `limit_concurrency`
 but nothing bounds a connection that never sends a complete request, and
 `limit_concurrency` counts idle connections too, so a flood of them would turn every
 real request into a 503. Here the gate refuses or makes room *before* uvicorn sees
-the connection, and a request's headers must arrive within `header_timeout`.
+the connection, and a request (headers and body) must arrive within `header_timeout`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crisisbot.executors import AlarmPriority
@@ -65,11 +66,15 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     def _follow_cycle(self) -> None:
-        """Busy from complete headers to the end of the response; then idle again."""
+        """Receiving (headers, then body): the header deadline runs, so a trickled body is
+        cut off like trickled headers; busy from the whole request to the end of the
+        response; then idle again."""
         in_request = self.cycle is not None and not self.cycle.response_complete
-        if in_request and not self.busy:
-            self.busy = True
-            self._deadline.cancel()
+        receiving = in_request and self.conn.their_state is h11.SEND_BODY
+        if in_request and not receiving:
+            if not self.busy:
+                self.busy = True
+                self._deadline.cancel()
         elif not in_request and self.busy:
             self.busy = False
             if not self.transport.is_closing():
