@@ -249,6 +249,16 @@ class TemplateSet:
         with time_budget():
             return render_capped(self.env.from_string(source), context)
 
+    def render_field(self, source: str, context: dict[str, Any], what: str) -> str:
+        """A templated playbook field (meeting subject, card title): one line, and ""
+        when it fails on this alarm's data — the caller then uses its default (the
+        incident title) rather than failing the step; the failure is logged."""
+        try:
+            return " ".join(clean_text(self.render_string(source, context)).split())
+        except Exception as exc:  # noqa: BLE001 - a subject must not cost the meeting
+            log.error("%s %r failed (%s); using the default instead", what, source, exc)
+            return ""
+
 
 def _get(context: dict[str, Any], *names: str) -> Any:
     value: Any = context
