@@ -113,7 +113,7 @@ def one_size(sites: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         config = generate(Path(tmp), sites)
         wall, cpu = time.perf_counter(), time.process_time()
-        bundle = load_bundle(config)
+        load_bundle(config)
         validate_wall, validate_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
         rss_before = rss_mb()
