@@ -9,6 +9,7 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from crisisbot.executors import AlarmPriority
 from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
 from crisisbot.web.guarded_http import guarded_protocol
 
@@ -29,11 +30,13 @@ def _quiet_disconnects(app: ASGIApp, name: str) -> ASGIApp:
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None,
+                 hold: AlarmPriority | None = None) -> None:
+        """`hold`: new connections wait while an alarm is dispatched (the console; never an input)."""
         limits = limits or ListenerLimits()
         self.gate = ConnectionGate(name, limits)
         config = uvicorn.Config(_quiet_disconnects(app, name), host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                http=guarded_protocol(self.gate), timeout_keep_alive=max(1, int(limits.idle_timeout)),
+                                http=guarded_protocol(self.gate, hold), timeout_keep_alive=max(1, int(limits.idle_timeout)),
                                 backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget
         self._server = uvicorn.Server(config)
         self._name = name

@@ -15,12 +15,17 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from crisisbot.executors import AlarmPriority
 from crisisbot.listeners import ConnectionGate, Deadline, ListenerLimits
+
+
+HOLD = 3.0  # seconds a new console connection may wait while an alarm is dispatched
 
 
 class GuardedH11Protocol(H11Protocol):
     gate: ConnectionGate  # set on the subclass `guarded_protocol` builds
     limits: ListenerLimits
+    hold: AlarmPriority | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.busy = False
@@ -32,6 +37,11 @@ class GuardedH11Protocol(H11Protocol):
             return
         super().connection_made(transport)
         self._deadline.arm(self.limits.header_timeout, "header")  # a client sends its request at once
+        if self.hold is not None and self.hold.busy:
+            # an alarm is being taken in or dispatched: this request waits in the kernel, at
+            # no cost to the event loop, until it is over (executors.AlarmPriority)
+            transport.pause_reading()
+            self.hold.when_quiet(transport.resume_reading, HOLD)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._admitted:
@@ -75,7 +85,7 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(gate: ConnectionGate) -> type[GuardedH11Protocol]:
+def guarded_protocol(gate: ConnectionGate, hold: AlarmPriority | None = None) -> type[GuardedH11Protocol]:
     """The protocol class uvicorn instantiates per connection, bound to this listener's gate."""
-    attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits}
+    attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits, "hold": hold}
     return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)
