@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -606,6 +606,18 @@ class SqliteStore(Store):
     async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
         await self._change("UPDATE timers SET status='pending', due_at=? WHERE id=? AND status='firing'",
                            (_ts(due_at), timer_id))
+
+    async def shift_timers(self, delta: timedelta, keep: tuple[str, ...] = ()) -> int:
+        def shift(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(keep))
+            rows = conn.execute("SELECT id, due_at FROM timers WHERE status='pending'"
+                                + (f" AND kind NOT IN ({marks})" if keep else ""), tuple(keep)).fetchall()
+            for timer_id, due_at in rows:
+                conn.execute("UPDATE timers SET due_at=? WHERE id=?",
+                             (_ts(datetime.fromisoformat(due_at) + delta), timer_id))
+            return len(rows)
+
+        return await self._locked(shift)
 
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
         return await self._change(
