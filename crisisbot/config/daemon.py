@@ -86,8 +86,9 @@ class WebUser(Strict):
     password_hash: SecretStr = Field(
         description="from `crisisbot hash-password`; keep it in a secret file: ${file:secrets/NAME.hash}"
     )
-    role: Literal["operator", "viewer"] = Field(
-        "operator", description="viewers see incidents; operators also acknowledge and stand down"
+    role: Literal["operator", "viewer", "admin"] = Field(
+        "operator", description="viewers see incidents; operators also acknowledge, stand down and revoke "
+        "links; admins also list and revoke console sessions"
     )
     person: Identifier | None = Field(None, description="contact id this user acknowledges as")
 
@@ -103,6 +104,13 @@ class WebConfig(Strict):
         default_factory=dict, description="console accounts; none: the console refuses every login"
     )
     session_ttl: Seconds = Field(43200.0, description="console sessions expire after this delay")
+    session_idle: Seconds = Field(3600.0, description="console sessions unused this long are ended")
+    health_token: SecretStr | None = Field(
+        None, description="bearer token that unlocks /health details; without it /health says up/degraded/down"
+    )
+    liveview_grace: Seconds = Field(
+        900.0, description="live-view links keep working this long after an incident is stood down or cancelled"
+    )
 
 
 class DaemonConfig(Strict):
