@@ -7,6 +7,7 @@ the last good configuration running and logs every problem.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -49,8 +50,10 @@ class Daemon:
         try:
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
-            await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
-                                                                   "files": self.bundle.files})
+            lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
+            await self.runtime.store.audit("config.loaded", None, {
+                "digest": self.bundle.digest, "files": self.bundle.files,
+                "instance": dataclasses.asdict(lock.instance) if lock else None})
             self.engine = Engine(self.runtime)
             self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
             await self.lifecycle.start()
