@@ -130,7 +130,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         raise CrisisbotError(f"unknown site '{args.site}'; known: {', '.join(bundle.config.sites) or 'none'}")
     alarm = _alarm_from(args, "manual")
     request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
-    reply = asyncio.run(ask_daemon(bundle.control_socket, request, timeout=60)) if not args.local else None
+    reply = None if args.local else asyncio.run(
+        ask_daemon(bundle.control_socket, request, timeout=60, connect_wait=args.wait))
     if reply is not None:
         if not reply.get("ok"):
             raise CrisisbotError(f"the daemon refused the alarm: {reply.get('error')}")
@@ -169,7 +170,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
-    from crisisbot.reporting import incident_row, timeline_lines
+    from crisisbot.reporting import ROW_HEADER, incident_row, timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(url, data_dir) as store:
@@ -183,6 +184,8 @@ async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
         incidents = await store.list_incidents(limit=args.limit)
         if not incidents:
             print("no incidents")
+        else:
+            print(ROW_HEADER)
         for incident in incidents:
             print(incident_row(incident))
     return EXIT_OK
@@ -276,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trigger", help="fire a manual alarm (the panic button from a terminal)")
     _alarm_args(p)
     p.add_argument("--local", action="store_true", help="handle it in this process even if a daemon runs")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a busy daemon before giving up (default 10)")
     p.set_defaults(func=cmd_trigger)
     p = sub.add_parser("incidents", help="list incidents, or show one's timeline")
     p.add_argument("action", nargs="?", choices=["show"], help="show one incident")
@@ -305,7 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("crisisbot incidents show: give an incident id", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -316,6 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone() -> int:
+    """`crisisbot incidents | head`: the reader stopped reading, which is not an error.
+    Point stdout at /dev/null so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor
+        pass
+    return EXIT_OK
 
 
 if __name__ == "__main__":

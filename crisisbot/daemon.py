@@ -19,7 +19,7 @@ from crisisbot.engine import Engine
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError
-from crisisbot.models import Alarm, IncidentStatus
+from crisisbot.models import Alarm, PlaybookOutcome
 from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ async def _until_incidents(daemon: Daemon, count: int) -> None:
     before = {i.id for i in await store.list_incidents(limit=10_000)}
     while not daemon._stop.is_set():
         new = [i for i in await store.list_incidents(limit=count + len(before)) if i.id not in before]
-        if len(new) >= count and all(i.status is not IncidentStatus.open for i in new):
+        if len(new) >= count and all(i.outcome is not PlaybookOutcome.running for i in new):
             await daemon.engine.idle()
             return
         await asyncio.sleep(0.1)

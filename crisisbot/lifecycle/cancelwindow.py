@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.schema import CancelWindow
-from crisisbot.models import Alarm, Incident, IncidentStatus
+from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -73,6 +73,7 @@ class CancelWindows:
         if incident.status is not IncidentStatus.open or until is None or self.clock.now() >= datetime.fromisoformat(until):
             raise CancelRefused("the cancel window is over: stand the incident down as a false alarm instead")
         await store.set_incident_status(incident.id, IncidentStatus.cancelled, f"cancelled by {by} ({via})")
+        await store.finish_playbook(incident.id, PlaybookOutcome.stopped, "cancelled during its cancel window")
         await store.audit("incident.cancelled", incident.id, {"by": by, "via": via})
         event = self._events.get(incident.id)
         if event is not None:
