@@ -15,11 +15,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Literal
 
+from icalendar import Calendar, Event, vCalAddress, vText
 from pydantic import Field
 
 from connectors.base import MeetingProvider, MeetingRequest
 from crisisbot.config.types import Strict
 from crisisbot.models import Meeting
+from crisisbot.rendering import clean_text
 
 
 class JitsiConfig(Strict):
@@ -29,33 +31,32 @@ class JitsiConfig(Strict):
     organizer: str = Field("crisisbot@localhost", description="ORGANIZER of the calendar invitation")
 
 
-def _ics_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
-
-
-def _ics_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
 def calendar_invite(meeting_id: str, subject: str, url: str, start: datetime, end: datetime,
                     organizer: str, attendees: list[tuple[str, str]]) -> bytes:
-    """A minimal RFC 5545 REQUEST; hand-written because ten lines beat a dependency."""
-    lines = [
-        "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//crisisbot//EN", "METHOD:REQUEST",
-        "BEGIN:VEVENT",
-        f"UID:{meeting_id}@crisisbot",
-        f"DTSTAMP:{_ics_time(datetime.now(timezone.utc))}",
-        f"DTSTART:{_ics_time(start)}",
-        f"DTEND:{_ics_time(end)}",
-        f"SUMMARY:{_ics_escape(subject)}",
-        f"LOCATION:{_ics_escape(url)}",
-        f"URL:{url}",
-        f"DESCRIPTION:{_ics_escape(url)}",
-        f"ORGANIZER:mailto:{organizer}",
-        *[f"ATTENDEE;CN={_ics_escape(name)};RSVP=TRUE:mailto:{email}" for name, email in attendees],
-        "END:VEVENT", "END:VCALENDAR",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    """An RFC 5545 REQUEST built with `icalendar`: it escapes text values, quotes
+    parameters and folds lines, which an alarm label with CR/LF or a name with
+    `;`/`:` would otherwise break (issue 12)."""
+    event = Event()
+    event.add("uid", f"{meeting_id}@crisisbot")
+    event.add("dtstamp", datetime.now(timezone.utc))
+    event.add("dtstart", start.astimezone(timezone.utc))
+    event.add("dtend", end.astimezone(timezone.utc))
+    event.add("summary", " ".join(clean_text(subject).split()))
+    event.add("location", url)
+    event.add("url", url)
+    event.add("description", url)
+    event.add("organizer", vCalAddress(f"mailto:{organizer}"))
+    for name, email in attendees:
+        attendee = vCalAddress(f"mailto:{email}")
+        attendee.params["CN"] = vText(" ".join(clean_text(name).split()))
+        attendee.params["RSVP"] = "TRUE"
+        event.add("attendee", attendee, encode=False)
+    calendar = Calendar()
+    calendar.add("prodid", "-//crisisbot//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", "REQUEST")
+    calendar.add_component(event)
+    return calendar.to_ical()
 
 
 class JitsiMeetings(MeetingProvider):

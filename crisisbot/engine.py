@@ -17,6 +17,7 @@ from crisisbot import matching
 from crisisbot.logs import current_incident
 from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, PlaybookOutcome, new_id, utcnow
 from crisisbot.playbook_run import PlaybookRun
+from crisisbot.rendering import clean_alarm
 from crisisbot.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Engine:
     # -- AlarmSink ---------------------------------------------------------
     async def submit(self, alarm: Alarm) -> str:
         """Durably store, then queue; returns once the alarm is safe on disk."""
+        alarm = clean_alarm(alarm)  # no control/bidi characters past this point
         if await self.runtime.store.add_alarm(alarm):
             self._queue.put_nowait(alarm)
         return alarm.id
@@ -116,6 +118,7 @@ class Engine:
                 future.set_result(incident)
 
     async def process(self, alarm: Alarm) -> Incident | None:
+        alarm = clean_alarm(alarm)
         runtime, store = self.runtime, self.runtime.store
         bundle = runtime.bundle
         if self.hooks is not None and (handled := await self.hooks.intercept(alarm)) is not None:

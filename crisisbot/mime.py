@@ -17,6 +17,7 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 
 from crisisbot.models import Attachment, OutgoingEmail
+from crisisbot.rendering import clean_text
 
 CRLF = "\r\n"
 
@@ -24,13 +25,14 @@ CRLF = "\r\n"
 @lru_cache(maxsize=256)  # a committee's messages share their subject and sender
 def _encode_header(value: str) -> str:
     """ASCII as is; anything else as RFC 2047 encoded words (folded by Header)."""
-    value = " ".join(value.split())  # no raw CR/LF can smuggle a header in
+    value = " ".join(clean_text(value).split())  # no CR/LF (a smuggled header), no bidi/control
     if value.isascii():
         return value
     return Header(value, "utf-8").encode(linesep=CRLF)
 
 
 def _address(name: str, address: str) -> str:
+    name = " ".join(clean_text(name).split())  # validation refuses these; this is the last guard
     if not name:
         return address
     if name.isascii():

@@ -7,16 +7,23 @@ to `.html` files only, so the plain-text part is not littered with `&amp;`.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
 from jinja2 import FileSystemLoader, TemplateNotFound, TemplateSyntaxError, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from crisisbot.errors import Problem
+
+if TYPE_CHECKING:
+    from crisisbot.config.daemon import Site
+    from crisisbot.models import Alarm
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 REQUIRED_PARTS = ("subject.txt", "body.txt")
@@ -27,6 +34,86 @@ class Rendered:
     subject: str
     text: str
     html: str
+
+
+# -- what templates may see -------------------------------------------------------
+# Bidi overrides/isolates and marks: U+202E turns "exe.txt" into "txt.exe" in a subject.
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def clean_text(value: str) -> str:
+    """One line of alarm text as people may read it: no line breaks (an attacker's
+    extra line in a mail or report), no control or bidi characters; the rest kept."""
+    value = _LINE_BREAKS.sub(" ", value)
+    return "".join(
+        " " if ch == "\t" else ch
+        for ch in value
+        if ch == "\t" or (ch not in _BIDI and unicodedata.category(ch) != "Cc")
+    )
+
+
+def _clean_any(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth > 32:  # payload depth is capped at the inputs; this only bounds the walk
+        return None
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_any(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_any(v, depth + 1) for v in value]
+    return value
+
+
+_ALARM_TEXT = ("source", "site", "zone", "input", "label", "dedup_key")
+
+
+def clean_alarm(alarm: "Alarm") -> "Alarm":
+    """The alarm with every string a person may read normalised (see `clean_text`).
+
+    Applied where an alarm enters the core (Engine) and again in the template context,
+    so no input — present or future — can put raw control characters in front of people.
+    `raw` (the frame as received) is kept verbatim for the incident log."""
+    update: dict[str, Any] = {}
+    for name in _ALARM_TEXT:
+        value = getattr(alarm, name)
+        if isinstance(value, str) and clean_text(value) != value:
+            update[name] = clean_text(value)
+    if alarm.details:
+        details = _clean_any(alarm.details)
+        if details != alarm.details:
+            update["details"] = details
+    if alarm.links:
+        links = _clean_any(alarm.links)
+        if links != alarm.links:
+            update["links"] = links
+    return alarm.model_copy(update=update) if update else alarm
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneView:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """What a template may know of a site: no cameras, hence no credentials."""
+
+    id: str
+    name: str
+    address: str
+    timezone: str
+    country: str | None
+    language: str | None
+    zones: Mapping[str, ZoneView]
+
+
+def site_view(site_id: str, site: "Site | None") -> SiteView | None:
+    if site is None:
+        return None
+    zones = MappingProxyType({z: ZoneView(z, zone.name or z) for z, zone in site.zones.items()})
+    return SiteView(site_id, site.name, site.address, site.timezone, site.country, site.language, zones)
 
 
 def _localtime(value: datetime, tz: str = "UTC", fmt: str = "%d/%m/%Y %H:%M:%S %Z") -> str:

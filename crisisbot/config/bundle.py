@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel
 
@@ -18,7 +18,7 @@ from crisisbot.config.contacts import ContactsFile, Group, Person
 from crisisbot.config.daemon import DaemonConfig
 from crisisbot.config.errors import validate_model
 from crisisbot.config.playbook import Playbook
-from crisisbot.config.secrets import resolve_refs
+from crisisbot.config.secrets import Policy, model_policy, never, resolve_refs
 from crisisbot.config.yamlpos import Located, load_yaml
 from crisisbot.errors import ConfigError, Problem
 from crisisbot.lifecycle import schedules
@@ -112,7 +112,7 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
     hasher = hashlib.sha256()
     files: list[str] = []
 
-    def read(path: Path) -> Located | None:
+    def read(path: Path, refs: Callable[[Any], Policy] = lambda data: never) -> Located | None:
         doc, found = load_yaml(path, _rel(path, root))
         files.append(doc.file)
         if path.is_file():
@@ -120,7 +120,7 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
         problems.extend(found)
         if found or doc.data is None:
             return None
-        problems.extend(resolve_refs(doc, root, env))
+        problems.extend(resolve_refs(doc, root, env, refs(doc.data)))
         if not isinstance(doc.data, dict):
             problems.append(doc.problem((), "expected a mapping of keys at the top of the file"))
             return None
@@ -128,7 +128,7 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
 
     if not config_path.is_file():
         raise ConfigError([Problem(str(config_path), 1, 1, "", "configuration file not found")])
-    config_doc = read(config_path)
+    config_doc = read(config_path, lambda data: model_policy(DaemonConfig, _plugin_owner(data)))
     config = DaemonConfig()
     config_ok = False
     if config_doc is not None:
@@ -197,6 +197,29 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
     if problems:
         raise ConfigError(_sorted(problems))
     return bundle
+
+
+def _plugin_owner(raw: Any) -> Callable[[tuple[Any, ...]], tuple[Any, tuple[Any, ...]] | None]:
+    """For the secret-reference policy: which plugin's `Config` owns a config.yaml path."""
+
+    def owner(path: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]] | None:
+        if len(path) >= 2 and path[0] in ("triggers", "connectors"):
+            group = plugins.TRIGGERS if path[0] == "triggers" else plugins.CONNECTORS
+            node, rest = raw.get(path[0], {}), path[2:]
+            node = node.get(path[1]) if isinstance(node, dict) else None
+        elif len(path) >= 4 and path[0] == "sites" and path[2] == "cameras":
+            group, rest = plugins.CONNECTORS, path[4:]
+            node = raw.get("sites", {})
+            for part in path[1:4]:
+                node = node.get(part) if isinstance(node, dict) else None
+        else:
+            return None
+        try:
+            return plugins.load(group, str(node["type"])).Config, rest  # type: ignore[index]
+        except Exception:  # noqa: BLE001 - no or unknown type: reported by _load_plugins
+            return None, rest
+
+    return owner if isinstance(raw, dict) else (lambda path: None)
 
 
 def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from crisisbot.config.types import Identifier, Language, Strict
+from crisisbot.config.types import Identifier, Language, PlainText, Strict
 from crisisbot.lifecycle.schema import DutySlot
 
 Email = str  # checked by pattern below; a full RFC 5322 parser buys nothing here
 
 
 class Person(Strict):
-    name: str
+    name: PlainText
     email: str = Field(
         pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$",
         description="ASCII address (internationalized addresses need SMTPUTF8, not supported)",
@@ -27,7 +27,7 @@ class Person(Strict):
 
 
 class Group(Strict):
-    name: str
+    name: PlainText
     description: str = ""
     members: list[Identifier] = Field(
         default_factory=list, description="person ids or other group ids"

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -53,3 +53,20 @@ TimeZoneName = Annotated[str, BeforeValidator(_zone)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]
+
+
+_INVISIBLE = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+
+
+def _one_line(value: str) -> str:
+    """Names go into mail headers and reports: one visible line, nothing that
+    reorders text or starts a new header (`"Alice\\r\\nBcc: …"`)."""
+    for ch in value:
+        if ch in _INVISIBLE or (ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0):
+            what = "a line break" if ch in "\r\n\u2028\u2029" else (
+                "a text-direction control" if ch in _INVISIBLE else "a control character")
+            raise ValueError(f"contains {what} (U+{ord(ch):04X}); write the name on one line, as people should read it")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_one_line)]

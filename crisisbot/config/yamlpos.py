@@ -18,6 +18,21 @@ from crisisbot.errors import Problem
 
 PathKey = tuple[str | int, ...]
 
+# Bounds a hostile or broken file cannot push the loader past (issue 12: a "billion
+# laughs" playbook took `validate` to 1.6 GB). Generous for real configurations:
+# 10,000 sites fit in a few MB and need no alias at all.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_VALUES = 2_000_000  # values built from one file, aliases expanded
+MAX_ALIAS_VALUES = 100_000  # of which copies made by aliases (`*name`)
+MAX_DEPTH = 64  # nesting of mappings/lists
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node, message: str):
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
 
 @dataclass
 class Located:
@@ -59,8 +74,37 @@ class _Builder:
         self.doc = doc
         self.problems: list[Problem] = []
         self.constructor = yaml.SafeLoader("")  # only used to turn scalars into Python values
+        self.built: set[int] = set()  # ids of nodes built once: building one again is an alias copy
+        self.open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
+        self.values = 0
+        self.alias_values = 0
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
+        # PyYAML's composer shares one node for an anchor and all its aliases; expanding
+        # them is our job here, so this is where their cost and cycles are bounded.
+        key = id(node)
+        if key in self.open:
+            raise _TooBig(node, "recursive alias: this anchor contains an alias to itself")
+        self.values += 1
+        if key in self.built:
+            self.alias_values += 1
+            if self.alias_values > MAX_ALIAS_VALUES:
+                raise _TooBig(node, f"aliases expand to more than {MAX_ALIAS_VALUES:,} values "
+                                    "(a 'billion laughs' document?); write the values out or use fewer aliases")
+        if self.values > MAX_VALUES:
+            raise _TooBig(node, f"more than {MAX_VALUES:,} values in one file; split it")
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(node, f"nested more than {MAX_DEPTH} levels deep")
+        self.built.add(key)
+        if not isinstance(node, yaml.ScalarNode):
+            self.open.add(key)
+            try:
+                return self._build(node, path)
+            finally:
+                self.open.discard(key)
+        return self._build(node, path)
+
+    def _build(self, node: yaml.Node, path: PathKey) -> Any:
         self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
@@ -70,6 +114,8 @@ class _Builder:
                     for k, v in (merged.items() if isinstance(merged, dict) else []):
                         out.setdefault(k, v)
                     continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _TooBig(key_node, "a key must be plain text, not a list or mapping")
                 key = self.constructor.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, bool)) or isinstance(key, bool):
                     key = str(key)
@@ -95,6 +141,8 @@ def load_yaml(path: Path, display_name: str | None = None) -> tuple[Located, lis
     name = display_name or str(path)
     doc = Located(name, None)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return doc, [Problem(name, 1, 1, "", f"file larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; split it")]
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return doc, [Problem(name, 1, 1, "", f"cannot read file: {exc.strerror or exc}")]
@@ -114,6 +162,8 @@ def load_yaml_text(text: str, name: str) -> tuple[Located, list[Problem]]:
         return doc, [Problem(name, line, col, "", message)]
     except yaml.YAMLError as exc:
         return doc, [Problem(name, 1, 1, "", f"YAML error: {exc}")]
+    except RecursionError:
+        return doc, [Problem(name, 1, 1, "", f"nested more than {MAX_DEPTH} levels deep")]
     if node is None:
         doc.data = {}
         return doc, []
@@ -124,4 +174,8 @@ def load_yaml_text(text: str, name: str) -> tuple[Located, list[Problem]]:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return doc, [Problem(name, line, col, "", f"YAML error: {exc.problem}")]
+    except _TooBig as exc:
+        doc.data, doc.positions, doc.key_positions = None, {}, {}  # let the partial build go
+        mark = exc.node.start_mark
+        return doc, [Problem(name, mark.line + 1, mark.column + 1, "", exc.message)]
     return doc, builder.problems

@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.context import get_incident
 from crisisbot.models import DeliveryStatus, Incident
+from crisisbot.rendering import clean_text
 from crisisbot.reporting import _describe
 from crisisbot.runtime import Runtime
 from crisisbot.steps.snapshot import SnapshotSet
@@ -101,11 +102,27 @@ async def build(runtime: Runtime, incident_id: str, now: datetime) -> Report:
     )
 
 
+def _one_line(value: Any) -> Any:
+    """Every value printed in a report is one line: a label or a stand-down reason
+    with CR/LF must not add lines (a fake link) of its own choosing."""
+    return clean_text(value) if isinstance(value, str) and value != "\n" else value
+
+
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+
+
+def _markdown_safe(value: Any) -> Any:
+    """Also no Markdown of its own: `[Click](https://evil)` stays text, `|` stays in its cell."""
+    value = _one_line(value)
+    return value.translate(_MARKDOWN) if isinstance(value, str) and value != "\n" else value
+
+
 def render(report: Report, fmt: str) -> bytes:
     if fmt not in FORMATS:
         raise ReportError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "report_templates")),
-                      autoescape=select_autoescape(enabled_extensions=("html",)), trim_blocks=True, lstrip_blocks=True)
+                      autoescape=select_autoescape(enabled_extensions=("html",)), trim_blocks=True, lstrip_blocks=True,
+                      finalize=_markdown_safe if fmt == "md" else _one_line)
     if fmt == "md":
         return env.get_template("report.md").render(r=report).encode()
     page = env.get_template("report.html").render(r=report)

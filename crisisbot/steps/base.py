@@ -49,15 +49,20 @@ class StepContext:
     log: logging.LoggerAdapter | logging.Logger = logging.getLogger("crisisbot.step")
 
     def template_context(self) -> dict[str, Any]:
-        """The variables every template sees."""
+        """The variables every template sees: read-only views, nothing with credentials."""
+        from crisisbot.rendering import clean_alarm, site_view
+
         site = self.site
+        alarm = clean_alarm(self.alarm)
         meeting = next((o for o in self.outputs.values() if hasattr(o, "join_url")), None)
+        view = site_view(alarm.site, site)
         return {
             "incident": self.incident,
-            "alarm": self.alarm,
-            "site": site,
-            "site_id": self.alarm.site,
-            "site_name": site.name if site else self.alarm.site,
+            "alarm": alarm,
+            "site": view,
+            "zone_name": view.zones[alarm.zone].name if view and alarm.zone in view.zones else alarm.zone,
+            "site_id": alarm.site,
+            "site_name": site.name if site else alarm.site,
             "timezone": site.timezone if site else "UTC",
             "meeting": meeting,
             "join_url": meeting.join_url if meeting else None,
