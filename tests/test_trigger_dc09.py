@@ -1,86 +1,32 @@
-"""SIA DC-09 receiver against a panel simulator written here, over real loopback sockets.
-
-The simulator does not reuse the receiver's codec: CRC comes from pysiaalarm's own
-implementation and AES from pycryptodome, so a shared mistake cannot hide.
+"""SIA DC-09 receiver against the panel simulator in tests/dc09_panel.py, over real loopback
+sockets, and the same frames against pysiaalarm's receiver as an independent peer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime, timedelta, timezone
+import random
+import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from Crypto.Cipher import AES
 from pydantic import ValidationError
-from pysiaalarm.event import BaseEvent
+from pysiaalarm import SIAAccount
+from pysiaalarm.aio import CommunicationsProtocol, SIAClient
 
 from crisisbot.models import Alarm, EventKind
 from crisisbot.store.sqlite import SqliteStore
-from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
+from dc09_panel import LEGAL_PAD, PadSource, TcpPanel, UdpPanel, check, decrypt_reply, message, stamp, wrap
 from sinks import RecordingSink
+from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
 
 KEY_HEX = "00112233445566778899AABBCCDDEEFF"
 KEY_ASCII = "Lille-panel-key/32-characters!!!"  # AES-256 given as 32 ASCII characters
-
-
-# -- the panel simulator ----------------------------------------------------------------
-
-def stamp(offset: float = 0.0) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=offset)).strftime("_%H:%M:%S,%m-%d-%Y")
-
-
-def wrap(body: str) -> bytes:
-    return f"\n{BaseEvent._crc_calc(body)}{len(body):04X}{body}\r".encode("ascii")
-
-
-def message(seq: int, data: str, *, account: str = "1234", mid: str = "SIA-DCS", key: bytes | None = None,
-            offset: float = 0.0, receiver: str = "R1", prefix: str = "L0") -> bytes:
-    content = f"#{account}|{data}]{stamp(offset)}"
-    if key is None:
-        return wrap(f'"{mid}"{seq:04d}{receiver}{prefix}#{account}[{content}')
-    pad = "x" * (16 - (len(content) + 1) % 16)
-    blob = AES.new(key, AES.MODE_CBC, iv=bytes(16)).encrypt(f"{pad}|{content}".encode())
-    return wrap(f'"*{mid}"{seq:04d}{receiver}{prefix}#{account}[{blob.hex().upper()}')
-
-
-def check(reply: bytes) -> str:
-    """The body of a receiver reply after checking its framing, length and CRC."""
-    assert reply[:1] == b"\n" and reply[-1:] == b"\r", reply
-    body = reply[9:-1].decode("ascii")
-    assert int(reply[5:9], 16) == len(body)
-    assert reply[1:5].decode() == BaseEvent._crc_calc(body)
-    return body
-
-
-def decrypt_reply(body: str, key: bytes) -> str:
-    blob = bytes.fromhex(body.split("[", 1)[1])
-    return AES.new(key, AES.MODE_CBC, iv=bytes(16)).decrypt(blob).decode("ascii")
-
-
-class TcpPanel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def reply(self, timeout: float = 5.0) -> str:
-        return check(await asyncio.wait_for(self.reader.readuntil(b"\r"), timeout))
-
-    async def close(self) -> None:
-        self.writer.close()
-
-
-class UdpPanel(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.replies.put_nowait(data)
+# pysiaalarm reads a key as the ASCII bytes of a 16/24/32-character hex string
+PEER_KEYS = {16: "0123456789ABCDEF", 24: "0123456789ABCDEF01234567", 32: "0123456789ABCDEF" * 2}
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -119,9 +65,8 @@ async def panel(receiver: SiaDc09Trigger):
 
 
 async def udp_panel(receiver: SiaDc09Trigger) -> tuple[asyncio.DatagramTransport, UdpPanel]:
-    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-        UdpPanel, remote_addr=("127.0.0.1", receiver.udp_port))
-    return transport, proto
+    assert receiver.udp_port is not None
+    return await UdpPanel.open(receiver.udp_port)
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -157,7 +102,7 @@ async def test_encrypted_aes128_hex_key_over_tcp(panel: TcpPanel, sink: Recordin
     await panel.send(message(12, "Nri1/PA07", account="AB12", key=key))
     body = await panel.reply()
     assert body.startswith('"*ACK"0012R1L0#AB12[')
-    assert decrypt_reply(body, key).split("|", 1)[1].startswith("]_")  # pad|]_HH:MM:SS,MM-DD-YYYY
+    assert decrypt_reply(body, key).startswith("]_")  # pad|]_HH:MM:SS,MM-DD-YYYY
     [alarm] = sink.alarms
     assert (alarm.site, alarm.zone, alarm.kind) == ("lyon", "7", EventKind.panic)
     assert alarm.details["encrypted"] is True and alarm.details["content"] == "Nri1/PA07"
@@ -173,7 +118,7 @@ async def test_encrypted_aes256_ascii_key_contact_id_over_udp(receiver: SiaDc09T
     finally:
         transport.close()
     assert body.startswith('"*ACK"0003R1L0#C0FFEE[')
-    assert decrypt_reply(body, key).split("|", 1)[1].startswith("]_")
+    assert decrypt_reply(body, key).startswith("]_")
     [alarm] = sink.alarms
     assert (alarm.site, alarm.zone, alarm.kind) == ("lille", "15", EventKind.panic)
     assert alarm.details | {"partition": "2", "code": "121", "qualifier": "1"} == alarm.details
@@ -321,3 +266,151 @@ def test_config_rejects_bad_keys_and_duplicate_accounts() -> None:
         make_config(accounts=[{"account": "1234", "site": "a"}, {"account": "1234", "site": "b"}])
     with pytest.raises(ValidationError):
         make_config(colour="red")
+
+
+# -- AES pads over the full legal range (DC-09-2013 §5.4.4.2) --------------------------------
+
+FRAMES_PER_RUN = 40  # ~8 pad bytes each: every one of the 253 legal values is used
+
+
+def keyed_config(port: int = 0) -> SiaDc09Config:
+    return make_config(port=port, accounts=[
+        {"account": f"A{size}", "site": f"aes{size * 8}", "key": key, "key_format": "ascii"}
+        for size, key in PEER_KEYS.items()])
+
+
+async def exchange(transport: str, port: int, frames: list[bytes]) -> list[str]:
+    """Send the frames one by one as a panel does (next one after the reply); the replies."""
+    replies = []
+    if transport == "tcp":
+        conn = await TcpPanel.connect(port)
+        try:
+            for raw in frames:
+                await conn.send(raw)
+                replies.append(await conn.reply())
+        finally:
+            await conn.close()
+    else:
+        udp, proto = await UdpPanel.open(port)
+        try:
+            for raw in frames:
+                udp.sendto(raw)
+                replies.append(await proto.reply())
+        finally:
+            udp.close()
+    return replies
+
+
+def padded_frames(size: int, mid: str = "SIA-DCS") -> tuple[list[bytes], PadSource]:
+    pads = PadSource(seed=size)
+    data = (lambda n: f"Nri1/BA{n:02d}") if mid == "SIA-DCS" else (lambda n: f"1130 01 {n:03d}")
+    frames = [message(n, data(n), account=f"A{size}", mid=mid, key=PEER_KEYS[size].encode(), pads=pads)
+              for n in range(1, FRAMES_PER_RUN + 1)]
+    return frames, pads
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("size", [16, 24, 32], ids=["aes128", "aes192", "aes256"])
+async def test_every_legal_pad_byte_is_accepted(size: int, transport: str, sink: RecordingSink) -> None:
+    trigger = SiaDc09Trigger("arc", keyed_config(), sink)
+    await trigger.start()
+    try:
+        frames, pads = padded_frames(size, "SIA-DCS" if transport == "tcp" else "ADM-CID")
+        port = trigger.port if transport == "tcp" else trigger.udp_port
+        assert port is not None
+        replies = await exchange(transport, port, frames)
+    finally:
+        await trigger.stop()
+    assert pads.used == set(LEGAL_PAD)  # control bytes, 0x80-0xFF and all the rest were sent
+    assert all(r.startswith(f'"*ACK"{n:04d}R1L0#A{size}[') for n, r in enumerate(replies, 1)), replies
+    assert all(decrypt_reply(r, PEER_KEYS[size].encode()).startswith("]_") for r in replies)
+    assert [a.zone for a in sink.alarms] == [str(n) for n in range(1, FRAMES_PER_RUN + 1)]
+    assert {a.site for a in sink.alarms} == {f"aes{size * 8}"}
+    assert trigger.stats["decrypt_errors"] == 0 and trigger.stats["undecodable"] == 0
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("size", [16, 32], ids=["aes128", "aes256"])
+async def test_pysiaalarm_receiver_accepts_the_same_frames(size: int, transport: str) -> None:
+    """The simulator is checked against a receiver written outside the project."""
+    events: list[Any] = []
+
+    async def on_event(event: Any) -> None:
+        events.append(event)
+
+    port = free_udp_and_tcp_port()
+    account = SIAAccount(f"A{size}", PEER_KEYS[size])
+    frames, pads = padded_frames(size)
+    if transport == "tcp":
+        peer = SIAClient("127.0.0.1", port, [account], on_event, protocol=CommunicationsProtocol.TCP)
+        await peer.async_start()
+        stop = peer.async_stop
+    else:  # pysiaalarm's UDP start asserts a transport class asyncio does not use: give it its socket
+        peer = SIAClient("127.0.0.1", port, [account], on_event, protocol=CommunicationsProtocol.UDP)
+        udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _PeerUdp(peer.sia_server), local_addr=("127.0.0.1", port))
+        stop = udp.close  # type: ignore[assignment]
+    try:
+        replies = await exchange(transport, port, frames)
+        for _ in range(100):
+            if len(events) == len(frames):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        result = stop()
+        if result is not None:
+            await result
+    assert pads.used == set(LEGAL_PAD)
+    assert all(r.startswith(f'"*ACK"{n:04d}') for n, r in enumerate(replies, 1)), replies
+    assert [(e.code, int(e.message)) for e in events] == [("BA", n) for n in range(1, FRAMES_PER_RUN + 1)]
+
+
+class _PeerUdp(asyncio.DatagramProtocol):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def connection_made(self, transport: Any) -> None:
+        self.server.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.server.datagram_received(data, addr)
+
+
+def free_udp_and_tcp_port() -> int:
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
+WRONG_KEYS = 4000
+
+
+async def test_wrong_key_false_accept_rate(receiver: SiaDc09Trigger, sink: RecordingSink) -> None:
+    """Thousands of frames under random wrong keys (all three sizes, full-range pads): none
+    may get through. The bound is on the rate; the structure check makes it ~1e-30 per frame."""
+    rng = random.Random(11)
+    pads = PadSource(seed=11)
+    conn = await TcpPanel.connect(receiver.port or 0)
+    replies: list[str] = []
+    try:
+        for batch in range(0, WRONG_KEYS, 200):
+            for n in range(batch, batch + 200):
+                key = rng.randbytes(rng.choice((16, 24, 32)))
+                mid = "SIA-DCS" if n % 2 else "ADM-CID"
+                data = "Nri1/PA01" if n % 2 else "1120 01 001"
+                await conn.send(message(n % 9999 + 1, data, account="AB12", mid=mid, key=key, pads=pads))
+            replies += [await conn.reply() for _ in range(200)]
+    finally:
+        await conn.close()
+    accepted = sum(1 for r in replies if r.startswith('"*ACK"'))
+    assert len(replies) == WRONG_KEYS
+    assert accepted / WRONG_KEYS <= 1 / WRONG_KEYS / 2  # i.e. none in this run
+    assert all(r.startswith('"DUH"') for r in replies)
+    assert sink.alarms == [] and receiver.stats["decrypt_errors"] == WRONG_KEYS

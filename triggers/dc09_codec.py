@@ -28,6 +28,9 @@ ZERO_IV = bytes(16)
 TIME_FORMAT = "%H:%M:%S,%m-%d-%Y"
 _PAD_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
+_BRACKETS = re.compile(rb"[\[\]]")
+# what follows the pad: printable ASCII, the data block's `]`, the timestamp at the very end
+_DECRYPTED = re.compile(rb"[\x20-\x7e]*\][\x20-\x7e]*_\d\d:\d\d:\d\d,\d\d-\d\d-\d{4}\Z")
 
 _BODY = re.compile(
     r'^"(?P<enc>\*)?(?P<id>[A-Z0-9-]+)"(?P<seq>\d{4})(?:R(?P<rcv>[0-9A-Fa-f]{1,6}))?'
@@ -70,7 +73,15 @@ class FrameError(InputRejected):
 
 
 class Undecodable(InputRejected):
-    """A well-formed frame the receiver cannot process: answered with DUH."""
+    """A well-formed frame the receiver cannot process: answered with DUH.
+
+    `frame` is the envelope when it could be read (the DUH echoes its sequence and
+    account); without one there is nobody to address a DUH to, so no reply.
+    """
+
+    def __init__(self, message: str, frame: "Frame | None" = None) -> None:
+        super().__init__(message)
+        self.frame = frame
 
 
 @dataclass(slots=True)
@@ -78,7 +89,11 @@ class FrameSplitter:
     """Cuts a TCP byte stream into `LF … CR` frames using their length field.
 
     Several frames per read and frames split across reads are both normal; bytes that
-    cannot start a frame are skipped (and counted) until the next LF.
+    cannot start a frame are skipped (and counted) until the next LF. A header whose
+    length field lies (a fake or garbled `LF crc 0LLL` claiming more bytes than follow)
+    must not hold back the frames behind it: while such a frame is incomplete, or when
+    it is complete but fails its CRC, a later LF that starts a complete frame with a
+    valid CRC wins and the false start is skipped as garbage.
     """
 
     max_frame: int = 1024
@@ -96,25 +111,58 @@ class FrameSplitter:
                 buf.clear()
                 break
             if start:
-                self.garbage += start
-                del buf[:start]
+                self.skip(start)
             if len(buf) < HEADER:
                 break
-            header = bytes(buf[1:HEADER])
-            if not _HEX.issuperset(header) or int(header[4:], 16) + HEADER + 1 > self.max_frame:
-                self.garbage += 1
-                del buf[:1]
+            total = self._claimed(buf, 0)
+            if total is None:
+                self.skip(1)
                 continue
-            total = HEADER + int(header[4:], 16) + 1
             if len(buf) < total:
-                break
-            if buf[total - 1] != CR:
-                self.garbage += 1
-                del buf[:1]
+                later = self._next_valid(min(len(buf), total))
+                if later is None:
+                    break
+                self.skip(later)
                 continue
+            if buf[total - 1] != CR:
+                self.skip(1)
+                continue
+            if buf.find(LF, 1, total) > 0:  # never inside an honest frame: check who is real
+                later = self._next_valid(total) if not self._crc_ok(0, total) else None
+                if later is not None:
+                    self.skip(later)
+                    continue
             frames.append(bytes(buf[:total]))
             del buf[:total]
         return frames
+
+    def skip(self, count: int) -> None:
+        self.garbage += count
+        del self.buffer[:count]
+
+    def _claimed(self, buf: bytearray, at: int) -> int | None:
+        """Total length the header at `at` announces, None if it is no header."""
+        header = bytes(buf[at + 1:at + HEADER])
+        if len(header) < HEADER - 1 or not _HEX.issuperset(header):
+            return None
+        total = HEADER + int(header[4:], 16) + 1
+        return total if total <= self.max_frame else None
+
+    def _crc_ok(self, at: int, total: int) -> bool:
+        buf = self.buffer
+        return buf[at + total - 1] == CR and int(bytes(buf[at + 1:at + 5]), 16) == crc16(
+            bytes(buf[at + HEADER:at + total - 1]))
+
+    def _next_valid(self, end: int) -> int | None:
+        """Offset of the first LF in (0, end) that starts a complete frame with a valid CRC."""
+        buf = self.buffer
+        at = buf.find(LF, 1, end)
+        while at > 0:
+            total = self._claimed(buf, at)
+            if total is not None and at + total <= len(buf) and self._crc_ok(at, total):
+                return at
+            at = buf.find(LF, at + 1, end)
+        return None
 
 
 @dataclass(slots=True)
@@ -144,15 +192,17 @@ def parse_frame(raw: bytes) -> Frame:
         raise FrameError(f"length field says {length} bytes, frame has {len(body)}")
     if crc != crc16(body):
         raise FrameError(f"bad CRC {raw[1:5].decode(errors='replace')} (computed {crc16(body):04X})")
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        raise FrameError("non-ASCII bytes in frame") from None
+    # latin-1 maps every byte to one character, so the envelope can still be read (and
+    # answered with DUH, as the standard wants) when the data behind it is not ASCII
+    text = body.decode("latin-1")
     match = _BODY.match(text)
     if not match:
         raise Undecodable("envelope does not match \"id\"seq[Rrcvr]Lpref#acct[")
-    return Frame(raw, match["id"], bool(match["enc"]), match["seq"], match["rcv"], match["pref"],
-                 match["acct"].upper(), match["rest"])
+    frame = Frame(raw, match["id"], bool(match["enc"]), match["seq"], match["rcv"], match["pref"],
+                  match["acct"].upper(), match["rest"])
+    if not text.isascii():
+        raise Undecodable("non-ASCII bytes in the message data", frame)
+    return frame
 
 
 def aes(key: bytes) -> Cipher[modes.CBC]:
@@ -160,7 +210,13 @@ def aes(key: bytes) -> Cipher[modes.CBC]:
 
 
 def decrypt(key: bytes, hex_text: str) -> str:
-    """Decrypt `pad|content`; a wrong key shows up as non-ASCII or a missing `|`."""
+    """Decrypt `pad|content` and return the content.
+
+    DC-09-2013 §5.4.4.2 lets the pad be any byte but `|`, `[` and `]`, so the pad is
+    not inspected beyond that: the first `|` ends it. A wrong key is told by the
+    structure that must follow (printable ASCII ending `]…_HH:MM:SS,MM-DD-YYYY`);
+    random plaintext matches that with a probability far below 1e-30.
+    """
     try:
         blob = bytes.fromhex(hex_text)
     except ValueError:
@@ -169,17 +225,17 @@ def decrypt(key: bytes, hex_text: str) -> str:
         raise Undecodable("encrypted block is not a whole number of AES blocks")
     decryptor = aes(key).decryptor()
     plain = decryptor.update(blob) + decryptor.finalize()
-    try:
-        text = plain.decode("ascii")
-    except UnicodeDecodeError:
-        raise Undecodable("decryption gave garbage: wrong key for this account?") from None
-    if "|" not in text or not text.isprintable():
+    bar = plain.find(b"|")
+    if bar < 0 or _BRACKETS.search(plain, 0, bar) or not _DECRYPTED.match(plain, bar + 1):
         raise Undecodable("decryption gave garbage: wrong key for this account?")
-    return text.split("|", 1)[1]
+    return plain[bar + 1:].decode("ascii")
 
 
 def encrypt(key: bytes, content: str) -> str:
-    """Random pad + `|` + content, AES-CBC with zero IV, as uppercase hex."""
+    """Random pad + `|` + content, AES-CBC with zero IV, as uppercase hex.
+
+    Our own pad stays alphanumeric (any legal pad is accepted on receipt): strict in
+    what we send, since some panels read the decrypted reply as text."""
     pad_len = 16 - (len(content) + 1) % 16
     pad = bytes(_PAD_ALPHABET[b % len(_PAD_ALPHABET)] for b in os.urandom(pad_len)).decode()
     encryptor = aes(key).encryptor()

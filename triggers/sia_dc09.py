@@ -222,6 +222,14 @@ class SiaDc09Trigger(Trigger):
         now = utcnow()
         try:
             frame = codec.parse_frame(raw)
+        except codec.Undecodable as exc:
+            if exc.frame is None:  # no envelope to answer: treated as garbled
+                self.stats["bad_frame"] += 1
+                self.log.warning("dropped frame from %s: %s", peer, exc)
+                return None
+            self.stats["undecodable"] += 1
+            self.log.warning("DUH to %s, account %s: %s", peer, exc.frame.account, exc)
+            return codec.duh(exc.frame)
         except InputRejected as exc:  # garbled in transit: silence makes the panel repeat
             self.stats["bad_frame"] += 1
             self.log.warning("dropped frame from %s: %s", peer, exc)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from datetime import datetime
 from typing import Any, Literal
@@ -33,6 +35,7 @@ from triggers.base import Trigger
 
 SIGNATURE_HEADER = "X-Crisisbot-Signature"
 TIMESTAMP_HEADER = "X-Crisisbot-Timestamp"
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # no sign, exponent, nan or inf
 PD_SEVERITY = {"critical": Severity.critical, "error": Severity.major, "warning": Severity.minor, "info": Severity.info}
 
 
@@ -49,6 +52,8 @@ class WebhookConfig(Strict):
     secret: SecretStr | None = Field(None, description="HMAC key for /alarms (e.g. ${WEBHOOK_SECRET})")
     tolerance: Seconds = Field(300.0, description="accepted clock difference for signed requests")
     max_body: int = Field(65536, ge=256, description="larger bodies are refused (413)")
+    max_depth: int = Field(16, ge=2, le=64, description="deeper JSON nesting is refused (400)")
+    max_fields: int = Field(1000, ge=10, description="JSON bodies with more keys and items in total are refused (400)")
     routing_keys: list[RoutingKey] = Field(default_factory=list, description="PagerDuty integration keys")
     default_site: Identifier | None = None
 
@@ -140,7 +145,7 @@ class WebhookTrigger(Trigger):
                 raise InputRejected("signed alarms are disabled: set `secret` for this webhook", 403)
             body = await self._body(request)
             await self._authenticate(request, body)
-            data = _json(body)
+            data = self._json(body)
             alarm = self._from_pagerduty(data) if "event_action" in data else self._from_native(data, body)
             alarm_id = await self.sink.submit(alarm)
         except InputRejected as exc:
@@ -150,7 +155,7 @@ class WebhookTrigger(Trigger):
 
     async def _pagerduty(self, request: Request) -> JSONResponse:
         try:
-            data = _json(await self._body(request))
+            data = self._json(await self._body(request))
             alarm = self._from_pagerduty(data)
             await self.sink.submit(alarm)
         except InputRejected as exc:
@@ -173,12 +178,11 @@ class WebhookTrigger(Trigger):
         given = request.headers.get(SIGNATURE_HEADER, "")
         if not stamp or not given:
             raise InputRejected(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header", 401)
-        try:
-            skew = abs(time.time() - float(stamp))
-        except ValueError:
-            raise InputRejected(f"{TIMESTAMP_HEADER} must be Unix seconds", 401) from None
+        if not UNIX_SECONDS.fullmatch(stamp):  # float() would take nan, inf, 1e999: never stale
+            raise InputRejected(f"{TIMESTAMP_HEADER} must be Unix seconds (digits, optional fraction)", 401)
+        skew = abs(time.time() - float(stamp))
         expected = sign(self.config.secret.get_secret_value().encode(), stamp, body)
-        if not hmac.compare_digest(expected, given):
+        if not _same(expected, given):
             raise InputRejected("bad signature", 401)
         if skew > self.config.tolerance:
             raise InputRejected(f"stale request: timestamp is {skew:.0f}s away from server time "
@@ -195,10 +199,10 @@ class WebhookTrigger(Trigger):
         if site is None:
             raise InputRejected("`site` is required (no default_site configured)", 422)
         extra = {"occurred_at": native.occurred_at} if native.occurred_at else {}
-        return Alarm(source=self.name, site=site, zone=native.zone, input=native.input, kind=native.kind,
-                     severity=native.severity, label=native.label, action=native.action,
-                     dedup_key=native.dedup_key, drill=native.drill, details=native.details,
-                     raw=body.decode("utf-8", "replace"), **extra)
+        return _alarm(source=self.name, site=site, zone=native.zone, input=native.input, kind=native.kind,
+                      severity=native.severity, label=native.label, action=native.action,
+                      dedup_key=native.dedup_key, drill=native.drill, details=native.details,
+                      raw=body.decode("utf-8", "replace"), **extra)
 
     def _from_pagerduty(self, data: dict[str, Any]) -> Alarm:
         try:
@@ -206,7 +210,7 @@ class WebhookTrigger(Trigger):
         except ValidationError as exc:
             raise InputRejected(_first_error(exc), 400) from None
         route = next((r for r in self.config.routing_keys
-                      if hmac.compare_digest(r.key.get_secret_value(), event.routing_key)), None)
+                      if _same(r.key.get_secret_value(), event.routing_key)), None)
         if route is None:
             raise InputRejected("unknown routing_key", 400)  # PagerDuty answers 400 too
         if event.event_action == "trigger" and event.payload is None:
@@ -221,7 +225,7 @@ class WebhookTrigger(Trigger):
         if event.images:
             details["images"] = event.images
         extra = {"occurred_at": payload.timestamp} if payload and payload.timestamp else {}
-        return Alarm(
+        return _alarm(
             source=self.name, site=route.site, zone=payload.component if payload else None,
             kind=route.kind, severity=PD_SEVERITY[payload.severity] if payload else Severity.info,
             label=payload.summary if payload else "", action=AlarmAction(event.event_action),
@@ -231,14 +235,65 @@ class WebhookTrigger(Trigger):
         )
 
 
-def _json(body: bytes) -> dict[str, Any]:
+    def _json(self, body: bytes) -> dict[str, Any]:
+        return parse_json(body, self.config.max_depth, self.config.max_fields)
+
+
+def parse_json(body: bytes, max_depth: int, max_fields: int) -> dict[str, Any]:
+    """A JSON object within the limits, or InputRejected(400) saying which limit.
+
+    The standard parser is kept (it is fast and strict), with the non-standard
+    NaN/Infinity and overflowing floats refused; nesting and size are checked on the
+    result, iteratively, so no hostile body reaches a recursive consumer downstream.
+    """
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InputRejected(f"body is nested too deeply (limit {max_depth})", 400) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, >4300-digit ints, our refusals
         raise InputRejected(f"body is not valid JSON: {exc}", 400) from None
     if not isinstance(data, dict):
         raise InputRejected("body must be a JSON object", 400)
+    _check_shape(data, max_depth, max_fields)
     return data
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _check_shape(data: Any, max_depth: int, max_fields: int) -> None:
+    fields = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise InputRejected(f"body is nested too deeply (limit {max_depth})", 400)
+        children = node.values() if isinstance(node, dict) else node
+        fields += len(children)
+        if fields > max_fields:
+            raise InputRejected(f"body has too many fields (limit {max_fields})", 400)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of secrets that may hold any character (compare_digest
+    refuses non-ASCII str; surrogatepass because JSON can carry lone surrogates)."""
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass"))
+
+
+def _alarm(**fields: Any) -> Alarm:
+    try:
+        return Alarm(**fields)
+    except ValidationError as exc:
+        raise InputRejected(_first_error(exc), 422) from None
 
 
 def _first_error(exc: ValidationError) -> str:
