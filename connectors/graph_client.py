@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,6 +150,19 @@ def build_credential(settings: GraphSettings) -> Any:
     return aio.DefaultAzureCredential(authority=settings.authority_host)
 
 
+class AtMostOnce(RetryHandlerOption):
+    """Per-request retry option for a POST that must not be repeated (sendMail, send).
+
+    A 429 means Graph did not process the request, so it is retried as usual; after a
+    503/504 the message may or may not have gone out, so the answer goes back to the
+    caller instead of being resent (kiota's handler would resend any POST)."""
+
+
+class CredentialRefused(PermanentError):
+    """The directory refused the app's credential (an AADSTS error): retrying the same
+    connector cannot help, the next one in the chain should take over at once."""
+
+
 class _BudgetRetryHandler(RetryHandler):
     """kiota's retry handler, but a wait longer than `max_wait` is not slept: the 429/503
     goes back to the caller at once, as a TransientError carrying Retry-After."""
@@ -160,6 +174,11 @@ class _BudgetRetryHandler(RetryHandler):
     def get_delay_time(self, retry_count: int, response: Any = None, delay: float = 0.0) -> float:
         wait = super().get_delay_time(retry_count, response, delay)
         return wait if wait <= self.max_wait else RetryHandlerOption.MAX_DELAY
+
+    def should_retry(self, request: httpx.Request, options: RetryHandlerOption, response: httpx.Response) -> bool:
+        if isinstance(options, AtMostOnce) and response.status_code != 429:
+            return False
+        return super().should_retry(request, options, response)
 
 
 class GraphConnection:
@@ -176,6 +195,7 @@ class GraphConnection:
         self.http = httpx.AsyncClient(base_url=settings.graph_url or "", timeout=timeout, transport=self._pool)
         self.raw = httpx.AsyncClient(timeout=timeout, verify=verify)  # upload URLs: no bearer token
         options = RetryHandlerOption(delay=0.0, max_retries=settings.max_retries)
+        self.at_most_once = AtMostOnce(delay=0.0, max_retries=settings.max_retries)
         middleware = [
             _BudgetRetryHandler(options, settings.max_retry_wait) if isinstance(m, RetryHandler) else m
             for m in KiotaClientFactory.get_default_middleware(None)
@@ -218,10 +238,20 @@ def _odata(exc: APIError) -> tuple[str, str]:
     return code, message
 
 
+# Graph error codes of a 404 that is about the user/mailbox in the URL, not what is under it
+USER_NOT_FOUND = {"ErrorInvalidUser", "Request_ResourceNotFound", "MailboxNotEnabledForRESTAPI",
+                  "ResourceNotFound", "ErrorNonExistentMailbox", "UserNotFound"}
+AADSTS = re.compile(r"AADSTS\d+")
+
+
 def explain(
-    exc: BaseException, action: str, *, permission: str = "", mailbox: str = ""
+    exc: BaseException, action: str, *, permission: str = "", mailbox: str = "", resource: str = ""
 ) -> ConnectorError:
-    """A typed error whose text says what failed and what to fix."""
+    """A typed error whose text says what failed and what to fix.
+
+    `resource` names what the URL points at below the user (a meeting, a draft): a 404 is
+    blamed on the mailbox only when Graph's error code says the user/mailbox is unknown,
+    and on the endpoint (graph_url) when the answer is not a Graph error at all."""
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, APIError):
@@ -234,6 +264,9 @@ def explain(
         if status >= 500:
             return TransientError(f"{action}: Graph server error ({what})")
         if status == 401:
+            if AADSTS.search(message):
+                return CredentialRefused(f"{action}: the directory refused the app's credential ({what}); "
+                                         "check tenant_id, client_id and the credential")
             return PermanentError(f"{action}: Graph refused the token ({what}); check tenant_id, client_id and the credential")
         if status == 403:
             if "access policy" in message.lower():
@@ -246,8 +279,12 @@ def explain(
                 hint += f", and any Exchange application access policy / RBAC scope must include {mailbox}"
             return PermanentError(f"{action}: access denied ({what}); {hint}")
         if status == 404:
-            target = f"mailbox or user '{mailbox}'" if mailbox else "resource"
-            return PermanentError(f"{action}: {target} not found ({what})")
+            if not code:
+                return PermanentError(f"{action}: Graph endpoint not found ({what}); this is not a Graph answer: "
+                                      "check graph_url (e.g. https://graph.microsoft.com/v1.0)")
+            if mailbox and code in USER_NOT_FOUND:
+                return PermanentError(f"{action}: mailbox or user '{mailbox}' not found ({what})")
+            return PermanentError(f"{action}: {resource or 'resource'} not found ({what})")
         return PermanentError(f"{action}: Graph rejected the request ({what})")
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"{action}: no answer from Graph in time ({type(exc).__name__})")
@@ -258,7 +295,8 @@ def explain(
     if isinstance(exc, CredentialUnavailableError):
         return PermanentError(f"{action}: no credential available ({_first_line(exc)})")
     if isinstance(exc, ClientAuthenticationError):
-        return PermanentError(
+        kind = CredentialRefused if AADSTS.search(str(getattr(exc, "message", None) or exc)) else PermanentError
+        return kind(
             f"{action}: could not get a token ({_first_line(exc)}); check tenant_id, client_id and the credential"
         )
     return PermanentError(f"{action}: {type(exc).__name__}: {_first_line(exc)}")
@@ -270,14 +308,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def graph_errors(action: str, *, permission: str = "", mailbox: str = "") -> Iterator[None]:
+def graph_errors(action: str, *, permission: str = "", mailbox: str = "", resource: str = "") -> Iterator[None]:
     """Translate whatever the SDK raises inside the block (cancellation passes through)."""
     try:
         yield
     except ConnectorError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is translated, none swallowed
-        error = explain(exc, action, permission=permission, mailbox=mailbox)
+        error = explain(exc, action, permission=permission, mailbox=mailbox, resource=resource)
         log.debug("%s failed: %s", action, error)
         raise error from exc
 

@@ -8,15 +8,25 @@ upload each large one (3-150 MB) through an upload session in chunks, then `send
 
 Results follow the delivery chain's rules: `rejected` (final) only when Graph refuses
 the message itself (bad recipient address, malformed message); a mailbox, permission
-or credential problem is `failed`, so the next mailer of `mail.via` takes over.
+or credential problem is `failed`, so the next mailer of `mail.via` takes over - at
+once, without retrying Graph, when the directory refused the credential (AADSTS).
+
+At most once per message key: each message carries `internetMessageId` (the same
+Message-ID SMTP would use, so a resend after a crash can be de-duplicated), sendMail and
+send are retried by the SDK only on 429 (Graph did not process the request), and a
+503/504/cut connection after the request went out leaves the verdict unknown: that key is
+never sent through Graph again by this mailer; the next mailer carries it, same Message-ID.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import httpx
 from kiota_abstractions.api_error import APIError
+from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.attachment_item import AttachmentItem
 from msgraph.generated.models.attachment_type import AttachmentType
 from msgraph.generated.models.body_type import BodyType
@@ -33,7 +43,7 @@ from msgraph.generated.users.item.send_mail.send_mail_post_request_body import S
 from pydantic import Field
 
 from connectors.base import Mailer
-from connectors.graph_client import GraphConnector, GraphSettings, graph_errors
+from connectors.graph_client import CredentialRefused, GraphConnector, GraphSettings, graph_errors
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
 from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail
 
@@ -54,7 +64,12 @@ class GraphMailConfig(GraphSettings):
                               description="bytes per PUT of an upload session (multiple of 320 KiB, at most 4 MiB)")
 
     def required_permissions(self) -> list[str]:
-        return ["Mail.Send", "Mail.ReadWrite"]
+        """Mail.ReadWrite is optional: only messages with attachments over the inline limit
+        need it (draft + upload session); without it they fall through to the next mailer."""
+        return [SEND_PERMISSION]
+
+    def optional_permissions(self) -> dict[str, str]:
+        return {"Mail.ReadWrite": "messages whose attachments reach 3 MB (draft + upload session)"}
 
 
 class GraphMailer(GraphConnector, Mailer):
@@ -63,21 +78,37 @@ class GraphMailer(GraphConnector, Mailer):
     Config = GraphMailConfig
     config: GraphMailConfig
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unknown: dict[str, str] = {}  # message key -> why its verdict is unknown (never resent here)
+
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         blocked: DeliveryResult | None = None  # a failure that is not about one message stops the batch
         for email in messages:
             address = email.recipient.email
             if blocked is not None:
-                results.append(DeliveryResult(email.key, address, blocked.status, f"not attempted: {blocked.detail}", self.name))
+                results.append(DeliveryResult(email.key, address, blocked.status, f"not attempted: {blocked.detail}",
+                                              self.name, retryable=blocked.retryable))
+                continue
+            if email.key in self._unknown:
+                results.append(DeliveryResult(email.key, address, DeliveryStatus.failed, self._unknown[email.key],
+                                              self.name, retryable=False))
                 continue
             try:
                 await self._send_one(email)
             except ConnectorError as exc:
                 status = DeliveryStatus.rejected if _about_this_message(exc) else DeliveryStatus.failed
-                result = DeliveryResult(email.key, address, status, str(exc), self.name)
+                retryable = not isinstance(exc, CredentialRefused)
+                detail = str(exc)
+                if isinstance(exc, VerdictUnknown):
+                    detail = (f"{exc}; Graph may have sent it: not resent through Graph (at most once), "
+                              f"the next mailer sends it with the same Message-ID")
+                    self._unknown[email.key] = detail
+                    retryable = False
+                result = DeliveryResult(email.key, address, status, detail, self.name, retryable=retryable)
                 self.log.warning("graph mail to %s %s: %s", address, status.value, exc)
-                if status is DeliveryStatus.failed:
+                if status is DeliveryStatus.failed and not _draft_permission(exc) and email.key not in self._unknown:
                     blocked = result
                 results.append(result)
             else:
@@ -91,10 +122,17 @@ class GraphMailer(GraphConnector, Mailer):
             body = SendMailPostRequestBody(
                 message=self._message(email, email.attachments), save_to_sent_items=self.config.save_to_sent_items
             )
-            with graph_errors(f"send mail to {email.recipient.email}", permission=SEND_PERMISSION, mailbox=self.config.mailbox):
-                await self._user.send_mail.post(body)
+            with _sending(), graph_errors(f"send mail to {email.recipient.email}", permission=SEND_PERMISSION,
+                                          mailbox=self.config.mailbox):
+                await self._user.send_mail.post(body, self._at_most_once())
             return
         await self._send_with_draft(email)
+
+    def _at_most_once(self) -> RequestConfiguration[Any]:
+        """Request options for a POST that sends: the SDK retries it on 429 only."""
+        config: RequestConfiguration[Any] = RequestConfiguration()
+        config.options = [self.graph.at_most_once]
+        return config
 
     @property
     def _user(self) -> Any:
@@ -115,10 +153,11 @@ class GraphMailer(GraphConnector, Mailer):
                         await item.attachments.post(_file(attachment))
                 else:
                     await self._upload(item, attachment, action)
-            with graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox):
-                await item.send.post()
-        except Exception:
-            await self._discard(item)
+            with _sending(), graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox):
+                await item.send.post(self._at_most_once())
+        except Exception as exc:
+            if not isinstance(exc, VerdictUnknown):  # the draft may be the message on its way: leave it
+                await self._discard(item)
             raise
 
     async def _upload(self, item: Any, attachment: Attachment, action: str) -> None:
@@ -160,17 +199,48 @@ class GraphMailer(GraphConnector, Mailer):
     def _message(self, email: OutgoingEmail, attachments: list[Attachment]) -> Message:
         html = bool(email.html.strip())
         headers = [InternetMessageHeader(name=k, value=v) for k, v in email.headers.items() if k.lower().startswith("x-")]
-        return Message(
+        message = Message(
             subject=email.subject,
             body=ItemBody(content_type=BodyType.Html if html else BodyType.Text, content=email.html if html else email.text),
             to_recipients=[GraphRecipient(email_address=EmailAddress(address=email.recipient.email, name=email.recipient.name))],
-            attachments=[_file(a) for a in attachments] or None,
-            internet_message_headers=headers or None,
         )
+        # only fields that have a value: one assigned None would be sent as null (msgraph-sdk-python #440)
+        if attachments:
+            message.attachments = [_file(a) for a in attachments]
+        if headers:
+            message.internet_message_headers = headers
+        if email.message_id:
+            message.internet_message_id = email.message_id
+        return message
 
 
 def _file(attachment: Attachment) -> FileAttachment:
     return FileAttachment(name=attachment.filename, content_type=attachment.content_type, content_bytes=attachment.data)
+
+
+class VerdictUnknown(TransientError):
+    """The sending POST reached Graph but its outcome is unknown (503/504, connection cut
+    or no answer after the request went out): resending could deliver the message twice."""
+
+
+@contextmanager
+def _sending() -> Iterator[None]:
+    """Around a POST that sends (outside graph_errors): marks the errors whose verdict is unknown."""
+    try:
+        yield
+    except ConnectorError as exc:
+        cause = exc.__cause__
+        unknown = (cause.response_status_code in (503, 504) if isinstance(cause, APIError)
+                   else isinstance(cause, (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)))
+        if unknown:
+            raise VerdictUnknown(str(exc), retry_after=getattr(exc, "retry_after", None)) from cause
+        raise
+
+
+def _draft_permission(exc: ConnectorError) -> bool:
+    """403 on the draft path (no Mail.ReadWrite): only messages with large attachments are affected."""
+    cause = exc.__cause__
+    return isinstance(cause, APIError) and cause.response_status_code == 403 and "Mail.ReadWrite" in str(exc)
 
 
 def _about_this_message(exc: ConnectorError) -> bool:

@@ -11,16 +11,23 @@ meeting again instead of opening a second one:
   `onlineMeetings/createOrGet` with `externalId` = incident id; no invitation is sent,
   crisisbot emails the join link itself.
 
-Lobby bypass and presenters are set with a PATCH of the online meeting (in calendar
-mode only when configured, since that needs the OnlineMeetings permission too).
+Lobby bypass and presenters are not parameters of createOrGet (Graph v1.0 metadata: it
+takes externalId, subject, start/end, participants, chatInfo), so they are set with a
+PATCH of the online meeting carrying only those two properties (in calendar mode only
+when configured, since that needs the OnlineMeetings permission too). Once the meeting
+exists its join URL is always handed out: a failed PATCH becomes a warning on the
+Meeting (the step puts it on the timeline), never a fallback that orphans the meeting.
+A dropped connection during createOrGet is retried: the call is idempotent by externalId.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.models.attendee import Attendee
 from msgraph.generated.models.attendee_type import AttendeeType
@@ -51,7 +58,7 @@ from pydantic import Field, model_validator
 from connectors.base import Meeting, MeetingProvider, MeetingRequest, Services
 from connectors.graph_client import GraphConnector, GraphSettings, graph_errors
 from crisisbot.config.types import Seconds
-from crisisbot.errors import PermanentError, TransientError
+from crisisbot.errors import ConnectorError, PermanentError, TransientError
 
 # A named MAPI property in crisisbot's own GUID namespace: holds the incident id on the event.
 INCIDENT_PROPERTY = "String {6f0c2a5e-5b1f-4c1e-9d55-2b8f3c9a7e41} Name crisisbotIncidentId"
@@ -136,15 +143,32 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
                 MeetingParticipantInfo(upn=r.email, role=OnlineMeetingRole.Attendee) for r in request.attendees
             ]),
         )
-        with graph_errors("create the Teams meeting", permission=MEETING_PERMISSION, mailbox=self.config.organizer):
-            online = await self.graph.client.users.by_user_id(organizer).online_meetings.create_or_get.post(body)
+        online = await self._post_create_or_get(organizer, body)
         if online is None or not online.join_web_url or not online.id:
             raise TransientError("create the Teams meeting: Graph answered without a join URL")
-        online = await self._apply_options(organizer, online)
+        warnings: list[str] = []
+        online = await self._apply_options(organizer, online, warnings)
         return Meeting(
             provider="teams", join_url=online.join_web_url or "", meeting_id=online.id or "", subject=subject,
-            start=start, end=end, dial_in=_dial_in(online),
+            start=start, end=end, dial_in=_dial_in(online), warnings=warnings,
         )
+
+    async def _post_create_or_get(self, organizer: str, body: CreateOrGetPostRequestBody) -> OnlineMeeting | None:
+        """createOrGet, sent again when the connection drops or hangs: the same externalId returns
+        the same meeting, so a retry cannot open a second one. The step deadline bounds the loop."""
+        builder = self.graph.client.users.by_user_id(organizer).online_meetings.create_or_get
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                with graph_errors("create the Teams meeting", permission=MEETING_PERMISSION, mailbox=self.config.organizer):
+                    return await builder.post(body)
+            except TransientError as exc:
+                if not isinstance(exc.__cause__, httpx.TransportError) or attempt == self.config.max_retries:
+                    raise
+                delay = min(0.25 * 2**attempt, self.config.max_retry_wait)
+                self.log.info("createOrGet for %s lost its connection (%s); retrying in %.2fs",
+                              body.external_id, type(exc.__cause__).__name__, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     # -- mode calendar ---------------------------------------------------------------------
 
@@ -171,12 +195,16 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
         join_url = event.online_meeting.join_url if event and event.online_meeting else None
         if event is None or not event.id or not join_url:
             raise TransientError("create the calendar event: Teams has not attached a join URL yet")
+        warnings: list[str] = []
         if self.config.patches_meeting:
-            await self._patch_by_join_url(join_url)
+            try:
+                await self._patch_by_join_url(join_url, warnings)
+            except ConnectorError as exc:  # the event exists and the invitations are out: keep the link
+                warnings.append(f"lobby and presenters not set: {exc}")
         info = event.online_meeting
         dial_in = f"{info.toll_number},,{info.conference_id}#" if info and info.toll_number and info.conference_id else None
         return Meeting(provider="teams", join_url=join_url, meeting_id=event.id, subject=event.subject or subject,
-                       start=start, end=end, dial_in=dial_in)
+                       start=start, end=end, dial_in=dial_in, warnings=warnings)
 
     async def _find_event(self, incident_id: str) -> Event | None:
         """The event an earlier attempt created for this incident, if any."""
@@ -192,7 +220,7 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             )
         return found.value[0] if found and found.value else None
 
-    async def _patch_by_join_url(self, join_url: str) -> None:
+    async def _patch_by_join_url(self, join_url: str, warnings: list[str]) -> None:
         organizer = await self.organizer_id()
         query = OnlineMeetingsRequestBuilder.OnlineMeetingsRequestBuilderGetQueryParameters(
             filter=f"JoinWebUrl eq '{join_url}'"
@@ -204,12 +232,15 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             )
         if not found or not found.value:
             raise TransientError("find the event's Teams meeting: not visible yet")
-        await self._apply_options(organizer, found.value[0])
+        await self._apply_options(organizer, found.value[0], warnings)
 
     # -- shared ----------------------------------------------------------------------------
 
-    async def _apply_options(self, organizer: str, online: OnlineMeeting) -> OnlineMeeting:
-        """PATCH lobby bypass and presenters unless the meeting already has them (retries)."""
+    async def _apply_options(self, organizer: str, online: OnlineMeeting, warnings: list[str]) -> OnlineMeeting:
+        """PATCH lobby bypass and presenters unless the meeting already has them (retries).
+
+        The meeting exists by now: a failure here (refused, throttled, no answer in time)
+        is added to `warnings` and the meeting is returned as it is, so its link goes out."""
         cfg = self.config
         lobby = online.lobby_bypass_settings
         wanted_lobby = LobbyBypassScope(cfg.lobby_bypass) if cfg.lobby_bypass else None
@@ -220,18 +251,26 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
         presenters_ok = wanted_presenters is None or online.allowed_presenters == wanted_presenters
         if lobby_ok and presenters_ok:
             return online
-        patch = OnlineMeeting(odata_type=None)
-        if wanted_lobby is not None:
+        # only the properties meant to change: a model built with odata_type=None, or a field
+        # assigned None, would be sent as a key Graph refuses (msgraph-sdk-python issue #440)
+        patch = OnlineMeeting()
+        if not lobby_ok and wanted_lobby is not None:
             patch.lobby_bypass_settings = LobbyBypassSettings(scope=wanted_lobby, is_dial_in_bypass_enabled=cfg.dial_in_bypass)
-        patch.allowed_presenters = wanted_presenters
+        if not presenters_ok and wanted_presenters is not None:
+            patch.allowed_presenters = wanted_presenters
         config: RequestConfiguration[Any] = RequestConfiguration()
         config.headers.add_all(UNKNOWN_ENUMS)
-        with graph_errors("set the meeting's lobby and presenters", permission=MEETING_PERMISSION,
-                          mailbox=self.config.organizer):
-            updated = await self.graph.client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(
-                online.id or ""
-            ).patch(patch, config)
-        return updated or online
+        item = self.graph.client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(online.id or "")
+        try:
+            async with asyncio.timeout(cfg.request_timeout):  # retries of a throttled PATCH must not eat the step
+                with graph_errors("set the meeting's lobby and presenters", permission=MEETING_PERMISSION,
+                                  mailbox=cfg.organizer, resource=f"online meeting {online.id}"):
+                    updated = await item.patch(patch, config)
+        except (ConnectorError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {cfg.request_timeout:.0f}s"
+            warnings.append(f"lobby and presenters not set (the meeting is open with the tenant's defaults): {reason}")
+            return online
+        return updated if updated is not None and updated.join_web_url else online
 
     async def organizer_id(self) -> str:
         """The organizer's object id (onlineMeetings needs it), looked up once if not configured."""

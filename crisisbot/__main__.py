@@ -1,5 +1,3 @@
-import sys
+from crisisbot.cli import run_to_exit
 
-from crisisbot.cli import main
-
-sys.exit(main())
+run_to_exit()

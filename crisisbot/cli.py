@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +19,11 @@ from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.store.files import restrict_umask
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = os.environ.get("CRISISBOT_CONFIG", "config.yaml")
+LINGER = 2.0  # seconds a thread still running at exit gets before the process ends anyway
 
 
 def _bundle(args: argparse.Namespace) -> Bundle:
@@ -197,9 +200,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 async def _audit(url: str, data_dir: Path) -> int:
     from crisisbot.store import opened_store
+    from crisisbot.store.base import AuditReport
+    from crisisbot.store.errors import StoreDamaged
 
-    async with opened_store(url, data_dir) as store:
-        report = await store.verify_audit()
+    try:
+        async with opened_store(url, data_dir) as store:
+            report = await store.verify_audit()
+    except StoreDamaged as exc:  # damage is what an audit is for: a finding, not a crash
+        report = AuditReport(False, 0, "", [str(exc)])
     if report.ok:
         print(f"audit log intact: {report.entries} entries, head {report.head}")
         return EXIT_OK
@@ -207,6 +215,27 @@ async def _audit(url: str, data_dir: Path) -> int:
         print(f"audit: {problem}", file=sys.stderr)
     print(f"audit log TAMPERED: {len(report.problems)} problem(s) in {report.entries} entries", file=sys.stderr)
     return EXIT_PROBLEMS
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    return asyncio.run(_backup(*_store_location(args), Path(args.target)))
+
+
+async def _backup(url: str, data_dir: Path, target: Path) -> int:
+    from crisisbot.store import opened_store
+
+    if target.is_dir():
+        target = target / f"crisisbot-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.db"
+    if target.exists():
+        raise CrisisbotError(f"{target} already exists; give a new file name (a backup never overwrites)")
+    async with opened_store(url, data_dir) as store:
+        backup = getattr(store, "backup", None)
+        if backup is None:
+            raise CrisisbotError("this store has no built-in backup; use the database's own tools")
+        await backup(target)
+    print(f"backup written to {target} ({target.stat().st_size} bytes, integrity checked); "
+          "restore: see \"Backup and restore\" in docs/operations.md")
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -290,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="verify the hash-chained audit log")
     p.add_argument("action", choices=["verify"])
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("backup", help="copy the store to a file while the daemon runs (SQLite online backup)")
+    p.add_argument("target", help="new file, or a directory to put a time-stamped copy in")
+    p.set_defaults(func=cmd_backup)
     p = sub.add_parser("check", help="check a connector against the real service (read-only)")
     p.add_argument("target", choices=["teams"], help="teams: credentials, permissions, mailbox, access policy")
     p.add_argument("--create-test-meeting", action="store_true",
@@ -305,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_umask()  # incidents, outbox emails and keys: readable by this user only
     args = parser().parse_args(argv)
     if args.command == "incidents" and args.action == "show" and not args.incident_id:
         print("crisisbot incidents show: give an incident id", file=sys.stderr)
@@ -339,5 +372,22 @@ def _reader_gone() -> int:
     return EXIT_OK
 
 
+def run_to_exit(argv: Sequence[str] | None = None) -> None:
+    """Entry point: exit with `main`'s code even if a library left a non-daemon thread
+    running (the interpreter would wait for it forever and a supervisor's restart
+    would never fire)."""
+    code = main(argv)
+    lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in lingering:
+        thread.join(LINGER)
+    lingering = [t.name for t in lingering if t.is_alive()]
+    if lingering:
+        print(f"crisisbot: exiting although thread(s) {', '.join(lingering)} still run", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_to_exit()

@@ -38,10 +38,11 @@ async def _control(bundle: Bundle, request: dict[str, Any]) -> dict[str, Any] | 
 
 
 @asynccontextmanager
-async def _runtime(bundle: Bundle) -> AsyncIterator[Any]:
+async def _runtime(bundle: Bundle, exclusive: bool = True) -> AsyncIterator[Any]:
+    """`exclusive=False` for reads, which may run beside the daemon."""
     from crisisbot.runtime import Runtime
 
-    runtime = await Runtime.build(bundle)
+    runtime = await Runtime.build(bundle, exclusive=exclusive)
     try:
         yield runtime
     finally:
@@ -120,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 async def _report(bundle: Bundle, args: argparse.Namespace) -> int:
     from crisisbot.lifecycle.report import build, render
 
-    async with _runtime(bundle) as runtime:
+    async with _runtime(bundle, exclusive=False) as runtime:
         report = await build(runtime, args.incident_id, datetime.now(timezone.utc))
     data = render(report, args.format)
     if args.out:
@@ -158,7 +159,7 @@ async def _silence(bundle: Bundle, args: argparse.Namespace) -> int:
     from crisisbot.lifecycle.timers import TimerService
 
     if args.action == "list":
-        async with _runtime(bundle) as runtime:
+        async with _runtime(bundle, exclusive=False) as runtime:
             silences = await runtime.store.list_silences()
         for s in silences:
             state = f"ended {s.ended_at.isoformat(timespec='minutes')}" if s.ended_at else "active/planned"

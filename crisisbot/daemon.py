@@ -9,20 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.engine import Engine
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
-from crisisbot.errors import ConfigError
+from crisisbot.errors import ConfigError, CrisisbotError
 from crisisbot.models import Alarm, PlaybookOutcome
 from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
+STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop before we go on
 
 
 class Daemon:
@@ -36,21 +38,32 @@ class Daemon:
         self._control: asyncio.AbstractServer | None = None
         self.web: Any = None  # crisisbot.web.server.WebServer when web.enabled
         self._stop = asyncio.Event()
+        self._stopped = False
 
     async def start(self) -> None:
-        self.runtime = await Runtime.build(self.bundle)
-        await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest, "files": self.bundle.files})
-        self.engine = Engine(self.runtime)
-        self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
-        await self.lifecycle.start()
-        await self.engine.start()
-        await self._start_triggers()
-        await self._start_control()
-        if self.bundle.config.web.enabled:
-            from crisisbot.web.server import WebServer
+        """Start everything, or — on any failure, cancellation included — stop what did
+        start and raise, so the process exits and a supervisor can restart it."""
+        try:
+            self.runtime = await Runtime.build(self.bundle)
+            await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
+                                                                   "files": self.bundle.files})
+            self.engine = Engine(self.runtime)
+            self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
+            await self.lifecycle.start()
+            await self.engine.start()
+            await self._start_triggers()
+            await self._start_control()
+            if self.bundle.config.web.enabled:
+                from crisisbot.web.server import WebServer
 
-            self.web = WebServer(self.runtime)
-            await self.web.start()
+                self.web = WebServer(self.runtime)
+                await self.web.start()
+        except BaseException:
+            await self.stop()
+            raise
+        # From now on a write that meets a lock or a full disk waits for it to pass
+        # (visible in /health and the log) instead of failing a playbook step.
+        self.runtime.store.retry_transient_for = math.inf
         log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
 
@@ -61,28 +74,44 @@ class Daemon:
             await trigger.start()
             self.runtime.triggers[name] = trigger
 
-    async def _stop_triggers(self) -> None:
-        assert self.runtime
-        for trigger in list(self.runtime.triggers.values()):
+    async def _stop_triggers(self, runtime: Runtime | None = None) -> None:
+        runtime = runtime or self.runtime
+        assert runtime
+        for trigger in list(runtime.triggers.values()):
             try:
                 await trigger.stop()
             except Exception:  # noqa: BLE001 - keep stopping the others
                 log.exception("stopping trigger %s failed", trigger.name)
-        self.runtime.triggers.clear()
+        runtime.triggers.clear()
 
     async def stop(self) -> None:
+        """Stop in order; each part is bounded and a failing part does not keep the
+        store from closing (its thread would keep the process alive)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        runtime = self.runtime
+        if runtime is not None:
+            runtime.store.retry_transient_for = 0.0  # stopping must not wait for disk space
+        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self._control is not None:
-            self._control.close()
+            control, self._control = self._control, None
+            parts.append(("control socket", _closer(control)))
         if self.web is not None:
-            await self.web.stop()
-        if self.runtime is not None:
-            await self._stop_triggers()
+            parts.append(("web server", self.web.stop))
+        if runtime is not None:
+            parts.append(("inputs", lambda: self._stop_triggers(runtime)))
         if self.lifecycle is not None:
-            await self.lifecycle.stop()
+            parts.append(("lifecycle", self.lifecycle.stop))
         if self.engine is not None:
-            await self.engine.stop()
-        if self.runtime is not None:
-            await self.runtime.close()
+            parts.append(("engine", self.engine.stop))
+        for name, stop in parts:
+            try:
+                await asyncio.wait_for(stop(), STOP_PART_TIMEOUT)
+            except Exception:  # noqa: BLE001 - keep stopping; the store must still close
+                log.exception("stopping the %s failed; going on", name)
+        if runtime is not None:
+            await runtime.close()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -207,14 +236,34 @@ def _mtimes(bundle: Bundle) -> dict[str, float]:
     return out
 
 
+class StartFailed(CrisisbotError):
+    """The daemon could not start; everything it had opened is closed again."""
+
+
 async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | None = None) -> int:
-    """Run until SIGTERM/SIGINT; with `until_idle_after=N`, stop once N incidents are done."""
+    """Run until SIGTERM/SIGINT; with `until_idle_after=N`, stop once N incidents are done.
+
+    A stop requested while starting cancels the start; a start that fails raises
+    `StartFailed` (or the `CrisisbotError` that says why) once all is closed."""
     daemon = Daemon(config_path, bundle)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload_logged()))
-    await daemon.start()
+    starting = asyncio.create_task(daemon.start(), name="crisisbot-start")
+    stopping = asyncio.create_task(daemon.wait(), name="crisisbot-stop-request")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        log.warning("stop requested while starting; stopping")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    if (error := starting.exception()) is not None:
+        if isinstance(error, CrisisbotError):
+            raise error
+        log.debug("start failed", exc_info=error)
+        raise StartFailed(f"could not start: {type(error).__name__}: {error}") from error
     watcher = asyncio.create_task(daemon.watch())
     try:
         if until_idle_after is None:
@@ -225,6 +274,12 @@ async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | No
         watcher.cancel()
         await daemon.stop()
     return 0
+
+
+def _closer(server: asyncio.AbstractServer) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        server.close()
+    return close
 
 
 async def _until_incidents(daemon: Daemon, count: int) -> None:

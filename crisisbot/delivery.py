@@ -62,6 +62,9 @@ async def deliver(
                     if m.key not in reported:
                         await report(DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason))
             pending = [m for m in pending if last.get(m.key) is None or last[m.key].status not in FINAL]
+            if any(not last[m.key].retryable for m in pending if m.key in reported):
+                log.info("%s cannot deliver on a later attempt either; moving on", mailer.name)
+                break
             if pending and attempt < retries:
                 pause = min(backoff * (2**attempt), max(0.0, deadline - loop.time()))
                 log.info("%d message(s) not delivered by %s; retrying in %.2fs", len(pending), mailer.name, pause)

@@ -19,6 +19,7 @@ from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, Playb
 from crisisbot.playbook_run import PlaybookRun
 from crisisbot.rendering import clean_alarm
 from crisisbot.runtime import Runtime
+from crisisbot.store.base import Nonce
 
 if TYPE_CHECKING:
     from crisisbot.lifecycle.hooks import EngineHooks
@@ -43,15 +44,13 @@ class Engine:
         self.hooks: EngineHooks | None = None  # the lifecycle: restores, silences, cancel window
 
     # -- AlarmSink ---------------------------------------------------------
-    async def submit(self, alarm: Alarm) -> str:
-        """Durably store, then queue; returns once the alarm is safe on disk."""
+    async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
+        """Durably store (with its replay nonce, in the same transaction), then queue;
+        returns once the alarm is safe on disk. Raises `Replayed` for a used nonce."""
         alarm = clean_alarm(alarm)  # no control/bidi characters past this point
-        if await self.runtime.store.add_alarm(alarm):
+        if await self.runtime.store.add_alarm(alarm, nonce):
             self._queue.put_nowait(alarm)
         return alarm.id
-
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        return await self.runtime.store.seen_nonce(scope, nonce, ttl)
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:

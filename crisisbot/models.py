@@ -141,6 +141,9 @@ class Meeting:
     end: datetime
     dial_in: str | None = None
     ics: bytes | None = None  # calendar invitation to attach, when the provider sends none itself
+    # what went wrong after the meeting existed (e.g. lobby not set): the link is still handed
+    # out, and the meeting step puts these on the timeline
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,3 +184,6 @@ class DeliveryResult:
     status: DeliveryStatus
     detail: str = ""
     transport: str = ""
+    # False when another attempt through the same mailer cannot help (credential refused,
+    # verdict unknown): the delivery chain moves on to the next mailer at once
+    retryable: bool = True

@@ -20,6 +20,8 @@ from crisisbot.models import Recipient
 from crisisbot.rendering import TemplateSet
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
+from crisisbot.store.files import private_dir, warn_if_open
+from crisisbot.store.instance import InstanceLock
 from crisisbot.web.access import Revocations, json_file
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ def load_or_create_key(data_dir: Path, name: str = "secret.key") -> bytes:
     path = data_dir / name
     if path.is_file():
         return path.read_bytes()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -52,6 +54,7 @@ class Runtime:
     lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
     image_store: ImageStore | None = None  # encrypted originals behind the live-view links
     revocations: Revocations | None = None  # revoked personal links
+    instance_lock: InstanceLock | None = None  # this process's claim on the data directory
 
     @property
     def templates(self) -> TemplateSet:
@@ -61,25 +64,37 @@ class Runtime:
         return self.bundle.recipients(refs)
 
     @classmethod
-    async def build(cls, bundle: Bundle) -> "Runtime":
-        """Open the store and start every connector and camera of the bundle."""
-        data_dir = bundle.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(bundle.config.store.url, data_dir)
-        await store.open()
-        services = Services(
-            data_dir=data_dir,
-            root=bundle.root,
-            organization=bundle.config.organization.name,
-            sender=bundle.config.mail.sender,
-            extras={"secret_key": load_or_create_key(data_dir)},
-        )
-        runtime = cls(bundle, store, services=services)
-        runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
-        await runtime.image_store.start()
-        load, save = json_file(data_dir / "revoked-links.json")
-        runtime.revocations = await Revocations.load(load, save)
-        await runtime.start_connectors()
+    async def build(cls, bundle: Bundle, *, exclusive: bool = True) -> "Runtime":
+        """Claim the data directory (`exclusive`: one daemon per data), open the store and
+        start every connector and camera of the bundle. On any failure what was opened
+        is closed again before the error propagates, so the process can exit."""
+        data_dir = private_dir(bundle.data_dir)
+        lock = InstanceLock(data_dir).acquire() if exclusive else None
+        warn_if_open(data_dir)
+        try:
+            store = open_store(bundle.config.store.url, data_dir)
+            await store.open()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        runtime = cls(bundle, store, instance_lock=lock)
+        try:
+            runtime.services = Services(
+                data_dir=data_dir,
+                root=bundle.root,
+                organization=bundle.config.organization.name,
+                sender=bundle.config.mail.sender,
+                extras={"secret_key": load_or_create_key(data_dir)},
+            )
+            runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
+            await runtime.image_store.start()
+            load, save = json_file(data_dir / "revoked-links.json")
+            runtime.revocations = await Revocations.load(load, save)
+            await runtime.start_connectors()
+        except BaseException:
+            await runtime.close()
+            raise
         return runtime
 
     async def start_connectors(self) -> None:
@@ -115,10 +130,18 @@ class Runtime:
         await _stop_all(old)
 
     async def close(self) -> None:
-        await self.stop_connectors()
-        if self.image_store is not None:
-            await self.image_store.stop()
-        await self.store.close()
+        """Stop everything; the store is closed and the data directory released whatever
+        fails before (a process whose store thread is left running never exits)."""
+        try:
+            await self.stop_connectors()
+            if self.image_store is not None:
+                await self.image_store.stop()
+        finally:
+            try:
+                await self.store.close()
+            finally:
+                if self.instance_lock is not None:
+                    self.instance_lock.release()
 
 
 async def _stop_all(items: list[Connector]) -> None:

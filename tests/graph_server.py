@@ -1,9 +1,10 @@
 """A local stand-in for Microsoft Graph and the Entra token endpoint, for tests.
 
 Serves HTTPS on 127.0.0.1 (port 0) with a throw-away `trustme` CA, checks what Graph
-checks (bearer token and its `roles`, required body fields and types, Teams
-application access policy, 4 MB request limit, no bearer on upload URLs), keeps what
-was created (meetings, events, mails) and can be told to fail:
+checks (bearer token and its `roles`, every request body against the published v1.0
+metadata - tests/graph_schema.py -, Teams application access policy, 4 MB request
+limit, no bearer on upload URLs), keeps what was created (meetings, events, mails)
+and can be told to fail:
 
     async with GraphServer() as g:
         config = g.connector_config("teams", mode="online-meeting")
@@ -35,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.graph_schema import SchemaError, validate_action, validate_type
+
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 CLIENT_ID = "00000000-0000-0000-0000-0000000000bb"
 CLIENT_SECRET = "s3cr3t-value-that-must-never-be-logged"
@@ -64,6 +67,7 @@ class Fault:
     message: str = ""
     hang: float = 0.0
     path: str = ""  # substring of the path it applies to; "" = any Graph request
+    drop: bool = False  # process the request, then cut the connection in the middle of the answer
 
 
 @dataclass
@@ -187,6 +191,11 @@ class GraphServer:
         for _ in range(times):
             self.faults.append(Fault(hang=seconds, path=path))
 
+    def drop_next(self, *, times: int = 1, path: str = "") -> None:
+        """The next `times` requests are carried out, but the connection drops mid-answer."""
+        for _ in range(times):
+            self.faults.append(Fault(drop=True, path=path))
+
     def issue_token(self, roles: list[str] | None = None, lifetime: int = 3600) -> str:
         now = int(time.time())
         claims = {"aud": "https://graph.microsoft.com", "iss": f"https://sts.windows.net/{TENANT}/", "tid": TENANT,
@@ -249,6 +258,12 @@ class GraphServer:
         path = "/" + request.path_params["rest"]
         self.requests.append(Recorded(request.method, path, dict(request.query_params), dict(request.headers), body))
         fault = next((f for f in self.faults if f.path in path), None)
+        if fault is not None and fault.drop:
+            self.faults.remove(fault)
+            fault = None
+            drop = True
+        else:
+            drop = False
         if fault is not None:
             self.faults.remove(fault)
             if fault.hang:
@@ -261,9 +276,11 @@ class GraphServer:
             return _error(413, "RequestEntityTooLarge", "The request is larger than 4 MB")
         try:
             roles = self._authorize(request)
-            return await self._dispatch(request.method, path, dict(request.query_params), body, roles)
+            _check_schema(request.method, path, body, "include-unknown-enum-members" in request.headers.get("prefer", ""))
+            response = await self._dispatch(request.method, path, dict(request.query_params), body, roles)
         except GraphError as exc:
-            return _error(exc.status, exc.code, exc.message)
+            response = _error(exc.status, exc.code, exc.message)
+        return _Dropped(response) if drop else response
 
     def _authorize(self, request: Request) -> set[str]:
         header = request.headers.get("authorization", "")
@@ -501,6 +518,55 @@ class GraphServer:
         if len(upload.received) == upload.size:
             return Response(status_code=201)
         return JSONResponse({"expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": [f"{len(upload.received)}-"]})
+
+
+# (method, path pattern after /users/{id}/) -> ("type" | "action", name) of the body, from the v1.0 metadata
+_BODIES = [
+    ("POST", re.compile(r"onlineMeetings/createOrGet"), "action", "createOrGet"),
+    ("PATCH", re.compile(r"onlineMeetings/[^/]+"), "type", "onlineMeeting"),
+    ("POST", re.compile(r"events"), "type", "event"),
+    ("POST", re.compile(r"sendMail"), "action", "sendMail"),
+    ("POST", re.compile(r"messages"), "type", "message"),
+    ("POST", re.compile(r"messages/[^/]+/attachments"), "type", "attachment"),
+    ("POST", re.compile(r"messages/[^/]+/attachments/createUploadSession"), "action", "createUploadSession"),
+    ("POST", re.compile(r"messages/[^/]+/send"), "action", "send"),
+]
+
+
+def _check_schema(method: str, path: str, body: Any, unknown_enums: bool) -> None:
+    """Refuse a body Graph's OData reader would refuse (400 RequestBodyRead), before any other check."""
+    rest = "/".join(path.strip("/").split("/")[2:])
+    for verb, pattern, kind, name in _BODIES:
+        if verb == method and pattern.fullmatch(rest):
+            if isinstance(body, (bytes, bytearray)):
+                raise GraphError(400, "RequestBodyRead", "The request body is not valid JSON.")
+            try:
+                if kind == "action":
+                    validate_action(name, body, unknown_enums=unknown_enums)
+                else:
+                    validate_type(body, name, unknown_enums=unknown_enums)
+            except SchemaError as exc:
+                raise GraphError(400, exc.code, exc.message) from None
+            return
+
+
+class _ConnectionCut(Exception):
+    """Raised after the answer started: uvicorn closes the connection, the client sees it drop."""
+
+
+class _Dropped(Response):
+    """Sends the status line, headers and half of the body of `inner`, then cuts the connection."""
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = bytes(self.inner.body) or b"{}"
+        headers = [(k, v) for k, v in self.inner.raw_headers if k.lower() != b"content-length"]
+        await send({"type": "http.response.start", "status": self.inner.status_code,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+        raise _ConnectionCut("connection cut on purpose by the test")
 
 
 _STATUS_CODES = {429: "TooManyRequests", 503: "ServiceNotAvailable", 504: "GatewayTimeout", 403: "Forbidden",

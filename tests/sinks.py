@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from crisisbot.models import Alarm, EventKind
+from crisisbot.store.base import Nonce
 
 
 class RecordingSink:
@@ -15,7 +16,7 @@ class RecordingSink:
         self.gate: asyncio.Event | None = None
         self.fail = 0
 
-    async def submit(self, alarm: Alarm) -> str:
+    async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -24,9 +25,6 @@ class RecordingSink:
         self.alarms.append(alarm)
         self.changed.set()
         return alarm.id
-
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        return False
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Alarm]:
         async with asyncio.timeout(timeout):

@@ -115,3 +115,32 @@ async def test_channel_and_invalid_config() -> None:
     assert results["new: webhook"].ok and "sig=y" not in results["new: webhook"].detail
     assert not results["typo: config"].ok and "tenant_id: Field required" in results["typo: config"].detail
     assert not any(name.startswith("smtp") for name in results)
+
+
+async def test_probe_404_for_an_unknown_organizer_fails_the_policy_check(graph: GraphServer) -> None:
+    ghost = "22222222-2222-2222-2222-222222222222"
+
+    results = by_name(await check_teams(teams(graph, mode="online-meeting", organizer_id=ghost)))
+
+    policy = results["teams: access policy"]
+    assert not policy.ok and "HTTP 404" in policy.detail and ghost in policy.fix
+
+
+async def test_graph_mail_needs_only_mail_send_and_shared_app_is_not_told_to_remove(graph: GraphServer) -> None:
+    graph.roles = ["Mail.Send"]
+    alone = by_name(await check_teams({"mail": graph.connector_config("graph-mail")}))
+    perms = alone["mail: permissions"]
+    assert perms.ok and perms.detail.startswith("granted: Mail.Send")
+    assert "without Mail.ReadWrite" in perms.detail and "3 MB" in perms.detail
+
+    graph.roles = ["OnlineMeetings.ReadWrite.All", "Mail.Send", "Mail.ReadWrite", "Sites.Read.All"]
+    both = by_name(await check_teams({
+        "teams": graph.connector_config("teams", mode="online-meeting", organizer_id=ORGANIZER_ID),
+        "mail": graph.connector_config("graph-mail"),
+    }))
+    assert both["teams: permissions"].ok and both["mail: permissions"].ok
+    for name in ("teams: permissions", "mail: permissions"):
+        detail = both[name].detail
+        assert "consider removing: Sites.Read.All" in detail
+        assert "Mail.Send," not in detail.split("consider removing")[1] and "OnlineMeetings" not in detail.split("consider removing")[1]
+    assert both["mail: permissions"].detail.startswith("granted: Mail.Send, Mail.ReadWrite")

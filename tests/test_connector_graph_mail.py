@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,9 @@ import pytest
 
 from connectors.base import Services
 from connectors.graph_mail import GraphMailConfig, GraphMailer
-from crisisbot.models import Attachment, DeliveryStatus, OutgoingEmail, Recipient
+from connectors.smtp import SmtpConfig, SmtpMailer
+from crisisbot.delivery import deliver
+from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail, Recipient
 from tests.graph_server import ORGANIZER, GraphServer
 
 ALICE = Recipient("p1", "Alice Martin", "alice@contoso.example", "fr")
@@ -27,6 +30,7 @@ def email(recipient: Recipient = ALICE, *, key: str = "", attachments: list[Atta
         key=key or f"inc-42/{recipient.person_id}", recipient=recipient, subject="[CRISE] Paris HQ",
         text="Rejoignez la cellule de crise", html=html, attachments=list(attachments or []),
         headers={"X-Crisisbot-Incident": "inc-42", "Auto-Submitted": "auto-generated"},
+        message_id=f"<{key or recipient.person_id}.inc-42@crisisbot>",
     )
 
 
@@ -40,9 +44,10 @@ async def graph() -> AsyncIterator[GraphServer]:
 async def make_mailer(graph: GraphServer, tmp_path: Path) -> AsyncIterator[Any]:
     started: list[GraphMailer] = []
 
-    async def make(**overrides: Any) -> GraphMailer:
+    async def make(*, use_secret: bool = False, **overrides: Any) -> GraphMailer:
         config = GraphMailConfig.model_validate(graph.connector_config("graph-mail", **overrides))
-        mailer = GraphMailer("graph-mail", config, Services(data_dir=tmp_path, root=tmp_path), credential=graph.credential())
+        mailer = GraphMailer("graph-mail", config, Services(data_dir=tmp_path, root=tmp_path),
+                             credential=None if use_secret else graph.credential())
         await mailer.start()
         started.append(mailer)
         return mailer
@@ -149,3 +154,64 @@ async def test_hang_is_a_failed_delivery(graph: GraphServer, make_mailer) -> Non
     (result,) = await mailer.send([email()], "crisisbot")
 
     assert result.status is DeliveryStatus.failed and "no answer from Graph in time" in result.detail
+
+
+async def test_internet_message_id_is_the_smtp_message_id(graph: GraphServer, make_mailer) -> None:
+    mailer = await make_mailer()
+
+    await mailer.send([email(), email(attachments=[LARGE], key="inc-42/p1-large")], "crisisbot")
+
+    assert graph.graph_requests("POST", "sendMail")[0].body["Message"]["internetMessageId"] == "<p1.inc-42@crisisbot>"
+    draft = graph.graph_requests("POST", "/messages")[0].body  # the draft path carries it too
+    assert draft["internetMessageId"] == "<inc-42/p1-large.inc-42@crisisbot>"
+    assert [m["message"]["internetMessageId"] for m in graph.mails] == [
+        "<p1.inc-42@crisisbot>", "<inc-42/p1-large.inc-42@crisisbot>"]
+
+
+async def test_503_on_send_mail_is_never_resent_through_graph(graph: GraphServer, make_mailer) -> None:
+    mailer = await make_mailer()
+    graph.fail_next(503, path="sendMail")
+
+    first = await mailer.send([email(), email(BOB)], "crisisbot")
+    again = await mailer.send([email()], "crisisbot")  # the delivery chain asks again
+
+    assert first[0].status is DeliveryStatus.failed and not first[0].retryable
+    assert "HTTP 503" in first[0].detail and "at most once" in first[0].detail
+    assert first[1].status is DeliveryStatus.sent  # the verdict of one message does not block the others
+    assert again[0].status is DeliveryStatus.failed and not again[0].retryable
+    to_alice = [r for r in graph.graph_requests("POST", "sendMail") if r.body["Message"]["toRecipients"][0]
+                ["emailAddress"]["address"] == ALICE.email]
+    assert len(to_alice) == 1  # neither kiota's retry handler nor the mailer sent it twice
+
+
+async def test_429_on_send_mail_is_retried(graph: GraphServer, make_mailer) -> None:
+    mailer = await make_mailer()
+    graph.fail_next(429, retry_after=0, path="sendMail")
+
+    (result,) = await mailer.send([email()], "crisisbot")
+
+    assert result.status is DeliveryStatus.sent and len(graph.graph_requests("POST", "sendMail")) == 2
+
+
+async def test_refused_credential_falls_through_to_the_next_mailer_at_once(graph: GraphServer, make_mailer,
+                                                                          smtp_server, tmp_path: Path) -> None:
+    mailer = await make_mailer(use_secret=True, credential={"type": "secret", "client_secret": "expired-secret"})
+    relay = SmtpMailer("relay", SmtpConfig(type="smtp", host="127.0.0.1", port=smtp_server.port, security="none"),
+                       Services(data_dir=tmp_path, root=tmp_path))
+    await relay.start()
+    verdicts: list[DeliveryResult] = []
+
+    async def record(result: DeliveryResult) -> None:
+        verdicts.append(result)
+
+    try:
+        results = await deliver([email(), email(BOB)], [mailer, relay], sender="crisisbot <crisis@contoso.example>",
+                                deadline=asyncio.get_running_loop().time() + 30, retries=3, backoff=5.0, on_result=record)
+    finally:
+        await relay.stop()
+
+    assert {r.transport for r in results.values()} == {"relay"} and {r.status for r in results.values()} == {DeliveryStatus.sent}
+    graph_verdicts = [v for v in verdicts if v.transport == "graph-mail"]
+    assert len(graph_verdicts) == 2 and all("AADSTS7000215" in v.detail for v in graph_verdicts)
+    assert len(graph.token_requests) == 1  # one attempt, no retry with a 5 s backoff
+    assert smtp_server.handler.to(ALICE.email) and smtp_server.handler.to(BOB.email)

@@ -188,11 +188,12 @@ async def test_retry_sleep_is_cancelled_by_the_step_deadline(graph: GraphServer,
 
 
 async def test_hang_becomes_transient_error(graph: GraphServer, make_teams) -> None:
-    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID, request_timeout=0.3)
-    graph.hang_next(5, path="createOrGet")
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID, request_timeout=0.3, max_retries=1)
+    graph.hang_next(5, times=2, path="createOrGet")
 
     with pytest.raises(TransientError, match="no answer from Graph in time"):
         await teams.open_meeting(request())
+    assert len(graph.graph_requests("POST", "createOrGet")) == 2  # idempotent: one retry, then the error
 
 
 async def test_403_names_the_missing_permission(graph: GraphServer, make_teams) -> None:
@@ -282,3 +283,71 @@ async def test_missing_certificate_is_a_clear_permanent_error(graph: GraphServer
 
     with pytest.raises(PermanentError, match=r"cannot load the certificate .*keys/missing.pem: No such file"):
         await teams.start()
+
+
+async def test_default_online_meeting_flow_sends_only_metadata_valid_bodies(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+
+    meeting = await teams.open_meeting(request())
+
+    assert not meeting.warnings
+    (patch,) = graph.graph_requests("PATCH")
+    # only what changes: new meetings already admit the organization (the server validated
+    # every body against the v1.0 metadata, and would have refused "odata_type": null)
+    assert {k for k in patch.body if not k.startswith("@")} == {"allowedPresenters"}
+    assert "odata_type" not in str(patch.body)
+    stored = graph.meetings[meeting.meeting_id]
+    assert stored["allowedPresenters"] == "organization" and stored["lobbyBypassSettings"]["scope"] == "organization"
+    created = graph.graph_requests("POST", "createOrGet")[0]
+    assert set(created.body) <= {"externalId", "subject", "startDateTime", "endDateTime", "participants", "chatInfo"}
+
+
+async def test_patch_refused_after_creation_still_hands_out_the_join_url(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+    graph.fail_next(400, code="BadRequest", message="Invalid meeting options", path="onlineMeetings/MSp")
+
+    meeting = await teams.open_meeting(request())
+
+    (stored,) = graph.meetings.values()
+    assert meeting.join_url == stored["joinWebUrl"] and meeting.meeting_id == stored["id"]
+    assert len(meeting.warnings) == 1
+    assert "lobby and presenters not set" in meeting.warnings[0] and "HTTP 400 BadRequest" in meeting.warnings[0]
+
+
+async def test_patch_throttled_beyond_budget_still_hands_out_the_join_url(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+    graph.fail_next(503, retry_after=60, path="onlineMeetings/MSp")
+
+    meeting = await teams.open_meeting(request())
+
+    assert meeting.join_url and "HTTP 503" in meeting.warnings[0]
+
+
+async def test_dropped_connection_during_create_or_get_is_retried(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+    graph.drop_next(path="createOrGet")  # the meeting is created, the answer never arrives
+
+    meeting = await teams.open_meeting(request())
+
+    assert len(graph.graph_requests("POST", "createOrGet")) == 2
+    (stored,) = graph.meetings.values()  # the retry found the same meeting by externalId
+    assert meeting.join_url == stored["joinWebUrl"]
+
+
+async def test_404_of_the_meeting_is_not_blamed_on_the_mailbox(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+    graph.fail_next(404, code="NotFound", message="Meeting not found", path="onlineMeetings/MSp")
+
+    meeting = await teams.open_meeting(request())
+
+    (warning,) = meeting.warnings
+    assert "online meeting MSp" in warning and "not found" in warning and "mailbox" not in warning
+
+
+async def test_404_from_a_wrong_graph_url_names_the_endpoint(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID, graph_url=graph.authority + "/graph/v1.0")
+
+    with pytest.raises(PermanentError) as caught:
+        await teams.open_meeting(request())
+    text = str(caught.value)
+    assert "Graph endpoint not found" in text and "graph_url" in text and "mailbox" not in text

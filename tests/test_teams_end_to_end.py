@@ -35,6 +35,23 @@ async def test_teams_meeting_link_reaches_the_committee(workspace, smtp_server):
     assert link in text.replace("=\n", "")
 
 
+async def test_lobby_patch_refused_keeps_the_teams_link_and_the_timeline_says_so(workspace, smtp_server):
+    async with GraphServer() as graph:
+        workspace.use_smtp(smtp_server.port)
+        workspace.edit_config(lambda d: d["connectors"].update(
+            {"teams": graph.connector_config("teams", mode="online-meeting")}))
+        teams_playbook(workspace)
+        graph.fail_next(403, code="Forbidden", message="Meeting options are locked by policy", path="onlineMeetings/MSp")
+        async with running_daemon(workspace) as daemon:
+            incident = await fire_manual(daemon)
+            timeline = "\n".join(await timeline_lines(daemon.runtime.store, incident))
+    (meeting,) = graph.meetings.values()  # no orphan: the one meeting is the one handed out
+    text = smtp_server.handler.to("alice.martin@exemple.fr")[0].message.get_body(("plain",)).get_content()
+    assert meeting["joinWebUrl"] in text.replace("=\n", "") and "meet.jit.si" not in text
+    assert "meeting.opened" in timeline and "provider=teams" in timeline and "meeting.failed" not in timeline
+    assert "meeting.degraded" in timeline and "lobby and presenters not set" in timeline and "HTTP 403" in timeline
+
+
 async def test_teams_outage_falls_back_to_jitsi_and_both_attempts_are_recorded(workspace, smtp_server):
     async with GraphServer() as graph:
         workspace.use_smtp(smtp_server.port)

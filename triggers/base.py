@@ -18,15 +18,15 @@ from typing import ClassVar, Protocol
 from pydantic import BaseModel
 
 from crisisbot.models import Alarm
+from crisisbot.store.base import Nonce
 
 
 class AlarmSink(Protocol):
-    async def submit(self, alarm: Alarm) -> str:
-        """Store the alarm durably, queue it for its playbook, return the alarm id."""
-        ...
+    async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
+        """Store the alarm durably, queue it for its playbook, return the alarm id.
 
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        """Remember a replay-protection token; True if it was already seen."""
+        A `nonce` (replay-protection token) is recorded in the same transaction as the
+        alarm, so a failed store never burns it; raises `Replayed` if it was used."""
         ...
 
 

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.models import Alarm, AlarmAction, EventKind, Severity
+from crisisbot.store.base import Nonce, Replayed
 from crisisbot.web.background import BackgroundServer
 from triggers.base import Trigger
 
@@ -144,10 +145,13 @@ class WebhookTrigger(Trigger):
             if self.config.secret is None:
                 raise InputRejected("signed alarms are disabled: set `secret` for this webhook", 403)
             body = await self._body(request)
-            await self._authenticate(request, body)
+            nonce = self._authenticate(request, body)
             data = self._json(body)
             alarm = self._from_pagerduty(data) if "event_action" in data else self._from_native(data, body)
-            alarm_id = await self.sink.submit(alarm)
+            try:
+                alarm_id = await self.sink.submit(alarm, nonce)
+            except Replayed as exc:
+                raise InputRejected(str(exc), 409) from None
         except InputRejected as exc:
             return self._reject(exc)
         self.stats["accepted"] += 1
@@ -172,7 +176,10 @@ class WebhookTrigger(Trigger):
         self.log.warning("webhook request refused (%s): %s", exc.status, exc)
         return JSONResponse({"status": "rejected", "error": str(exc)}, status_code=exc.status)
 
-    async def _authenticate(self, request: Request, body: bytes) -> None:
+    def _authenticate(self, request: Request, body: bytes) -> Nonce:
+        """Check signature and freshness; the signature is the nonce, stored with the
+        alarm (in the same transaction) so a request the store failed to keep can be
+        retried as is, and one it kept cannot be replayed."""
         assert self.config.secret is not None
         stamp = request.headers.get(TIMESTAMP_HEADER, "")
         given = request.headers.get(SIGNATURE_HEADER, "")
@@ -187,8 +194,7 @@ class WebhookTrigger(Trigger):
         if skew > self.config.tolerance:
             raise InputRejected(f"stale request: timestamp is {skew:.0f}s away from server time "
                                 f"(tolerance {self.config.tolerance:.0f}s); check the sender's clock", 401)
-        if await self.sink.seen_nonce(f"webhook:{self.name}", given, 2 * self.config.tolerance):
-            raise InputRejected("replayed request: this signature was already used", 409)
+        return Nonce(f"webhook:{self.name}", given, 2 * self.config.tolerance)
 
     def _from_native(self, data: dict[str, Any], body: bytes) -> Alarm:
         try:

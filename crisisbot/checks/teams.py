@@ -25,7 +25,7 @@ from msgraph.generated.users.item.online_meetings.online_meetings_request_builde
 )
 from pydantic import ValidationError
 
-from connectors.graph_client import GraphConnection, GraphSettings, explain, graph_errors, with_root
+from connectors.graph_client import USER_NOT_FOUND, GraphConnection, GraphSettings, explain, graph_errors, with_root
 from connectors.graph_mail import GraphMailConfig
 from connectors.teams import MEETING_PERMISSION, TeamsConfig
 from connectors.teams_channel import TeamsChannelConfig
@@ -54,22 +54,27 @@ async def check_teams(
     """Check every Microsoft connector of `config` (the daemon config or its `connectors` mapping)."""
     connectors: Mapping[str, Mapping[str, Any]] = getattr(config, "connectors", config)
     results: list[CheckResult] = []
+    parsed_all: dict[str, Any] = {}
     for name, mapping in connectors.items():
         kind = mapping.get("type")
         if kind not in CONFIGS:
             continue
         try:
-            parsed = CONFIGS[kind].model_validate(dict(mapping))
+            parsed_all[name] = CONFIGS[kind].model_validate(dict(mapping))
         except ValidationError as exc:
             results.append(CheckResult(f"{name}: config", False, _validation(exc), "fix the connector in config.yaml"))
-            continue
+    for name, parsed in parsed_all.items():
         if isinstance(parsed, TeamsChannelConfig):
             results.append(_check_channel(name, parsed))
             continue
+        # permissions another configured connector of the same app needs are not "extra"
+        shared = {p for other, cfg in parsed_all.items() if other != name and isinstance(cfg, GraphSettings)
+                  and cfg.client_id == parsed.client_id and cfg.tenant_id == parsed.tenant_id
+                  for p in [*_required(cfg), *_optional(cfg)]}
         settings = with_root(parsed, root)
         graph = GraphConnection(settings, credential)
         try:
-            results += await _check_graph(name, settings, graph, create_test_meeting)
+            results += await _check_graph(name, settings, graph, create_test_meeting, shared)
         finally:
             await graph.close()
     if not results:
@@ -78,7 +83,8 @@ async def check_teams(
     return results
 
 
-async def _check_graph(name: str, settings: GraphSettings, graph: GraphConnection, create: bool) -> list[CheckResult]:
+async def _check_graph(name: str, settings: GraphSettings, graph: GraphConnection, create: bool,
+                       shared: set[str]) -> list[CheckResult]:
     results: list[CheckResult] = []
     try:
         claims = await graph.token_claims()
@@ -89,7 +95,7 @@ async def _check_graph(name: str, settings: GraphSettings, graph: GraphConnectio
         return results
     results.append(CheckResult(f"{name}: token", True,
                                f"token for app {claims.get('appid') or claims.get('azp')} in tenant {claims.get('tid')}"))
-    results.append(_check_roles(name, settings, set(claims.get("roles") or [])))
+    results.append(_check_roles(name, settings, set(claims.get("roles") or []), shared))
     mailbox = settings.organizer if isinstance(settings, TeamsConfig) else settings.mailbox  # type: ignore[attr-defined]
     user_id, result = await _check_mailbox(name, graph, mailbox)
     results.append(result)
@@ -111,7 +117,13 @@ def _required(settings: GraphSettings) -> list[str]:
     return settings.required_permissions()  # type: ignore[attr-defined]
 
 
-def _check_roles(name: str, settings: GraphSettings, roles: set[str]) -> CheckResult:
+def _optional(settings: GraphSettings) -> dict[str, str]:
+    """Permissions a connector can use but does without (what for)."""
+    optional = getattr(settings, "optional_permissions", None)
+    return optional() if optional else {}
+
+
+def _check_roles(name: str, settings: GraphSettings, roles: set[str], shared: set[str]) -> CheckResult:
     needed = _required(settings)
     implied = {"Calendars.ReadWrite": {"Calendars.ReadWrite"}, "User.Read.All": {"User.Read.All", "User.ReadBasic.All", "Directory.Read.All"}}
     missing = [p for p in needed if not roles & implied.get(p, {p})]
@@ -120,9 +132,14 @@ def _check_roles(name: str, settings: GraphSettings, roles: set[str]) -> CheckRe
         return CheckResult(f"{name}: permissions", False,
                            f"missing application permission(s) {', '.join(missing)}; the token grants: {granted}",
                            CONSENT.format(client=settings.client_id, perms=", ".join(missing)))
-    extra = sorted(roles - set(needed) - {"User.ReadBasic.All"})
-    note = f"; not needed by this connector, consider removing: {', '.join(extra)}" if extra else ""
-    return CheckResult(f"{name}: permissions", True, f"granted: {', '.join(needed)}{note}")
+    optional = _optional(settings)
+    notes = [f"without {perm}, {what} go through the next mailer" for perm, what in optional.items() if perm not in roles]
+    used = [p for p in optional if p in roles]
+    extra = sorted(roles - set(needed) - set(optional) - shared - {"User.ReadBasic.All"})
+    if extra:
+        notes.append(f"not needed by this app's connectors, consider removing: {', '.join(extra)}")
+    return CheckResult(f"{name}: permissions", True,
+                       f"granted: {', '.join([*needed, *used])}" + "".join(f"; {n}" for n in notes))
 
 
 async def _check_mailbox(name: str, graph: GraphConnection, mailbox: str) -> tuple[str | None, CheckResult]:
@@ -171,11 +188,19 @@ async def _check_policy(name: str, settings: TeamsConfig, graph: GraphConnection
                 filter="JoinWebUrl eq 'https://teams.microsoft.com/l/meetup-join/crisisbot-check'")
             await meetings.get(RequestConfiguration(query_parameters=query))
     except ConnectorError as exc:
-        if _status(exc) == 404 and not create:
+        if not create and _meeting_not_found(exc):  # the probe URL matches no meeting: the policy let us look
             return CheckResult(f"{name}: access policy", True, "onlineMeetings reachable (read-only probe)")
+        if _status(exc) == 404 and _code(exc) in USER_NOT_FOUND:
+            fix = f"organizer_id {organizer} is not a user of this tenant: copy the object id of {settings.organizer}"
         return CheckResult(f"{name}: access policy", False, str(exc), fix)
     return CheckResult(f"{name}: access policy", True,
                        "onlineMeetings reachable (read-only probe; run with --create-test-meeting to be certain)")
+
+
+def _meeting_not_found(exc: ConnectorError) -> bool:
+    """A Graph 404 about the meeting searched for - not the user, not a wrong endpoint (no Graph error code)."""
+    code = _code(exc)
+    return _status(exc) == 404 and bool(code) and code not in USER_NOT_FOUND
 
 
 def _check_channel(name: str, config: TeamsChannelConfig) -> CheckResult:
@@ -191,6 +216,11 @@ def _check_channel(name: str, config: TeamsChannelConfig) -> CheckResult:
 def _status(exc: ConnectorError) -> int | None:
     cause = exc.__cause__
     return cause.response_status_code if isinstance(cause, APIError) else None
+
+
+def _code(exc: ConnectorError) -> str:
+    error = getattr(exc.__cause__, "error", None)
+    return getattr(error, "code", None) or ""
 
 
 def _validation(exc: ValidationError) -> str:

@@ -74,6 +74,9 @@ async def run(spec: MeetingStep, ctx: StepContext) -> Meeting:
                 {"provider": name, "join_url": meeting.join_url, "meeting_id": meeting.meeting_id,
                  "fallback": index > 0, "failed_before": errors},
             )
+            for warning in meeting.warnings:  # the meeting is usable, but not as configured
+                await runtime.store.audit("meeting.degraded", ctx.incident.id, {"provider": name, "reason": warning})
+                ctx.log.warning("meeting provider %s: %s", name, warning)
             return meeting
         errors.append(f"{name}: {reason}")
         await runtime.store.audit("meeting.failed", ctx.incident.id, {"provider": name, "reason": reason})

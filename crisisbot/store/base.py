@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome
 
@@ -64,6 +65,19 @@ class AuditReport:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Nonce:
+    """A replay-protection token (e.g. a webhook signature), stored with its alarm."""
+
+    scope: str
+    value: str
+    ttl: float  # seconds it is remembered
+
+
+class Replayed(CrisisbotError, ValueError):
+    """The alarm's nonce was already used by an alarm that was stored."""
+
+
 def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | None, data: str) -> str:
     """Chain link: any change to an entry, or a removed entry, breaks every later hash."""
     material = json.dumps([prev_hash, seq, at, kind, incident_id, data], separators=(",", ":"))
@@ -71,6 +85,12 @@ def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | 
 
 
 class Store(ABC):
+    # Seconds a write failing for a transient reason (a lock held by another process,
+    # a full disk) is tried again before the error reaches the caller. Commands fail
+    # fast (0); the running daemon waits (inf) rather than lose a step's record.
+    retry_transient_for: float = 0.0
+    problem: str | None = None  # why writes are failing right now, for /health
+
     @abstractmethod
     async def open(self) -> None: ...
 
@@ -79,8 +99,12 @@ class Store(ABC):
 
     # alarms ---------------------------------------------------------------
     @abstractmethod
-    async def add_alarm(self, alarm: Alarm) -> bool:
-        """Durably record the alarm (and its audit entry); False if the id was already stored."""
+    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:
+        """Durably record the alarm (and its audit entry); False if the id was already stored.
+
+        With a `nonce`, the nonce is recorded in the same transaction, so an alarm the
+        store failed to record never burns its nonce (the sender's retry gets in);
+        raises `Replayed` if the nonce was already recorded and has not expired."""
 
     @abstractmethod
     async def pending_alarms(self) -> list[Alarm]: ...
@@ -152,11 +176,6 @@ class Store(ABC):
 
     @abstractmethod
     async def verify_audit(self) -> AuditReport: ...
-
-    # replay protection ----------------------------------------------------
-    @abstractmethod
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        """Record a nonce; True if it was already there and not yet expired."""
 
     # lifecycle: timers, acknowledgements, silences -----------------------------
     # Concrete (not abstract) so other backends keep working until they add them.

@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
+import time
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -27,10 +30,13 @@ from crisisbot.store.base import (
     AuditEntry,
     AuditReport,
     DeliveryRecord,
+    Nonce,
+    Replayed,
     StepRecord,
     Store,
     entry_hash,
 )
+from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarms (
@@ -72,9 +78,14 @@ CREATE TABLE IF NOT EXISTS silences (
 
 T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
+TRUNCATE_ABOVE = 256 << 10  # bytes: a fully checkpointed WAL larger than this is truncated
+BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
+RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failure
+RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.acknowledged.value)
+Audits = list[tuple[str, str | None, dict[str, Any]]]
 
 # Stores written before the incident's state and its playbook's outcome were kept
 # apart had one `status` where `completed` meant "playbook ended, still open". The
@@ -140,13 +151,68 @@ def _dump(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
 
 
+def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
+    """Append audit entries after the chain head read *inside* the caller's write
+    transaction: whatever else wrote to the file (a second process, a caller cancelled
+    mid-hop), the next entry always links to the last one committed."""
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, head = (row[0], row[1]) if row else (0, GENESIS)
+    entries: list[AuditEntry] = []
+    for kind, incident_id, data in audits:
+        seq += 1
+        at = _ts(utcnow())
+        text = _dump(data)
+        digest = entry_hash(head, seq, at, kind, incident_id, text)
+        conn.execute("INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                     (seq, at, kind, incident_id, text, head, digest))
+        entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
+        head = digest
+    return entries
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+    """`fn` inside BEGIN IMMEDIATE … COMMIT; on failure the *original* error is raised.
+
+    SQLite rolls a transaction back by itself on some errors (a full disk among them);
+    an unconditional ROLLBACK would then fail with "no transaction is active" and hide
+    the real cause, so we roll back only what is still open."""
+    if durable:
+        conn.execute("PRAGMA synchronous=FULL")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:  # the connection is reset on the next BEGIN anyway
+                    log.warning("rollback after a failed write also failed: %s", exc)
+            raise
+        return result
+    finally:
+        if durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """Full, locked, damaged: a `StoreError` that says what to do; anything else
+    (a constraint, a bug) stays the SQLite error it is."""
+    if transient(exc):
+        return StoreError(explain(exc, path))
+    if damaged(exc):
+        return StoreDamaged(explain(exc, path))
+    return exc
+
+
 class SqliteStore(Store):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, check: bool = True):
         self.path = Path(path)
+        self.check = check  # PRAGMA quick_check at open
         self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()  # one writer; also serializes the audit chain
-        self._head: tuple[int, str] = (0, GENESIS)
-        self._alarm_queue: list[tuple[Alarm, asyncio.Future[bool]]] = []
+        self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
+        self._alarm_queue: list[tuple[Alarm, Nonce | None, asyncio.Future[bool]]] = []
         self._checkpointer: asyncio.Task[None] | None = None
         self._alarm_writer: asyncio.Task[None] | None = None
 
@@ -157,44 +223,95 @@ class SqliteStore(Store):
         return self._db
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(SCHEMA)
-        await self._in_thread(_migrate)
-        async with self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
-            row = await cur.fetchone()
-        if row:
-            self._head = (row["seq"], row["hash"])
-        # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
-        # database (and fsync it) inside whichever commit crosses 1000 pages, and an
-        # alarm acknowledgement would wait for it. A second connection checkpoints
-        # passively (never blocking writers) on its own thread.
-        await self._db.execute("PRAGMA wal_autocheckpoint=0")
+        """Open (creating it 0600 if new), check integrity, migrate; raise `StoreError`
+        with an operator's explanation on a full disk, a lock or a damaged file."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            if self.check:
+                await self._quick_check()
+            await self._db.executescript(SCHEMA)
+            await self._in_thread(_migrate)
+            # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
+            # database (and fsync it) inside whichever commit crosses 1000 pages, and an
+            # alarm acknowledgement would wait for it. A second connection checkpoints
+            # (never blocking writers for long) on its own thread.
+            await self._db.execute("PRAGMA wal_autocheckpoint=0")
+        except sqlite3.Error as exc:
+            await self._close_connection()
+            raise (StoreDamaged if damaged(exc) else StoreError)(explain(exc, self.path)) from exc
+        except BaseException:
+            await self._close_connection()
+            raise
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
 
+    async def _quick_check(self) -> None:
+        async with self.db.execute("PRAGMA quick_check(5)") as cur:
+            findings = [row[0] for row in await cur.fetchall()]
+        if findings != ["ok"]:
+            raise StoreDamaged(f"{self.path} is damaged ({'; '.join(findings)}); {BACKUP_HINT}")
+
     async def _checkpoint_loop(self, every: float = CHECKPOINT_EVERY) -> None:
-        async with aiosqlite.connect(self.path, isolation_level=None) as db:
-            await db.execute("PRAGMA busy_timeout=5000")
-            while True:
+        """Passive checkpoints every `every` s; once the WAL is fully copied and large,
+        truncate it, so space freed by a checkpoint goes back to the filesystem (on a
+        small or full disk, a WAL that keeps its peak size fills it again)."""
+        wal = Path(f"{self.path}-wal")
+        while True:
+            try:
+                async with aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT) as db:
+                    while True:
+                        await asyncio.sleep(every)
+                        async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                            busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
+                        if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
+                            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint failed (will retry): %s", explain(exc, self.path))
                 await asyncio.sleep(every)
-                try:
-                    await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    log.warning("WAL checkpoint failed (will retry): %s", exc)
 
     async def close(self) -> None:
+        """Always ends: the worker threads are stopped even if the last checkpoint fails
+        (e.g. on a full disk), or the process could never exit."""
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
             self._checkpointer = None
+        if self._alarm_writer is not None:
+            await asyncio.gather(self._alarm_writer, return_exceptions=True)
         if self._db is not None:
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await self._db.close()
-            self._db = None
+            try:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("final WAL checkpoint failed; the WAL is replayed at next start: %s",
+                            explain(exc, self.path))
+            await self._close_connection()
+
+    async def _close_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            await db.close()
+        except Exception as exc:  # noqa: BLE001 - aiosqlite stops its thread regardless
+            log.warning("closing the store reported: %s", exc)
+
+    async def backup(self, target: Path) -> None:
+        """A consistent copy through SQLite's online backup API, while the daemon runs."""
+        def copy(conn: sqlite3.Connection) -> None:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            with closing(sqlite3.connect(target)) as dest:
+                conn.backup(dest)
+                found = dest.execute("PRAGMA quick_check").fetchone()[0]
+            if found != "ok":
+                raise StoreDamaged(f"the copy in {target} does not check out ({found})")
+
+        await self._in_thread(copy)
 
     # -- transactions ------------------------------------------------------
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -215,86 +332,104 @@ class SqliteStore(Store):
         statements, audits = list(statements), list(audits)
         return await self._transaction(lambda conn: (_run(conn, statements), audits)[1], durable)
 
-    async def _transaction(self, work: Callable[[sqlite3.Connection], list[tuple[str, str | None, dict[str, Any]]]],
-                           durable: bool = False) -> list[AuditEntry]:
+    async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
+                           retry: bool = True) -> list[AuditEntry]:
         """`work` runs inside the transaction and returns the audit entries to chain."""
-        async with self._lock:
+        return await self._locked(lambda conn: _chain(conn, work(conn)), durable, retry)
 
-            def body(conn: sqlite3.Connection) -> list[AuditEntry]:
-                # the chain head is read and advanced on the database thread itself, so a
-                # caller cancelled during the hop cannot leave it behind what was committed
-                seq, head = self._head
-                entries: list[AuditEntry] = []
-                if durable:
-                    conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for kind, incident_id, data in work(conn):
-                        seq += 1
-                        at = _ts(utcnow())
-                        text = _dump(data)
-                        digest = entry_hash(head, seq, at, kind, incident_id, text)
-                        conn.execute(
-                            "INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                            (seq, at, kind, incident_id, text, head, digest),
-                        )
-                        entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
-                        head = digest
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    if durable:
-                        conn.execute("PRAGMA synchronous=NORMAL")
-                self._head = (seq, head)
-                return entries
-
-            return await self._in_thread(body)
+    async def _locked(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False, retry: bool = True) -> T:
+        """One write transaction; a transient failure (lock held elsewhere, full disk) is
+        tried again with backoff for up to `retry_transient_for` seconds, the lock
+        released in between so an alarm write can still fail fast and be answered."""
+        give_up = time.monotonic() + (self.retry_transient_for if retry else 0.0)
+        delay, reported, failing_since = RETRY_FIRST, 0.0, None
+        while True:
+            try:
+                async with self._lock:
+                    result = await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
+            except sqlite3.Error as exc:
+                now = time.monotonic()
+                if not transient(exc) or now >= give_up:
+                    raise _operator_error(exc, self.path) from exc
+                failing_since = failing_since or now
+                if now - reported >= RETRY_REPORT_EVERY:
+                    reported = now
+                    self.problem = explain(exc, self.path)
+                    log.warning("store write failed, retrying until it passes: %s", self.problem)
+                await asyncio.sleep(min(delay, max(0.0, give_up - now)))
+                delay = min(delay * 2, RETRY_CAP)
+                continue
+            if failing_since is not None:
+                log.warning("store writes pass again after %.1f s", time.monotonic() - failing_since)
+                self.problem = None
+            return result
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        async with self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        give_up = time.monotonic() + self.retry_transient_for
+        delay = RETRY_FIRST
+        while True:
+            try:
+                async with self.db.execute(sql, params) as cur:
+                    return list(await cur.fetchall())
+            except sqlite3.Error as exc:
+                if not transient(exc) or time.monotonic() >= give_up:
+                    raise _operator_error(exc, self.path) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_CAP)
 
     # -- alarms ------------------------------------------------------------
-    async def add_alarm(self, alarm: Alarm) -> bool:
+    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:
         """Group commit: alarms arriving while a commit is in flight share the next one,
         so a burst from many panels costs one fsync per batch, not per alarm."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._alarm_queue.append((alarm, future))
+        self._alarm_queue.append((alarm, nonce, future))
         if self._alarm_writer is None or self._alarm_writer.done():
             self._alarm_writer = asyncio.create_task(self._write_alarms())
         return await asyncio.shield(future)
 
     async def _write_alarms(self) -> None:
+        """Alarms are not retried here: the input answers the failure (HTTP 500, no ACK to
+        the panel) and the sender's own retry brings the alarm again."""
         while self._alarm_queue:
             batch, self._alarm_queue = self._alarm_queue, []
-            inserted: list[bool] = []
+            outcome: list[bool | Replayed] = []
 
-            def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-                inserted.clear()
-                audits = []
-                for alarm, _ in batch:
+            def work(conn: sqlite3.Connection) -> Audits:
+                outcome.clear()
+                audits: Audits = []
+                now = time.time()
+                if any(nonce for _, nonce, _ in batch):
+                    conn.execute("DELETE FROM nonces WHERE expires_at<?", (now,))
+                for alarm, nonce, _ in batch:
+                    if nonce is not None and conn.execute(
+                            "INSERT OR IGNORE INTO nonces(scope, nonce, expires_at) VALUES (?,?,?)",
+                            (nonce.scope, nonce.value, now + nonce.ttl)).rowcount == 0:
+                        outcome.append(Replayed("replayed request: this signature was already used"))
+                        continue
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
                         (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))
-                    inserted.append(cur.rowcount == 1)
+                    outcome.append(cur.rowcount == 1)
                     if cur.rowcount == 1:
                         audits.append(("alarm.received", None, _alarm_summary(alarm)))
                 return audits
 
             try:
-                await self._transaction(work, durable=True)
+                await self._transaction(work, durable=True, retry=False)
             except BaseException as exc:
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for (_, future), fresh in zip(batch, inserted):
-                if not future.done():
-                    future.set_result(fresh)
+            for (_, _, future), result in zip(batch, outcome):
+                if future.done():
+                    continue
+                if isinstance(result, Replayed):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def pending_alarms(self) -> list[Alarm]:
         rows = await self._rows("SELECT body FROM alarms WHERE status='pending' ORDER BY received_at")
@@ -477,35 +612,21 @@ class SqliteStore(Store):
     async def verify_audit(self) -> AuditReport:
         problems: list[str] = []
         expected_prev, expected_seq, count = GENESIS, 1, 0
-        async with self.db.execute("SELECT * FROM audit ORDER BY seq") as cur:
-            async for r in cur:
-                count += 1
-                if r["seq"] != expected_seq:
-                    problems.append(f"entry {expected_seq} is missing (next entry is {r['seq']})")
-                if r["prev_hash"] != expected_prev:
-                    problems.append(f"entry {r['seq']}: link to the previous entry is broken")
-                digest = entry_hash(r["prev_hash"], r["seq"], r["at"], r["kind"], r["incident_id"], r["data"])
-                if digest != r["hash"]:
-                    problems.append(f"entry {r['seq']} ({r['kind']}) was modified: its hash does not match")
-                expected_prev, expected_seq = r["hash"], r["seq"] + 1
+        try:
+            async with self.db.execute("SELECT * FROM audit ORDER BY seq") as cur:
+                async for r in cur:
+                    count += 1
+                    if r["seq"] != expected_seq:
+                        problems.append(f"entry {expected_seq} is missing (next entry is {r['seq']})")
+                    if r["prev_hash"] != expected_prev:
+                        problems.append(f"entry {r['seq']}: link to the previous entry is broken")
+                    digest = entry_hash(r["prev_hash"], r["seq"], r["at"], r["kind"], r["incident_id"], r["data"])
+                    if digest != r["hash"]:
+                        problems.append(f"entry {r['seq']} ({r['kind']}) was modified: its hash does not match")
+                    expected_prev, expected_seq = r["hash"], r["seq"] + 1
+        except sqlite3.DatabaseError as exc:  # a damaged page is a finding of the audit, not a crash
+            problems.append(f"reading stopped after {count} entries: {explain(exc, self.path)}")
         return AuditReport(not problems, count, expected_prev, problems)
-
-    # -- nonces ------------------------------------------------------------
-    async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
-        now = utcnow().timestamp()
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                await self.db.execute("DELETE FROM nonces WHERE expires_at<?", (now,))
-                cur = await self.db.execute(
-                    "INSERT OR IGNORE INTO nonces(scope, nonce, expires_at) VALUES (?,?,?)", (scope, nonce, now + ttl)
-                )
-                fresh = cur.rowcount == 1
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-        return not fresh
 
     # -- lifecycle: timers, acknowledgements, silences ---------------------------
     @staticmethod
@@ -515,15 +636,7 @@ class SqliteStore(Store):
 
     async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
         """One committed statement; returns the number of rows it changed."""
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await self.db.execute(sql, params)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-        return cur.rowcount
+        return await self._locked(lambda conn: conn.execute(sql, params).rowcount)
 
     async def add_timers(self, timers: list[TimerRecord]) -> int:
         added = 0
