@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from crisisbot import __version__, cli_lifecycle, logs
+from crisisbot import __version__, cli_lifecycle, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
@@ -105,32 +105,72 @@ async def _demo_summary(bundle: Bundle) -> int:
 
 
 # -- simulate / trigger ------------------------------------------------------------
+def _check_place(bundle: Bundle, args: argparse.Namespace) -> None:
+    """An unknown site or zone would silently match nothing (or the catch-all): say so."""
+    import difflib
+
+    def unknown(kind: str, name: str, known: list[str], where: str = "") -> CrisisbotError:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known)) or 'none'}"
+        return CrisisbotError(f"unknown {kind} '{name}'{where}{hint}")
+
+    site = bundle.config.sites.get(args.site)
+    if site is None:
+        raise unknown("site", args.site, list(bundle.config.sites))
+    if args.zone is not None and not site.dynamic_zones and args.zone not in site.zones:
+        raise unknown("zone", args.zone, list(site.zones), f" at site '{args.site}'")
+
+
+AT_FORMATS = "2026-03-03T14:30, 2026-03-03 14:30, 2026-03-03T14:30+01:00 or 14:30 (today)"
+
+
+def _parse_at(text: str) -> datetime:
+    """`--at`: ISO 8601 date and time, or a time of today (site time)."""
+    from datetime import time
+
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    try:
+        return datetime.combine(datetime.now().date(), time.fromisoformat(text.strip()))
+    except ValueError:
+        raise CrisisbotError(f"--at '{text}' is not a date and time; use e.g. {AT_FORMATS}") from None
+
+
 def _alarm_from(args: argparse.Namespace, default_source: str) -> Alarm:
-    return Alarm(source=args.source or default_source, site=args.site, zone=args.zone, input=args.input,
+    from crisisbot.rendering import clean_alarm
+
+    return clean_alarm(Alarm(source=args.source or default_source, site=args.site, zone=args.zone, input=args.input,
                  kind=EventKind(args.kind), severity=Severity(args.severity), label=args.label or "",
-                 drill=args.drill)
+                 drill=args.drill))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from crisisbot.simulate import simulate
 
     bundle = _bundle(args)
-    at = datetime.fromisoformat(args.at) if args.at else datetime.now(timezone.utc)
+    _check_place(bundle, args)
+    at = _parse_at(args.at) if args.at else datetime.now(timezone.utc)
     if at.tzinfo is None:
         site = bundle.config.sites.get(args.site)
         from zoneinfo import ZoneInfo
 
         at = at.replace(tzinfo=ZoneInfo(site.timezone if site else "UTC"))
     alarm = _alarm_from(args, "manual").model_copy(update={"occurred_at": at, "received_at": at})
-    for line in simulate(bundle, alarm, at, show_bodies=not args.brief):
-        print(line)
+    try:
+        for line in simulate(bundle, alarm, at, show_bodies=not args.brief):
+            print(line)
+    except CrisisbotError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a dry run explains, it never dumps a traceback
+        raise CrisisbotError(f"the simulation stopped: {type(exc).__name__}: {exc}") from exc
     return EXIT_OK
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
-    if args.site not in bundle.config.sites:
-        raise CrisisbotError(f"unknown site '{args.site}'; known: {', '.join(bundle.config.sites) or 'none'}")
+    _check_place(bundle, args)
     alarm = _alarm_from(args, "manual")
     request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
     reply = None if args.local else asyncio.run(
@@ -333,6 +373,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)
     cli_lifecycle.register(sub)
+    cli_web.register(sub)
     return top
 
 

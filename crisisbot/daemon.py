@@ -45,6 +45,7 @@ class Daemon:
         start and raise, so the process exits and a supervisor can restart it."""
         try:
             self.runtime = await Runtime.build(self.bundle)
+            self.runtime.executors.install(asyncio.get_running_loop())
             await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
                                                                    "files": self.bundle.files})
             self.engine = Engine(self.runtime)
@@ -207,6 +208,8 @@ class Daemon:
         if request.get("op") == "reload":
             return {"ok": await self.reload()}
         if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
+            return reply
+        if self.web is not None and (reply := await self.web.control(request)) is not None:
             return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
 

@@ -7,6 +7,7 @@ to `.html` files only, so the plain-text part is not littered with `&amp;`.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
-from jinja2 import FileSystemLoader, TemplateNotFound, TemplateSyntaxError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, Undefined, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from crisisbot.errors import Problem
@@ -29,11 +30,15 @@ PARTS = ("subject.txt", "body.txt", "body.html")
 REQUIRED_PARTS = ("subject.txt", "body.txt")
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(slots=True)
 class Rendered:
     subject: str
     text: str
     html: str
+    fallback: str | None = None  # why the built-in message was sent instead of the template
 
 
 # -- what templates may see -------------------------------------------------------
@@ -120,16 +125,42 @@ def _localtime(value: datetime, tz: str = "UTC", fmt: str = "%d/%m/%Y %H:%M:%S %
     return value.astimezone(ZoneInfo(tz)).strftime(fmt)
 
 
+def _environment(directory: Path, undefined: type[Undefined]) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(directory)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        keep_trailing_newline=True,
+        undefined=undefined,
+    )
+    env.filters["localtime"] = _localtime
+    return env
+
+
+def error_line(exc: BaseException, directory: Path, rel: str) -> tuple[Path, int]:
+    """Template file and line where a render failed: Jinja rewrites the traceback so
+    that template frames carry the template's file name and line."""
+    found: tuple[Path, int] = (directory / rel, 1)
+    tb = exc.__traceback__
+    root = str(directory)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(root) and filename.endswith((".txt", ".html")):
+            found = (Path(filename), tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
 class TemplateSet:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, display_root: Path | None = None):
         self.directory = directory
-        self.env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(directory)),
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            keep_trailing_newline=True,
-        )
-        self.env.filters["localtime"] = _localtime
+        self.display_root = display_root or directory.parent
+        self.env = _environment(directory, Undefined)
+        # validation: an undefined variable is an error, not an empty string
+        self.strict_env = _environment(directory, StrictUndefined)
         self._languages: dict[str, set[str]] = {}
+
+    def display(self, path: Path) -> str:
+        return _display(path, self.display_root)
 
     def names(self) -> set[str]:
         if not self.directory.is_dir():
@@ -144,7 +175,8 @@ class TemplateSet:
         return self._languages[name]
 
     def check(self, display_root: Path) -> list[Problem]:
-        """Syntax-check every template file; Jinja gives the line, not the column."""
+        """Compile every template file: syntax errors and unknown filters or tests
+        (`| upperr`) alike. Jinja gives the line, not the column."""
         problems: list[Problem] = []
         if not self.directory.is_dir():
             return problems
@@ -154,9 +186,10 @@ class TemplateSet:
             rel = file.relative_to(self.directory).as_posix()
             shown = _display(file, display_root)
             try:
-                self.env.parse(file.read_text(encoding="utf-8"), name=rel)
-            except TemplateSyntaxError as exc:
-                problems.append(Problem(shown, exc.lineno or 1, 1, "", f"template syntax error: {exc.message}"))
+                self.strict_env.compile(file.read_text(encoding="utf-8"), name=rel, filename=str(file))
+            except TemplateSyntaxError as exc:  # TemplateAssertionError (unknown filter/test) is one too
+                kind = "syntax error" if type(exc) is TemplateSyntaxError else "error"
+                problems.append(Problem(shown, exc.lineno or 1, 1, "", f"template {kind}: {exc.message}"))
             except UnicodeDecodeError:
                 problems.append(Problem(shown, 1, 1, "", "template is not UTF-8 text"))
         for name in sorted(self.names()):
@@ -177,6 +210,20 @@ class TemplateSet:
         return sorted(langs)[0]
 
     def render(self, name: str, language: str, context: dict[str, Any]) -> Rendered:
+        """The template's message, or — if it fails on this alarm's data — the built-in
+        one with what, where, when and the links, so the committee is still reached;
+        `Rendered.fallback` says why, for the timeline and the audit log."""
+        try:
+            return self._render(name, language, context)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, people must still be told
+            file, line = error_line(exc, self.directory, f"{name}/{language}/body.txt")
+            why = f"template '{name}' ({language}) failed at {self.display(file)}:{line}: {exc}"
+            log.error("%s; sending the built-in message instead", why)
+            rendered = fallback_message(language, context)
+            rendered.fallback = why
+            return rendered
+
+    def _render(self, name: str, language: str, context: dict[str, Any]) -> Rendered:
         out = {}
         for part in PARTS:
             rel = f"{name}/{language}/{part}"
@@ -191,6 +238,45 @@ class TemplateSet:
 
     def render_string(self, source: str, context: dict[str, Any]) -> str:
         return self.env.from_string(source).render(context)
+
+
+def _get(context: dict[str, Any], *names: str) -> Any:
+    value: Any = context
+    for name in names:
+        value = value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+    return value
+
+
+def fallback_message(language: str, context: dict[str, Any]) -> Rendered:
+    """Built-in message, plain Python on purpose: it must not fail where a template did."""
+    fr = language == "fr"
+    alarm = context.get("alarm")
+    what = str(_get(context, "alarm", "label") or _get(context, "alarm", "kind", "value") or "alarm")
+    site = str(context.get("site_name") or _get(context, "alarm", "site") or "")
+    address = _get(context, "site", "address") or ""
+    zone = context.get("zone_name") or _get(context, "alarm", "zone") or ""
+    when = ""
+    occurred = getattr(alarm, "occurred_at", None)
+    if isinstance(occurred, datetime):
+        try:
+            when = _localtime(occurred, str(context.get("timezone") or "UTC"))
+        except Exception:  # noqa: BLE001 - an unknown zone must not cost the message
+            when = occurred.isoformat(timespec="seconds")
+    labels = (("Alarme", "Site", "Adresse", "Zone", "Heure", "Réunion de crise", "Je m'en occupe", "Fin d'alerte",
+               "Incident") if fr else
+              ("Alarm", "Site", "Address", "Zone", "Time", "Crisis meeting", "I'm on it", "Stand down", "Incident"))
+    values = (what, site, address, zone, when, context.get("join_url"), context.get("ack_url"),
+              context.get("stand_down_url"), _get(context, "incident", "id"))
+    lines = [f"{label} : {clean_text(str(value))}" if fr else f"{label}: {clean_text(str(value))}"
+             for label, value in zip(labels, values) if value]
+    if not context.get("join_url"):
+        lines.append("La réunion en ligne n'a pas pu être ouverte : appelez le poste de sécurité." if fr
+                     else "The online meeting could not be opened: call the security desk.")
+    note = ("(Message de secours : le modèle habituel n'a pas pu être utilisé.)" if fr
+            else "(Fallback message: the usual template could not be used.)")
+    tag = ("[EXERCICE] " if fr else "[DRILL] ") if context.get("drill") else ""
+    subject = f"{tag}{'[CRISE]' if fr else '[CRISIS]'} {clean_text(what)} — {clean_text(site)}" + (f" — {when}" if when else "")
+    return Rendered(subject=subject, text="\n".join(lines + ["", note]) + "\n", html="")
 
 
 def _display(path: Path, root: Path) -> str:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle
+from crisisbot.executors import Executors
+from crisisbot.health import HealthChecks
 from crisisbot.image_store import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.rendering import TemplateSet
@@ -55,6 +57,8 @@ class Runtime:
     image_store: ImageStore | None = None  # encrypted originals behind the live-view links
     revocations: Revocations | None = None  # revoked personal links
     instance_lock: InstanceLock | None = None  # this process's claim on the data directory
+    executors: Executors = field(default_factory=Executors)  # pools kept apart from the alarm path
+    health: HealthChecks = field(default_factory=HealthChecks)  # named checks behind GET /health
 
     @property
     def templates(self) -> TemplateSet:
@@ -140,6 +144,7 @@ class Runtime:
             try:
                 await self.store.close()
             finally:
+                self.executors.shutdown()
                 if self.instance_lock is not None:
                     self.instance_lock.release()
 

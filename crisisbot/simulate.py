@@ -64,7 +64,11 @@ def _email(bundle: Bundle, step, ctx: StepContext, show_bodies: bool) -> Iterato
 
     recipients = bundle.recipients(step.to)
     yield f"  emails {len(recipients)} recipient(s) with template '{step.template}':"
-    for message in build_messages(step, ctx, recipients):
+    fallbacks: list[str] = []
+    messages = build_messages(step, ctx, recipients, fallbacks=fallbacks)
+    for why in fallbacks:
+        yield f"  WARNING: {why}; the built-in message would be sent instead"
+    for message in messages:
         person = message.recipient
         tag = " [external]" if person.external else ""
         yield f"    - {person.name} <{person.email}>{tag}: {message.subject}"

@@ -91,9 +91,13 @@ class Workspace(conftest.Workspace):
                                            "security": "none", "timeout": "2s"}
             data["mail"].update(via=["relay"], backoff="20ms", retries=0)
             # links point at the routes this helper serves itself (see lifecycle_daemon)
-            data["web"] = {"enabled": False, "public_url": f"http://127.0.0.1:{self.web_port}"}
+            data["web"] = {"enabled": False, "public_url": f"http://127.0.0.1:{self.web_port}",
+                           "health_token": HEALTH_TOKEN}
             data["lifecycle"] = {"timer_poll": "50ms", **lifecycle}
         self.edit_config(change)
+
+
+HEALTH_TOKEN = "lifecycle-health-token"  # GET /health details need it
 
 
 @contextlib.asynccontextmanager

@@ -56,11 +56,16 @@ async def test_wrong_password_lockout_and_audit(workspace):
         base = f"http://127.0.0.1:{daemon.web.port}"
         async with httpx.AsyncClient(base_url=base) as client:
             codes = [(await login(client, "operator", "guess")).status_code for _ in range(5)]
-            locked = await login(client, "operator")  # right password, but locked out
+            locked = await login(client, "operator")  # right password, but locked out from this address
+            await daemon.web.refusals.audit.flush()  # the minute's counts, written now
         audit = [e for e in await daemon.runtime.store.audit_entries() if e.kind.startswith("console.")]
     assert codes == [401] * 5
-    assert locked.status_code == 401 and "Too many failed attempts" in locked.text
-    assert len(audit) == 6 and audit[-1].data["locked"] is True
+    assert locked.status_code == 429 and "Too many failed attempts" in locked.text
+    assert int(locked.headers["retry-after"]) >= 1
+    failed = [e.data for e in audit if e.kind == "console.login_failed"]
+    assert sum(e["count"] for e in failed) == 5 and len(failed) == 2  # the first at once, then the count
+    assert failed[0]["client"] == "127.0.0.1" and failed[0]["samples"] == ["operator"]
+    assert [e.data["count"] for e in audit if e.kind == "console.login_refused"] == [1]
     assert all(PASSWORD not in str(e.data) for e in audit)
 
 

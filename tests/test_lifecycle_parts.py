@@ -21,7 +21,7 @@ from crisisbot.lifecycle.schema import CancelWindow
 from crisisbot.lifecycle.stats import false_alarms
 from crisisbot.links import LinkError, LinkExpired, Signer
 from crisisbot.models import Alarm, AlarmAction, EventKind, IncidentStatus, Severity
-from lifecycle_helpers import ROOT, Workspace, lifecycle_daemon, smtp_recorder, start_clock
+from lifecycle_helpers import HEALTH_TOKEN, ROOT, Workspace, lifecycle_daemon, smtp_recorder, start_clock
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -176,13 +176,14 @@ async def test_silence_records_without_alerting_and_expires_by_itself(tmp_path):
             await daemon.engine.wait_incident(incident.id)
             audit = [e for e in await store.audit_entries() if e.kind.startswith(("silence.", "alarm.silenced"))]
             async with httpx.AsyncClient() as http:
-                health = await http.get(f"http://127.0.0.1:{ws.web_port}/health")
+                health = await http.get(f"http://127.0.0.1:{ws.web_port}/health",
+                                        headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
     assert [e.kind for e in audit] == ["silence.added", "alarm.silenced", "silence.expired"]
     assert audit[1].data["alarm_id"] == quiet.id and audit[2].data["silence_id"] == silence.id
     assert incident is not None and {m["X-Crisisbot-Incident"] for _, m in smtp.messages} == {incident.id}
     assert health.status_code == 200
-    body = health.json()
-    assert body["status"] == "ok" and body["store"] == "ok" and body["queue"] == 0 and body["last_alarm_at"]
+    body = health.json()["checks"]["supervision"]
+    assert body["status"] == "up" and body["store"] == "ok" and body["queue"] == 0 and body["last_alarm_at"]
 
 
 def test_typos_in_tiers_duty_slots_and_drills_are_refused(examples):

@@ -24,6 +24,7 @@ from crisisbot.models import Attachment, Recipient
 from crisisbot.store.sqlite import SqliteStore
 from crisisbot.web.access import Revocations, json_file
 from crisisbot.web.liveview import LIVEVIEW, liveview_link, liveview_routes
+from crisisbot.web.refusals import RefusalAudit, Refusals
 
 INCIDENT, OTHER = "inc0001", "inc0002"
 ALICE = Recipient("alice", "Alice", "alice@example.org", "fr")
@@ -61,13 +62,16 @@ class Env:
         load, save = json_file(tmp / "revoked.json")
         self.revocation_file = (load, save)
         self.revocations = Revocations(save, clock=clock)
-        app = Starlette(routes=[liveview_routes(self.signer, self.images, store.audit, revocations=self.revocations)])
+        self.refusals = Refusals(RefusalAudit(store.audit))
+        app = Starlette(routes=[liveview_routes(self.signer, self.images, store.audit, revocations=self.revocations,
+                                                refusals=self.refusals)])
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://crisis.test")
 
     def link(self, who: Recipient, ttl: float = 600, incident: str = INCIDENT) -> str:
         return liveview_link(self.signer, "http://crisis.test", incident, who, ttl).removeprefix("http://crisis.test")
 
     async def audit(self, kind: str) -> list[dict]:
+        await self.refusals.audit.flush()  # refusals are counted per address and minute
         return [e.data for e in await self.store.audit_entries() if e.kind == kind]
 
 
@@ -139,7 +143,8 @@ async def test_expired_tampered_foreign_and_other_purpose_links_are_refused(env:
     assert expired.status_code == 410 and "expired" in expired.text
     assert (await env.http.get(own)).status_code == 410
     refused = await env.audit("liveview.refused")
-    assert [e["status"] for e in refused] == [403, 403, 410, 410]
+    assert [e["count"] for e in refused] == [1, 3]  # the first at once, the rest as one count
+    assert refused[0]["client"] == "127.0.0.1" and refused[1]["samples"] == ["403", "410"]
 
 
 async def test_revoked_token_and_revoked_recipient_are_refused_and_survive_a_restart(env: Env) -> None:
@@ -152,8 +157,7 @@ async def test_revoked_token_and_revoked_recipient_are_refused_and_survive_a_res
     await env.revocations.revoke_recipient(INCIDENT, "vendor", reason="contract ended")
     assert (await env.http.get(vendor)).status_code == 403
     refused = await env.audit("liveview.refused")
-    assert [(e["recipient"], e["reason"]) for e in refused] == [
-        ("alice", "This link has been revoked."), ("vendor", "This link has been revoked.")]
+    assert [(e["count"], e["samples"]) for e in refused] == [(1, ["403 alice"]), (1, ["403 alice", "403 vendor"])]
     load, save = env.revocation_file
     reloaded = await Revocations.load(load, save, clock=env.clock)
     token = vendor.rsplit("/", 1)[1]

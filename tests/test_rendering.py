@@ -50,3 +50,46 @@ def test_json_logs_carry_the_incident_id():
     entry = json.loads(stream.getvalue().splitlines()[-1])
     assert entry["incident"] == "inc-42" and entry["message"] == "sent 3" and entry["level"] == "INFO"
     logging.getLogger().handlers.clear()
+
+
+async def test_template_failing_on_real_data_still_reaches_the_committee(workspace, smtp_server, monkeypatch):
+    """`{{ alarm.details.site_code.upper() }}` passes validation (details are the input's)
+    but this panel sends no site_code: the committee still gets the built-in message with
+    what, where, when and the join link, and the timeline and audit log say why."""
+    import re
+
+    from crisisbot.cli import main
+    from crisisbot.reporting import timeline_lines
+    from daemon_helpers import enable_webhook, post_alarm, running_daemon
+
+    for lang in ("fr", "en"):
+        body = workspace.root / "templates" / "committee_alert" / lang / "body.txt"
+        body.write_text("Code site : {{ alarm.details.site_code.upper() }}\n" + body.read_text())
+    assert main(["-c", str(workspace.config_path), "validate"]) == 0
+    workspace.use_smtp(smtp_server.port)
+    enable_webhook(workspace)
+    async with running_daemon(workspace, monkeypatch) as daemon:
+        response = await post_alarm(daemon, {"site": "paris-hq", "zone": "accueil", "kind": "panic",
+                                             "severity": "critical", "label": "Bouton panique accueil"})
+        assert response.status_code == 202, response.text
+        incident = await daemon.engine.wait_processed(response.json()["alarm_id"])
+        await daemon.engine.wait_incident(incident.id)
+        store = daemon.runtime.store
+        audit = await store.audit_entries(incident.id)
+        timeline = "\n".join(await timeline_lines(store, await store.get_incident(incident.id)))
+
+    received = smtp_server.handler.messages
+    assert {r for m in received for r in m.rcpt} == {"alice.martin@exemple.fr", "chloe.dubois@exemple.fr",
+                                                     "david.smith@exemple.fr", "bruno.leroy@exemple.fr"}
+    alice = smtp_server.handler.to("alice.martin@exemple.fr")[0].message
+    text = alice.get_body(("plain",)).get_content()
+    assert str(alice["Subject"]).startswith("[CRISE] Bouton panique accueil — Siège Paris — ")
+    assert "Alarme : Bouton panique accueil" in text and "Site : Siège Paris" in text and "Zone : Accueil" in text
+    assert re.search(r"Heure : \d\d/\d\d/\d{4} \d\d:\d\d:\d\d CE", text)
+    assert re.search(r"Réunion de crise : https://meet\.jit\.si/crise-[0-9a-f]{24}", text)
+    david = smtp_server.handler.to("david.smith@exemple.fr")[0].message
+    assert "Alarm: Bouton panique accueil" in david.get_body(("plain",)).get_content()
+    fallbacks = [e for e in audit if e.kind == "template.fallback"]
+    assert fallbacks and "templates/committee_alert/" in fallbacks[0].data["error"]
+    assert "site_code" in fallbacks[0].data["error"]
+    assert "template.fallback" in timeline

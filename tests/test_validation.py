@@ -39,7 +39,7 @@ steps:
      "playbooks/test.yaml:10:5: steps[1].recipents: unknown key 'recipents'"),
     # wrong type
     (lambda p: p.replace("name: Test", "name: Test\npriority: high"),
-     "playbooks/test.yaml:3:11: priority: Input should be a valid integer"),
+     "playbooks/test.yaml:3:11: priority: expected a whole number"),
     # unknown contact group, with a suggestion
     (lambda p: p.replace("to: [comite-crise]", "to: [comite-crize]"),
      "playbooks/test.yaml:9:10: steps[1].to[0]: unknown contact group or person 'comite-crize'; did you mean 'comite-crise'?"),
@@ -54,7 +54,8 @@ steps:
      "playbooks/test.yaml:12:15: steps[2].cameras[0]: unknown camera 'roof'; known: hall, parking"),
     # unknown enum value
     (lambda p: p.replace("kinds: [panic]", "kinds: [panik]"),
-     "playbooks/test.yaml:4:11: match.kinds[0]: Input should be 'panic', 'intrusion'"),
+     "playbooks/test.yaml:4:11: match.kinds[0]: 'panik' is not one of panic, intrusion, fire, tamper, trouble, "
+     "restore, test, input_fault, technical, other; did you mean 'panic'?"),
     # missing required field
     (lambda p: p.replace("    template: committee_alert\n", ""),
      "playbooks/test.yaml:8:5: steps[1].template: required field is missing"),
@@ -90,7 +91,8 @@ def test_bad_email_is_located(workspace, capsys):
     workspace.write("contacts/more.yaml", "people:\n  zoe:\n    name: Zoé\n    email: not-an-address\n")
     code, errors, _ = run_validate(workspace, capsys)
     assert code == 1
-    assert any(e.startswith("contacts/more.yaml:4:12: people.zoe.email: String should match pattern") for e in errors)
+    assert "contacts/more.yaml:4:12: people.zoe.email: expected an email address such as name@example.org " \
+        "(ASCII letters, digits and . _ - + before the @)" in errors
 
 
 def test_unknown_group_member(workspace, capsys):
@@ -130,7 +132,8 @@ def test_secret_values_never_appear_in_errors(workspace, capsys, monkeypatch):
         "  outbox:\n    type: outbox\n  relay:\n    type: smtp\n    host: mail\n    port: ${SMTP_PASSWORD}\n"))
     code, errors, out = run_validate(workspace, capsys)
     assert code == 1
-    assert any("connectors.relay.port: Input should be a valid integer" in e for e in errors)
+    assert any("connectors.relay.port: secret references (${…}) are only resolved in secret fields" in e for e in errors)
+    assert any("connectors.relay.port: expected a whole number" in e for e in errors)
     assert "hunter2" not in "\n".join(errors) + out
 
 
@@ -147,3 +150,123 @@ def test_daemon_refuses_to_start_on_invalid_config(workspace, capsys):
     assert code == 1
     assert "playbooks/test.yaml:10:15: steps[1].template: unknown template 'nope'" in err
     assert "nothing was started" in err
+
+
+# -- mistakes caught before any alarm fires (issue 15) ------------------------------
+def _edit(ws, rel: str, old: str, new: str) -> None:
+    path = ws.root / rel
+    text = path.read_text()
+    assert old in text, (rel, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("rel, old, new, expected", [
+    # unknown filter in a template file
+    ("templates/committee_alert/fr/subject.txt", "{{ site_name }}", "{{ site_name | upperr }}",
+     "templates/committee_alert/fr/subject.txt:1:1: template error: No filter named 'upperr'."),
+    # unknown test
+    ("templates/committee_alert/en/body.txt", "{% if drill %}", "{% if drill is drilll %}",
+     "templates/committee_alert/en/body.txt:1:1: template fails with a sample 'panic' alarm (playbook 'any-critical'): "
+     "No test named 'drilll' found."),
+    # Jinja syntax error in a templated playbook field
+    ("playbooks/panic.yaml", '"CRISE — {{ incident.title }}"', '"CRISE — {{ incident.title }"',
+     "playbooks/panic.yaml:14:14: steps[0].subject: template error: unexpected '}'"),
+    # unknown filter in a templated playbook field
+    ("playbooks/panic.yaml", '"CRISE — {{ incident.title }}"', '"CRISE — {{ incident.title | upperr }}"',
+     "playbooks/panic.yaml:14:14: steps[0].subject: template error: No filter named 'upperr'."),
+    # undefined attribute in a templated field, with did-you-mean
+    ("playbooks/panic.yaml", '"CRISE — {{ incident.title }}"', '"CRISE — {{ incident.titel }}"',
+     "playbooks/panic.yaml:14:14: steps[0].subject: template fails with a sample 'panic' alarm: "
+     "'incident' has no 'titel'; did you mean 'incident.title'?"),
+    # undefined variable in a template, reported at its line, not rendered as empty
+    ("templates/committee_alert/fr/body.txt", "Bonjour {{ recipient.name }}", "Bonjour {{ recipient_name }}",
+     "templates/committee_alert/fr/body.txt:3:1: template fails with a sample 'panic' alarm (playbook 'any-critical'): "
+     "unknown variable 'recipient_name'; did you mean 'recipient'?"),
+    # credentials are not there to be read
+    ("templates/committee_alert/en/body.txt", "Hello {{ recipient.name }}", "Hello {{ site.cameras.hall.password }}",
+     "templates/committee_alert/en/body.txt:3:1: template fails with a sample 'panic' alarm (playbook 'any-critical'): "
+     "'site' has no 'cameras'; it has: id, name, address, timezone, country, language, zones"),
+    # a match naming a zone nothing defines would silently route fires to the catch-all
+    ("playbooks/panic.yaml", "  min_severity: major\n", "  min_severity: major\n  zones: [acceuil]\n",
+     "playbooks/panic.yaml:10:11: match.zones[0]: unknown zone 'acceuil'; did you mean 'accueil'?"),
+    ("playbooks/panic.yaml", "  min_severity: major\n", "  min_severity: major\n  sites: [paris_hq]\n",
+     "playbooks/panic.yaml:10:11: match.sites[0]: unknown site 'paris_hq'; did you mean 'paris-hq'?"),
+    # messages a security manager can act on
+    ("playbooks/panic.yaml", "    action: email", "    action: emial",
+     "playbooks/panic.yaml:21:13: steps[2].action: unknown action 'emial'; did you mean 'email'?"),
+    ("playbooks/panic.yaml", "    template: committee_alert", "    templat: committee_alert\n    template: committee_alert",
+     "playbooks/panic.yaml:23:5: steps[2].templat: unknown key 'templat'; did you mean 'template'?"),
+    ("playbooks/panic.yaml", "  min_severity: major", "  min_severity: majr",
+     "playbooks/panic.yaml:9:17: match.min_severity: 'majr' is not one of info, minor, major, critical; did you mean 'major'?"),
+    ("playbooks/panic.yaml", "  kinds: [panic]", "\tkinds: [panic]",
+     "playbooks/panic.yaml:8:1: YAML syntax error: tab character: indent with spaces, not tabs"),
+    ("playbooks/panic.yaml", "  min_severity: major", "   min_severity: major",
+     "playbooks/panic.yaml:9:4: YAML syntax error: bad indentation"),
+])
+def test_mistake_is_refused_before_any_alarm(workspace, capsys, rel, old, new, expected):
+    _edit(workspace, rel, old, new)
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 1
+    assert any(line.startswith(expected) for line in errors), errors
+    text = "\n".join(errors)
+    assert "pydantic" not in text and "String should match pattern" not in text and "Input tag" not in text
+
+
+def test_no_python_class_name_or_regex_in_messages(workspace, capsys):
+    workspace.write("contacts/more.yaml", "people:\n  zoe:\n    name: Zoé\n    email: zoe@exemple\n    language: FR\n"
+                                          "groups:\n  g:\n    name: G\n    members: zoe\n  h: [x]\n")
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 1
+    text = "\n".join(errors)
+    assert "contacts/more.yaml:5:15: people.zoe.language: expected a two-letter lowercase language code such as fr or en" in text
+    assert "contacts/more.yaml:9:14: groups.g.members: expected a list (`- item` lines, or [a, b])" in text
+    assert "contacts/more.yaml:10:6: groups.h: expected a mapping of keys (key: value lines)" in text
+    assert "^" not in text and "instance of" not in text
+
+
+def test_dynamic_zones_must_be_declared(workspace, capsys):
+    _edit(workspace, "playbooks/panic.yaml", "  min_severity: major\n", "  min_severity: major\n  zones: [salle-3]\n")
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 1 and any("set `dynamic_zones: true`" in e for e in errors)
+    workspace.edit_config(lambda d: d["sites"]["paris-hq"].update({"dynamic_zones": True}))
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 0, errors
+
+
+def test_details_keys_are_not_known_in_advance(workspace, capsys):
+    """`alarm.details` depends on the input: validation accepts any key; a failure at
+    send time falls back to the built-in message (tests/test_rendering.py)."""
+    _edit(workspace, "templates/committee_alert/fr/body.txt", "Bonjour {{ recipient.name }}",
+          "Bonjour {{ recipient.name }} {{ alarm.details.site_code.upper() }}")
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 0, errors
+
+
+@pytest.mark.parametrize("command", ["simulate", "trigger"])
+@pytest.mark.parametrize("args, expected", [
+    (["--site", "paris_hq"], "crisisbot: unknown site 'paris_hq'; did you mean 'paris-hq'?"),
+    (["--site", "paris-hq", "--zone", "acceuil"], "crisisbot: unknown zone 'acceuil' at site 'paris-hq'; did you mean 'accueil'?"),
+])
+def test_trigger_and_simulate_refuse_unknown_places(workspace, capsys, command, args, expected):
+    code = main(["-c", str(workspace.config_path), command, *args])
+    assert code == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_simulate_bad_time_is_a_clear_message(workspace, capsys):
+    code = main(["-c", str(workspace.config_path), "simulate", "--site", "paris-hq", "--at", "demain 3h"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "crisisbot: --at 'demain 3h' is not a date and time; use e.g. 2026-03-03T14:30" in err
+    assert main(["-c", str(workspace.config_path), "simulate", "--site", "paris-hq", "--at", "03:00", "--brief"]) == 0
+
+
+async def test_reload_refuses_a_template_with_an_unknown_filter(workspace, caplog):
+    from daemon_helpers import running_daemon
+
+    async with running_daemon(workspace) as daemon:
+        good = daemon.runtime.bundle
+        _edit(workspace, "templates/committee_alert/fr/subject.txt", "{{ site_name }}", "{{ site_name | upperr }}")
+        assert await daemon.reload() is False
+        assert daemon.runtime.bundle is good
+    assert "No filter named 'upperr'" in caplog.text

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 import time
@@ -31,6 +32,7 @@ from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.models import Alarm, AlarmAction, EventKind, Severity
 from crisisbot.store.base import Nonce, Replayed
+from crisisbot.store.errors import StoreError
 from crisisbot.web.background import BackgroundServer
 from triggers.base import Trigger
 
@@ -152,6 +154,8 @@ class WebhookTrigger(Trigger):
                 alarm_id = await self.sink.submit(alarm, nonce)
             except Replayed as exc:
                 raise InputRejected(str(exc), 409) from None
+            except StoreError as exc:
+                raise _not_stored(self.log, exc) from None
         except InputRejected as exc:
             return self._reject(exc)
         self.stats["accepted"] += 1
@@ -161,7 +165,10 @@ class WebhookTrigger(Trigger):
         try:
             data = self._json(await self._body(request))
             alarm = self._from_pagerduty(data)
-            await self.sink.submit(alarm)
+            try:
+                await self.sink.submit(alarm)
+            except StoreError as exc:
+                raise _not_stored(self.log, exc) from None
         except InputRejected as exc:
             self.stats["rejected"] += 1
             self.log.warning("PagerDuty-style event refused (%s): %s", exc.status, exc)
@@ -300,6 +307,13 @@ def _alarm(**fields: Any) -> Alarm:
         return Alarm(**fields)
     except ValidationError as exc:
         raise InputRejected(_first_error(exc), 422) from None
+
+
+def _not_stored(log: logging.Logger, exc: StoreError) -> InputRejected:
+    """503: the sender retries the same request (its nonce was not burned); the reason
+    (full disk, lock) goes to our log, not to the sender."""
+    log.error("alarm NOT stored, the sender must retry: %s", exc)
+    return InputRejected("alarm not stored: the store is unavailable; send the same request again", 503)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -180,8 +180,8 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
         playbook_docs[parsed.id] = doc  # type: ignore[attr-defined]
         playbooks.append(parsed)  # type: ignore[arg-type]
 
-    templates = TemplateSet(under(config.paths.templates))
-    problems.extend(templates.check(root))
+    templates = TemplateSet(under(config.paths.templates), root)
+    template_problems = templates.check(root)  # kept apart: the checks below do not depend on them
     for file in sorted(templates.directory.rglob("*")) if templates.directory.is_dir() else []:
         if file.is_file():
             hasher.update(_rel(file, root).encode() + b"\0" + file.read_bytes() + b"\0")
@@ -194,6 +194,11 @@ def load_bundle(config_path: Path, env: Mapping[str, str] | None = None) -> Bund
         # cross-references only mean something once every file is valid on its own;
         # before that they would mostly repeat the problems above
         problems.extend(check_references(bundle, config_doc, playbook_docs, origin))
+    if config_ok and not problems:
+        from crisisbot.config.templatecheck import check_templates  # renders: only once names resolve
+
+        problems.extend(check_templates(bundle, playbook_docs))
+    problems.extend(template_problems)
     if problems:
         raise ConfigError(_sorted(problems))
     return bundle

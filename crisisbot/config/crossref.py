@@ -7,7 +7,7 @@ defined in another file; these checks do, and point at the exact field.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from connectors.base import Camera, Mailer, MeetingProvider
 from crisisbot.config.yamlpos import Located
@@ -68,6 +68,7 @@ def check_references(
                 problems.append(doc.problem(("groups", group_id, "members", index), f"group '{member}' contains '{group_id}': groups must not form a cycle"))
 
     # playbooks
+    trigger_zones = {z for pc in bundle.triggers.values() for z in _static_zones(pc.config.model_dump())}
     all_cameras = {cam for site in config.sites.values() for cam in site.cameras}
     templates = bundle.templates.names()
     for playbook in bundle.playbooks:
@@ -75,6 +76,14 @@ def check_references(
         for index, site in enumerate(playbook.match.sites or []):
             if site not in config.sites:
                 problems.append(doc.problem(("match", "sites", index), _unknown("site", site, config.sites)))
+        zone_sites = [config.sites[s] for s in (playbook.match.sites or config.sites) if s in config.sites]
+        if not any(site.dynamic_zones for site in zone_sites):
+            known_zones = {z for site in zone_sites for z in site.zones} | trigger_zones
+            for index, zone in enumerate(playbook.match.zones or []):
+                if zone not in known_zones:
+                    problems.append(doc.problem(("match", "zones", index), _unknown("zone", zone, known_zones) + (
+                        " (zones are listed under sites.<site>.zones; set `dynamic_zones: true` on a site "
+                        "whose inputs name zones at run time)")))
         for index, source in enumerate(playbook.match.sources or []):
             if source not in config.triggers and source != "manual":
                 problems.append(doc.problem(("match", "sources", index), _unknown("alarm source", source, [*config.triggers, "manual"])))
@@ -118,6 +127,23 @@ def check_references(
 
     problems.extend(check_lifecycle(bundle, config_doc, playbook_docs, contact_docs))
     return problems
+
+
+def _static_zones(node: Any) -> Iterator[str]:
+    """Zone names a trigger's configuration spells out (`zone: accueil`, DC-09 `zones:`),
+    not templates such as MQTT's `'{topic[1]}'`, which only the site's `dynamic_zones` covers."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "zone" and isinstance(value, str) and "{" not in value:
+                yield value
+            elif key == "zones" and isinstance(value, dict):
+                yield from (str(k) for k in value)
+                yield from (v for v in value.values() if isinstance(v, str))
+            else:
+                yield from _static_zones(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _static_zones(item)
 
 
 def _reachable_groups(bundle: "Bundle", start: str) -> set[str]:

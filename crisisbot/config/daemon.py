@@ -34,6 +34,10 @@ class Site(Strict):
     address: str = ""
     cameras: dict[Identifier, PluginSpec] = Field(default_factory=dict)
     zones: dict[Identifier, Zone] = Field(default_factory=dict)
+    dynamic_zones: bool = Field(
+        False, description="true: inputs name zones at run time (e.g. MQTT topic templates), so playbooks "
+        "may match zones not listed under `zones`",
+    )
 
 
 class Paths(Strict):
@@ -82,8 +86,9 @@ class WebUser(Strict):
     password_hash: SecretStr = Field(
         description="from `crisisbot hash-password`; keep it in a secret file: ${file:secrets/NAME.hash}"
     )
-    role: Literal["operator", "viewer"] = Field(
-        "operator", description="viewers see incidents; operators also acknowledge and stand down"
+    role: Literal["operator", "viewer", "admin"] = Field(
+        "operator", description="viewers see incidents; operators also acknowledge, stand down and revoke "
+        "links; admins also list and revoke console sessions"
     )
     person: Identifier | None = Field(None, description="contact id this user acknowledges as")
 
@@ -99,6 +104,13 @@ class WebConfig(Strict):
         default_factory=dict, description="console accounts; none: the console refuses every login"
     )
     session_ttl: Seconds = Field(43200.0, description="console sessions expire after this delay")
+    session_idle: Seconds = Field(3600.0, description="console sessions unused this long are ended")
+    health_token: SecretStr | None = Field(
+        None, description="bearer token that unlocks /health details; without it /health says up/degraded/down"
+    )
+    liveview_grace: Seconds = Field(
+        900.0, description="live-view links keep working this long after an incident is stood down or cancelled"
+    )
 
 
 class DaemonConfig(Strict):

@@ -103,7 +103,7 @@ def model_policy(root: type[BaseModel], plugin_model: Callable[[PathKey], tuple[
             model, inner = owner
             if model is None:
                 return None
-        found = _annotation_at(model, inner)
+        found = annotation_at(model, inner)
         if found is None:
             return False
         annotation, name = found
@@ -129,25 +129,37 @@ def _is_secret(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, SecretStr)
 
 
-def _annotation_at(tp: Any, path: PathKey, name: str = "") -> tuple[Any, str] | None:
-    """The type annotation (and field name) a field path leads to in a pydantic model."""
+def annotation_at(tp: Any, path: PathKey, name: str = "") -> tuple[Any, str] | None:
+    """The type annotation (and field name) a field path leads to in a pydantic model;
+    a path element naming a union member's tag (pydantic's `loc` has them) selects it."""
     tp = _strip(tp)
     if not path:
         return tp, name
     if _is_union(tp):
         for arg in typing.get_args(tp):
-            if arg is not type(None) and (found := _annotation_at(arg, path, name)) is not None:
+            if arg is not type(None) and (found := annotation_at(arg, path, name)) is not None:
                 return found
+        for arg in typing.get_args(tp):
+            if _tagged(arg, path[0]):
+                return annotation_at(arg, path[1:], name)
         return None
     head, rest = path[0], path[1:]
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         for field_name, info in tp.model_fields.items():
             if head in (field_name, info.alias):
-                return _annotation_at(info.annotation, rest, field_name)
+                return annotation_at(info.annotation, rest, field_name)
         return None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is dict and len(args) == 2:
-        return _annotation_at(args[1], rest, name)
+        return annotation_at(args[1], rest, name)
     if origin in (list, tuple, set, frozenset) and args and isinstance(head, int):
-        return _annotation_at(args[0], rest, name)
+        return annotation_at(args[0], rest, name)
     return None
+
+
+def _tagged(model: Any, tag: Any) -> bool:
+    """Whether a union member is the one pydantic names `tag` (a Literal field's value)."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return False
+    return any(typing.get_origin(_strip(info.annotation)) is typing.Literal and tag in typing.get_args(_strip(info.annotation))
+               for info in model.model_fields.values())

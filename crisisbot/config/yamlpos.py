@@ -151,6 +151,24 @@ def load_yaml(path: Path, display_name: str | None = None) -> tuple[Located, lis
     return load_yaml_text(text, name)
 
 
+def _explain(problem: str, text: str, mark: Any) -> str:
+    """PyYAML's parser words, translated into what to fix."""
+    line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
+    if "\t" in problem or line[: len(line) - len(line.lstrip())].count("\t"):
+        return "tab character: indent with spaces, not tabs"
+    if "expected <block end>" in problem or "expected <block mapping start>" in problem:
+        return ("bad indentation: this line is not aligned with the keys above it "
+                "(keys of one mapping start in the same column; use spaces)")
+    if "mapping values are not allowed here" in problem:
+        return ("unexpected ':' — quote a value that contains ': ', or check the indentation "
+                "of this line against the one above")
+    if "could not find expected ':'" in problem:
+        return "a key without ':' (write `key: value`), or a quoted value that is not closed"
+    if "found undefined alias" in problem:
+        return f"{problem} (an alias `*name` needs an anchor `&name` above it)"
+    return problem
+
+
 def load_yaml_text(text: str, name: str) -> tuple[Located, list[Problem]]:
     doc = Located(name, None)
     try:
@@ -158,7 +176,7 @@ def load_yaml_text(text: str, name: str) -> tuple[Located, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"YAML syntax error: {exc.problem or exc.context}"
+        message = f"YAML syntax error: {_explain(exc.problem or exc.context or '', text, mark)}"
         return doc, [Problem(name, line, col, "", message)]
     except yaml.YAMLError as exc:
         return doc, [Problem(name, 1, 1, "", f"YAML error: {exc}")]

@@ -48,9 +48,10 @@ class Supervision:
             body.update(status="error", store=f"{type(exc).__name__}: {exc}")
             return False, body
         overdue = [t.id for t in timers if (now - t.due_at).total_seconds() > 10 * self.timers.poll + 30]
-        body.update(store="ok", last_alarm_at=last.isoformat() if last else None, queue=len(pending),
-                    timers_pending=len(timers), timers_overdue=len(overdue), deadman=self.last_ping or None)
-        healthy = not overdue
+        body.update(store=store.problem or "ok", last_alarm_at=last.isoformat() if last else None,
+                    queue=len(pending), timers_pending=len(timers), timers_overdue=len(overdue),
+                    deadman=self.last_ping or None)
+        healthy = not overdue and store.problem is None  # writes waiting on a full disk or a lock
         body["status"] = "ok" if healthy else "degraded"
         return healthy, body
 

@@ -110,9 +110,10 @@ def email_images(spec: EmailStep, ctx: StepContext) -> EmailImages:
 
 
 def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient],
-                   images: EmailImages | None = None) -> list[OutgoingEmail]:
+                   images: EmailImages | None = None, fallbacks: list[str] | None = None) -> list[OutgoingEmail]:
     """Render each recipient's message; pass `images` prepared off the event loop
-    (`run` does) or they are sized here, synchronously (`simulate` does)."""
+    (`run` does) or they are sized here, synchronously (`simulate` does). Why a
+    template failed (and the built-in message went instead) is added to `fallbacks`."""
     runtime = ctx.runtime
     images = images or email_images(spec, ctx)
     base = ctx.template_context()
@@ -137,6 +138,8 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
             "liveview_url": _liveview_url(runtime, ctx.incident.id, person) if images.snapshots else None,
         }
         rendered = runtime.templates.render(spec.template, language, context)
+        if rendered.fallback and fallbacks is not None and rendered.fallback not in fallbacks:
+            fallbacks.append(rendered.fallback)
         attachments = images.for_recipient(person.external)
         if meeting is not None and meeting.ics:
             attachments.append(Attachment("invite.ics", "text/calendar; method=REQUEST", meeting.ics))
@@ -179,9 +182,12 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     for external in sorted({person.external for person in todo}) if images.snapshots else ():
         await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
+    fallbacks: list[str] = []
     for start in range(0, len(todo), RENDER_CHUNK):
-        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images)
+        messages += build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images, fallbacks)
         await asyncio.sleep(0)  # let the connections progress between chunks
+    for why in fallbacks:  # the message still goes out (built-in text); the failure is not silent
+        await store.audit("template.fallback", ctx.incident.id, {"step": step_id, "template": spec.template, "error": why})
     attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in (m.key for m in messages)}
     by_key = {m.key: m for m in messages}
 

@@ -45,7 +45,7 @@ def explain(exc: BaseException, path: object) -> str:
     """One line for an operator: what is wrong with the store at `path` and what to do."""
     found = code(exc)
     if found == sqlite3.SQLITE_FULL:
-        return f"the disk holding {path} is full ({exc}); free space there — crisisbot resumes by itself"
+        return f"the disk holding {path} is full ({exc}); free space there (a running daemon then resumes by itself)"
     if found in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return f"{path} is locked by another process ({exc}); find it with `fuser {path}`"
     if found in _DAMAGED:

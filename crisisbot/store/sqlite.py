@@ -352,9 +352,9 @@ class SqliteStore(Store):
                 if not transient(exc) or now >= give_up:
                     raise _operator_error(exc, self.path) from exc
                 failing_since = failing_since or now
+                self.problem = explain(exc, self.path)
                 if now - reported >= RETRY_REPORT_EVERY:
                     reported = now
-                    self.problem = explain(exc, self.path)
                     log.warning("store write failed, retrying until it passes: %s", self.problem)
                 await asyncio.sleep(min(delay, max(0.0, give_up - now)))
                 delay = min(delay * 2, RETRY_CAP)

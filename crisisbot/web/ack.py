@@ -2,7 +2,8 @@
 
 A GET on a link only shows a page with buttons; the state changes on POST, because
 mail security scanners open every link in a message and must not acknowledge on
-the recipient's behalf.
+the recipient's behalf. Refused links (forged, expired, revoked) are rate-limited
+per client address and audited as counts (crisisbot/web/refusals.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
 from crisisbot.steps.base import StepFailed
 from crisisbot.web.forms import request_fields
+from crisisbot.web.health import health_route
+from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -48,15 +51,32 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
     return _page(title, body or f"<p>{html.escape(str(data.get('message', '')))}</p>", status)
 
 
-def ack_routes(runtime: "Runtime") -> list[Route]:
+def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Route]:
     """Routes to mount at the root of the daemon's web app (links use web.public_url)."""
+    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
 
     def claims(request: Request, token: str, purpose: str) -> Claims | Response:
+        client = request.client.host if request.client else None
+        wait = refusals.blocked(client)
+        if wait:
+            refusals.audit.note("link.throttled", None, client)
+            return _reply(request, 429, {"error": "too_many", "message": "Too many invalid links; wait a minute."},
+                          "Too many attempts")
+        incident_id = None
         try:
-            return signer_of(runtime).verify(token, purpose)
+            found = signer_of(runtime).verify(token, purpose)
+            incident_id = found.incident_id
+            reason = runtime.revocations.reason(token, found) if runtime.revocations else None
+            if reason is not None:
+                refusals.refuse("link.refused", incident_id, client, f"{purpose}: revoked")
+                return _reply(request, 403, {"error": "revoked", "message": "This link has been revoked."},
+                              "Link revoked")
+            return found
         except LinkExpired:
+            refusals.refuse("link.refused", incident_id, client, f"{purpose}: expired")
             return _reply(request, 410, {"error": "expired", "message": "This link has expired."}, "Link expired")
         except LinkError:
+            refusals.refuse("link.refused", incident_id, client, f"{purpose}: invalid")
             return _reply(request, 403, {"error": "invalid", "message": "This link is not valid."}, "Invalid link")
 
     async def ack_page(request: Request) -> Response:
@@ -154,13 +174,6 @@ def ack_routes(runtime: "Runtime") -> list[Route]:
             return _reply(request, 409, {"error": "too_late", "message": str(exc)}, "Cannot cancel")
         return _reply(request, 200, {"ok": True, "message": "Cancelled."}, "Cancelled")
 
-    async def health(request: Request) -> Response:
-        lifecycle = runtime.lifecycle
-        if lifecycle is None:
-            return JSONResponse({"status": "starting"}, 503)
-        healthy, body = await lifecycle.supervision.health()
-        return JSONResponse(body, 200 if healthy else 503)
-
     return [
         Route("/ack/{token}", ack_page, methods=["GET"]),
         Route("/ack/{token}", ack_post, methods=["POST"]),
@@ -168,5 +181,5 @@ def ack_routes(runtime: "Runtime") -> list[Route]:
         Route("/stand-down/{token}", stand_down_post, methods=["POST"]),
         Route("/incidents/{incident_id}/stand-down", incident_stand_down, methods=["POST"]),
         Route("/incidents/{incident_id}/cancel", incident_cancel, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
+        health_route(runtime),
     ]

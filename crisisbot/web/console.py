@@ -1,15 +1,16 @@
 """The operators' web console: incidents, timelines, acknowledge, stand down — behind login.
 
-Sessions are signed, expiring tokens (the same signer as personal links) in an
-HttpOnly, SameSite=Strict cookie; state changes are POSTs that also check the
-Origin header, so another site cannot drive an operator's browser. Failed logins
-are audited and slowed down per account.
+Sessions live server-side (crisisbot/web/sessions.py): the HttpOnly, SameSite=Strict
+cookie holds a random token that logout, an admin or the idle timeout ends at once.
+State changes are POSTs that also check the Origin header, so another site cannot
+drive an operator's browser. Logins are throttled per (account, address) and per
+address (crisisbot/web/throttle.py); passwords are hashed on a small pool of their
+own, so a login flood never delays an alarm; refusals are audited as counts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,18 +20,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from crisisbot.links import LinkError, Signer
+from crisisbot.executors import PoolFull
 from crisisbot.models import IncidentStatus
 from crisisbot.web.forms import request_fields
 from crisisbot.web.passwords import check_password, hash_password
+from crisisbot.web.refusals import RefusalAudit
+from crisisbot.web.sessions import Session, SessionFile, Sessions
+from crisisbot.web.throttle import LoginThrottle, Refused
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
 
 COOKIE = "crisisbot_session"
-SESSION = "console-session"
-LOCKOUT_AFTER, LOCKOUT_SECONDS, FAILURE_DELAY = 5, 300.0, 0.5
+FAILURE_DELAY = 0.5  # every failed login answers after the same pause
+MAX_LIMIT = 1000  # incidents per API page
+WRITERS = ("operator", "admin")
 
+# unknown names are checked against this hash, with the same cost as a real one
 _DUMMY_HASH = hash_password("not a password anyone has")
 
 _PAGES = Environment(
@@ -40,17 +46,24 @@ _PAGES = Environment(
 
 
 class Console:
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "Runtime", refusals: RefusalAudit) -> None:
         self.runtime = runtime
-        self._failures: dict[str, tuple[int, float]] = {}
+        self.refusals = refusals
+        self.throttle = LoginThrottle()
+        from crisisbot.lifecycle.acks import clock_of
+
+        web = runtime.bundle.config.web
+        self.sessions = Sessions(SessionFile(runtime.bundle.data_dir / "console-sessions.json"),
+                                 lifetime=web.session_ttl, idle=web.session_idle,
+                                 offload=runtime.executors.web.run, clock=lambda: clock_of(runtime).now())
 
     @property
     def web(self):
         return self.runtime.bundle.config.web
 
-    def signer(self) -> Signer:
-        assert self.runtime.services is not None
-        return Signer(self.runtime.services.extras["secret_key"])  # type: ignore[arg-type]
+    async def start(self) -> None:
+        await self.sessions.load()
+        await self.sessions.keep_only(set(self.web.users))
 
     def routes(self) -> list[Route]:
         return [
@@ -61,20 +74,21 @@ class Console:
             Route("/console/incidents/{incident_id}", self.incident, methods=["GET"]),
             Route("/console/incidents/{incident_id}/ack", self.acknowledge, methods=["POST"]),
             Route("/console/incidents/{incident_id}/stand-down", self.stand_down, methods=["POST"]),
+            Route("/console/incidents/{incident_id}/links/revoke", self.revoke_links, methods=["POST"]),
+            Route("/console/sessions", self.sessions_page, methods=["GET"]),
+            Route("/console/sessions/{session_id}/revoke", self.revoke_session, methods=["POST"]),
             Route("/api/incidents", self.api_incidents, methods=["GET"]),
             Route("/api/incidents/{incident_id}", self.api_incident, methods=["GET"]),
+            Route("/api/sessions", self.api_sessions, methods=["GET"]),
+            Route("/api/sessions/{session_id}/revoke", self.api_revoke_session, methods=["POST"]),
         ]
 
     # -- sessions ------------------------------------------------------------
-    def user(self, request: Request) -> str | None:
-        token = request.cookies.get(COOKIE)
-        if not token:
+    async def session(self, request: Request) -> Session | None:
+        session = await self.sessions.user(request.cookies.get(COOKIE))
+        if session is None or session.user not in self.web.users:
             return None
-        try:
-            claims = self.signer().verify(token, SESSION)
-        except LinkError:
-            return None
-        return claims.recipient_id if claims.recipient_id in self.web.users else None
+        return session
 
     @staticmethod
     def _same_origin(request: Request) -> bool:
@@ -85,16 +99,21 @@ class Console:
         origin = request.headers.get("origin")
         return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
-    def _page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(_PAGES.get_template(name).render(**context), status)
+    def _page(self, name: str, status: int = 200, headers: dict[str, str] | None = None,
+              **context: Any) -> HTMLResponse:
+        return HTMLResponse(_PAGES.get_template(name).render(**context), status, headers=headers)
 
-    def _guard(self, request: Request, write: bool = False) -> str | Response:
-        user = self.user(request)
-        if user is None:
+    async def _guard(self, request: Request, write: bool = False, admin: bool = False) -> str | Response:
+        session = await self.session(request)
+        if session is None:
             if request.url.path.startswith("/api/"):
                 return JSONResponse({"error": "login required"}, 401)
             return RedirectResponse("/console/login", 303)
-        if write and (not self._same_origin(request) or self.web.users[user].role != "operator"):
+        user, role = session.user, self.web.users[session.user].role
+        allowed = role == "admin" if admin else (role in WRITERS if write else True)
+        if not allowed or ((write or admin) and request.method == "POST" and not self._same_origin(request)):
+            if request.url.path.startswith("/api/"):
+                return JSONResponse({"error": "this action is not allowed"}, 403)
             return self._page("message.html", 403, title="Forbidden", message="This action is not allowed.")
         return user
 
@@ -105,25 +124,30 @@ class Console:
     async def login(self, request: Request) -> Response:
         form = await request_fields(request)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
-        store = self.runtime.store
-        count, since = self._failures.get(name, (0, 0.0))
-        locked = count >= LOCKOUT_AFTER and time.monotonic() - since < LOCKOUT_SECONDS
+        client = _client(request)
+        try:
+            attempt = self.throttle.reserve(name, client or "unknown")  # counted before hashing
+        except Refused as exc:
+            self.refusals.note("console.login_refused", None, client, name)
+            return self._page("login.html", 429, headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+                              error="Too many failed attempts; try again later.")
         account = self.web.users.get(name)
-        # always pay for one scrypt, off the event loop, so timing does not tell which users exist
         stored = account.password_hash.get_secret_value() if account else _DUMMY_HASH
-        matches = await asyncio.to_thread(check_password, password, stored)
-        ok = not locked and account is not None and self._same_origin(request) and matches
-        if not ok:
-            if account is not None and not locked:  # a locked account's clock is not restarted
-                self._failures[name] = (count + 1 if count < LOCKOUT_AFTER else 1, time.monotonic())
-            await store.audit("console.login_failed", None, {"user": name, "locked": locked,
-                                                             "client": request.client.host if request.client else None})
+        try:
+            matches = await self.runtime.executors.hashing.run(check_password, password, stored)
+        except PoolFull:
+            attempt.abandon()
+            self.refusals.note("console.login_busy", None, client)
+            return self._page("login.html", 503, headers={"Retry-After": "1"},
+                              error="The console is busy; try again in a moment.")
+        if not (account is not None and matches and self._same_origin(request)):
+            attempt.failed()
+            self.refusals.note("console.login_failed", None, client, name)
             await asyncio.sleep(FAILURE_DELAY)
-            message = "Too many failed attempts; try again later." if locked else "Wrong user name or password."
-            return self._page("login.html", 401, error=message)
-        self._failures.pop(name, None)
-        await store.audit("console.login", None, {"user": name})
-        token = self.signer().sign("*", name, SESSION, self.web.session_ttl)
+            return self._page("login.html", 401, error="Wrong user name or password.")
+        attempt.succeeded()
+        token = await self.sessions.create(name, client, request.headers.get("user-agent", ""))
+        await self.runtime.store.audit("console.login", None, {"user": name, "client": client})
         response = RedirectResponse("/console", 303)
         secure = (self.web.public_url or "").startswith("https://")
         response.set_cookie(COOKIE, token, max_age=int(self.web.session_ttl), httponly=True, samesite="strict",
@@ -131,17 +155,58 @@ class Console:
         return response
 
     async def logout(self, request: Request) -> Response:
+        session = await self.sessions.end(request.cookies.get(COOKIE))
+        if session is not None:
+            await self.runtime.store.audit("console.logout", None, {"user": session.user, "session": session.id})
         response = RedirectResponse("/console/login", 303)
         response.delete_cookie(COOKIE, path="/")
         return response
 
+    # -- sessions (admins) -------------------------------------------------------
+    async def sessions_page(self, request: Request) -> Response:
+        user = await self._guard(request, admin=True)
+        if isinstance(user, Response):
+            return user
+        return self._page("sessions.html", user=user, admin=True, sessions=self.sessions.list(),
+                          notice=request.query_params.get("notice"))
+
+    async def _revoke_session(self, session_id: str, by: str) -> int:
+        gone = await self.sessions.revoke(session_id=session_id)
+        for session in gone:
+            await self.runtime.store.audit("console.session_revoked", None,
+                                           {"session": session.id, "user": session.user, "by": by})
+        return len(gone)
+
+    async def revoke_session(self, request: Request) -> Response:
+        user = await self._guard(request, admin=True)
+        if isinstance(user, Response):
+            return user
+        if not await self._revoke_session(request.path_params["session_id"], user):
+            return self._page("message.html", 404, title="Unknown session", message="No such session.")
+        return RedirectResponse("/console/sessions?notice=revoked", 303)
+
+    async def api_sessions(self, request: Request) -> Response:
+        user = await self._guard(request, admin=True)
+        if isinstance(user, Response):
+            return user
+        return JSONResponse([s.public() for s in self.sessions.list()])
+
+    async def api_revoke_session(self, request: Request) -> Response:
+        user = await self._guard(request, admin=True)
+        if isinstance(user, Response):
+            return user
+        if not await self._revoke_session(request.path_params["session_id"], user):
+            return JSONResponse({"error": "unknown session"}, 404)
+        return JSONResponse({"ok": True})
+
     # -- pages -----------------------------------------------------------------
     async def incidents(self, request: Request) -> Response:
-        user = self._guard(request)
+        user = await self._guard(request)
         if isinstance(user, Response):
             return user
         incidents = await self.runtime.store.list_incidents(limit=100)
-        return self._page("incidents.html", user=user, incidents=incidents)
+        return self._page("incidents.html", user=user, incidents=incidents,
+                          admin=self.web.users[user].role == "admin")
 
     async def _details(self, incident_id: str) -> dict[str, Any] | None:
         store = self.runtime.store
@@ -157,20 +222,20 @@ class Console:
         }
 
     async def incident(self, request: Request) -> Response:
-        user = self._guard(request)
+        user = await self._guard(request)
         if isinstance(user, Response):
             return user
         details = await self._details(request.path_params["incident_id"])
         if details is None:
             return self._page("message.html", 404, title="Unknown incident", message="No such incident.")
         account = self.web.users[user]
-        return self._page("incident.html", user=user, operator=account.role == "operator",
+        return self._page("incident.html", user=user, operator=account.role in WRITERS, admin=account.role == "admin",
                           can_ack=account.person is not None, notice=request.query_params.get("notice"), **details)
 
     async def acknowledge(self, request: Request) -> Response:
         from crisisbot.lifecycle.acks import acknowledge
 
-        user = self._guard(request, write=True)
+        user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
         person = self.web.users[user].person
@@ -187,7 +252,7 @@ class Console:
     async def stand_down(self, request: Request) -> Response:
         from crisisbot.lifecycle.standdown import stand_down
 
-        user = self._guard(request, write=True)
+        user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
         incident_id = request.path_params["incident_id"]
@@ -199,16 +264,38 @@ class Console:
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=ended", 303)
 
-    # -- JSON API ----------------------------------------------------------------
-    async def api_incidents(self, request: Request) -> Response:
-        user = self._guard(request)
+    async def revoke_links(self, request: Request) -> Response:
+        """Revoke every personal link (live view, ack, stand-down) of one person for this incident."""
+        user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
-        incidents = await self.runtime.store.list_incidents(limit=int(request.query_params.get("limit", 50)))
+        incident_id = request.path_params["incident_id"]
+        person = str((await request_fields(request)).get("person", ""))
+        revocations = self.runtime.revocations
+        if revocations is None or not person or await self.runtime.store.get_incident(incident_id) is None:
+            return self._page("message.html", 400, title="Refused", message="Choose a person of this incident.")
+        await revocations.revoke_recipient(incident_id, person, f"revoked by {user} (console)")
+        await self.runtime.store.audit("links.revoked", incident_id, {"person": person, "by": user, "via": "console"})
+        return RedirectResponse(f"/console/incidents/{incident_id}?notice=revoked", 303)
+
+    # -- JSON API ----------------------------------------------------------------
+    async def api_incidents(self, request: Request) -> Response:
+        user = await self._guard(request)
+        if isinstance(user, Response):
+            return user
+        raw = request.query_params.get("limit", "50")
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIMIT:
+            return JSONResponse({"error": "bad_request", "message": f"limit must be a whole number from 1 to "
+                                 f"{MAX_LIMIT}, not {raw[:20]!r}"}, 400)
+        incidents = await self.runtime.store.list_incidents(limit=limit)
         return JSONResponse([_incident_json(i) for i in incidents])
 
     async def api_incident(self, request: Request) -> Response:
-        user = self._guard(request)
+        user = await self._guard(request)
         if isinstance(user, Response):
             return user
         details = await self._details(request.path_params["incident_id"])
@@ -221,6 +308,10 @@ class Console:
             "deliveries": [{"person": d.person_id, "address": d.address, "status": d.status.value,
                             "transport": d.transport, "detail": d.detail} for d in details["deliveries"]],
         })
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _incident_json(incident) -> dict[str, Any]:

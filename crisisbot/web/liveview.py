@@ -3,7 +3,9 @@
 The token in the path is the only credential: it names the incident and the person, so
 every view is audited under their name. Links made for external recipients carry
 another purpose and get faces blurred, like their emails. Nothing is cached by the
-browser or leaked through the Referer header.
+browser or leaked through the Referer header. Links stop working `grace` seconds
+after the incident is stood down or cancelled, and operators can revoke one person's
+links at any time; refused attempts are rate-limited per address and audited as counts.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import html
 import logging
 from collections import OrderedDict
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -23,6 +26,7 @@ from crisisbot.imaging import blur_faces_async
 from crisisbot.links import Claims, LinkError, LinkExpired, Signer
 from crisisbot.models import Recipient
 from crisisbot.web.access import Revocations
+from crisisbot.web.refusals import RefusalAudit, Refusals
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ DEFAULT_TTL = 24 * 3600.0
 BLUR_CACHE = 256  # blurred frames kept in memory
 
 Audit = Callable[[str, "str | None", dict[str, Any]], Awaitable[object]]
+EndedAt = Callable[[str], Awaitable["datetime | None"]]  # when an incident was closed, None if still open
 
 HEADERS = {
     "Cache-Control": "no-store",
@@ -49,6 +54,12 @@ def liveview_link(signer: Signer, base_url: str, incident_id: str, recipient: Re
     purpose = LIVEVIEW_BLURRED if recipient.external else LIVEVIEW
     token = signer.sign(incident_id, recipient.person_id, purpose, ttl)
     return f"{base_url.rstrip('/')}{mount}/{token}"
+
+
+def _utcnow() -> datetime:
+    from crisisbot.models import utcnow
+
+    return utcnow()
 
 
 class Refused(Exception):
@@ -72,10 +83,16 @@ def _page(title: str, body: str, refresh: int | None = None) -> str:
 
 def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
                     revocations: Revocations | None = None, refresh: int = 5,
-                    path: str = "/live") -> Mount:
+                    path: str = "/live", refusals: Refusals | None = None,
+                    ended_at: EndedAt | None = None, grace: float = 900.0,
+                    now: Callable[[], datetime] | None = None) -> Mount:
     """Routes `GET {path}/{token}` (the page) and `GET {path}/{token}/img/{image_id}` (one frame)."""
+    refusals = refusals or Refusals(RefusalAudit(audit))
 
     async def check(request: Request) -> Claims:
+        client = request.client.host if request.client else None
+        if refusals.blocked(client):
+            raise Refused(429, "Too many invalid links from your address; wait a minute.")
         token = request.path_params["token"]
         claims = None
         for purpose in (LIVEVIEW, LIVEVIEW_BLURRED):
@@ -91,15 +108,21 @@ def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
         reason = revocations.reason(token, claims) if revocations else None
         if reason is not None:
             raise Refused(403, "This link has been revoked.", claims)
+        ended = await ended_at(claims.incident_id) if ended_at is not None else None
+        if ended is not None and (now or _utcnow)() >= ended + timedelta(seconds=grace):
+            raise Refused(410, "The incident is over; this link no longer works.", claims)
         return claims
 
     async def refuse(request: Request, exc: Refused) -> Response:
         claims = exc.claims
-        await audit("liveview.refused", claims.incident_id if claims else None, {
-            "status": exc.status, "reason": str(exc), "client": request.client.host if request.client else None,
-            "recipient": claims.recipient_id if claims else None,
-        })
-        return HTMLResponse(_page("Live view", f"<p>{html.escape(str(exc))}</p>"), exc.status, headers=HEADERS)
+        client = request.client.host if request.client else None
+        if exc.status == 429:
+            refusals.audit.note("liveview.throttled", None, client)
+        else:
+            refusals.refuse("liveview.refused", claims.incident_id if claims else None, client,
+                            f"{exc.status} {claims.recipient_id if claims else ''}".strip())
+        headers = {**HEADERS, "Retry-After": "60"} if exc.status == 429 else HEADERS
+        return HTMLResponse(_page("Live view", f"<p>{html.escape(str(exc))}</p>"), exc.status, headers=headers)
 
     async def page(request: Request) -> Response:
         try:

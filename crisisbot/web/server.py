@@ -7,7 +7,8 @@ proxy in front for anything but loopback).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crisisbot.web.background import BackgroundServer
 from crisisbot.web.console import Console
+from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -31,20 +33,36 @@ SECURITY_HEADERS = {
 }
 
 
-def build_app(runtime: "Runtime") -> Starlette:
-    from crisisbot.lifecycle.acks import signer_of
+def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refusals | None = None) -> Starlette:
+    from crisisbot.lifecycle.acks import clock_of, signer_of
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
+    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
+    console = console or Console(runtime, refusals.audit)
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
-        *Console(runtime).routes(),
-        *ack_routes(runtime),
+        *console.routes(),
+        *ack_routes(runtime, refusals),
     ]
     if runtime.image_store is not None:
         routes.append(liveview_routes(signer_of(runtime), runtime.image_store, runtime.store.audit,
-                                      revocations=runtime.revocations))
+                                      revocations=runtime.revocations, refusals=refusals,
+                                      ended_at=lambda incident_id: ended_at(runtime, incident_id),
+                                      grace=runtime.bundle.config.web.liveview_grace,
+                                      now=lambda: clock_of(runtime).now()))
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+
+
+async def ended_at(runtime: "Runtime", incident_id: str) -> datetime | None:
+    """When the incident was stood down or cancelled; None while it runs (or is unknown)."""
+    from crisisbot.lifecycle.acks import CLOSED
+
+    incident = await runtime.store.get_incident(incident_id)
+    if incident is None or incident.status not in CLOSED:
+        return None
+    at = (incident.data.get("stand_down") or {}).get("at")
+    return datetime.fromisoformat(at) if at else incident.updated_at
 
 
 class SecurityHeaders:
@@ -74,13 +92,25 @@ class WebServer:
         self.runtime = runtime
         self.port: int | None = None
         self._server: BackgroundServer | None = None
+        self.refusals = Refusals(RefusalAudit(runtime.store.audit))
+        self.console = Console(runtime, self.refusals.audit)
 
     async def start(self) -> None:
         web = self.runtime.bundle.config.web
-        self._server = BackgroundServer(build_app(self.runtime), web.host, web.port, "web console")
+        await self.console.start()
+        self.refusals.audit.start()
+        self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
+                                        "web console")
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop()
+        await self.refusals.audit.stop()
+
+    async def control(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Control-socket operations on sessions and links; None when the op is not ours."""
+        from crisisbot.web import admin
+
+        return await admin.control(self.runtime, self.console.sessions, request)

@@ -1,0 +1,85 @@
+"""Operations on console sessions and personal links, shared by the daemon's control
+socket and the CLI (which acts on the files itself when no daemon runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crisisbot.errors import CrisisbotError
+from crisisbot.links import Claims, LinkError, Signer
+from crisisbot.web.access import Revocations, json_file
+from crisisbot.web.sessions import SessionFile, Sessions
+
+if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
+    from crisisbot.runtime import Runtime
+
+SESSIONS_FILE = "console-sessions.json"
+REVOCATIONS_FILE = "revoked-links.json"
+PURPOSES = ("liveview", "liveview.blurred", "ack", "stand-down")
+
+
+def token_of(link: str) -> str:
+    """The token of a personal link (a full URL, a path, or the token itself)."""
+    return link.rstrip("/").split("?")[0].split("/live/")[-1].split("/ack/")[-1].split("/stand-down/")[-1] \
+        .split("/")[0]
+
+
+def claims_of(signer: Signer, token: str) -> Claims:
+    for purpose in PURPOSES:
+        try:
+            return signer.verify(token, purpose)
+        except LinkError:
+            continue
+    raise CrisisbotError("this is not a valid crisisbot link (or it has already expired)")
+
+
+async def revoke_links(revocations: Revocations, signer: Signer, request: dict[str, Any]) -> dict[str, Any]:
+    reason = str(request.get("reason") or f"revoked by {request.get('by', 'cli')}")
+    if request.get("link"):
+        token = token_of(str(request["link"]))
+        claims = claims_of(signer, token)
+        await revocations.revoke_token(token, claims, reason)
+        return {"ok": True, "incident_id": claims.incident_id, "person": claims.recipient_id, "scope": "link"}
+    incident_id, person = request.get("incident_id"), request.get("person")
+    if not incident_id or not person:
+        raise CrisisbotError("give a link, or an incident id and a person")
+    await revocations.revoke_recipient(str(incident_id), str(person), reason)
+    return {"ok": True, "incident_id": incident_id, "person": person, "scope": "person"}
+
+
+async def control(runtime: "Runtime", sessions: Sessions, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The daemon's control-socket operations on sessions and links; None when not ours."""
+    from crisisbot.lifecycle.acks import signer_of
+
+    op, by = request.get("op"), str(request.get("by", "cli"))
+    if op == "sessions-list":
+        return {"ok": True, "sessions": [s.public() for s in sessions.list()]}
+    if op == "sessions-revoke":
+        gone = await sessions.revoke(request.get("session_id"), request.get("user"))
+        for session in gone:
+            await runtime.store.audit("console.session_revoked", None,
+                                      {"session": session.id, "user": session.user, "by": by, "via": "cli"})
+        return {"ok": True, "revoked": len(gone)}
+    if op == "links-revoke":
+        if runtime.revocations is None:
+            raise CrisisbotError("link revocation is not available")
+        reply = await revoke_links(runtime.revocations, signer_of(runtime), request)
+        await runtime.store.audit("links.revoked", reply["incident_id"], {
+            "person": reply["person"], "scope": reply["scope"], "by": by, "via": "cli"})
+        return reply
+    return None
+
+
+def offline_sessions(bundle: "Bundle") -> Sessions:
+    """The sessions file, for the CLI when no daemon runs."""
+    web = bundle.config.web
+    return Sessions(SessionFile(bundle.data_dir / SESSIONS_FILE), lifetime=web.session_ttl,
+                    idle=web.session_idle, offload=asyncio.to_thread)
+
+
+async def offline_revocations(data_dir: Path) -> Revocations:
+    load, save = json_file(data_dir / REVOCATIONS_FILE)
+    return await Revocations.load(load, save)

@@ -1,0 +1,114 @@
+"""A full disk under `var/` (a 4 MiB tmpfs): nothing accepted is lost or doubled, work
+waiting on the disk resumes by itself when space returns, and every command ends with
+the real error.
+
+Needs to mount a tmpfs (root, and a kernel that allows it); skipped with the reason
+otherwise."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import RecordingHandler, SmtpServer
+from store_helpers import (COMMITTEE, HANG, add_people, alarm_request, configure, crisisbot, post, run_cli, start,
+                           stop, store_rows, wait_until)
+
+
+@pytest.fixture
+def small_var(workspace):
+    """`var/` on its own 4 MiB filesystem."""
+    var = workspace.root / "var"
+    var.mkdir(mode=0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(var)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs for var/ (needs root): {mounted.stderr.strip()}")
+    try:
+        yield var
+    finally:
+        subprocess.run(["umount", "-l", str(var)], check=False)
+
+
+def fill(var: Path) -> Path:
+    """Take every free byte of the filesystem; returns the file to delete to give it back."""
+    filler = var / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_disk_mid_convocation_then_space_returns(workspace, small_var):
+    handler = RecordingHandler(data_delay=0.2)
+    with SmtpServer(handler) as smtp:
+        port = configure(workspace, smtp.port, connections=1)
+        everyone = COMMITTEE | add_people(workspace, 20)
+        log = workspace.root / "daemon.log"
+        daemon = start(workspace, port, log)
+        try:
+            assert post(port, alarm_request()).status_code == 202
+            wait_until(lambda: handler.messages, what="the first email")
+            filler = fill(small_var)
+            wait_until(lambda: "retrying until it passes" in log.read_text(), what="a write to meet the full disk")
+            second = alarm_request(label="Panique bis")
+            refused = post(port, second)
+            filler.unlink()
+            accepted = post(port, second)  # the sender's retry of the very same request
+            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+                       timeout=HANG, what="the incident to complete")
+        finally:
+            assert stop(daemon) == 0
+    assert refused.status_code == 503, refused.text
+    assert accepted.status_code == 202, accepted.text
+    assert sorted(m.rcpt[0] for m in handler.messages) == sorted(everyone)
+    sent = store_rows(workspace, "SELECT address FROM deliveries WHERE step_id='convocation' AND status='sent'")
+    assert sorted(a for (a,) in sent) == sorted(everyone)
+    assert store_rows(workspace, "SELECT status, count(*) FROM alarms GROUP BY status") == [("processed", 2)]
+    assert "store writes pass again" in log.read_text()
+    assert run_cli(workspace, "audit", "verify").returncode == 0
+
+
+def test_stop_start_and_commands_on_a_full_disk_end_with_the_real_error(workspace, small_var):
+    handler = RecordingHandler(data_delay=0.3)
+    with SmtpServer(handler) as smtp:
+        port = configure(workspace, smtp.port, connections=1)
+        add_people(workspace, 10)
+        log = workspace.root / "daemon.log"
+        daemon = start(workspace, port, log)
+        assert post(port, alarm_request()).status_code == 202
+        wait_until(lambda: handler.messages, what="the first email")
+        filler = fill(small_var)
+        wait_until(lambda: "retrying until it passes" in log.read_text(), what="a write to meet the full disk")
+        assert stop(daemon) == 0  # SIGTERM ends it, full disk or not
+
+        started = crisisbot(workspace, "run")
+        out, _ = started.communicate(timeout=HANG)
+        message = out.decode()
+        assert started.returncode == 1, message
+        assert "full" in message and "cannot rollback" not in message and "Traceback" not in message, message
+
+        verify = run_cli(workspace, "audit", "verify")
+        assert "Traceback" not in verify.stdout + verify.stderr, verify.stderr
+
+        filler.unlink()  # space returns: the interrupted convocation resumes at the next start
+        handler.data_delay = 0.0
+        daemon = start(workspace, port, log)
+        try:
+            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+                       timeout=HANG, what="the resumed incident to complete")
+        finally:
+            assert stop(daemon) == 0
+    assert store_rows(workspace, "SELECT count(*) FROM incidents") == [(1,)]
+    assert run_cli(workspace, "audit", "verify").returncode == 0
