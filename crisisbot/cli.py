@@ -76,22 +76,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from crisisbot.daemon import serve
+    from crisisbot.demo import run_demo
 
     bundle = _bundle(args)
     _setup_logging(bundle, args)
     print(f"crisisbot demo: starting the daemon with {args.config}; the demo panic button fires in a moment…",
           flush=True)
-    asyncio.run(serve(Path(args.config), bundle, until_idle_after=1))
-    return asyncio.run(_demo_summary(bundle))
+    incident = asyncio.run(run_demo(Path(args.config), bundle))
+    return asyncio.run(_demo_summary(bundle, incident.id))
 
 
-async def _demo_summary(bundle: Bundle) -> int:
+async def _demo_summary(bundle: Bundle, incident_id: str) -> int:
     from crisisbot.reporting import timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
-        incident = (await store.list_incidents(limit=1))[0]
+        incident = await store.get_incident(incident_id)
+        assert incident is not None
         print()
         for line in await timeline_lines(store, incident):
             print(line)
@@ -181,7 +182,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         print(f"alarm {reply['alarm_id']} accepted by the running daemon; incident: {reply['incident_id'] or 'none (no playbook matched)'}")
         return EXIT_OK
     _setup_logging(bundle, args)
-    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
     return asyncio.run(_trigger_locally(bundle, alarm))
 
 
@@ -190,7 +190,8 @@ async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
     from crisisbot.reporting import timeline_lines
     from crisisbot.runtime import Runtime
 
-    runtime = await Runtime.build(bundle)
+    runtime = await Runtime.build(bundle)  # refused while a daemon holds the data directory
+    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
     try:
         engine = Engine(runtime)
         await runtime.store.add_alarm(alarm)

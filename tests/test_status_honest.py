@@ -17,6 +17,7 @@ import httpx
 from conftest import RecordingHandler, SmtpServer
 from crisisbot.config.bundle import load_bundle
 from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome, utcnow
+from crisisbot.store.instance import InstanceLock
 from crisisbot.store.sqlite import SCHEMA, SqliteStore
 from daemon_helpers import fire_manual, running_daemon
 from test_console import enable_console, login
@@ -186,6 +187,20 @@ def test_trigger_behind_a_busy_daemon_says_so_and_does_nothing_in_process(worksp
     assert result.returncode == 1
     assert "too busy" in result.stderr and "nothing was done in this process" in result.stderr
     assert "Traceback" not in result.stderr and "in this process" not in result.stdout
-    assert not (workspace.root / "var" / "outbox").exists()
+    assert not list((workspace.root / "var").rglob("*.eml"))
     listed = crisisbot(workspace, "incidents")
     assert listed.stdout.strip() == "no incidents"
+
+
+def test_trigger_never_acts_in_process_while_a_daemon_holds_the_data_directory(workspace):
+    """No control socket to ask (removed, or not yet created), but a daemon holds the data."""
+    data_dir = load_bundle(workspace.config_path).data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    holder = InstanceLock(data_dir).acquire()
+    try:
+        result = crisisbot(workspace, "trigger", "--site", "paris-hq", "--label", "Behind a locked store")
+    finally:
+        holder.release()
+    assert result.returncode == 1 and "already uses the data directory" in result.stderr, result.stderr
+    assert "handling the alarm in this process" not in result.stderr and "Traceback" not in result.stderr
+    assert crisisbot(workspace, "incidents").stdout.strip() == "no incidents"
