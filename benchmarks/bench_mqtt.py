@@ -50,6 +50,9 @@ class CountingSink:
     async def seen_nonce(self, scope: str, nonce: str, ttl: float) -> bool:
         return False
 
+    def known_site(self, site: str) -> bool:
+        return True
+
 
 def publish(topic: str, count: int) -> None:
     async def run() -> None:

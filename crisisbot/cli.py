@@ -1,4 +1,4 @@
-"""`crisisbot` command line: run, demo, validate, simulate, trigger, incidents, audit, schema.
+"""`crisisbot` command line: run, demo, validate, simulate, trigger, status, incidents, audit, schema.
 
 Every user error ends with a clear message and a non-zero exit code, never a traceback.
 """
@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from crisisbot import __version__, cli_lifecycle, cli_web, logs
+from crisisbot import __version__, cli_lifecycle, cli_status, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import ConfigError, CrisisbotError, Problem
@@ -374,6 +374,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="schema")
     p.set_defaults(func=cmd_schema)
     cli_lifecycle.register(sub)
+    cli_status.register(sub)
     cli_web.register(sub)
     return top
 

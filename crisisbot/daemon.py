@@ -17,11 +17,13 @@ from typing import Any, Awaitable, Callable
 
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.engine import Engine
+from crisisbot.inputs_status import input_counters, inputs_check
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError
 from crisisbot.models import Alarm
-from crisisbot.runtime import Runtime
+from crisisbot.runtime import Runtime, same_plugin
+from triggers.state import TriggerState
 
 log = logging.getLogger(__name__)
 STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop before we go on
@@ -40,6 +42,7 @@ class Daemon:
         self.web: Any = None  # crisisbot.web.server.WebServer when web.enabled
         self._stop = asyncio.Event()
         self._stopped = False
+        self._states: dict[str, TriggerState] = {}  # per input, handed to its next incarnation
 
     async def start(self) -> None:
         """Start everything, or — on any failure, cancellation included — stop what did
@@ -58,6 +61,7 @@ class Daemon:
             await self.lifecycle.start()
             await self.engine.start()
             await self._start_triggers()
+            self.runtime.health.add("inputs", inputs_check(self.runtime))
             await self._start_control()
             if self.bundle.config.web.enabled:
                 from crisisbot.web.server import WebServer
@@ -74,24 +78,40 @@ class Daemon:
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
 
     async def _start_triggers(self) -> None:
-        assert self.runtime and self.engine
+        assert self.runtime
         for name, pc in self.runtime.bundle.triggers.items():
-            if getattr(pc.cls, "demo_only", False) and not self.demo:
-                log.info("trigger %s presses a demo button only under `crisisbot demo`; not started", name)
-                continue
-            trigger = pc.cls(name, pc.config, self.engine)
-            await trigger.start()
-            self.runtime.triggers[name] = trigger
+            await self._start_trigger(name, pc)
 
-    async def _stop_triggers(self, runtime: Runtime | None = None) -> None:
+    async def _start_trigger(self, name: str, pc: Any) -> None:
+        """Start one input with what it remembered (kept across reloads, loaded from the store)."""
+        assert self.runtime and self.engine
+        if getattr(pc.cls, "demo_only", False) and not self.demo:
+            log.info("trigger %s presses a demo button only under `crisisbot demo`; not started", name)
+            return
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = await TriggerState.load(self.runtime.store, name)
+        trigger = pc.cls(name, pc.config, self.engine, state=state)
+        try:
+            await trigger.start()
+        except BaseException:
+            try:  # release what it opened before failing (a port bound for TCP but not UDP)
+                await trigger.stop()
+            except Exception:  # noqa: BLE001 - the start failure is the error to report
+                log.debug("stopping trigger %s after its failed start", name, exc_info=True)
+            raise
+        self.runtime.triggers[name] = trigger
+
+    async def _stop_triggers(self, runtime: Runtime | None = None, names: list[str] | None = None) -> None:
+        """Stop the inputs named (default: all), saving what each remembers."""
         runtime = runtime or self.runtime
         assert runtime
-        for trigger in list(runtime.triggers.values()):
+        for name in list(runtime.triggers) if names is None else names:
+            trigger = runtime.triggers.pop(name)
             try:
-                await trigger.stop()
+                await trigger.close()
             except Exception:  # noqa: BLE001 - keep stopping the others
                 log.exception("stopping trigger %s failed", trigger.name)
-        runtime.triggers.clear()
 
     async def stop(self) -> None:
         """Stop in order; each part is bounded and a failing part does not keep the
@@ -140,31 +160,41 @@ class Daemon:
             return False
         if bundle.digest == self.bundle.digest:
             return True
-        if _plugin_state(bundle) == _plugin_state(self.bundle):
-            self.bundle = self.runtime.bundle = bundle  # playbooks, contacts, templates: a plain swap
-        else:
-            previous = self.bundle
-            try:
-                await self._restart_plugins(bundle)
-            except Exception as exc:  # noqa: BLE001 - e.g. a port in use: go back to what worked
-                log.error("reload failed while starting inputs/outputs (%s); restoring the previous configuration", exc)
-                await self.runtime.store.audit("config.rejected", None, {"problems": [f"start failed: {exc}"]})
-                await self._restart_plugins(previous)
-                return False
-        await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files})
+        previous = self.bundle
+        try:
+            changed = await self._apply_plugins(bundle)
+        except Exception as exc:  # noqa: BLE001 - e.g. a port in use: go back to what worked
+            log.error("reload failed while starting inputs/outputs (%s); restoring the previous configuration", exc)
+            await self.runtime.store.audit("config.rejected", None, {"problems": [f"start failed: {exc}"]})
+            await self._apply_plugins(previous)
+            return False
+        self.bundle = self.runtime.bundle = bundle
+        await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files,
+                                                               "restarted": changed})
         if self.lifecycle is not None:
             await self.lifecycle.reloaded()
-        log.info("configuration reloaded (%s)", bundle.digest[:12])
+        log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
         return True
 
-    async def _restart_plugins(self, bundle: Bundle) -> None:
-        """Outputs: the new ones start before the old ones stop (running steps always find
-        one). Inputs: the old ones stop first, since the new ones may listen on their ports."""
+    async def _apply_plugins(self, bundle: Bundle) -> list[str]:
+        """Restart only the inputs and outputs whose class or validated configuration changed
+        (a held button, a panel's silence timer, an open connection are left alone).
+
+        Outputs: the new ones start before the old ones stop (running steps always find
+        one). Inputs: the old ones stop first, since the new ones may listen on their ports.
+        Returns what was (re)started, stopped or added, as `triggers.x` / `connectors.y`."""
         assert self.runtime
-        await self.runtime.replace_connectors(bundle)
-        await self._stop_triggers()
-        self.bundle = self.runtime.bundle = bundle
-        await self._start_triggers()
+        outputs = await self.runtime.replace_connectors(bundle)
+        running = self.runtime.triggers
+        stale = [n for n, t in running.items() if not same_plugin(bundle.triggers.get(n), type(t), t.config)]
+        await self._stop_triggers(names=stale)
+        for name in set(self._states) - set(bundle.triggers):
+            del self._states[name]  # a removed input; its saved state stays until it comes back
+        started = [n for n in bundle.triggers if n not in running]
+        for name in started:
+            await self._start_trigger(name, bundle.triggers[name])
+        inputs = sorted(set(stale) | set(started))
+        return [f"triggers.{n}" for n in inputs] + [f"connectors.{n}" for n in outputs]
 
     async def reload_logged(self) -> None:
         try:
@@ -217,19 +247,14 @@ class Daemon:
             return {"ok": True, "alarm_id": alarm.id, "incident_id": incident.id if incident else None}
         if request.get("op") == "reload":
             return {"ok": await self.reload()}
+        if request.get("op") == "status":
+            assert self.runtime
+            return {"ok": True, "digest": self.bundle.digest, "inputs": input_counters(self.runtime)}
         if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
             return reply
         if self.web is not None and (reply := await self.web.control(request)) is not None:
             return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
-
-
-def _plugin_state(bundle: Bundle) -> Any:
-    return (
-        {k: v.config.model_dump_json() for k, v in bundle.triggers.items()},
-        {k: v.config.model_dump_json() for k, v in bundle.connectors.items()},
-        {k: v.config.model_dump_json() for k, v in bundle.cameras.items()},
-    )
 
 
 def _mtimes(bundle: Bundle) -> dict[str, float]:

@@ -52,6 +52,9 @@ class Engine:
             self._queue.put_nowait(alarm)
         return alarm.id
 
+    def known_site(self, site: str) -> bool:
+        return site in self.runtime.bundle.config.sites
+
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         store = self.runtime.store

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
-from crisisbot.config.bundle import Bundle
+from crisisbot.config.bundle import Bundle, PluginConfig
 from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
 from crisisbot.image_store import ImageStore
@@ -102,31 +102,41 @@ class Runtime:
         return runtime
 
     async def start_connectors(self) -> None:
-        self.connectors, self.cameras = await self._started(self.bundle)
+        self.connectors, self.cameras = self._split(await self._started(bundle_items(self.bundle)))
 
-    async def _started(self, bundle: Bundle) -> tuple[dict[str, Connector], dict[tuple[str, str], Camera]]:
-        """Start the connectors and cameras of `bundle`; on failure stop those started and raise."""
+    async def _started(self, items: dict[Any, PluginConfig]) -> dict[Any, Connector]:
+        """Start the connectors and cameras given; on failure stop those started and raise."""
         assert self.services is not None
-        connectors: dict[str, Connector] = {}
-        cameras: dict[tuple[str, str], Camera] = {}
+        started: dict[Any, Connector] = {}
         try:
-            for name, pc in bundle.connectors.items():
-                connectors[name] = pc.cls(name, pc.config, self.services)
-                await connectors[name].start()
-            for (site, cam), pc in bundle.cameras.items():
-                cameras[(site, cam)] = pc.cls(cam, pc.config, self.services)
-                await cameras[(site, cam)].start()
+            for key, pc in items.items():
+                name = key[1] if isinstance(key, tuple) else key
+                started[key] = pc.cls(name, pc.config, self.services)
+                await started[key].start()
         except BaseException:
-            await _stop_all([*connectors.values(), *cameras.values()])
+            await _stop_all(list(started.values()))
             raise
-        return connectors, cameras
+        return started
 
-    async def replace_connectors(self, bundle: Bundle) -> None:
-        """Start the new outputs first, then swap: a step running meanwhile always finds one."""
-        connectors, cameras = await self._started(bundle)
-        old = [*self.connectors.values(), *self.cameras.values()]
-        self.connectors, self.cameras = connectors, cameras
+    def _split(self, started: dict[Any, Connector]) -> tuple[dict[str, Connector], dict[tuple[str, str], Camera]]:
+        return ({k: v for k, v in started.items() if not isinstance(k, tuple)},
+                {k: v for k, v in started.items() if isinstance(k, tuple)})  # type: ignore[misc]
+
+    async def replace_connectors(self, bundle: Bundle) -> list[str]:
+        """Restart only the outputs whose class or validated configuration changed; the new
+        ones start before the old ones stop, so a step running meanwhile always finds one.
+        Returns the names (re)started or removed (cameras as `site/camera`)."""
+        running: dict[Any, Connector] = {**self.connectors, **self.cameras}
+        wanted = bundle_items(bundle)
+        fresh = {k: pc for k, pc in wanted.items()
+                 if k not in running or not same_plugin(pc, type(running[k]), running[k].config)}
+        started = await self._started(fresh)
+        kept = {k: v for k, v in running.items() if k in wanted and k not in fresh}
+        self.connectors, self.cameras = self._split({**kept, **started})
+        old = [v for k, v in running.items() if k not in kept]
         await _stop_all(old)
+        changed = set(fresh) | {k for k in running if k not in wanted}
+        return sorted("/".join(k) if isinstance(k, tuple) else k for k in changed)
 
     async def stop_connectors(self) -> None:
         old = [*self.connectors.values(), *self.cameras.values()]
@@ -147,6 +157,17 @@ class Runtime:
                 self.executors.shutdown()
                 if self.instance_lock is not None:
                     self.instance_lock.release()
+
+
+def bundle_items(bundle: Bundle) -> dict[Any, PluginConfig]:
+    """Connectors by name and cameras by (site, camera), in start order."""
+    return {**bundle.connectors, **bundle.cameras}
+
+
+def same_plugin(pc: PluginConfig | None, cls: type, config: Any) -> bool:
+    """Whether a running plugin is what `pc` asks for: same class, equal validated config
+    (compared as models, so a changed secret counts: their JSON dumps are masked)."""
+    return pc is not None and pc.cls is cls and type(pc.config) is type(config) and pc.config == config
 
 
 async def _stop_all(items: list[Connector]) -> None:

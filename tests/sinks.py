@@ -15,6 +15,10 @@ class RecordingSink:
         self.changed = asyncio.Event()
         self.gate: asyncio.Event | None = None
         self.fail = 0
+        self.sites: set[str] | None = None  # None: every site is known
+
+    def known_site(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
 
     async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
         if self.gate is not None:

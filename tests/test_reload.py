@@ -1,9 +1,25 @@
 """Hot reload: a valid change is taken; an invalid one is refused and the last good
-configuration keeps running."""
+configuration keeps running; inputs whose settings did not change are not disturbed, and
+what inputs remember survives a restart of the daemon too."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pysiaalarm.event import BaseEvent
+
+from conftest import free_port
 from daemon_helpers import running_daemon
+from test_trigger_modbus import DI, Plc, sim_device
 
 
 async def test_invalid_reload_keeps_last_good_config_and_valid_one_applies(workspace, caplog):
@@ -25,11 +41,8 @@ async def test_invalid_reload_keeps_last_good_config_and_valid_one_applies(works
 
 
 async def test_reload_that_cannot_start_an_input_restores_the_previous_ones(workspace, monkeypatch):
-    import socket
-
     import httpx
 
-    from conftest import free_port
     from daemon_helpers import enable_webhook
 
     port = free_port()
@@ -47,3 +60,197 @@ async def test_reload_that_cannot_start_an_input_restores_the_previous_ones(work
         connectors = set(daemon.runtime.connectors)
     assert health.status_code == 200  # the previous webhook listens again
     assert "config.rejected" in kinds and connectors == {"outbox", "jitsi"}
+
+
+# -- a reload (or a restart) leaves unchanged inputs alone ------------------------------------
+
+
+# a plain SIA DCS panic report *without* timestamp: only the receiver's memory tells a repeat
+PANIC_NO_TIMESTAMP = '"SIA-DCS"0007R1L0#1234[#1234|Nri1/PA01]'
+
+
+def dc09_frame(body: str) -> bytes:
+    """Framing and CRC from pysiaalarm, not from the receiver's codec."""
+    return f"\n{BaseEvent._crc_calc(body)}{len(body):04X}{body}\r".encode("ascii")
+
+
+async def dc09_send(port: int, body: str) -> str:
+    """Send one frame over TCP as a panel does; the receiver's reply body (ACK, DUH…)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(dc09_frame(body))
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.readuntil(b"\r"), 10)
+    finally:
+        writer.close()
+    return reply[9:-1].decode("ascii")
+
+
+def add_inputs(ws: Any, plc_port: int, dc09_port: int, *, poll: str = "20ms", supervision: str = "1s") -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["triggers"].update({
+            "plc": {"type": "modbus", "devices": {"hall": {
+                "host": "127.0.0.1", "port": plc_port, "site": "paris-hq", "poll": poll, "timeout": "300ms",
+                "inputs": [{"name": "btn-reception", "address": 5, "zone": "accueil", "label": "Bouton panique"}]}}},
+            "arc": {"type": "sia-dc09", "host": "127.0.0.1", "port": dc09_port, "udp": False,
+                    "accounts": [{"account": "1234", "site": "paris-hq", "supervision": supervision}]},
+            "bus": {"type": "mqtt", "host": "127.0.0.1", "port": 1883, "keepalive": 30,
+                    "rules": [{"topic": "crisisbot-test/reload/+", "site": "paris-hq"}]},
+        })
+    ws.edit_config(change)
+
+
+def alarms_in(db: Path) -> list[dict[str, Any]]:
+    """The alarms the store holds, read as an operator would (read-only, beside the daemon)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return [json.loads(body) for (body,) in conn.execute("SELECT body FROM alarms ORDER BY received_at")]
+
+
+def count(alarms: list[dict[str, Any]], source: str, kind: str) -> int:
+    return sum(1 for a in alarms if a["source"] == source and a["kind"] == kind)
+
+
+async def until(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+async def polls(trigger: Any, more: int = 5) -> None:
+    target = trigger.stats["polls"] + more
+    await until(lambda: trigger.stats["polls"] >= target, "Modbus polls")
+
+
+async def test_reload_of_mqtt_keepalive_disturbs_no_other_input(workspace) -> None:
+    plc = await Plc([sim_device()]).start()
+    dc09_port = free_port()
+    try:
+        await plc.set(DI, 5, True)  # someone holds the panic button through the reloads
+        add_inputs(workspace, plc.port, dc09_port)
+        async with running_daemon(workspace) as daemon:
+            db = daemon.bundle.data_dir / "crisisbot.db"
+            store = daemon.runtime.store
+            await until(lambda: count(alarms_in(db), "plc", "panic") == 1, "the held button's alarm")
+            assert (await dc09_send(dc09_port, PANIC_NO_TIMESTAMP)).startswith('"ACK"')
+            await until(lambda: count(alarms_in(db), "arc", "input_fault") == 1, "the silent panel's input_fault")
+            arc, plc_trigger = daemon.runtime.triggers["arc"], daemon.runtime.triggers["plc"]
+
+            workspace.edit_config(lambda d: d["triggers"]["bus"].update({"keepalive": 45}))
+            assert await daemon.reload() is True
+            assert daemon.runtime.triggers["arc"] is arc and daemon.runtime.triggers["plc"] is plc_trigger
+            assert daemon.runtime.triggers["bus"].config.keepalive == 45
+            loaded = [e for e in await store.audit_entries() if e.kind == "config.loaded"][-1]
+            assert loaded.data["restarted"] == ["triggers.bus"]
+
+            # only the Modbus poll interval changes: that input restarts, and remembers the held button
+            workspace.edit_config(lambda d: d["triggers"]["plc"]["devices"]["hall"].update({"poll": "30ms"}))
+            assert await daemon.reload() is True
+            restarted = daemon.runtime.triggers["plc"]
+            assert restarted is not plc_trigger
+            await polls(restarted, 10)
+            await asyncio.sleep(3)  # three supervision periods of the silent panel: no second input_fault
+
+            alarms = alarms_in(db)
+            assert count(alarms, "plc", "panic") == 1, "the held button fired again"
+            assert count(alarms, "arc", "input_fault") == 1, "the panel's fault was reported twice"
+            assert (await dc09_send(dc09_port, PANIC_NO_TIMESTAMP)).startswith('"ACK"')  # the panel repeats
+            alarms = alarms_in(db)
+            assert count(alarms, "arc", "panic") == 1, "the repeated frame was stored twice"
+            assert count(alarms, "arc", "restore") == 1
+            assert arc.stats["duplicates"] == 1
+            _, checks = await daemon.runtime.health.gather()  # the detailed /health payload
+            inputs = checks["inputs"]["triggers"]
+            assert inputs["arc"]["counters"]["duplicates"] == 1
+            assert inputs["bus"]["type"] == "mqtt" and "unknown_site" in inputs["bus"]["counters"]
+    finally:
+        await plc.stop()
+
+
+# -- the same across a restart of the daemon process ------------------------------------------
+
+def run_daemon(ws: Any, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "crisisbot", "-c", str(ws.config_path), "run"],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=dict(os.environ))
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def status(ws: Any) -> dict[str, Any]:
+    """The counters through `crisisbot status --json`, as an operator reads them."""
+    done = subprocess.run([sys.executable, "-m", "crisisbot", "-c", str(ws.config_path), "status", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def wait_status(ws: Any, daemon: subprocess.Popen, predicate: Any, what: str) -> dict[str, Any]:
+    async with asyncio.timeout(60):
+        while True:
+            assert daemon.poll() is None, f"the daemon exited ({daemon.returncode}) while waiting for {what}"
+            try:
+                counters = await asyncio.to_thread(status, ws)
+                if predicate(counters):
+                    return counters
+            except AssertionError:
+                pass  # not listening yet
+            await asyncio.sleep(0.2)
+
+
+async def stop(daemon: subprocess.Popen) -> None:
+    daemon.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait, 30) == 0
+
+
+async def test_restart_keeps_held_button_reported_fault_and_recent_frames(workspace) -> None:
+    plc = await Plc([sim_device()]).start()
+    dc09_port = free_port()
+    log = workspace.root / "daemon.log"
+    db = workspace.root / "var" / "crisisbot.db"
+    try:
+        await plc.set(DI, 5, True)
+        add_inputs(workspace, plc.port, dc09_port, supervision="2s")
+        daemon = run_daemon(workspace, log)
+        try:
+            await until(lambda: listening(dc09_port), "the DC-09 receiver")
+            assert (await dc09_send(dc09_port, PANIC_NO_TIMESTAMP)).startswith('"ACK"')  # then the panel is silent
+            counters = await wait_status(workspace, daemon, lambda c: c["arc"]["counters"]["faults"] >= 1,
+                                         "the panel's fault")
+            assert counters["plc"]["counters"]["alarms"] == 1 and counters["arc"]["counters"]["faults"] == 1
+            await stop(daemon)
+
+            daemon = run_daemon(workspace, log)
+            polled = lambda c: c["plc"]["counters"]["polls"] >= 20  # noqa: E731 - the button read, still held
+            counters = await wait_status(workspace, daemon, polled, "Modbus polls after the restart")
+            await asyncio.sleep(5)  # more than two supervision periods of the silent panel
+            counters = await asyncio.to_thread(status, workspace)
+            assert counters["plc"]["counters"]["alarms"] == 0, "the held button fired again after the restart"
+            assert counters["arc"]["counters"]["faults"] == 0, "the silent panel was reported twice"
+            assert (await dc09_send(dc09_port, PANIC_NO_TIMESTAMP)).startswith('"ACK"')
+            counters = await asyncio.to_thread(status, workspace)
+            assert counters["arc"]["counters"]["duplicates"] == 1
+        finally:
+            if daemon.poll() is None:
+                await stop(daemon)
+    finally:
+        await plc.stop()
+    alarms = alarms_in(db)
+    assert count(alarms, "plc", "panic") == 1
+    assert count(alarms, "arc", "panic") == 1, "the repeated frame was stored twice"
+    assert count(alarms, "arc", "restore") == 1
+    restored = next(i for i, a in enumerate(alarms) if a["source"] == "arc" and a["kind"] == "restore")
+    assert count(alarms[:restored], "arc", "input_fault") == 1  # (silent again after it: a new, real fault)
+    assert "Traceback" not in log.read_text()
+
+
+def test_status_without_a_running_daemon_says_so(workspace, capsys) -> None:
+    from crisisbot.cli import main
+
+    assert main(["-c", str(workspace.config_path), "status"]) == 1
+    err = capsys.readouterr().err
+    assert "no crisisbot daemon answers on" in err and "crisisbot run" in err and "Traceback" not in err

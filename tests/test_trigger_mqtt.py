@@ -208,3 +208,63 @@ def test_config_validation() -> None:
     config = MqttConfig.model_validate({"type": "mqtt", "password": "hunter2-secret",
                                      "rules": [{"topic": "a", "site": "x"}]})
     assert "hunter2" not in repr(config) and "hunter2" not in config.model_dump_json()
+
+
+@needs_broker
+async def test_site_no_config_defines_is_refused_and_counted(prefix: str, sink: RecordingSink, make_trigger: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    sink.sites = {"lyon"}  # what config.yaml defines under `sites:`
+    trigger = await make_trigger([{"topic": f"{prefix}/bms/#", "match": {"state": "ALARM"},
+                                   "site": "{payload[building]}", "kind": "fire"}])
+    await publish(f"{prefix}/bms/gw1", {"state": "ALARM", "building": "nowhere"},
+                  {"state": "ALARM", "building": "lyon"})
+    [alarm] = await sink.wait_for(1)
+    assert alarm.site == "lyon"
+    assert trigger.stats["unknown_site"] == 1 and trigger.stats["alarms"] == 1
+    assert "site 'nowhere' is not defined under `sites:`" in caplog.text and f"{prefix}/bms/gw1" in caplog.text
+
+
+@needs_broker
+async def test_silent_device_raises_input_fault_then_restore(prefix: str, sink: RecordingSink,
+                                                             make_trigger: Any) -> None:
+    rule = zigbee_rule(prefix, offline_after="300ms")
+    trigger = await make_trigger([rule])
+    topic = f"{prefix}/zigbee/cellar"
+    await publish(topic, {"battery": 80})  # any message makes the device known and alive
+    [fault] = await sink.wait_for(1)
+    assert (fault.kind, fault.site, fault.zone, fault.input) == (EventKind.input_fault, "paris", "cellar", topic)
+    assert fault.details["offline_after"] == 0.3
+
+    # restarted (a reload that changed it, or the daemon): the fault is not reported twice
+    state = trigger.state
+    await trigger.stop()
+    again = MqttTrigger("mqtt", trigger.config, sink, state=state)
+    await again.start()
+    try:
+        await asyncio.wait_for(again.subscribed.wait(), 10)
+        await asyncio.sleep(1.0)  # three periods of silence
+        assert len(sink.of(EventKind.input_fault)) == 1
+        await publish(topic, {"action": "single"})
+        await sink.wait_for(3)
+    finally:
+        await again.stop()
+    assert [a.kind for a in sink.alarms[1:3]] == [EventKind.restore, EventKind.panic]
+    assert sink.alarms[1].details["restores"] == "input_fault" and again.stats["restores"] == 1
+
+
+@needs_broker
+async def test_messages_stored_together_are_neither_lost_nor_doubled_when_one_fails(
+        prefix: str, sink: RecordingSink, make_trigger: Any) -> None:
+    trigger = await make_trigger([zigbee_rule(prefix)], backoff_max="1s")
+    sink.gate = asyncio.Event()  # hold the store: the messages are in flight together
+    sink.fail = 1  # and the first one fails
+    await publish(f"{prefix}/zigbee/b0", *({"action": "single", "n": i} for i in range(5)))
+    async with asyncio.timeout(10):
+        while trigger.stats["messages"] < 5:
+            await asyncio.sleep(0.01)
+    sink.gate.set()
+    await sink.wait_for(5)
+    await publish(f"{prefix}/zigbee/last", {"action": "single"})  # comes after any redelivery
+    await sink.wait_for(6)
+    assert sorted(a.details["payload"].get("n", 99) for a in sink.alarms) == [0, 1, 2, 3, 4, 99]
+    assert trigger.stats["store_errors"] == 1 and trigger.stats["redelivered"] == 4

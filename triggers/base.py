@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from crisisbot.models import Alarm
 from crisisbot.store.base import Nonce
+from triggers.state import TriggerState
 
 
 class AlarmSink(Protocol):
@@ -29,14 +30,24 @@ class AlarmSink(Protocol):
         alarm, so a failed store never burns it; raises `Replayed` if it was used."""
         ...
 
+    def known_site(self, site: str) -> bool:
+        """Whether the configuration defines this site (inputs that compute it check it)."""
+        ...
+
 
 class Trigger(ABC):
+    """An input. `stats` counts what it received and refused (shown by `crisisbot status`
+    and the authenticated /health); `state` is what it must remember across reloads
+    and restarts (see triggers/state.py)."""
+
     Config: ClassVar[type[BaseModel]]
 
-    def __init__(self, name: str, config: BaseModel, sink: AlarmSink) -> None:
+    def __init__(self, name: str, config: BaseModel, sink: AlarmSink, *, state: TriggerState | None = None) -> None:
         self.name = name
         self.config = config
         self.sink = sink
+        self.state = state if state is not None else TriggerState(name)
+        self.stats: dict[str, int] = {}
         self.log = logging.getLogger(f"crisisbot.trigger.{name}")
 
     @abstractmethod
@@ -46,3 +57,10 @@ class Trigger(ABC):
     @abstractmethod
     async def stop(self) -> None:
         """Stop listening and wait for in-flight alarms to be stored."""
+
+    async def close(self) -> None:
+        """Stop, then make sure what the trigger remembers is saved (the daemon calls this)."""
+        try:
+            await self.stop()
+        finally:
+            await self.state.flush()

@@ -14,6 +14,10 @@ not fire again; a button first seen pressed after it does (it is real), flagged
 `after_link_loss`. pymodbus's own background reconnect is turned off
 (`reconnect_delay=0`) so that this backoff is the only one.
 
+Input states (held, latched) and reported faults live in the trigger's `state`, so
+a reload or a restart of the daemon neither fires a held button again nor reports a
+silent device twice (triggers/state.py).
+
 Modbus frames are binary PDUs: `alarm.raw` holds the value read (device, table,
 address, bit, value) rather than bytes.
 """
@@ -150,6 +154,15 @@ class _Device:
     last_error: str = ""
 
 
+def _input_key(device: str, config: ModbusInput) -> str:
+    return f"input:{device}/{config.name}"
+
+
+def _wiring(config: ModbusInput) -> list[Any]:
+    """What a saved state belongs to: the same name on another address is another input."""
+    return [config.table, config.address, config.bit, config.active]
+
+
 def _blocks(states: list[_InputState]) -> list[_Block]:
     """Group inputs into as few reads as the protocol's per-request limits allow."""
     blocks: list[_Block] = []
@@ -187,11 +200,32 @@ class ModbusTrigger(Trigger):
             if key not in links:
                 links[key] = _Link(self._client(dc))
             states = [_InputState(i) for i in dc.inputs]
-            self._devices[name] = _Device(name, dc, links[key], _blocks(states), states, now)
+            self._devices[name] = dev = _Device(name, dc, links[key], _blocks(states), states, now)
+            self._restore(dev)
         self._tasks = [asyncio.create_task(self._run(d), name=f"modbus-{self.name}-{d.name}")
                        for d in self._devices.values()]
         self.log.info("polling %d Modbus device(s), %d input(s)", len(self._devices),
                       sum(len(d.inputs) for d in self._devices.values()))
+
+    def _restore(self, dev: _Device) -> None:
+        """Take back what the previous run knew: a button held through a reload or restart does
+        not fire again, a device already reported silent is not reported twice."""
+        for state in dev.inputs:
+            saved = self.state.get(_input_key(dev.name, state.config))
+            if saved and saved.get("wiring") == _wiring(state.config):  # rewired inputs start afresh
+                state.stable = state.candidate = bool(saved.get("active"))
+                state.latched = bool(saved.get("latched"))
+        if self.state.get(f"device:{dev.name}"):
+            dev.faulted, dev.since_fault = True, 0
+
+    def _remember(self, dev: _Device, state: _InputState) -> None:
+        value = ({"wiring": _wiring(state.config), "active": state.stable, "latched": state.latched}
+                 if state.stable or state.latched else None)
+        self.state.put(_input_key(dev.name, state.config), value)
+
+    def _set_faulted(self, dev: _Device, faulted: bool) -> None:
+        dev.faulted = faulted
+        self.state.put(f"device:{dev.name}", {"faulted": True} if faulted else None)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -232,8 +266,10 @@ class ModbusTrigger(Trigger):
         self.log.info("coil %s of %s set to %s", address, device, value)
 
     def reset_latches(self, device: str) -> None:
-        for state in self._devices[device].inputs:
+        dev = self._devices[device]
+        for state in dev.inputs:
             state.latched = False
+            self._remember(dev, state)
 
     # -- polling -----------------------------------------------------------------
     async def _run(self, dev: _Device) -> None:
@@ -247,7 +283,8 @@ class ModbusTrigger(Trigger):
                     backoff = 0.0
                     dev.last_ok = self.clock()
                     if not dev.faulted or await self._link_alarm(dev, EventKind.restore):
-                        dev.faulted = False
+                        if dev.faulted:
+                            self._set_faulted(dev, False)
                         await self._evaluate(dev, values)
                     await asyncio.sleep(max(0.0, dev.config.poll - (self.clock() - started)))
                     continue
@@ -257,7 +294,8 @@ class ModbusTrigger(Trigger):
                     dev.last_ok = answered_before
             if not dev.faulted and self.clock() - dev.last_ok >= dev.config.offline_after:
                 if await self._link_alarm(dev, EventKind.input_fault):
-                    dev.faulted, dev.since_fault = True, 0
+                    self._set_faulted(dev, True)
+                    dev.since_fault = 0
                     for state in dev.inputs:  # debounce afresh once it answers again
                         state.candidate, state.count = state.stable, 0
             backoff = min(max(dev.config.poll, backoff * 2), dev.config.backoff_max)
@@ -311,6 +349,7 @@ class ModbusTrigger(Trigger):
                 state.stable = active
                 if active and c.latch and c.role == "alarm":
                     state.latched = True
+                self._remember(dev, state)
         if dev.since_fault is not None and dev.since_fault > max((s.config.debounce for s in dev.inputs), default=1):
             dev.since_fault = None
 

@@ -9,8 +9,22 @@ link quality) are only counted.
 
 A message is acknowledged to the broker only once its alarm is stored: aiomqtt
 has no manual acknowledgement yet (empicano/aiomqtt#345), so the underlying paho
-client's `manual_ack_set`/`ack` are used. If storing fails the session is
-reconnected without that PUBACK, and the broker delivers the message again.
+client's `manual_ack_set`/`ack` are used. Up to `max_inflight` messages are stored
+concurrently, so the store commits them together (one fsync per batch), and their
+PUBACKs go out in the order the messages came, as MQTT 3.1.1 §4.6 requires. If
+storing fails the session is reconnected without that PUBACK (nor any later one),
+and the broker delivers the message again; later messages that were stored but not
+acknowledged are recognized when they come again and only acknowledged.
+
+A site computed from the message (`site: "{payload[building]}"`) that config.yaml
+does not define is refused, logged and counted (`unknown_site`): an incident for a
+site nobody configured would reach nobody who knows the place.
+
+Supervision: a rule with `offline_after` treats each topic it matches as a device;
+a device silent longer than that raises one `input_fault` alarm, and a `restore`
+when it speaks again, as Modbus devices and DC-09 panels do. A device is supervised
+from its first message on; devices and reported faults are kept across reloads and
+restarts in the trigger's `state` (triggers/state.py).
 """
 
 from __future__ import annotations
@@ -20,6 +34,9 @@ import json
 import random
 import re
 import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +46,7 @@ from pydantic import Field, SecretStr, model_validator
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.models import Alarm, EventKind, Severity
 from triggers.base import Trigger
+from triggers.state import monotonic_from_wall, wall_from_monotonic
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Scalar = str | int | float | bool | None
@@ -59,6 +77,9 @@ class MqttRule(Strict):
     kind_field: str | None = Field(None, description="payload field whose value picks the kind through `kinds`")
     kinds: dict[str, EventKind] = Field(default_factory=dict)
     severity: Severity = Severity.critical
+    offline_after: Seconds | None = Field(
+        None, gt=0, description="each topic this rule matches is a device: silent longer than this "
+        "(any message counts, matched or not) raises input_fault; supervised from its first message")
 
     @model_validator(mode="after")
     def _kinds(self) -> "MqttRule":
@@ -86,6 +107,8 @@ class MqttConfig(Strict):
     client_id: str | None = Field(None, description="fixed id for the persistent session (default: crisisbot-<name>)")
     keepalive: int = Field(30, ge=5, le=3600)
     max_payload: int = Field(65536, ge=64, description="larger messages are dropped and counted")
+    max_inflight: int = Field(
+        100, ge=1, le=65535, description="messages being stored at once (committed together, acknowledged in order)")
     backoff_max: Seconds = Field(30.0, gt=0)
     rules: list[MqttRule] = Field(min_length=1)
 
@@ -110,27 +133,62 @@ class _Unmapped(ValueError):
     """A matching rule could not build an alarm from this message (missing field, bad site)."""
 
 
+class _UnknownSite(_Unmapped):
+    """The message names a site config.yaml does not define."""
+
+
+class _StoreFailed(Exception):
+    """A message could not be stored: reconnect without its PUBACK so the broker sends it again."""
+
+
+@dataclass(slots=True)
+class _Device:
+    """A supervised topic: where it is, when it last spoke, whether it is reported silent."""
+
+    topic: str
+    rule: MqttRule
+    site: str
+    zone: str | None
+    last_seen: float  # the trigger's monotonic clock
+    faulted: bool = False
+
+
 class MqttTrigger(Trigger):
     Config = MqttConfig
     config: MqttConfig
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, clock: Any = time.monotonic, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(
-            ("messages", "alarms", "unmatched", "unmapped", "bad_payload", "oversized", "store_errors",
-             "connections", "connection_errors"), 0)
+            ("messages", "alarms", "unmatched", "unmapped", "unknown_site", "bad_payload", "oversized",
+             "store_errors", "redelivered", "faults", "restores", "connections", "connection_errors"), 0)
         self.subscribed = asyncio.Event()  # set while subscribed (tests and health checks wait on it)
         self._task: asyncio.Task[None] | None = None
-        self._handling = asyncio.Lock()
+        self._receiver: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._devices: dict[str, _Device] = {}
+        self._stored_unacked: Counter[tuple[str, bytes]] = Counter()  # stored, PUBACK withheld
 
     async def start(self) -> None:
+        self._stopping = False
+        self._restore_devices()
         self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.name}")
+        if any(r.offline_after for r in self.config.rules):
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"mqtt-supervision-{self.name}")
 
     async def stop(self) -> None:
+        """Stop receiving; messages being stored finish and are acknowledged, then disconnect."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         if self._task is not None:
-            async with self._handling:  # let the message being stored finish
-                self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            if self._receiver is not None and not self._receiver.done():
+                self._receiver.cancel()
+                await asyncio.wait({self._task}, timeout=5.0)
+            self._task.cancel()
+        await asyncio.gather(*(t for t in (self._task, self._supervisor) if t), return_exceptions=True)
 
     def _client(self) -> aiomqtt.Client:
         c = self.config
@@ -142,7 +200,7 @@ class MqttTrigger(Trigger):
 
     async def _run(self) -> None:
         backoff = 0.0
-        while True:
+        while not self._stopping:
             try:
                 async with self._client() as client:
                     client._client.manual_ack_set(True)  # see module docstring
@@ -153,39 +211,95 @@ class MqttTrigger(Trigger):
                     self.log.info("subscribed to %d topic filter(s) on %s:%s", len(self.config.rules),
                                   self.config.host, self.config.port)
                     backoff = 0.0
-                    async for message in client.messages:
-                        async with self._handling:
-                            stored = await self._handle(message)
-                        if not stored:
-                            break  # reconnect without PUBACK: the broker sends it again
-                        client._client.ack(message.mid, message.qos)
+                    await self._session(client)
             except aiomqtt.MqttError as exc:
                 self.stats["connection_errors"] += 1
                 self.log.warning("MQTT broker %s:%s: %s", self.config.host, self.config.port, exc)
+            except _StoreFailed:
+                pass  # logged where it happened; reconnecting makes the broker send it again
             except Exception:  # noqa: BLE001 - the input must outlive any one message; reconnect
                 self.stats["errors"] = self.stats.get("errors", 0) + 1
                 self.log.exception("MQTT input failed; reconnecting")
             self.subscribed.clear()
+            if self._stopping:
+                return
             backoff = min(max(0.5, backoff * 2), self.config.backoff_max)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
 
+    # -- one session: receive, store concurrently, acknowledge in order ------------
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Returns when reception is cancelled by `stop` (after the last PUBACK); raises
+        `_StoreFailed` or the connection's error otherwise."""
+        queue: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Task[bool]] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.config.max_inflight)
+        self._receiver = receiver = asyncio.create_task(self._receive(client, queue, slots))
+        try:
+            while (item := await queue.get()) is not None:
+                message, task = item
+                if not await task:
+                    raise _StoreFailed
+                slots.release()
+                client._client.ack(message.mid, message.qos)
+            await asyncio.wait({receiver})
+            if not receiver.cancelled() and receiver.exception() is not None:
+                raise receiver.exception()  # type: ignore[misc]
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+            await self._withheld(queue)
+
+    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[Any], slots: asyncio.Semaphore) -> None:
+        try:
+            async for message in client.messages:
+                await slots.acquire()
+                queue.put_nowait((message, asyncio.create_task(self._handle(message))))
+        finally:
+            queue.put_nowait(None)
+
+    async def _withheld(self, queue: asyncio.Queue[Any]) -> None:
+        """Messages still being stored when a session ends: their PUBACK is withheld, so the
+        broker sends them again; remember those stored, to acknowledge the repeat only."""
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                continue
+            message, task = item
+            try:
+                stored = await task
+            except Exception:  # noqa: BLE001 - not stored: the repeat is handled afresh
+                stored = False
+            if stored:
+                self._stored_unacked[(message.topic.value, _raw(message))] += 1
+        if len(self._stored_unacked) > 10_000:  # a broker that never sends them again
+            self._stored_unacked.clear()
+
+    # -- one message ---------------------------------------------------------------
     async def _handle(self, message: aiomqtt.Message) -> bool:
         """Store the message's alarm if a rule maps it; False only if storing failed."""
-        self.stats["messages"] += 1
         topic = message.topic.value
-        raw = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        raw = _raw(message)
+        if self._stored_unacked[(topic, raw)] > 0:  # stored before a reconnection, sent again
+            self._stored_unacked[(topic, raw)] -= 1
+            if not self._stored_unacked[(topic, raw)]:
+                del self._stored_unacked[(topic, raw)]
+            self.stats["redelivered"] += 1
+            return True
+        self._stored_unacked.pop((topic, raw), None)
+        self.stats["messages"] += 1
         if len(raw) > self.config.max_payload:
             self.stats["oversized"] += 1
             self.log.warning("dropped a %d-byte message on %s (max_payload %d)", len(raw), topic,
                              self.config.max_payload)
-            return True
+            return await self._alive(message.topic, None)
         try:
             text = raw.decode("utf-8")
             payload = _parse(text)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             self.stats["bad_payload"] += 1
             self.log.warning("message on %s is neither UTF-8 JSON nor plain text: %s", topic, exc)
-            return True
+            return await self._alive(message.topic, None)
+        if not await self._alive(message.topic, payload):
+            return False
         rule = next((r for r in self.config.rules if r.accepts(message.topic, payload)), None)
         if rule is None:
             self.stats["unmatched"] += 1
@@ -193,6 +307,10 @@ class MqttTrigger(Trigger):
             return True
         try:
             alarm = self._alarm(rule, topic, payload, text)
+        except _UnknownSite as exc:
+            self.stats["unknown_site"] += 1
+            self.log.warning("refused the message on %s (rule %s): %s", topic, rule.topic, exc)
+            return True
         except _Unmapped as exc:
             self.stats["unmapped"] += 1
             self.log.warning("message on %s matched rule %s but %s", topic, rule.topic, exc)
@@ -206,11 +324,17 @@ class MqttTrigger(Trigger):
         self.stats["alarms"] += 1
         return True
 
-    def _alarm(self, rule: MqttRule, topic: str, payload: dict[str, Any], text: str) -> Alarm:
-        values = {"topic": topic.split("/"), "payload": payload}
+    def _site(self, rule: MqttRule, values: dict[str, Any]) -> str:
         site = _render(rule.site, values)
         if not _IDENTIFIER.match(site):
             raise _Unmapped(f"site {site!r} is not a site id")
+        if not self.sink.known_site(site):
+            raise _UnknownSite(f"site {site!r} is not defined under `sites:` in config.yaml")
+        return site
+
+    def _alarm(self, rule: MqttRule, topic: str, payload: dict[str, Any], text: str) -> Alarm:
+        values = {"topic": topic.split("/"), "payload": payload}
+        site = self._site(rule, values)
         kind = rule.kind
         if rule.kind_field:
             value = field(payload, rule.kind_field)
@@ -227,6 +351,100 @@ class MqttTrigger(Trigger):
             source=self.name, site=site, zone=zone, input=topic, kind=kind, severity=rule.severity,
             label=label or topic, details={"topic": topic, "rule": rule.topic, "payload": payload}, raw=text,
         )
+
+    # -- device supervision ----------------------------------------------------------
+    async def _alive(self, topic: aiomqtt.Topic, payload: dict[str, Any] | None) -> bool:
+        """Restart the device's silence timer (report the end of its fault first); False if
+        that report could not be stored."""
+        device = self._devices.get(topic.value)
+        if device is None:
+            rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.topic)), None)
+            if rule is None or payload is None:
+                return True
+            values = {"topic": topic.value.split("/"), "payload": payload}
+            try:
+                site = self._site(rule, values)
+                zone = _render(rule.zone, values) if rule.zone else None
+            except _Unmapped as exc:
+                self.log.warning("device %s is not supervised: %s", topic.value, exc)
+                return True
+            device = self._devices[topic.value] = _Device(topic.value, rule, site, zone, self.clock())
+            self.log.info("supervising device %s (silent after %.0f s: input_fault)", topic.value, rule.offline_after)
+        device.last_seen = self.clock()
+        if device.faulted:
+            device.faulted = False  # before the await: a second message must not restore it again
+            if not await self._device_alarm(device, EventKind.restore):
+                device.faulted = True
+                return False
+        self._note(device)
+        return True
+
+    async def _supervise(self) -> None:
+        periods = [r.offline_after for r in self.config.rules if r.offline_after]
+        tick = min(max(min(periods) / 10, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock()
+            for device in list(self._devices.values()):
+                limit = device.rule.offline_after or 0
+                if device.faulted or now - device.last_seen <= limit:
+                    continue
+                self.log.warning("device %s silent for %.0f s: raising input_fault", device.topic,
+                                 now - device.last_seen)
+                device.faulted = True
+                if await self._device_alarm(device, EventKind.input_fault):
+                    self._note(device)
+                else:
+                    device.faulted = False  # tried again at the next tick
+
+    async def _device_alarm(self, device: _Device, kind: EventKind) -> bool:
+        silent = kind is EventKind.input_fault
+        details: dict[str, Any] = {"topic": device.topic, "rule": device.rule.topic,
+                                   "offline_after": device.rule.offline_after}
+        if not silent:
+            details["restores"] = EventKind.input_fault.value
+        alarm = Alarm(
+            source=self.name, site=device.site, zone=device.zone, input=device.topic, kind=kind,
+            severity=Severity.major if silent else Severity.info,
+            label=f"MQTT device {device.topic} {'silent' if silent else 'reporting again'}", details=details,
+            raw=f"supervision: {device.topic} {'silent' if silent else 'heard'}",
+        )
+        try:
+            await self.sink.submit(alarm)
+        except Exception:
+            self.stats["store_errors"] += 1
+            self.log.exception("could not store the supervision alarm of device %s", device.topic)
+            return False
+        self.stats["faults" if silent else "restores"] += 1
+        return True
+
+    def _note(self, device: _Device) -> None:
+        """Save the device (its silence timer to the second: few writes, whatever the traffic)."""
+        self.state.put(f"device:{device.topic}", {
+            "rule": device.rule.topic, "site": device.site, "zone": device.zone, "faulted": device.faulted,
+            "last_seen": int(wall_from_monotonic(device.last_seen, self.clock))})
+
+    def _restore_devices(self) -> None:
+        """Devices supervised before this reload or restart, with their deadlines and faults;
+        a deadline that passed while the daemon was down restarts from now (the device could
+        not be heard meanwhile)."""
+        now = self.clock()
+        self._devices = {}
+        for key, saved in self.state.items("device:"):
+            topic = key[len("device:"):]
+            rule = next((r for r in self.config.rules if r.offline_after and r.topic == saved.get("rule")
+                         and aiomqtt.Topic(topic).matches(r.topic)), None)
+            if rule is None or not rule.offline_after:
+                self.state.put(key, None)  # no longer supervised
+                continue
+            last = min(now, monotonic_from_wall(saved.get("last_seen", 0), self.clock))
+            self._devices[topic] = _Device(topic, rule, saved["site"], saved.get("zone"),
+                                           last if now - last < rule.offline_after else now,
+                                           bool(saved.get("faulted")))
+
+
+def _raw(message: aiomqtt.Message) -> bytes:
+    return message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
 
 
 def _parse(text: str) -> dict[str, Any]:

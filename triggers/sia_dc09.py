@@ -7,7 +7,8 @@ sink; only then is it ACKed, so a panel never deletes an event we do not hold.
 Unknown accounts and undecodable messages get DUH; garbled frames get no reply
 (the panel repeats them). A repeat of the same account+sequence is ACKed without
 firing again, and alarm ids are derived from the frame, so a repeat after a restart
-is not stored twice either. An account silent for longer than its `supervision`
+is not stored twice either (frames without timestamp are remembered in the trigger's
+`state`, with silence deadlines and reported faults, across reloads and restarts). An account silent for longer than its `supervision`
 interval raises an `input_fault` alarm, and a `restore` when it speaks again.
 
 pysiaalarm's server loop is not used: it ACKs before the event is handled and
@@ -30,6 +31,7 @@ from crisisbot.errors import InputRejected
 from crisisbot.models import Alarm, EventKind, Severity, utcnow
 from triggers import dc09_codec as codec
 from triggers.base import Trigger
+from triggers.state import monotonic_from_wall, wall_from_monotonic
 
 SEVERITY = {
     EventKind.panic: Severity.critical, EventKind.fire: Severity.critical, EventKind.intrusion: Severity.critical,
@@ -134,8 +136,7 @@ class SiaDc09Trigger(Trigger):
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        now = self.clock()
-        self._panels = {a.account: _Panel(a, a.key_bytes(), now) for a in self.config.accounts}
+        self._panels = {a.account: self._restored(a) for a in self.config.accounts}
         loop = asyncio.get_running_loop()
         port = self.config.port
         if self.config.tcp:
@@ -149,6 +150,30 @@ class SiaDc09Trigger(Trigger):
             self._supervisor = asyncio.create_task(self._supervise(), name=f"dc09-supervision-{self.name}")
         self.log.info("SIA DC-09 receiver listening on %s (tcp %s, udp %s), %d account(s)",
                       self.config.host, self.port, self.udp_port, len(self._panels))
+
+    def _restored(self, account: Dc09Account) -> _Panel:
+        """The account's runtime state, with what the previous run knew (triggers/state.py):
+        its silence deadline, whether it is already reported silent, frames seen lately."""
+        now = self.clock()
+        panel = _Panel(account, account.key_bytes(), now)
+        saved = self.state.get(f"account:{account.account}") or {}
+        if "last_seen" in saved:
+            last = min(now, monotonic_from_wall(saved["last_seen"], self.clock))
+            # a deadline that passed while the receiver was down says nothing about the panel
+            # (it could not reach us): it then gets one full period from now
+            if account.supervision is None or now - last < account.supervision:
+                panel.last_seen = last
+        panel.faulted = bool(saved.get("faulted"))
+        wall = time.time()
+        for seq, data, expiry in self.state.get(f"recent:{account.account}", []):
+            if expiry > wall:
+                panel.recent[(seq, data)] = now + (expiry - wall)
+        return panel
+
+    def _note(self, panel: _Panel) -> None:
+        """Save the silence timer (to the second: a handful of writes, whatever the traffic)."""
+        self.state.put(f"account:{panel.config.account}",
+                       {"last_seen": int(wall_from_monotonic(panel.last_seen, self.clock)), "faulted": panel.faulted})
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -324,6 +349,10 @@ class SiaDc09Trigger(Trigger):
         panel.recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
         if len(panel.recent) > 64:
             panel.recent = {s: t for s, t in panel.recent.items() if t > mono}
+        if content.sent_at is None and events:  # a timestamped repeat has the same alarm id: the store ignores it
+            wall = time.time()
+            self.state.put(f"recent:{frame.account}", [[seq, data, wall + (t - mono)]
+                                                       for (seq, data), t in panel.recent.items() if t > mono])
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
@@ -365,6 +394,7 @@ class SiaDc09Trigger(Trigger):
             if not await self._link_alarm(panel, EventKind.restore):
                 return False
             panel.faulted = False
+        self._note(panel)
         return True
 
     async def _supervise(self) -> None:
@@ -380,6 +410,7 @@ class SiaDc09Trigger(Trigger):
                                      panel.config.account, now - panel.last_seen)
                     if await self._link_alarm(panel, EventKind.input_fault):
                         panel.faulted = True
+                        self._note(panel)
                         self.stats["faults"] += 1
 
     async def _link_alarm(self, panel: _Panel, kind: EventKind) -> bool:

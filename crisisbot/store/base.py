@@ -225,3 +225,12 @@ class Store(ABC):
 
     async def last_alarm_at(self) -> datetime | None:
         raise NotImplementedError(f"{type(self).__name__} does not support supervision")
+
+    # inputs: what a trigger remembers across restarts (triggers/state.py) ----------
+    async def load_trigger_state(self, trigger: str) -> dict[str, Any]:
+        """Every key -> JSON value the trigger saved."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep trigger state")
+
+    async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None:
+        """Upsert the changed keys (None deletes one) in one transaction; crash-safe, no fsync needed."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep trigger state")

@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS acks (
 CREATE TABLE IF NOT EXISTS silences (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, input TEXT, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
     playbook TEXT, reason TEXT NOT NULL, created_by TEXT NOT NULL, ended_at TEXT);
+CREATE TABLE IF NOT EXISTS trigger_state (
+    trigger TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (trigger, key));
 """
 
 T = TypeVar("T")
@@ -733,3 +736,16 @@ class SqliteStore(Store):
     async def last_alarm_at(self) -> datetime | None:
         rows = await self._rows("SELECT MAX(received_at) AS last FROM alarms")
         return _dt(rows[0]["last"]) if rows else None
+
+    # -- inputs: trigger state -----------------------------------------------------
+    async def load_trigger_state(self, trigger: str) -> dict[str, Any]:
+        rows = await self._rows("SELECT key, value FROM trigger_state WHERE trigger=?", (trigger,))
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None:
+        now = _ts(utcnow())
+        await self._write([
+            ("DELETE FROM trigger_state WHERE trigger=? AND key=?", (trigger, key)) if value is None else
+            ("INSERT INTO trigger_state(trigger, key, value, updated_at) VALUES (?,?,?,?) ON CONFLICT(trigger, key) "
+             "DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at", (trigger, key, _dump(value), now))
+            for key, value in changes.items()])
