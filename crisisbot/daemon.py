@@ -63,6 +63,8 @@ class Daemon:
             self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
             await self.lifecycle.start()
             await self.engine.start()
+            if self.runtime.notify is not None:
+                await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
             await self._start_control()

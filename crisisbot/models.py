@@ -109,10 +109,11 @@ class PlaybookOutcome(str, Enum):
 
 class DeliveryStatus(str, Enum):
     pending = "pending"
-    sending = "sending"
+    sending = "sending"  # handed to a transport; a crash now may deliver it twice (same Message-ID)
+    retrying = "retrying"  # not delivered yet; kept in the outgoing spool and retried in the background
     sent = "sent"
-    rejected = "rejected"
-    failed = "failed"
+    rejected = "rejected"  # refused for good (5xx): another try would be refused too
+    failed = "failed"  # given up: the incident ended before any transport took it
 
 
 @dataclass(slots=True)
@@ -175,6 +176,7 @@ class OutgoingEmail:
     attachments: list[Attachment] = field(default_factory=list)
     message_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # the MIME bytes, frozen once: every resend carries exactly these
 
 
 @dataclass(slots=True)

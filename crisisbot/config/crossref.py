@@ -43,6 +43,15 @@ def check_references(
     for index, name in enumerate(config.mail.via):
         if name not in mailers:
             problems.append(config_doc.problem(("mail", "via", index), _unknown("mail connector", name, mailers)))
+    if config.mail.fallback is not None:
+        for index, ref in enumerate(config.mail.fallback.to):
+            if ref not in contact_ids:
+                problems.append(config_doc.problem(("mail", "fallback", "to", index),
+                                                   _unknown("contact group or person", ref, contact_ids)))
+        for index, name in enumerate(config.mail.fallback.via):
+            if name not in mailers:
+                problems.append(config_doc.problem(("mail", "fallback", "via", index),
+                                                   _unknown("mail connector", name, mailers)))
     for site_id, site in config.sites.items():
         for zone_id, zone in site.zones.items():
             for index, cam in enumerate(zone.cameras):

@@ -47,6 +47,22 @@ class DeliveryRecord:
 
 
 @dataclass(slots=True)
+class SpooledMessage:
+    """A message the playbook stopped waiting for: everything needed to resend it
+    byte for byte (see crisisbot.outgoing), kept until a verdict is final."""
+
+    key: str  # the delivery's idempotency key
+    incident_id: str
+    step_id: str
+    sender: str
+    channels: list[str]  # connector names, tried in order
+    message: str  # crisisbot.outgoing.encode(...)
+
+
+SPOOL_DONE = (DeliveryStatus.sent, DeliveryStatus.rejected, DeliveryStatus.failed)
+
+
+@dataclass(slots=True)
 class AuditEntry:
     seq: int
     at: datetime
@@ -165,7 +181,18 @@ class Store(ABC):
 
     @abstractmethod
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
-        """Upsert delivery states in one durable transaction (with audit entries if asked)."""
+        """Upsert delivery states in one durable transaction (with audit entries if asked);
+        a record whose status is in SPOOL_DONE also leaves the outgoing spool."""
+
+    # outgoing spool (messages retried in the background) ----------------------
+    # Concrete (not abstract) so other backends keep working until they add them.
+    async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
+        """Keep `messages` for background retries and save their delivery states, in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
+
+    async def spooled(self) -> list[SpooledMessage]:
+        """Every message still waiting in the spool, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
 
     # audit ----------------------------------------------------------------
     @abstractmethod

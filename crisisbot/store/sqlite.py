@@ -29,9 +29,11 @@ from crisisbot.store.base import (
     GENESIS,
     AuditEntry,
     AuditReport,
+    SPOOL_DONE,
     DeliveryRecord,
     Nonce,
     Replayed,
+    SpooledMessage,
     StepRecord,
     Store,
     entry_hash,
@@ -58,6 +60,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     address TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
     transport TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident_id, step_id);
+CREATE TABLE IF NOT EXISTS spool (
+    key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, step_id TEXT NOT NULL, sender TEXT NOT NULL,
+    channels TEXT NOT NULL, message TEXT NOT NULL, added_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, incident_id TEXT,
     data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -581,6 +586,10 @@ class SqliteStore(Store):
         }
 
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
+        await self._write(*self._delivery_writes(records, audit))
+
+    def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
+            list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
         now = _ts(utcnow())
         statements = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
@@ -597,7 +606,24 @@ class SqliteStore(Store):
               "detail": r.detail, "attempts": r.attempts})
             for r in records
         ] if audit else []
+        statements += [("DELETE FROM spool WHERE key=?", (r.key,)) for r in records if r.status in SPOOL_DONE]
+        return statements, audits
+
+    async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
+        statements, audits = self._delivery_writes(records, True)
+        now = _ts(utcnow())
+        statements += [
+            ("INSERT INTO spool(key, incident_id, step_id, sender, channels, message, added_at) VALUES (?,?,?,?,?,?,?) "
+             "ON CONFLICT(key) DO UPDATE SET channels=excluded.channels, message=excluded.message",
+             (m.key, m.incident_id, m.step_id, m.sender, json.dumps(m.channels), m.message, now))
+            for m in messages
+        ]
         await self._write(statements, audits)
+
+    async def spooled(self) -> list[SpooledMessage]:
+        rows = await self._rows("SELECT * FROM spool ORDER BY added_at, key")
+        return [SpooledMessage(r["key"], r["incident_id"], r["step_id"], r["sender"], json.loads(r["channels"]),
+                               r["message"]) for r in rows]
 
     # -- audit -------------------------------------------------------------
     async def audit(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry:
