@@ -53,7 +53,7 @@ async def test_convocation_that_reached_nobody_is_open_and_failed_everywhere(wor
     assert listing[0]["id"] == incident.id
     assert (listing[0]["status"], listing[0]["outcome"]) == ("open", "failed")
     assert (detail["status"], detail["outcome"]) == ("open", "failed")
-    assert "convocation reached nobody" in detail["outcome_reason"]
+    assert "step convocation failed: reached 0 of 4" in detail["outcome_reason"]
     assert 'id="status">open<' in page and 'id="outcome">failed<' in page
     assert '<td class="outcome-failed">failed</td>' in index
 
@@ -64,12 +64,12 @@ async def test_convocation_that_reached_nobody_is_open_and_failed_everywhere(wor
     assert row.split()[3:5] == ["open", "failed"] and "completed" not in listed.stdout
     shown = crisisbot(workspace, "incidents", "show", incident.id[:8])
     assert "state:    open" in shown.stdout
-    assert "playbook outcome: failed — step convocation reached nobody" in shown.stdout
+    assert "playbook outcome: failed — step convocation failed: reached 0 of 4" in shown.stdout
     assert "playbook.finished" in shown.stdout
     report = crisisbot(workspace, "report", incident.id)
     assert report.returncode == 0, report.stderr
     assert "| State | **open** |" in report.stdout
-    assert "| Playbook outcome | **failed** — step convocation reached nobody" in report.stdout
+    assert "| Playbook outcome | **failed** — step convocation failed: reached 0 of 4" in report.stdout
 
 
 async def test_outcome_done_and_done_with_failures(workspace):

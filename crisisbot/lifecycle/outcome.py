@@ -4,8 +4,8 @@ An incident whose convocation reached nobody must not read "completed": someone
 looking at the list has to see at once that the committee was not told. The rule,
 a pure function of (playbook, journal) so tests can hammer it:
 
-- `failed`: a notification step (email, escalate, channel card) reached nobody,
-  reached fewer people than it requires, or the playbook stopped on a failing step;
+- `failed`: a notification step (email, escalate, channel card) failed — it reached
+  nobody, or fewer people than it requires — or the playbook stopped on a failing step;
 - `done_with_failures`: every notification reached someone, but a step failed
   (snapshot, meeting…) or some recipients were not reached;
 - `done`: every step did its job.
@@ -27,7 +27,7 @@ NOTIFY_ACTIONS = frozenset({"email", "escalate", "channel_card"})
 def _missed(output: dict[str, Any]) -> int:
     """Recipients a finished notification step did not reach (lists or counts, per step)."""
     total = 0
-    for key in ("rejected", "failed"):
+    for key in ("rejected", "failed", "retrying"):
         value = output.get(key)
         total += len(value) if isinstance(value, (list, tuple, set)) else int(value or 0)
     return total
@@ -48,9 +48,8 @@ def judge(playbook: "Playbook", journal: dict[str, "StepRecord"]) -> tuple[Playb
             fatal.append(f"step {step.id} did not run")
         elif record.status == "skipped":
             fatal.append(f"step {step.id} skipped ({record.detail or 'an earlier step failed'})")
-        elif record.status == "failed":
-            what = "reached nobody" if notifies else "failed"
-            (fatal if notifies else partial).append(f"step {step.id} {what}: {record.detail}")
+        elif record.status == "failed":  # a notification step fails when it reached fewer than it requires
+            (fatal if notifies else partial).append(f"step {step.id} failed: {record.detail}")
         elif notifies and isinstance(record.output, dict):
             output = record.output
             reached, required = output.get("reached"), output.get("required")
