@@ -48,8 +48,9 @@ class Engine:
         """Durably store (with its replay nonce, in the same transaction), then queue;
         returns once the alarm is safe on disk. Raises `Replayed` for a used nonce."""
         alarm = clean_alarm(alarm)  # no control/bidi characters past this point
-        if await self.runtime.store.add_alarm(alarm, nonce):
-            self._queue.put_nowait(alarm)
+        with self.runtime.executors.priority.urgent():  # the web server holds strangers back meanwhile
+            if await self.runtime.store.add_alarm(alarm, nonce):
+                self._queue.put_nowait(alarm)
         return alarm.id
 
     def known_site(self, site: str) -> bool:
@@ -102,7 +103,8 @@ class Engine:
         while True:
             alarm = await self._queue.get()
             try:
-                incident = await self.process(alarm)
+                with self.runtime.executors.priority.urgent():
+                    incident = await self.process(alarm)
             except Exception as exc:  # noqa: BLE001 - one bad alarm must not stop the others
                 log.exception("processing alarm %s failed", alarm.id)
                 incident = None

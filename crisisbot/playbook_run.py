@@ -7,6 +7,7 @@ after a restart is not run again, and its output (e.g. the meeting) is reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from crisisbot.config.playbook import Playbook
@@ -20,6 +21,7 @@ from crisisbot.store.base import StepRecord
 log = logging.getLogger(__name__)
 
 GUARD_FACTOR, GUARD_EXTRA = 1.5, 2.0  # outer safety net around a step's own deadline
+URGENT = {"meeting", "snapshot", "email", "channel_card", "escalate"}  # the dispatch, not the long follow-ups
 
 
 def dependencies(playbook: Playbook) -> dict[str, list[str]]:
@@ -99,9 +101,12 @@ class PlaybookRun:
         started = previous.started_at if previous else utcnow()
         await self._save(step, "running", started=started)
         timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
+        executors = getattr(self.runtime, "executors", None)
+        urgent = executors.priority.urgent() if executors and step.action in URGENT else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
-                output = await module.run(step, self.ctx)
+            with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
+                async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
+                    output = await module.run(step, self.ctx)
         except (StepFailed, TimeoutError, Exception) as exc:  # noqa: BLE001 - recorded, never silent
             detail = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):

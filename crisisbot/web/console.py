@@ -42,6 +42,7 @@ _DUMMY_HASH = hash_password("not a password anyone has")
 _PAGES = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=select_autoescape(default=True),
+    auto_reload=False,  # shipped pages: no stat() per request (a login flood made ten thousand)
 )
 
 
