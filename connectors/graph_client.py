@@ -31,6 +31,8 @@ from crisisbot.errors import ConnectorError, PermanentError, TransientError
 if TYPE_CHECKING:
     from connectors.graph_sdk import GraphConnection
 
+OPEN_AFTER = 2.0  # seconds after start() the background opening begins, if nothing needs Graph sooner
+
 log = logging.getLogger(__name__)
 
 # Graph and login hosts per cloud; GCC (moderate) uses the global endpoints.
@@ -248,6 +250,7 @@ class GraphConnector(Connector):
         self._credential = credential  # tests inject one; otherwise built from config
         self._graph: GraphConnection | None = None
         self._opening: asyncio.Task[GraphConnection] | None = None
+        self._wanted = asyncio.Event()  # set by the first use: open now, do not wait for the daemon to settle
 
     async def start(self) -> None:
         cred = self.config.credential
@@ -257,6 +260,12 @@ class GraphConnector(Connector):
         self._opening = asyncio.create_task(self._open(), name=f"open Graph for {self.name}")
 
     async def _open(self) -> "GraphConnection":
+        # Importing msgraph holds the GIL for seconds: let the rest of the start (inputs,
+        # listeners) finish first, unless someone needs Graph sooner.
+        try:
+            await asyncio.wait_for(self._wanted.wait(), OPEN_AFTER)
+        except TimeoutError:
+            pass
         began = asyncio.get_running_loop().time()
         sdk = await asyncio.to_thread(importlib.import_module, "connectors.graph_sdk")
         graph = sdk.GraphConnection(self.config, self._credential)
@@ -273,14 +282,16 @@ class GraphConnector(Connector):
             await graph.token_claims()
         except Exception as exc:  # noqa: BLE001 - reported now; the first alarm will try again
             self.log.warning("Graph token not available yet for %s: %s", self.name, explain(exc, "get a token"))
+        if self._wanted.is_set():
+            return  # a request is waiting: it opens the connection itself
         try:  # the answer does not matter: the open connection (and httpx's async backend) does
-            await graph.http.get("/")
+            await graph.touch()
         except httpx.HTTPError as exc:
             self.log.info("Graph endpoint of %s not reachable yet: %s", self.name, type(exc).__name__)
 
     async def warmed(self) -> None:
-        """Wait until the background opening is over (benchmarks, tests)."""
-        await self.graph()
+        """Wait until the background opening is over, without hurrying it (benchmarks, tests)."""
+        await self._opened()
 
     async def stop(self) -> None:
         opening, self._opening = self._opening, None
@@ -295,6 +306,10 @@ class GraphConnector(Connector):
 
     async def graph(self) -> "GraphConnection":
         """The open connection, waiting for the background opening if it is still going on."""
+        self._wanted.set()
+        return await self._opened()
+
+    async def _opened(self) -> "GraphConnection":
         if self._opening is None:
             raise PermanentError(f"connector {self.name} used before start()")
         try:

@@ -24,6 +24,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
 )
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
+from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY
 from kiota_http.middleware.options import RetryHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
@@ -124,6 +125,12 @@ class GraphConnection:
         await self.raw.aclose()
         if self._owns_credential:
             await self.credential.close()
+
+    async def touch(self) -> None:
+        """One unauthenticated GET of the service root, never retried: opens the HTTPS
+        connection the first real request will reuse."""
+        no_retry = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)}
+        await self.http.get("/", extensions={REQUEST_OPTIONS_KEY: no_retry})
 
     async def token_claims(self) -> dict[str, Any]:
         """Claims of the current app token (unverified: only to tell the admin what is granted)."""
