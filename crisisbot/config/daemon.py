@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
+from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict, TimeZoneName
 from crisisbot.lifecycle.schema import LifecycleConfig
 from crisisbot.listeners import ListenerLimits
 
@@ -14,7 +14,7 @@ PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, che
 
 
 class Organization(Strict):
-    name: str = "crisisbot"
+    name: PlainText = "crisisbot"
     domains: list[str] = Field(
         default_factory=list,
         description="email domains of the organization; other addresses count as external",
@@ -23,16 +23,16 @@ class Organization(Strict):
 
 
 class Zone(Strict):
-    name: str = ""
+    name: PlainText = ""
     cameras: list[Identifier] = Field(default_factory=list)
 
 
 class Site(Strict):
-    name: str
+    name: PlainText
     timezone: TimeZoneName = "Europe/Paris"
     language: Language | None = None
     country: str | None = Field(None, description="ISO country code, for public holidays")
-    address: str = ""
+    address: PlainText = ""
     cameras: dict[Identifier, PluginSpec] = Field(default_factory=dict)
     zones: dict[Identifier, Zone] = Field(default_factory=dict)
     dynamic_zones: bool = Field(
