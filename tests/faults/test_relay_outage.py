@@ -24,6 +24,12 @@ def timeline(ws, capsys) -> str:
     return capsys.readouterr().out
 
 
+def latest(listing: str) -> str:
+    """The id of the newest incident in `crisisbot incidents` (after its header line, if any)."""
+    rows = [line for line in listing.splitlines() if line and not line.startswith("ID ")]
+    return rows[0].split()[0]
+
+
 def delivery_states(text: str) -> dict[str, str]:
     """address -> state, from the Deliveries section of `incidents show`."""
     if "Deliveries:" not in text:
@@ -148,7 +154,7 @@ def test_stand_down_stops_the_background_retries(workspace, capsys, monkeypatch)
                    what="the messages to wait")
         capsys.readouterr()
         assert main(["-c", str(workspace.config_path), "incidents"]) == 0
-        incident_id = capsys.readouterr().out.split()[0]
+        incident_id = latest(capsys.readouterr().out)
         assert main(["-c", str(workspace.config_path), "stand-down", incident_id, "--false-alarm",
                      "--reason", "test du bouton"]) == 0
         wait_until(lambda: daemon.health()["status"] == "up", what="/health to say up once the incident ended")
