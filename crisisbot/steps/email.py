@@ -20,6 +20,7 @@ from connectors.base import Mailer
 from crisisbot.config.types import Identifier
 from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
+from crisisbot.executors import PoolFull
 from crisisbot.imaging import EmailImages
 from crisisbot.lifecycle import acks as links  # personal signed links
 from crisisbot.mime import freeze
@@ -231,6 +232,12 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     )
 
 
+def _frozen(spec: EmailStep, ctx: StepContext, recipients: list[Recipient], images: EmailImages,
+            fallbacks: list[str], sender: str) -> list[OutgoingEmail]:
+    """Render and serialize some messages (on the rendering pool: CPU work, off the loop)."""
+    return [freeze(m, sender) for m in build_messages(spec, ctx, recipients, images, fallbacks)]
+
+
 async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], channels: list[str],
                   sender: str) -> list[OutgoingEmail]:
     """Render and serialize every message before the first DATA (while the sessions connect)."""
@@ -243,10 +250,16 @@ async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], chan
         await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
     fallbacks: list[str] = []
+    rendering = runtime.executors.rendering if hasattr(runtime, "executors") else None
     for start in range(0, len(todo), RENDER_CHUNK):
-        chunk = build_messages(spec, ctx, todo[start:start + RENDER_CHUNK], images, fallbacks)
-        messages += [freeze(m, sender) for m in chunk]
-        await asyncio.sleep(0)  # let the connections progress between chunks
+        chunk = todo[start:start + RENDER_CHUNK]
+        try:  # off the event loop, on the rendering pool (time budget and cap: render_limits.py)
+            if rendering is None:
+                raise PoolFull("no pool")
+            messages += await rendering.run(_frozen, spec, ctx, chunk, images, fallbacks, sender)
+        except PoolFull:  # hundreds of incidents rendering at once: render here rather than wait
+            messages += _frozen(spec, ctx, chunk, images, fallbacks, sender)
+            await asyncio.sleep(0)  # let the connections progress between chunks
     for why in fallbacks:  # the message still goes out (built-in text); the failure is not silent
         await runtime.store.audit("template.fallback", ctx.incident.id,
                                   {"step": spec.id or "email", "template": spec.template, "error": why})

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import aiosqlite
 
 from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
-from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, utcnow
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome, utcnow
 from crisisbot.store.base import (
     GENESIS,
     AuditEntry,
@@ -92,8 +92,46 @@ RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failu
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 log = logging.getLogger(__name__)
 
-OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
+OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.acknowledged.value)
 Audits = list[tuple[str, str | None, dict[str, Any]]]
+
+# Stores written before the incident's state and its playbook's outcome were kept
+# apart had one `status` where `completed` meant "playbook ended, still open". The
+# migration adds the `outcome` column and judges old playbooks from their journal:
+# a failed step that has deliveries but not one sent reached nobody (failed), a
+# skipped step means the playbook stopped on a failure (failed), any other failed
+# step is a partial failure, a step left running means it was stopped.
+_OUTCOME_MIGRATION = [
+    "ALTER TABLE incidents ADD COLUMN outcome TEXT NOT NULL DEFAULT 'running'",
+    """UPDATE incidents SET outcome = CASE
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'running')
+              THEN 'stopped'
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND (s.status = 'skipped'
+              OR (s.status = 'failed'
+                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id AND d.step_id = s.step_id)
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id
+                                  AND d.step_id = s.step_id AND d.status = 'sent'))))
+              THEN 'failed'
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'failed')
+              THEN 'done_with_failures'
+         ELSE 'done' END
+       WHERE status <> 'open'""",
+    "UPDATE incidents SET status = 'open' WHERE status = 'completed'",
+]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Additive schema changes for stores created by earlier versions."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}
+    if "outcome" not in columns:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _OUTCOME_MIGRATION:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 def _ts(value: datetime) -> str:
@@ -206,6 +244,7 @@ class SqliteStore(Store):
             if self.check:
                 await self._quick_check()
             await self._db.executescript(SCHEMA)
+            await self._in_thread(_migrate)
             # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
             # database (and fsync it) inside whichever commit crosses 1000 pages, and an
             # alarm acknowledgement would wait for it. A second connection checkpoints
@@ -418,24 +457,35 @@ class SqliteStore(Store):
             id=row["id"], site=row["site"], playbook=row["playbook"], status=IncidentStatus(row["status"]),
             opened_at=_dt(row["opened_at"]), updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
             title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
+            outcome=PlaybookOutcome(row["outcome"]),
         )
 
-    async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None) -> Incident | None:
+    async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None,
+                                 drill: bool | None = None) -> Incident | None:
+        only = "" if drill is None else " AND drill=?"
+        kind: tuple[Any, ...] = () if drill is None else (int(drill),)
         if dedup_key:
             rows = await self._rows(
-                "SELECT * FROM incidents WHERE dedup_key=? AND site=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
-                (dedup_key, site, *OPEN_STATUSES),
+                "SELECT * FROM incidents WHERE dedup_key=? AND site=? AND status IN (?,?)" + only
+                + " ORDER BY opened_at DESC LIMIT 1",
+                (dedup_key, site, *OPEN_STATUSES, *kind),
             )
             if rows:
                 return self._incident(rows[0])
         if playbook is None:
             return None
         rows = await self._rows(
-            "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=? "
-            "ORDER BY opened_at DESC LIMIT 1",
-            (site, playbook, *OPEN_STATUSES, _ts(since)),
+            "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=?" + only
+            + " ORDER BY opened_at DESC LIMIT 1",
+            (site, playbook, *OPEN_STATUSES, _ts(since), *kind),
         )
         return self._incident(rows[0]) if rows else None
+
+    async def active_incidents(self, site: str | None = None) -> list[Incident]:
+        where = "status IN (?,?)" + (" AND site=?" if site is not None else "")
+        params = (*OPEN_STATUSES, site) if site is not None else OPEN_STATUSES
+        rows = await self._rows(f"SELECT * FROM incidents WHERE {where} ORDER BY opened_at", tuple(params))
+        return [self._incident(r) for r in rows]
 
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None:
         now = _ts(utcnow())
@@ -463,17 +513,24 @@ class SqliteStore(Store):
                                                      "kind": alarm.kind.value, "action": alarm.action.value})],
         )
 
-    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None:
-        await self._write(
-            [("UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id))],
-            [("incident.status", incident_id, {"status": status.value, "reason": reason})],
-        )
-
-    async def complete_incident(self, incident_id: str, reason: str) -> bool:
+    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
+                                  only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-            cur = conn.execute("UPDATE incidents SET status=?, updated_at=? WHERE id=? AND status=?",
-                               (IncidentStatus.completed.value, _ts(utcnow()), incident_id, IncidentStatus.open.value))
-            return [("incident.status", incident_id, {"status": "completed", "reason": reason})] if cur.rowcount else []
+            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id)
+            if only_from is not None:
+                sql, params = sql + " AND status=?", (*params, only_from.value)
+            changed = conn.execute(sql, params).rowcount
+            return [("incident.status", incident_id, {"status": status.value, "reason": reason})] if changed else []
+
+        return bool(await self._transaction(work))
+
+    async def finish_playbook(self, incident_id: str, outcome: PlaybookOutcome, reason: str) -> bool:
+        def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
+            cur = conn.execute(
+                "UPDATE incidents SET outcome=?, data=json_set(data, '$.outcome_reason', ?), updated_at=? "
+                "WHERE id=? AND outcome=?",
+                (outcome.value, reason, _ts(utcnow()), incident_id, PlaybookOutcome.running.value))
+            return [("playbook.finished", incident_id, {"outcome": outcome.value, "reason": reason})] if cur.rowcount else []
 
         return bool(await self._transaction(work))
 

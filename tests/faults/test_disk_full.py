@@ -66,7 +66,7 @@ def test_full_disk_mid_convocation_then_space_returns(workspace, small_var):
             refused = post(port, second)
             filler.unlink()
             accepted = post(port, second)  # the sender's retry of the very same request
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the incident to complete")
         finally:
             assert stop(daemon) == 0
@@ -106,7 +106,7 @@ def test_stop_start_and_commands_on_a_full_disk_end_with_the_real_error(workspac
         handler.data_delay = 0.0
         daemon = start(workspace, port, log)
         try:
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the resumed incident to complete")
         finally:
             assert stop(daemon) == 0

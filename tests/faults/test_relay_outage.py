@@ -18,7 +18,7 @@ SIZE = 12
 def timeline(ws, capsys) -> str:
     capsys.readouterr()
     assert main(["-c", str(ws.config_path), "incidents"]) == 0
-    incident_id = capsys.readouterr().out.split()[0]
+    incident_id = capsys.readouterr().out.splitlines()[1].split()[0]  # under the header line
     assert main(["-c", str(ws.config_path), "incidents", "show", incident_id]) == 0
     return capsys.readouterr().out
 

@@ -33,7 +33,7 @@ def test_second_daemon_is_refused_and_the_first_keeps_working(workspace):
     verify = run_cli(workspace, "audit", "verify")
     assert verify.returncode == 0 and "audit log intact" in verify.stdout, verify.stderr
     listing = run_cli(workspace, "incidents").stdout
-    assert len(listing.splitlines()) == 1, listing  # the second daemon opened or resumed nothing
+    assert len(listing.splitlines()) == 2, listing  # header and one incident: the second daemon opened nothing
     assert store_rows(workspace, "SELECT count(*) FROM audit WHERE kind='config.loaded'") == [(1,)]
 
 

@@ -180,24 +180,28 @@ async def test_dc09_caps_per_address_and_makes_room_by_closing_idle_ones() -> No
         await trigger.stop()
 
 
-async def test_webhook_slow_headers_and_idle_connections_are_closed() -> None:
+async def test_webhook_slow_headers_and_idle_connections_are_closed(caplog: pytest.LogCaptureFixture) -> None:
     config = WebhookConfig.model_validate({"type": "webhook", "host": "127.0.0.1", "port": 0, "limits": SHORT})
     trigger = WebhookTrigger("hook", config, RecordingSink())
     await trigger.start()
     try:
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", trigger.port)
         slow_r, slow_w = await asyncio.open_connection("127.0.0.1", trigger.port)
+        body_r, body_w = await asyncio.open_connection("127.0.0.1", trigger.port)
         slow_w.write(b"POST /alarms HTTP/1.1\r\nHost: x\r\n")
-        for _ in range(3):  # slowloris: a header byte now and then
+        body_w.write(b"POST /v2/enqueue HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        for _ in range(3):  # slowloris: a header byte, a body byte now and then
             await asyncio.sleep(0.15)
             slow_w.write(b"X")
-        assert await closed_by_peer(idle_r) and await closed_by_peer(slow_r)
-        idle_w.close()
-        slow_w.close()
+            body_w.write(b" ")
+        assert await closed_by_peer(idle_r) and await closed_by_peer(slow_r) and await closed_by_peer(body_r)
+        for writer in (idle_w, slow_w, body_w):
+            writer.close()
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"http://127.0.0.1:{trigger.port}/health")).status_code == 200
     finally:
         await trigger.stop()
+    assert not [r for r in caplog.records if r.exc_info], "a timed-out client is not a server error"
 
 
 def test_limits_are_validated_in_config() -> None:
