@@ -1,17 +1,23 @@
-"""Scheduled exercises: a drill alarm raised on a cron schedule (APScheduler's
-CronTrigger computes the next time in the site's time zone), persisted as a timer
-so a drill due while the daemon was down runs once, late, and never twice."""
+"""Scheduled exercises: a drill alarm raised on a crontab schedule in the site's time
+zone, persisted as a timer so a drill due while the daemon was down runs once, late,
+and never twice. A reload that adds or changes a drill reschedules it at once.
+
+Crontab semantics come from `cronsim` (the evaluator healthchecks.io uses), not from
+APScheduler's CronTrigger: APScheduler counts day-of-week 0 as Monday, so
+`0 10 * * 2` ("Tuesdays") ran on Wednesdays, and it ANDs day-of-month with
+day-of-week. cronsim follows cron: 0 and 7 are Sunday; when both day fields are
+restricted either one matches (Vixie/Debian cron); `2#1` is the first Tuesday.
+"""
 
 from __future__ import annotations
 
 import hashlib
-
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
+from cronsim import CronSim, CronSimError
 
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.records import TimerRecord
@@ -30,10 +36,13 @@ SOURCE = "drill"
 
 
 def next_run(spec: DrillSpec, zone: str, after: datetime) -> datetime:
-    trigger = CronTrigger.from_crontab(spec.cron, timezone=ZoneInfo(zone))
-    when = trigger.get_next_fire_time(None, after.astimezone(ZoneInfo(zone)))
-    assert when is not None, "a crontab expression always has a next time"
-    return when
+    """The first time strictly after `after` (local time of `zone`, DST as cron does it)."""
+    try:
+        return next(CronSim(spec.cron, after.astimezone(ZoneInfo(zone))))
+    except CronSimError as exc:
+        raise ValueError(str(exc)) from None
+    except StopIteration:  # e.g. "0 10 30 2 *": February never has a 30th
+        raise ValueError(f"'{spec.cron}' never comes") from None
 
 
 def drill_alarm(drill_id: str, spec: DrillSpec, run_key: str | None = None) -> Alarm:
@@ -51,23 +60,45 @@ class Drills:
         self.engine = engine
         self.clock = clock
         self.timers = timers
-        timers.register(RUN, self._run)
+        timers.register(RUN, self._run, wall_clock=True)
 
     def _zone(self, spec: DrillSpec) -> str:
         site = self.runtime.bundle.config.sites.get(spec.site)
         return site.timezone if site else "UTC"
 
     async def start(self) -> None:
-        """Make sure each enabled drill has its next run scheduled (once)."""
-        pending = {t.payload.get("drill") for t in await self.runtime.store.list_timers() if t.kind == RUN}
-        for drill_id, spec in self.runtime.bundle.config.lifecycle.drills.items():
-            if spec.enabled and drill_id not in pending:
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Each enabled drill has exactly its next run scheduled: at start, and after a
+        reload added, changed, disabled or removed drills. A run due while the daemon was
+        down stays scheduled (it runs once, late) unless its schedule changed."""
+        store = self.runtime.store
+        drills = self.runtime.bundle.config.lifecycle.drills
+        kept: set[str] = set()
+        for timer in [t for t in await store.list_timers() if t.kind == RUN]:
+            drill_id = timer.payload.get("drill")
+            spec = drills.get(drill_id)
+            if spec is not None and spec.enabled and drill_id not in kept and \
+                    timer.payload.get("when", self._when(spec)) == self._when(spec):
+                kept.add(drill_id)
+                continue
+            if await store.claim_timer(timer.id):  # not firing right now: withdraw it
+                await store.finish_timer(timer.id, "cancelled")
+                log.info("drill %s: run of %s withdrawn (schedule changed or drill removed)",
+                         drill_id, timer.due_at.isoformat())
+        for drill_id, spec in drills.items():
+            if spec.enabled and drill_id not in kept:
                 await self._schedule(drill_id, spec, self.clock.now())
+
+    def _when(self, spec: DrillSpec) -> str:
+        """What decides the run times: a timer made for another schedule is replaced."""
+        return f"{spec.cron} {self._zone(spec)}"
 
     async def _schedule(self, drill_id: str, spec: DrillSpec, after: datetime) -> None:
         due = next_run(spec, self._zone(spec), after)
         await self.timers.schedule([TimerRecord(f"drill:{drill_id}:{due.isoformat()}", RUN, due, None,
-                                                {"drill": drill_id})])
+                                                {"drill": drill_id, "when": self._when(spec)})])
         log.info("drill %s next runs at %s", drill_id, due.isoformat())
 
     async def run_now(self, drill_id: str, run_key: str | None = None) -> str:
@@ -86,7 +117,6 @@ class Drills:
         late = (self.clock.now() - timer.due_at).total_seconds()
         if late > 60:
             log.warning("drill %s runs %.0fs late (the daemon was down at its time)", drill_id, late)
-        # next run first, so a failing run does not end the series;
-        # strictly after this run: CronTrigger counts a time equal to `after` as the next one
-        await self._schedule(drill_id, spec, max(self.clock.now(), timer.due_at) + timedelta(seconds=1))
+        # next run first, so a failing run does not end the series (strictly after this one)
+        await self._schedule(drill_id, spec, max(self.clock.now(), timer.due_at))
         await self.run_now(drill_id, run_key=timer.id)
