@@ -7,6 +7,7 @@ the last good configuration running and logs every problem.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -53,8 +54,10 @@ class Daemon:
             throttle_accept_errors(asyncio.get_running_loop())
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
-            await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
-                                                                   "files": self.bundle.files})
+            lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
+            await self.runtime.store.audit("config.loaded", None, {
+                "digest": self.bundle.digest, "files": self.bundle.files,
+                "instance": dataclasses.asdict(lock.instance) if lock else None})
             if self.demo:
                 from crisisbot.demo import close_earlier_demos  # each demo run shows its own incident
 

@@ -60,7 +60,7 @@ class Drills:
         self.engine = engine
         self.clock = clock
         self.timers = timers
-        timers.register(RUN, self._run)
+        timers.register(RUN, self._run, wall_clock=True)
 
     def _zone(self, spec: DrillSpec) -> str:
         site = self.runtime.bundle.config.sites.get(spec.site)

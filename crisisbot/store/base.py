@@ -11,7 +11,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crisisbot.errors import CrisisbotError
@@ -226,6 +226,11 @@ class Store(ABC):
 
     async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
         """Put a claimed timer back to pending, due again at `due_at` (a retry)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def shift_timers(self, delta: timedelta, keep: tuple[str, ...] = ()) -> int:
+        """Move every pending timer, except those of the kinds in `keep`, by `delta`
+        (after a step of the system clock); returns how many moved."""
         raise NotImplementedError(f"{type(self).__name__} does not support timers")
 
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:

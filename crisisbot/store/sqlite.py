@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -222,6 +222,7 @@ class SqliteStore(Store):
         self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
         self._alarm_queue: list[tuple[Alarm, Nonce | None, asyncio.Future[bool]]] = []
         self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint_db: aiosqlite.Connection | None = None
         self._alarm_writer: asyncio.Task[None] | None = None
 
     @property
@@ -233,9 +234,12 @@ class SqliteStore(Store):
     async def open(self) -> None:
         """Open (creating it 0600 if new), check integrity, migrate; raise `StoreError`
         with an operator's explanation on a full disk, a lock or a damaged file."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot create the store {self.path}: {exc.strerror}") from exc
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
             self._db.row_factory = aiosqlite.Row
@@ -256,7 +260,14 @@ class SqliteStore(Store):
         except BaseException:
             await self._close_connection()
             raise
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+        # its own connection (own thread), opened here so that closing never has to
+        # interrupt a connection half made (its thread would outlive the event loop)
+        try:
+            self._checkpoint_db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        except BaseException:
+            await self._close_connection()
+            raise
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._checkpoint_db), name="sqlite-checkpoint")
 
     async def _quick_check(self) -> None:
         async with self.db.execute("PRAGMA quick_check(5)") as cur:
@@ -264,23 +275,20 @@ class SqliteStore(Store):
         if findings != ["ok"]:
             raise StoreDamaged(f"{self.path} is damaged ({'; '.join(findings)}); {BACKUP_HINT}")
 
-    async def _checkpoint_loop(self, every: float = CHECKPOINT_EVERY) -> None:
+    async def _checkpoint_loop(self, db: aiosqlite.Connection, every: float = CHECKPOINT_EVERY) -> None:
         """Passive checkpoints every `every` s; once the WAL is fully copied and large,
         truncate it, so space freed by a checkpoint goes back to the filesystem (on a
         small or full disk, a WAL that keeps its peak size fills it again)."""
         wal = Path(f"{self.path}-wal")
         while True:
+            await asyncio.sleep(every)
             try:
-                async with aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT) as db:
-                    while True:
-                        await asyncio.sleep(every)
-                        async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
-                            busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
-                        if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
-                            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                    busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
+                if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (will retry): %s", explain(exc, self.path))
-                await asyncio.sleep(every)
 
     async def close(self) -> None:
         """Always ends: the worker threads are stopped even if the last checkpoint fails
@@ -289,6 +297,12 @@ class SqliteStore(Store):
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
             self._checkpointer = None
+        checkpoint_db, self._checkpoint_db = self._checkpoint_db, None
+        if checkpoint_db is not None:
+            try:
+                await checkpoint_db.close()
+            except Exception as exc:  # noqa: BLE001 - aiosqlite stops its thread regardless
+                log.warning("closing the checkpoint connection reported: %s", exc)
         if self._alarm_writer is not None:
             await asyncio.gather(self._alarm_writer, return_exceptions=True)
         if self._db is not None:
@@ -692,6 +706,18 @@ class SqliteStore(Store):
     async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
         await self._change("UPDATE timers SET status='pending', due_at=? WHERE id=? AND status='firing'",
                            (_ts(due_at), timer_id))
+
+    async def shift_timers(self, delta: timedelta, keep: tuple[str, ...] = ()) -> int:
+        def shift(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(keep))
+            rows = conn.execute("SELECT id, due_at FROM timers WHERE status='pending'"
+                                + (f" AND kind NOT IN ({marks})" if keep else ""), tuple(keep)).fetchall()
+            for timer_id, due_at in rows:
+                conn.execute("UPDATE timers SET due_at=? WHERE id=?",
+                             (_ts(datetime.fromisoformat(due_at) + delta), timer_id))
+            return len(rows)
+
+        return await self._locked(shift)
 
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
         return await self._change(
