@@ -79,11 +79,32 @@ class Alarm(BaseModel):
 
 
 class IncidentStatus(str, Enum):
-    open = "open"  # playbook running or waiting
-    completed = "completed"  # playbook ran to the end; incident still open for humans
+    """The incident's state, for humans: is someone on it, is it over?
+
+    Whether the playbook worked is a separate question (`PlaybookOutcome`): an
+    incident stays `open` after its playbook ended, until someone stands it down.
+    """
+
+    open = "open"  # nobody has taken it yet (the acknowledgement rule is not met)
+    acknowledged = "acknowledged"  # the playbook's acknowledgement rule is met
     resolved = "resolved"
     false_alarm = "false_alarm"
     cancelled = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        """Still under way: new alarms may join it, escalation may go on."""
+        return self in (IncidentStatus.open, IncidentStatus.acknowledged)
+
+
+class PlaybookOutcome(str, Enum):
+    """What the playbook achieved, apart from the incident's state."""
+
+    running = "running"
+    done = "done"  # every step did its job
+    done_with_failures = "done_with_failures"  # something failed, but every notification reached someone
+    failed = "failed"  # a notification step reached nobody, or the playbook stopped on a failure
+    stopped = "stopped"  # stood down or cancelled before the playbook ended
 
 
 class DeliveryStatus(str, Enum):
@@ -106,6 +127,7 @@ class Incident:
     title: str = ""
     drill: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    outcome: PlaybookOutcome = PlaybookOutcome.running
 
 
 @dataclass(slots=True)

@@ -11,7 +11,8 @@ import contextlib
 import logging
 
 from crisisbot.config.playbook import Playbook
-from crisisbot.models import Alarm, Incident, utcnow
+from crisisbot.lifecycle.outcome import judge
+from crisisbot.models import Alarm, Incident, PlaybookOutcome, utcnow
 from crisisbot.runtime import Runtime
 from crisisbot.steps import STEP_MODULES
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
@@ -74,8 +75,11 @@ class PlaybookRun:
             self._step(index, step, deps[step.id], journal)  # type: ignore[index]
             for index, step in enumerate(self.playbook.steps)
         ))
-        if await store.complete_incident(self.incident.id, "playbook finished"):
-            log.info("playbook %s finished for incident %s", self.playbook.id, self.incident.id)
+        outcome, reason = judge(self.playbook, await store.get_steps(self.incident.id))
+        if await store.finish_playbook(self.incident.id, outcome, reason):
+            level = {PlaybookOutcome.done: logging.INFO, PlaybookOutcome.failed: logging.ERROR}.get(outcome, logging.WARNING)
+            log.log(level, "playbook %s of incident %s: %s (%s)", self.playbook.id, self.incident.id,
+                    outcome.value, reason)
 
     async def _step(self, index: int, step: StepSpec, needs: list[str], journal: dict[str, StepRecord]) -> None:
         assert step.id is not None

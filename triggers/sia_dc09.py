@@ -40,6 +40,7 @@ SEVERITY = {
     EventKind.tamper: Severity.major, EventKind.input_fault: Severity.major, EventKind.trouble: Severity.minor,
     EventKind.technical: Severity.major, EventKind.restore: Severity.info, EventKind.test: Severity.info,
 }
+UDP_IN_FLIGHT = 1024  # UDP frames being stored at once; more are dropped unanswered (the panel repeats)
 RECENT_MAX = 20000  # per account: 2 sequence cycles; beyond that the oldest is forgotten early
 PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
@@ -133,7 +134,7 @@ class SiaDc09Trigger(Trigger):
         self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(
             ("frames", "acked", "alarms", "duplicates", "null", "bad_frame", "garbage_bytes", "oversized",
-             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults", "timeouts"), 0)
+             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults", "timeouts", "udp_overload"), 0)
         self.port: int | None = None
         self.udp_port: int | None = None
         self._panels: dict[str, _Panel] = {}
@@ -227,6 +228,10 @@ class SiaDc09Trigger(Trigger):
                                        f"(max_frame {self.config.max_frame})")
             return
         for raw in self._split(codec.FrameSplitter(self.config.max_frame), data, addr):
+            if len(self._tasks) >= UDP_IN_FLIGHT:  # a datagram flood must not grow memory without end
+                self._refused("udp_overload", f"dropped a frame from {addr}: {UDP_IN_FLIGHT} UDP frames "
+                                              "already in hand (the panel repeats it)")
+                continue
             task = asyncio.create_task(self._answer_udp(raw, addr))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

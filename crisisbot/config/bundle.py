@@ -10,6 +10,7 @@ import gc
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -61,25 +62,26 @@ class Bundle:
     def playbook(self, playbook_id: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.id == playbook_id), None)
 
-    def members(self, ref: str, _seen: frozenset[str] = frozenset()) -> list[str]:
-        """Person ids behind a person or group id, groups expanded recursively."""
+    def members(self, ref: str, _seen: frozenset[str] = frozenset(), at: datetime | None = None) -> list[str]:
+        """Person ids behind a person or group id, groups expanded recursively; duty
+        schedules read at `at` (default: now)."""
         if ref in self.people:
             return [ref]
         group = self.groups.get(ref)
         if group is None or ref in _seen:
             return []
         out: list[str] = []
-        listed = schedules.on_duty(self, ref, utcnow())[0] if group.duty else group.members  # who is on duty now
+        listed = schedules.on_duty(self, ref, at or utcnow())[0] if group.duty else group.members  # who is on duty
         for member in listed:
-            out.extend(self.members(member, _seen | {ref}))
+            out.extend(self.members(member, _seen | {ref}, at))
         return out
 
-    def recipients(self, refs: list[str]) -> list[Recipient]:
-        """Enabled people behind the refs, each once, in the order first named."""
+    def recipients(self, refs: list[str], at: datetime | None = None) -> list[Recipient]:
+        """Enabled people behind the refs, each once, in the order first named (duty at `at`)."""
         domains = {d.lower() for d in self.config.organization.domains}
         seen: dict[str, Recipient] = {}
         for ref in refs:
-            for pid in self.members(ref):
+            for pid in self.members(ref, at=at):
                 person = self.people[pid]
                 if pid in seen or not person.enabled:
                     continue

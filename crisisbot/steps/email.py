@@ -173,16 +173,27 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     results: dict[str, DeliveryResult] = {}
     messages: list[OutgoingEmail] = []
     if todo:
-        messages = await _render(spec, ctx, todo, channels, mail.sender)
-        attempts: dict[str, int] = {m.key: (done[m.key].attempts if m.key in done else 0) for m in messages}
-        by_key = {m.key: m for m in messages}
+        people = {delivery_key(ctx.incident.id, step_id, r.person_id): r for r in todo}
+        attempts: dict[str, int] = {k: (done[k].attempts if k in done else 0) for k in people}
 
         def record(key: str, status: DeliveryStatus, detail: str = "", transport: str = "") -> DeliveryRecord:
-            m = by_key[key]
-            return DeliveryRecord(key, ctx.incident.id, step_id, m.recipient.person_id, m.recipient.email,
+            person = people[key]
+            return DeliveryRecord(key, ctx.incident.id, step_id, person.person_id, person.email,
                                   status, detail, transport, attempts[key])
 
+        first = channels[0] if channels else ""
+        # "sending" is on disk before any DATA; its commit overlaps with the rendering
+        announced = asyncio.create_task(journal.write(
+            [record(k, DeliveryStatus.sending, f"handed to {first}", first) for k in people]))
+        try:
+            messages = await _render(spec, ctx, todo, channels, mail.sender)
+        finally:
+            await announced
+
         async def on_attempt(batch: list[OutgoingEmail], mailer: Mailer) -> None:
+            if mailer.name == first and all(attempts[m.key] == (done[m.key].attempts if m.key in done else 0)
+                                            for m in batch):
+                return  # the first attempt, announced above
             await journal.write([record(m.key, DeliveryStatus.sending, f"handed to {mailer.name}", mailer.name)
                                  for m in batch])
 

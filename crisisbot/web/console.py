@@ -327,5 +327,6 @@ def _client(request: Request) -> str | None:
 
 def _incident_json(incident) -> dict[str, Any]:
     return {"id": incident.id, "site": incident.site, "playbook": incident.playbook,
-            "status": incident.status.value, "title": incident.title, "drill": incident.drill,
+            "status": incident.status.value, "outcome": incident.outcome.value,
+            "outcome_reason": incident.data.get("outcome_reason"), "title": incident.title, "drill": incident.drill,
             "opened_at": incident.opened_at.isoformat()}

@@ -5,6 +5,7 @@ and when nobody can be reached, the fallback people are told through their own p
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -18,9 +19,15 @@ SIZE = 12
 def timeline(ws, capsys) -> str:
     capsys.readouterr()
     assert main(["-c", str(ws.config_path), "incidents"]) == 0
-    incident_id = capsys.readouterr().out.split()[0]
+    incident_id = capsys.readouterr().out.splitlines()[1].split()[0]  # under the header line
     assert main(["-c", str(ws.config_path), "incidents", "show", incident_id]) == 0
     return capsys.readouterr().out
+
+
+def latest(listing: str) -> str:
+    """The id of the newest incident in `crisisbot incidents` (after its header line, if any)."""
+    rows = [line for line in listing.splitlines() if line and not line.startswith("ID ")]
+    return rows[0].split()[0]
 
 
 def delivery_states(text: str) -> dict[str, str]:
@@ -132,3 +139,30 @@ def test_require_rule_counts_people_reached(workspace, capsys, monkeypatch, rule
     assert {m.rcpt[0] for m in relay.handler.messages} - {"garde@exemple.fr"} == addresses - {"m03@exemple.fr"}
     if expect_alert:
         assert "reached 3 of 4 (4 required)" in text
+
+
+def test_stand_down_stops_the_background_retries(workspace, capsys, monkeypatch):
+    monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", "unused-by-readers")
+    addresses = committee(workspace, 3)
+    relay = Relay()  # down
+    webhook, web = free_port(), free_port()
+    configure(workspace, [relay.port], webhook=webhook, web=web)
+    daemon = Daemon(workspace, webhook, web).start()
+    try:
+        daemon.fire()
+        wait_until(lambda: set(delivery_states(timeline(workspace, capsys)).values()) == {"retrying"},
+                   what="the messages to wait")
+        capsys.readouterr()
+        assert main(["-c", str(workspace.config_path), "incidents"]) == 0
+        incident_id = latest(capsys.readouterr().out)
+        assert main(["-c", str(workspace.config_path), "stand-down", incident_id, "--false-alarm",
+                     "--reason", "test du bouton"]) == 0
+        wait_until(lambda: daemon.health()["status"] == "up", what="/health to say up once the incident ended")
+        states = delivery_states(timeline(workspace, capsys))
+        relay.start()
+        time.sleep(1.0)  # several retry periods (retry_cap 300 ms): nothing may be sent now
+    finally:
+        daemon.stop()
+        relay.stop()
+    assert {a: states[a] for a in addresses} == {a: "failed" for a in addresses}
+    assert not relay.handler.messages
