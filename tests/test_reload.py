@@ -134,11 +134,13 @@ async def test_reload_of_mqtt_keepalive_disturbs_no_other_input(workspace) -> No
             assert (await dc09_send(dc09_port, PANIC_NO_TIMESTAMP)).startswith('"ACK"')
             await until(lambda: count(alarms_in(db), "arc", "input_fault") == 1, "the silent panel's input_fault")
             arc, plc_trigger = daemon.runtime.triggers["arc"], daemon.runtime.triggers["plc"]
+            outputs = dict(daemon.runtime.connectors)
 
             workspace.edit_config(lambda d: d["triggers"]["bus"].update({"keepalive": 45}))
             assert await daemon.reload() is True
             assert daemon.runtime.triggers["arc"] is arc and daemon.runtime.triggers["plc"] is plc_trigger
             assert daemon.runtime.triggers["bus"].config.keepalive == 45
+            assert all(daemon.runtime.connectors[n] is c for n, c in outputs.items())  # outputs untouched too
             loaded = [e for e in await store.audit_entries() if e.kind == "config.loaded"][-1]
             assert loaded.data["restarted"] == ["triggers.bus"]
 
@@ -254,3 +256,17 @@ def test_status_without_a_running_daemon_says_so(workspace, capsys) -> None:
     assert main(["-c", str(workspace.config_path), "status"]) == 1
     err = capsys.readouterr().err
     assert "no crisisbot daemon answers on" in err and "crisisbot run" in err and "Traceback" not in err
+
+
+async def test_reload_restarts_only_the_connector_that_changed(workspace) -> None:
+    async with running_daemon(workspace) as daemon:
+        outbox, jitsi = daemon.runtime.connectors["outbox"], daemon.runtime.connectors["jitsi"]
+        cameras = dict(daemon.runtime.cameras)
+        workspace.edit_config(lambda d: d["connectors"]["jitsi"].update({"base_url": "https://visio.exemple.fr"}))
+        assert await daemon.reload() is True
+        assert daemon.runtime.connectors["outbox"] is outbox
+        assert daemon.runtime.connectors["jitsi"] is not jitsi
+        assert str(daemon.runtime.connectors["jitsi"].config.base_url).startswith("https://visio.exemple.fr")
+        assert all(daemon.runtime.cameras[k] is c for k, c in cameras.items())
+        loaded = [e for e in await daemon.runtime.store.audit_entries() if e.kind == "config.loaded"][-1]
+    assert loaded.data["restarted"] == ["connectors.jitsi"]
