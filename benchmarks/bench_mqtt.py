@@ -12,7 +12,7 @@ A burst larger than Mosquitto's `max_queued_messages` (default 1000) is partly d
 by the broker for a subscriber that acknowledges only after storing, so the default
 burst stays below it; raise that broker setting in production.
 
-    python -m benchmarks.bench_mqtt [--messages 900] [--rounds 3]
+    python -m benchmarks.bench_mqtt [--messages 900] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def bench(count: int, rounds: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=900)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     logging.getLogger("crisisbot").setLevel(logging.ERROR)
     try:
