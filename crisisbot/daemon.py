@@ -21,6 +21,7 @@ from crisisbot.inputs_status import input_counters, inputs_check
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError
+from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.runtime import Runtime, same_plugin
 from triggers.state import TriggerState
@@ -47,6 +48,8 @@ class Daemon:
         """Start everything, or — on any failure, cancellation included — stop what did
         start and raise, so the process exits and a supervisor can restart it."""
         try:
+            raise_open_files_limit()  # before any listener: an idle-connection flood needs descriptors
+            throttle_accept_errors(asyncio.get_running_loop())
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
             await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,

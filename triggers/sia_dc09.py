@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
+from crisisbot.listeners import ACCEPT_BACKLOG, BurstLog, ConnectionGate, Deadline, ListenerLimits
 from crisisbot.models import Alarm, EventKind, Severity, utcnow
 from triggers import dc09_codec as codec
 from triggers.base import Trigger
@@ -38,6 +40,7 @@ SEVERITY = {
     EventKind.tamper: Severity.major, EventKind.input_fault: Severity.major, EventKind.trouble: Severity.minor,
     EventKind.technical: Severity.major, EventKind.restore: Severity.info, EventKind.test: Severity.info,
 }
+RECENT_MAX = 20000  # per account: 2 sequence cycles; beyond that the oldest is forgotten early
 PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
 
@@ -92,7 +95,9 @@ class SiaDc09Config(Strict):
     max_frame: int = Field(1024, ge=64, le=65535, description="larger frames are dropped as garbage")
     duplicate_window: Seconds = Field(600.0, description="a repeated account+sequence within this is not re-fired")
     submit_tests: bool = Field(True, description="store periodic test reports (RP, 602) as kind=test alarms")
-    idle_timeout: Seconds = Field(600.0, description="close TCP connections silent this long")
+    limits: ListenerLimits = Field(
+        default_factory=lambda: ListenerLimits(max_connections=512, max_per_peer=64, idle_timeout=600.0),
+        description="TCP connection caps and timeouts (idle: panels may hold a connection between events)")
 
     @model_validator(mode="after")
     def _unique(self) -> "SiaDc09Config":
@@ -103,12 +108,17 @@ class SiaDc09Config(Strict):
         return self
 
 
+def _aes_key(account: Dc09Account) -> codec.AesKey | None:
+    key = account.key_bytes()
+    return codec.AesKey(key) if key is not None else None
+
+
 @dataclass(slots=True)
 class _Panel:
     """Runtime state of one account: its key, when it last spoke, whether it is reported silent."""
 
     config: Dc09Account
-    key: bytes | None
+    key: codec.AesKey | None
     last_seen: float
     faulted: bool = False
     recent: dict[tuple[str, str], float] = field(default_factory=dict)  # (sequence, data) -> monotonic expiry
@@ -123,7 +133,7 @@ class SiaDc09Trigger(Trigger):
         self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(
             ("frames", "acked", "alarms", "duplicates", "null", "bad_frame", "garbage_bytes", "oversized",
-             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults"), 0)
+             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults", "timeouts"), 0)
         self.port: int | None = None
         self.udp_port: int | None = None
         self._panels: dict[str, _Panel] = {}
@@ -131,7 +141,9 @@ class SiaDc09Trigger(Trigger):
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: dict[asyncio.Task[None], asyncio.StreamWriter | None] = {}  # writer while awaiting bytes
+        self._connections: set[_TcpConnection] = set()
+        self.gate: ConnectionGate | None = None  # built at start: it registers in the process's fd budget
+        self._garbage_log = BurstLog(self.log, "skipped garbage bytes")
         self._supervisor: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -140,7 +152,9 @@ class SiaDc09Trigger(Trigger):
         loop = asyncio.get_running_loop()
         port = self.config.port
         if self.config.tcp:
-            self._server = await asyncio.start_server(self._serve_tcp, self.config.host, port)
+            self.gate = ConnectionGate(f"DC-09 {self.name}", self.config.limits, self.log)
+            self._server = await loop.create_server(lambda: _TcpConnection(self), self.config.host, port,
+                                                   backlog=ACCEPT_BACKLOG)
             self.port = port = self._server.sockets[0].getsockname()[1]
         if self.config.udp:
             self._udp, _ = await loop.create_datagram_endpoint(
@@ -155,7 +169,7 @@ class SiaDc09Trigger(Trigger):
         """The account's runtime state, with what the previous run knew (triggers/state.py):
         its silence deadline, whether it is already reported silent, frames seen lately."""
         now = self.clock()
-        panel = _Panel(account, account.key_bytes(), now)
+        panel = _Panel(account, _aes_key(account), now)
         saved = self.state.get(f"account:{account.account}") or {}
         if "last_seen" in saved:
             last = min(now, monotonic_from_wall(saved["last_seen"], self.clock))
@@ -182,46 +196,27 @@ class SiaDc09Trigger(Trigger):
             self._udp.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
-        for writer in self._idle.values():
-            if writer is not None:  # waiting for bytes: closing ends its read with EOF
-                writer.close()
-        pending = [t for t in (*self._tasks, *self._idle) if not t.done()]
-        if pending:  # frames being stored finish; their ACK may still reach the panel
+        for conn in list(self._connections):
+            conn.close_if_waiting()  # one storing a frame finishes; its ACK may still reach the panel
+        pending = [t for t in (*self._tasks, *(c.worker for c in self._connections if c.worker)) if not t.done()]
+        if pending:
             _, late = await asyncio.wait(pending, timeout=5.0)
             for task in late:
                 task.cancel()
         await asyncio.gather(*pending, *(t for t in [self._supervisor] if t), return_exceptions=True)
+        for conn in list(self._connections):
+            conn.transport.abort()
+        if self.gate is not None:
+            self.gate.close()
+        self._garbage_log.close()
 
     # -- transports ------------------------------------------------------------
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername")
-        splitter = codec.FrameSplitter(self.config.max_frame)
-        try:
-            while True:
-                self._idle[task] = writer
-                data = await asyncio.wait_for(reader.read(4096), self.config.idle_timeout)
-                self._idle[task] = None
-                if not data:
-                    break
-                for raw in self._split(splitter, data, peer):
-                    reply = await self.handle(raw, peer)
-                    if reply:
-                        writer.write(reply)
-                await writer.drain()
-        except (ConnectionError, TimeoutError) as exc:
-            self.log.debug("connection from %s ended: %r", peer, exc)
-        finally:
-            self._idle.pop(task, None)
-            writer.close()
-
     def _split(self, splitter: codec.FrameSplitter, data: bytes, peer: Any) -> list[bytes]:
         before = splitter.garbage
         frames = splitter.feed(data)
         if splitter.garbage > before:
             self.stats["garbage_bytes"] += splitter.garbage - before
-            self.log.warning("skipped %d byte(s) of garbage from %s", splitter.garbage - before, peer)
+            self._garbage_log.note(f"{splitter.garbage - before} byte(s) from {peer}")
         return frames
 
     def _datagram(self, data: bytes, addr: Any) -> None:
@@ -346,13 +341,18 @@ class SiaDc09Trigger(Trigger):
             del self._inflight[key]
             if not future.done():  # cancelled at shutdown
                 future.cancel()
-        panel.recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
-        if len(panel.recent) > 64:
-            panel.recent = {s: t for s, t in panel.recent.items() if t > mono}
+        recent = panel.recent
+        recent.pop((frame.seq, content.data), None)  # re-inserted last: the dict stays in expiry order
+        recent[(frame.seq, content.data)] = mono + self.config.duplicate_window
+        while len(recent) > 64:  # expire from the oldest end: O(1) a frame, not a rebuild
+            oldest = next(iter(recent))
+            if recent[oldest] > mono and len(recent) <= RECENT_MAX:
+                break
+            del recent[oldest]
         if content.sent_at is None and events:  # a timestamped repeat has the same alarm id: the store ignores it
             wall = time.time()
             self.state.put(f"recent:{frame.account}", [[seq, data, wall + (t - mono)]
-                                                       for (seq, data), t in panel.recent.items() if t > mono])
+                                                       for (seq, data), t in recent.items() if t > mono])
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
@@ -445,3 +445,105 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.trigger.log.warning("UDP error: %r", exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One panel's TCP connection: frames are handled in order, each ACKed after storage.
+
+    A protocol rather than a stream reader: no task and no timeout object per read, and
+    the gate's caps and timers act on the transport directly. Idle: `idle_timeout`; a
+    frame begun and not complete within `header_timeout`: closed.
+    """
+
+    def __init__(self, trigger: SiaDc09Trigger) -> None:
+        self.trigger = trigger
+        self.busy = False
+        self.worker: asyncio.Task[None] | None = None
+        self._queue: deque[bytes] = deque()
+        self._splitter = codec.FrameSplitter(trigger.config.max_frame)
+        self._closed = False
+        self._paused = False
+        self.peer: Any = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.deadline = Deadline(asyncio.get_running_loop(), self._expired)
+        self.gate = self.trigger.gate
+        assert self.gate is not None
+        if not self.gate.admit(self, str(self.peer[0]) if self.peer else "?"):
+            self._closed = True
+            transport.abort()
+            return
+        self.trigger._connections.add(self)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        trigger = self.trigger
+        self.gate.touch(self)
+        frames = trigger._split(self._splitter, data, self.peer)
+        if frames:
+            self._queue.extend(frames)
+            if self.worker is None:
+                self.busy = True
+                self.worker = asyncio.create_task(self._work())
+            if len(self._queue) > 64 and not self._paused:  # a sender far ahead of its ACKs waits
+                self._paused = True
+                self.transport.pause_reading()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.deadline.cancel()
+        self.gate.release(self)
+        self.trigger._connections.discard(self)
+        if exc is not None:
+            self.trigger.log.debug("connection from %s ended: %r", self.peer, exc)
+
+    # -- the gate's and the trigger's side ----------------------------------------
+    def evict(self) -> None:
+        self.trigger.log.debug("closing idle connection from %s to make room", self.peer)
+        self._close()
+
+    def close_if_waiting(self) -> None:
+        if self.worker is None:
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        self.deadline.cancel()
+        self.transport.close()
+
+    def _arm(self) -> None:
+        if self.worker is not None:
+            self.deadline.cancel()  # handling a frame: bounded by the store, not by us
+        elif self._splitter.buffer:
+            if self.deadline.reason != "frame":  # from the first byte of the frame, not the last
+                self.deadline.arm(self.trigger.config.limits.header_timeout, "frame")
+        else:
+            self.deadline.arm(self.trigger.config.limits.idle_timeout, "idle")
+
+    def _expired(self) -> None:
+        self.trigger.stats["timeouts"] += 1
+        self.trigger.log.debug("closing connection from %s: %s timeout", self.peer, self.deadline.reason)
+        self._close()
+
+    async def _work(self) -> None:
+        try:
+            while self._queue:
+                reply = await self.trigger.handle(self._queue.popleft(), self.peer)
+                if reply and not self.transport.is_closing():
+                    self.transport.write(reply)
+        finally:
+            self.worker = None
+            self.busy = False
+            self.deadline.reason = ""
+            if self._paused and not self._closed:
+                self._paused = False
+                self.transport.resume_reading()
+            if not self._closed:
+                self._arm()

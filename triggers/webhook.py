@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.errors import InputRejected
+from crisisbot.listeners import ListenerLimits
 from crisisbot.models import Alarm, AlarmAction, EventKind, Severity
 from crisisbot.store.base import Nonce, Replayed
 from crisisbot.store.errors import StoreError
@@ -57,6 +58,7 @@ class WebhookConfig(Strict):
     max_body: int = Field(65536, ge=256, description="larger bodies are refused (413)")
     max_depth: int = Field(16, ge=2, le=64, description="deeper JSON nesting is refused (400)")
     max_fields: int = Field(1000, ge=10, description="JSON bodies with more keys and items in total are refused (400)")
+    limits: ListenerLimits = Field(default_factory=ListenerLimits, description="connection caps and timeouts")
     routing_keys: list[RoutingKey] = Field(default_factory=list, description="PagerDuty integration keys")
     default_site: Identifier | None = None
 
@@ -122,7 +124,8 @@ class WebhookTrigger(Trigger):
         ])
 
     async def start(self) -> None:
-        self._server = BackgroundServer(self.app(), self.config.host, self.config.port, f"webhook {self.name}")
+        self._server = BackgroundServer(self.app(), self.config.host, self.config.port, f"webhook {self.name}",
+                                        self.config.limits)
         self.port = await self._server.start()
         self.log.info("webhook listening on http://%s:%s", self.config.host, self.port)
 

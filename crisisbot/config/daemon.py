@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 
 from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
 from crisisbot.lifecycle.schema import LifecycleConfig
+from crisisbot.listeners import ListenerLimits
 
 PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, checked by the plugin
 
@@ -111,6 +112,8 @@ class WebConfig(Strict):
     liveview_grace: Seconds = Field(
         900.0, description="live-view links keep working this long after an incident is stood down or cancelled"
     )
+    limits: ListenerLimits = Field(default_factory=ListenerLimits,
+                                   description="connection caps and timeouts of the console's listener")
 
 
 class DaemonConfig(Strict):

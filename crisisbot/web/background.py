@@ -7,12 +7,19 @@ import asyncio
 import uvicorn
 from starlette.types import ASGIApp
 
+from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
+from crisisbot.web.guarded_http import guarded_protocol
+
 
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None) -> None:
+        limits = limits or ListenerLimits()
+        self.gate = ConnectionGate(name, limits)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                                http=guarded_protocol(self.gate), timeout_keep_alive=max(1, int(limits.idle_timeout)),
+                                backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget
         self._server = uvicorn.Server(config)
         self._name = name
         self._task: asyncio.Task[None] | None = None
@@ -41,3 +48,4 @@ class BackgroundServer:
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        self.gate.close()

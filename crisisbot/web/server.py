@@ -100,7 +100,7 @@ class WebServer:
         await self.console.start()
         self.refusals.audit.start()
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
-                                        "web console")
+                                        "web console", web.limits)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 

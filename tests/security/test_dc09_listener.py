@@ -14,7 +14,7 @@ from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
 async def receiver():
     sink = RecordingSink()
     config = SiaDc09Config.model_validate({
-        "type": "sia-dc09", "host": "127.0.0.1", "port": 0, "idle_timeout": 60,
+        "type": "sia-dc09", "host": "127.0.0.1", "port": 0, "limits": {"idle_timeout": 60},
         "accounts": [{"account": "1234", "site": "paris"}]})
     trigger = SiaDc09Trigger("arc", config, sink)
     await trigger.start()

@@ -1,0 +1,76 @@
+"""uvicorn's HTTP/1.1 protocol behind a `ConnectionGate`: caps and a header timeout.
+
+uvicorn has `timeout_keep_alive` (idle after a response) and `limit_concurrency`,
+but nothing bounds a connection that never sends a complete request, and
+`limit_concurrency` counts idle connections too, so a flood of them would turn every
+real request into a 503. Here the gate refuses or makes room *before* uvicorn sees
+the connection, and a request's headers must arrive within `header_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from crisisbot.listeners import ConnectionGate, Deadline, ListenerLimits
+
+
+class GuardedH11Protocol(H11Protocol):
+    gate: ConnectionGate  # set on the subclass `guarded_protocol` builds
+    limits: ListenerLimits
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.busy = False
+        self._deadline = Deadline(self.loop, self._expired)
+        peer = transport.get_extra_info("peername")
+        self._admitted = self.gate.admit(self, str(peer[0]) if peer else "?")
+        if not self._admitted:
+            transport.abort()
+            return
+        super().connection_made(transport)
+        self._deadline.arm(self.limits.header_timeout, "header")  # a client sends its request at once
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._deadline.cancel()
+        self.gate.release(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.gate.touch(self)
+        if not self.busy and self._deadline.reason != "header":  # first bytes of the next request
+            self._deadline.arm(self.limits.header_timeout, "header")
+        super().data_received(data)
+        self._follow_cycle()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow_cycle()
+
+    def evict(self) -> None:
+        self._deadline.cancel()
+        self.transport.close()
+
+    def _follow_cycle(self) -> None:
+        """Busy from complete headers to the end of the response; then idle again."""
+        in_request = self.cycle is not None and not self.cycle.response_complete
+        if in_request and not self.busy:
+            self.busy = True
+            self._deadline.cancel()
+        elif not in_request and self.busy:
+            self.busy = False
+            if not self.transport.is_closing():
+                self._deadline.arm(self.limits.idle_timeout, "idle")
+
+    def _expired(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol(gate: ConnectionGate) -> type[GuardedH11Protocol]:
+    """The protocol class uvicorn instantiates per connection, bound to this listener's gate."""
+    attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)
