@@ -243,7 +243,10 @@ class MqttTrigger(Trigger):
                 if not await task:
                     raise _StoreFailed
                 slots.release()
-                client._client.ack(message.mid, message.qos)
+                if client._client.is_connected():
+                    client._client.ack(message.mid, message.qos)
+                else:  # the link dropped: the broker sends it again; acknowledge that one only
+                    self._stored_unacked[(message.topic.value, _raw(message))] += 1
             await asyncio.wait({receiver})
             if not receiver.cancelled() and receiver.exception() is not None:
                 raise receiver.exception()  # type: ignore[misc]
