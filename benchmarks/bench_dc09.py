@@ -5,12 +5,13 @@ the previous one is ACKed, like a real transmitter. Runs in the same process, so
 ratios hold on a noisy machine:
   store alone   SqliteStore.add_alarm from the same number of concurrent writers
   pysiaalarm    pysiaalarm's asyncio TCP receiver (it ACKs before handling; stores nothing)
+                (pysiaalarm and the SqliteStore sink flat out alternate, best of two each)
   null sink     the receiver with a sink that stores nothing (protocol cost only)
   sqlite sink   the receiver with the real SqliteStore (ACK after durable storage)
 
-Each configuration runs flat out (capacity) and paced at --rate (latency at the target load).
+The SqliteStore sink also runs paced at --rate (ACK latency at the target load).
 
-    python -m benchmarks.bench_dc09 [--seconds 6] [--panels 50] [--rate 2000]
+    python -m benchmarks.bench_dc09 [--seconds 5] [--panels 50] [--rate 2000]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
 
 KEY_TEXT = "0123456789ABCDEF"  # pysiaalarm takes the key's ASCII characters as its bytes
 KEY = KEY_TEXT.encode()
+PANEL_KEY = codec.AesKey(KEY)  # the simulated panels' cipher, built once like a real dialler's
 
 
 class StoreSink:
@@ -55,7 +57,7 @@ class StoreSink:
 
 def frame(account: str, seq: int) -> bytes:
     content = f"#{account}|Nri1/BA{seq % 100:02d}]" + codec.timestamp(codec.datetime.now(codec.timezone.utc))
-    return codec.frame(f'"*SIA-DCS"{seq:04d}R1L0#{account}[' + codec.encrypt(KEY, content))
+    return codec.frame(f'"*SIA-DCS"{seq:04d}R1L0#{account}[' + codec.encrypt(PANEL_KEY, content))
 
 
 async def panel(port: int, account: str, deadline: float, latencies: list[float], interval: float) -> int:
@@ -164,10 +166,16 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
         await store.open()
         try:
             baseline = await store_run(store, panels, seconds)
-            runs["pysiaalarm receiver, flat out"] = await pysiaalarm_run(panels, seconds, None)
-            for sink_name, sink_store in (("null sink", None), ("SqliteStore sink", store)):
-                for load, offered in (("flat out", None), (f"paced {rate:.0f}/s", rate)):
-                    runs[f"{sink_name}, {load}"] = await receiver_run(sink_store, panels, seconds, offered)
+            # the two figures of the headline ratio alternate, best of two each: other
+            # tenants of a shared machine then weigh on both alike
+            peer_runs, ours = [], []
+            for _ in range(2):
+                peer_runs.append(await pysiaalarm_run(panels, seconds, None))
+                ours.append(await receiver_run(store, panels, seconds, None))
+            runs["pysiaalarm receiver, flat out"] = max(peer_runs, key=lambda r: r["rate"])
+            runs["SqliteStore sink, flat out"] = max(ours, key=lambda r: r["rate"])
+            runs[f"SqliteStore sink, paced {rate:.0f}/s"] = await receiver_run(store, panels, seconds, rate)
+            runs["null sink, flat out"] = await receiver_run(None, panels, seconds, None)
         finally:
             await store.close()
     print(f"SIA DC-09 over TCP, AES-128, {panels} panels each waiting for its ACK, {seconds:.0f} s per run")
@@ -186,7 +194,7 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--panels", type=int, default=50)
     parser.add_argument("--rate", type=float, default=2000.0, help="offered load of the paced runs (frames/s)")
     args = parser.parse_args(argv)

@@ -1,41 +1,37 @@
-"""Microsoft Graph plumbing shared by the Teams, Graph mail and check code.
+"""Microsoft Graph plumbing shared by the Teams, Graph mail and check code: the light part.
 
-Builds the credential (secret, certificate, managed identity or the default chain),
-the msgraph-sdk client with a retry policy that never sleeps longer than the config
-allows, and turns SDK/HTTP/identity exceptions into `TransientError`/`PermanentError`
-whose text names the cause (which permission, which mailbox) and never a secret.
+The connectors' config (tenant, credential, cloud, retries), the translation of
+SDK/HTTP/identity exceptions into `TransientError`/`PermanentError` whose text names the
+cause (which permission, which mailbox) and never a secret, and the connector base that
+opens the SDK side (connectors/graph_sdk.py) in the background after start: importing
+msgraph costs over a second, which must neither delay the daemon's readiness nor fall
+on the first alarm.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
+import importlib
 import logging
+import os
 import re
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
-from azure.identity import CredentialUnavailableError
-from kiota_abstractions.api_error import APIError
-from kiota_authentication_azure.azure_identity_authentication_provider import (
-    AzureIdentityAuthenticationProvider,
-)
-from kiota_http.kiota_client_factory import KiotaClientFactory
-from kiota_http.middleware import RetryHandler
-from kiota_http.middleware.options import RetryHandlerOption
-from msgraph import GraphRequestAdapter, GraphServiceClient
-from msgraph_core import GraphClientFactory
 from pydantic import Field, SecretStr, model_validator
 
 from connectors.base import Connector, Services
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from connectors.graph_sdk import GraphConnection
+
+OPEN_AFTER = 2.0  # seconds after start() the background opening begins, if nothing needs Graph sooner
 
 log = logging.getLogger(__name__)
 
@@ -121,107 +117,6 @@ def with_root(settings: GraphSettingsT, root: Path | None) -> GraphSettingsT:
     return settings.model_copy(update=update) if update else settings
 
 
-def build_credential(settings: GraphSettings) -> Any:
-    """An azure-identity async credential; it caches and refreshes tokens itself."""
-    from azure.identity import aio
-
-    cred = settings.credential
-    common: dict[str, Any] = {"authority": settings.authority_host}
-    if settings.ca_bundle:
-        common["connection_verify"] = str(settings.ca_bundle)
-    if settings.authority_host not in {login for _, login in CLOUDS.values()}:
-        common["disable_instance_discovery"] = True  # never ask the public cloud about a private host
-    if isinstance(cred, SecretCredential):
-        return aio.ClientSecretCredential(
-            settings.tenant_id, settings.client_id, cred.client_secret.get_secret_value(), **common
-        )
-    if isinstance(cred, CertificateCredential):
-        password = cred.certificate_password.get_secret_value() if cred.certificate_password else None
-        try:
-            return aio.CertificateCredential(
-                settings.tenant_id, settings.client_id, str(cred.certificate_path), password=password,
-                send_certificate_chain=cred.send_certificate_chain, **common,
-            )
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a PEM/PKCS#12 certificate with its private key, or wrong password"
-            raise PermanentError(f"cannot load the certificate {cred.certificate_path}: {reason}") from None
-    if isinstance(cred, ManagedIdentity):
-        return aio.ManagedIdentityCredential(client_id=cred.client_id)
-    return aio.DefaultAzureCredential(authority=settings.authority_host)
-
-
-class AtMostOnce(RetryHandlerOption):
-    """Per-request retry option for a POST that must not be repeated (sendMail, send).
-
-    A 429 means Graph did not process the request, so it is retried as usual; after a
-    503/504 the message may or may not have gone out, so the answer goes back to the
-    caller instead of being resent (kiota's handler would resend any POST)."""
-
-
-class CredentialRefused(PermanentError):
-    """The directory refused the app's credential (an AADSTS error): retrying the same
-    connector cannot help, the next one in the chain should take over at once."""
-
-
-class _BudgetRetryHandler(RetryHandler):
-    """kiota's retry handler, but a wait longer than `max_wait` is not slept: the 429/503
-    goes back to the caller at once, as a TransientError carrying Retry-After."""
-
-    def __init__(self, options: RetryHandlerOption, max_wait: float) -> None:
-        super().__init__(options)
-        self.max_wait = max_wait
-
-    def get_delay_time(self, retry_count: int, response: Any = None, delay: float = 0.0) -> float:
-        wait = super().get_delay_time(retry_count, response, delay)
-        return wait if wait <= self.max_wait else RetryHandlerOption.MAX_DELAY
-
-    def should_retry(self, request: httpx.Request, options: RetryHandlerOption, response: httpx.Response) -> bool:
-        if isinstance(options, AtMostOnce) and response.status_code != 429:
-            return False
-        return super().should_retry(request, options, response)
-
-
-class GraphConnection:
-    """One credential + one HTTP pool + the SDK client, opened and closed with the connector."""
-
-    def __init__(self, settings: GraphSettings, credential: Any | None = None) -> None:
-        self.settings = settings
-        self.credential = credential if credential is not None else build_credential(settings)
-        self._owns_credential = credential is None
-        verify: Any = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
-        timeout = httpx.Timeout(settings.request_timeout)
-        # msgraph-core's transport wrapper does not forward aclose(): keep the pool to close it ourselves
-        self._pool = httpx.AsyncHTTPTransport(verify=verify)
-        self.http = httpx.AsyncClient(base_url=settings.graph_url or "", timeout=timeout, transport=self._pool)
-        self.raw = httpx.AsyncClient(timeout=timeout, verify=verify)  # upload URLs: no bearer token
-        options = RetryHandlerOption(delay=0.0, max_retries=settings.max_retries)
-        self.at_most_once = AtMostOnce(delay=0.0, max_retries=settings.max_retries)
-        middleware = [
-            _BudgetRetryHandler(options, settings.max_retry_wait) if isinstance(m, RetryHandler) else m
-            for m in KiotaClientFactory.get_default_middleware(None)
-        ]
-        GraphClientFactory.create_with_custom_middleware(middleware, client=self.http)
-        auth = AzureIdentityAuthenticationProvider(
-            self.credential, scopes=[settings.scope], allowed_hosts=[urlsplit(settings.graph_url or "").hostname or ""]
-        )
-        adapter = GraphRequestAdapter(auth, self.http)
-        adapter.base_url = settings.graph_url or ""
-        self.client = GraphServiceClient(request_adapter=adapter)
-
-    async def close(self) -> None:
-        await self.http.aclose()
-        await self._pool.aclose()
-        await self.raw.aclose()
-        if self._owns_credential:
-            await self.credential.close()
-
-    async def token_claims(self) -> dict[str, Any]:
-        """Claims of the current app token (unverified: only to tell the admin what is granted)."""
-        token = (await self.credential.get_token(self.settings.scope, enable_cae=True)).token  # same cache entry as kiota's
-        payload = token.split(".")[1]
-        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
 def _retry_after(headers: Any) -> float | None:
     """Retry-After in seconds from kiota's response headers (httpx.Headers: case-insensitive)."""
     value = headers.get("retry-after") if headers is not None else None
@@ -231,11 +126,27 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _odata(exc: APIError) -> tuple[str, str]:
+def _odata(exc: Any) -> tuple[str, str]:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None) or ""
     message = getattr(error, "message", None) or exc.message or ""
     return code, message
+
+
+class _LazyModels:
+    """`m.OnlineMeeting` and co.: connectors/graph_models.py, imported on first attribute
+    access (by then the background opening has imported msgraph, so it is free)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("connectors.graph_models"), name)
+
+
+sdk_models: Any = _LazyModels()
+
+
+class CredentialRefused(PermanentError):
+    """The directory refused the app's credential (an AADSTS error): retrying the same
+    connector cannot help, the next one in the chain should take over at once."""
 
 
 # Graph error codes of a 404 that is about the user/mailbox in the URL, not what is under it
@@ -254,6 +165,11 @@ def explain(
     and on the endpoint (graph_url) when the answer is not a Graph error at all."""
     if isinstance(exc, ConnectorError):
         return exc
+    # the SDK raised it, so these modules are loaded already: importing them here is free
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+    from azure.identity import CredentialUnavailableError
+    from kiota_abstractions.api_error import APIError
+
     if isinstance(exc, APIError):
         status = exc.response_status_code or 0
         code, message = _odata(exc)
@@ -321,7 +237,11 @@ def graph_errors(action: str, *, permission: str = "", mailbox: str = "", resour
 
 
 class GraphConnector(Connector):
-    """start/stop and the `graph` handle shared by the Graph-based connectors."""
+    """start/stop and the `graph()` connection shared by the Graph-based connectors.
+
+    start() only checks what is cheap to check and launches the opening in the background
+    (import msgraph in a thread, build the client, preload, first token): the daemon is
+    ready at once, and an alarm arriving meanwhile simply waits for the opening to end."""
 
     config: GraphSettings
 
@@ -329,17 +249,76 @@ class GraphConnector(Connector):
         super().__init__(name, with_root(config, getattr(services, "root", None)), services)
         self._credential = credential  # tests inject one; otherwise built from config
         self._graph: GraphConnection | None = None
+        self._opening: asyncio.Task[GraphConnection] | None = None
+        self._wanted = asyncio.Event()  # set by the first use: open now, do not wait for the daemon to settle
 
     async def start(self) -> None:
-        self._graph = GraphConnection(self.config, self._credential)
+        cred = self.config.credential
+        if isinstance(cred, CertificateCredential) and self._credential is None and not os.access(cred.certificate_path, os.R_OK):
+            reason = os.strerror(2) if not cred.certificate_path.exists() else "not readable by this user"
+            raise PermanentError(f"cannot load the certificate {cred.certificate_path}: {reason}")
+        self._opening = asyncio.create_task(self._open(), name=f"open Graph for {self.name}")
+
+    async def _open(self) -> "GraphConnection":
+        # Importing msgraph holds the GIL for seconds: let the rest of the start (inputs,
+        # listeners) finish first, unless someone needs Graph sooner.
+        try:
+            await asyncio.wait_for(self._wanted.wait(), OPEN_AFTER)
+        except TimeoutError:
+            pass
+        began = asyncio.get_running_loop().time()
+        sdk = await asyncio.to_thread(importlib.import_module, "connectors.graph_sdk")
+        graph = sdk.GraphConnection(self.config, self._credential)
+        self._graph = graph
+        # CPU in a thread (imports) while the loop does the network part (token, connection)
+        modules, _ = await asyncio.gather(asyncio.to_thread(sdk.preload, graph), self._first_contact(graph))
+        self.log.info("Graph client of %s ready in %.2fs (%d modules preloaded)", self.name,
+                      asyncio.get_running_loop().time() - began, modules)
+        return graph
+
+    async def _first_contact(self, graph: "GraphConnection") -> None:
+        """Get the first token and open the HTTPS connection before the first alarm needs them."""
+        try:
+            await graph.token_claims()
+        except Exception as exc:  # noqa: BLE001 - reported now; the first alarm will try again
+            self.log.warning("Graph token not available yet for %s: %s", self.name, explain(exc, "get a token"))
+        if self._wanted.is_set():
+            return  # a request is waiting: it opens the connection itself
+        try:  # the answer does not matter: the open connection (and httpx's async backend) does
+            await graph.touch()
+        except httpx.HTTPError as exc:
+            self.log.info("Graph endpoint of %s not reachable yet: %s", self.name, type(exc).__name__)
+
+    async def warmed(self) -> None:
+        """Wait until the background opening is over, without hurrying it (benchmarks, tests)."""
+        await self._opened()
 
     async def stop(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+        elif opening is not None and not opening.cancelled():
+            opening.exception()  # retrieved: a failed opening was already reported to its callers
         if self._graph is not None:
             await self._graph.close()
             self._graph = None
 
-    @property
-    def graph(self) -> GraphConnection:
-        if self._graph is None:
+    async def graph(self) -> "GraphConnection":
+        """The open connection, waiting for the background opening if it is still going on."""
+        self._wanted.set()
+        return await self._opened()
+
+    async def _opened(self) -> "GraphConnection":
+        if self._opening is None:
             raise PermanentError(f"connector {self.name} used before start()")
+        try:
+            await asyncio.shield(self._opening)
+        except ConnectorError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable certificate: said once per use
+            raise explain(exc, f"open the Graph client of {self.name}") from exc
+        assert self._graph is not None
         return self._graph

@@ -22,30 +22,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from kiota_abstractions.api_error import APIError
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.generated.models.attachment_item import AttachmentItem
-from msgraph.generated.models.attachment_type import AttachmentType
-from msgraph.generated.models.body_type import BodyType
-from msgraph.generated.models.email_address import EmailAddress
-from msgraph.generated.models.file_attachment import FileAttachment
-from msgraph.generated.models.internet_message_header import InternetMessageHeader
-from msgraph.generated.models.item_body import ItemBody
-from msgraph.generated.models.message import Message
-from msgraph.generated.models.recipient import Recipient as GraphRecipient
-from msgraph.generated.users.item.messages.item.attachments.create_upload_session.create_upload_session_post_request_body import (
-    CreateUploadSessionPostRequestBody,
-)
-from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
 from pydantic import Field
 
 from connectors.base import Mailer
-from connectors.graph_client import CredentialRefused, GraphConnector, GraphSettings, graph_errors
+from connectors.graph_client import CredentialRefused, GraphConnector, GraphSettings, graph_errors, sdk_models
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
 from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail
+
+if TYPE_CHECKING:
+    from connectors import graph_models as m
+    from connectors.graph_sdk import GraphConnection
+else:
+    m = sdk_models  # msgraph's models, imported on first use (see connectors/graph_client.py)
 
 CHUNK_UNIT = 320 * 1024  # upload chunks must be multiples of 320 KiB
 SEND_PERMISSION = "Mail.Send"
@@ -81,8 +72,15 @@ class GraphMailer(GraphConnector, Mailer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unknown: dict[str, str] = {}  # message key -> why its verdict is unknown (never resent here)
+        self._conn: GraphConnection  # set by send() once the background opening is over
 
     async def send(self, messages: list[OutgoingEmail], sender: str) -> list[DeliveryResult]:
+        try:
+            graph = await self.graph()  # waits for the background opening after a start
+        except ConnectorError as exc:
+            return [DeliveryResult(e.key, e.recipient.email, DeliveryStatus.failed, str(exc), self.name,
+                                   retryable=not isinstance(exc, CredentialRefused)) for e in messages]
+        self._conn = graph
         results: list[DeliveryResult] = []
         blocked: DeliveryResult | None = None  # a failure that is not about one message stops the batch
         for email in messages:
@@ -103,7 +101,7 @@ class GraphMailer(GraphConnector, Mailer):
                 detail = str(exc)
                 if isinstance(exc, VerdictUnknown):
                     detail = (f"{exc}; Graph may have sent it: not resent through Graph (at most once), "
-                              f"the next mailer sends it with the same Message-ID")
+                              f"the next mailer sends it with the same m.Message-ID")
                     self._unknown[email.key] = detail
                     retryable = False
                 result = DeliveryResult(email.key, address, status, detail, self.name, retryable=retryable)
@@ -119,7 +117,7 @@ class GraphMailer(GraphConnector, Mailer):
         # Graph's limit is on the request: base64 grows attachments by 4/3, the body comes on top
         total = sum(4 * -(-len(a.data) // 3) for a in email.attachments) + len(email.html.encode()) + len(email.text.encode())
         if total < self.config.inline_limit:
-            body = SendMailPostRequestBody(
+            body = m.SendMailPostRequestBody(
                 message=self._message(email, email.attachments), save_to_sent_items=self.config.save_to_sent_items
             )
             with _sending(), graph_errors(f"send mail to {email.recipient.email}", permission=SEND_PERMISSION,
@@ -128,15 +126,15 @@ class GraphMailer(GraphConnector, Mailer):
             return
         await self._send_with_draft(email)
 
-    def _at_most_once(self) -> RequestConfiguration[Any]:
+    def _at_most_once(self) -> m.RequestConfiguration[Any]:
         """Request options for a POST that sends: the SDK retries it on 429 only."""
-        config: RequestConfiguration[Any] = RequestConfiguration()
-        config.options = [self.graph.at_most_once]
+        config: m.RequestConfiguration[Any] = m.RequestConfiguration()
+        config.options = [self._conn.at_most_once]
         return config
 
     @property
     def _user(self) -> Any:
-        return self.graph.client.users.by_user_id(self.config.mailbox)
+        return self._conn.client.users.by_user_id(self.config.mailbox)
 
     async def _send_with_draft(self, email: OutgoingEmail) -> None:
         action = f"send mail with large attachments to {email.recipient.email}"
@@ -149,11 +147,13 @@ class GraphMailer(GraphConnector, Mailer):
             for attachment in email.attachments:
                 if len(attachment.data) < self.config.inline_limit:
                     with graph_errors(f"{action}: attach {attachment.filename}", permission=DRAFT_PERMISSION,
+                                      resource=f"draft {draft.id}",
                                       mailbox=self.config.mailbox):
                         await item.attachments.post(_file(attachment))
                 else:
                     await self._upload(item, attachment, action)
-            with _sending(), graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox):
+            with _sending(), graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox,
+                                          resource=f"draft {draft.id}"):
                 await item.send.post(self._at_most_once())
         except Exception as exc:
             if not isinstance(exc, VerdictUnknown):  # the draft may be the message on its way: leave it
@@ -161,11 +161,12 @@ class GraphMailer(GraphConnector, Mailer):
             raise
 
     async def _upload(self, item: Any, attachment: Attachment, action: str) -> None:
-        body = CreateUploadSessionPostRequestBody(attachment_item=AttachmentItem(
-            attachment_type=AttachmentType.File, name=attachment.filename, size=len(attachment.data),
+        body = m.CreateUploadSessionPostRequestBody(attachment_item=m.AttachmentItem(
+            attachment_type=m.AttachmentType.File, name=attachment.filename, size=len(attachment.data),
             content_type=attachment.content_type,
         ))
         with graph_errors(f"{action}: upload session for {attachment.filename}", permission=DRAFT_PERMISSION,
+                          resource="draft",
                           mailbox=self.config.mailbox):
             session = await item.attachments.create_upload_session.post(body)
         if session is None or not session.upload_url:
@@ -176,7 +177,7 @@ class GraphMailer(GraphConnector, Mailer):
             headers = {"Content-Range": f"bytes {first}-{first + len(chunk) - 1}/{size}",
                        "Content-Type": "application/octet-stream"}
             try:  # the upload URL carries its own token: no bearer header, and never quoted in errors
-                response = await self.graph.raw.put(session.upload_url, content=chunk, headers=headers)
+                response = await self._conn.raw.put(session.upload_url, content=chunk, headers=headers)
             except httpx.TimeoutException:
                 raise TransientError(f"{action}: upload of {attachment.filename} timed out") from None
             except httpx.TransportError as exc:
@@ -196,13 +197,13 @@ class GraphMailer(GraphConnector, Mailer):
         except Exception as exc:  # noqa: BLE001 - the original error is what matters to the caller
             self.log.warning("could not delete an unsent draft: %s", type(exc).__name__)
 
-    def _message(self, email: OutgoingEmail, attachments: list[Attachment]) -> Message:
+    def _message(self, email: OutgoingEmail, attachments: list[Attachment]) -> m.Message:
         html = bool(email.html.strip())
-        headers = [InternetMessageHeader(name=k, value=v) for k, v in email.headers.items() if k.lower().startswith("x-")]
-        message = Message(
+        headers = [m.InternetMessageHeader(name=k, value=v) for k, v in email.headers.items() if k.lower().startswith("x-")]
+        message = m.Message(
             subject=email.subject,
-            body=ItemBody(content_type=BodyType.Html if html else BodyType.Text, content=email.html if html else email.text),
-            to_recipients=[GraphRecipient(email_address=EmailAddress(address=email.recipient.email, name=email.recipient.name))],
+            body=m.ItemBody(content_type=m.BodyType.Html if html else m.BodyType.Text, content=email.html if html else email.text),
+            to_recipients=[m.Recipient(email_address=m.EmailAddress(address=email.recipient.email, name=email.recipient.name))],
         )
         # only fields that have a value: one assigned None would be sent as null (msgraph-sdk-python #440)
         if attachments:
@@ -214,8 +215,8 @@ class GraphMailer(GraphConnector, Mailer):
         return message
 
 
-def _file(attachment: Attachment) -> FileAttachment:
-    return FileAttachment(name=attachment.filename, content_type=attachment.content_type, content_bytes=attachment.data)
+def _file(attachment: Attachment) -> m.FileAttachment:
+    return m.FileAttachment(name=attachment.filename, content_type=attachment.content_type, content_bytes=attachment.data)
 
 
 class VerdictUnknown(TransientError):
@@ -230,7 +231,7 @@ def _sending() -> Iterator[None]:
         yield
     except ConnectorError as exc:
         cause = exc.__cause__
-        unknown = (cause.response_status_code in (503, 504) if isinstance(cause, APIError)
+        unknown = (cause.response_status_code in (503, 504) if isinstance(cause, m.APIError)
                    else isinstance(cause, (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError)))
         if unknown:
             raise VerdictUnknown(str(exc), retry_after=getattr(exc, "retry_after", None)) from cause
@@ -240,11 +241,11 @@ def _sending() -> Iterator[None]:
 def _draft_permission(exc: ConnectorError) -> bool:
     """403 on the draft path (no Mail.ReadWrite): only messages with large attachments are affected."""
     cause = exc.__cause__
-    return isinstance(cause, APIError) and cause.response_status_code == 403 and "Mail.ReadWrite" in str(exc)
+    return isinstance(cause, m.APIError) and cause.response_status_code == 403 and "Mail.ReadWrite" in str(exc)
 
 
 def _about_this_message(exc: ConnectorError) -> bool:
     """Graph refused this message (400), as opposed to the mailbox, app or service. A 413
     (too large) is not final: another mailer (SMTP) may still carry it."""
     cause = exc.__cause__
-    return isinstance(exc, PermanentError) and isinstance(cause, APIError) and cause.response_status_code == 400
+    return isinstance(exc, PermanentError) and isinstance(cause, m.APIError) and cause.response_status_code == 400

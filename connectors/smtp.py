@@ -35,6 +35,7 @@ class SmtpConfig(Strict):
     ca_file: str | None = Field(None, description="CA bundle to trust instead of the system's")
     verify_certificate: bool = True
     local_hostname: str | None = None
+    keep_alive: Seconds = Field(30.0, description="keep idle sessions open this long for the next batch (0: close)")
 
 
 def _bare(sender: str) -> str:
@@ -79,29 +80,72 @@ class SmtpMailer(Mailer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._warm: list[asyncio.Task[aiosmtplib.SMTP]] = []
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []  # (parked at, session) kept for the next batch
+        self._expiry: asyncio.TimerHandle | None = None
 
     def prepare(self, count: int) -> None:
         """Open the sessions now; `send_each` picks them up (connect + TLS + AUTH
-        then overlap with rendering the messages)."""
+        then overlap with rendering the messages). Idle sessions are reused first."""
         self._discard_warm()
-        self._warm = [asyncio.create_task(self._connect()) for _ in range(min(self.config.connections, count))]
+        self._warm = [asyncio.create_task(self._session_ready()) for _ in range(min(self.config.connections, count))]
 
     async def stop(self) -> None:
         self._discard_warm()
+        self._close_idle(0.0)
 
     def _discard_warm(self) -> None:
         for task in self._warm:
             if task.done() and not task.cancelled() and task.exception() is None:
-                task.result().close()
+                self._park(task.result())
             else:
                 task.cancel()
         self._warm = []
+
+    # -- the pool of idle sessions -------------------------------------------------
+    def _park(self, client: aiosmtplib.SMTP) -> None:
+        """Keep a healthy session for the next batch (`keep_alive`), or close it."""
+        if self.config.keep_alive <= 0 or not client.is_connected or len(self._idle) >= self.config.connections:
+            client.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._idle.append((loop.time(), client))
+        if self._expiry is None:
+            self._expiry = loop.call_later(self.config.keep_alive, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self._close_idle(self.config.keep_alive)
+        if self._idle:
+            self._expiry = asyncio.get_running_loop().call_later(self.config.keep_alive / 2, self._expire)
+
+    def _close_idle(self, older_than: float) -> None:
+        now = asyncio.get_running_loop().time()
+        keep = []
+        for parked, client in self._idle:
+            if now - parked >= older_than:
+                client.close()  # no QUIT: the server treats it as any dropped idle client
+            else:
+                keep.append((parked, client))
+        self._idle = keep
+
+    async def _session_ready(self) -> aiosmtplib.SMTP:
+        """An idle session that still answers (NOOP: one round trip instead of connect,
+        TLS and AUTH), else a new one."""
+        while self._idle:
+            _, client = self._idle.pop()
+            try:
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        return await self._connect()
 
     async def _connect(self) -> aiosmtplib.SMTP:
         client = self._client()
         await client.connect()
         return client
 
+    # -- sending ---------------------------------------------------------------------
     async def send_each(self, messages: list[OutgoingEmail], sender: str, on_result: ResultCallback) -> list[DeliveryResult]:
         """Sessions take the next message from a shared queue, so a slow or broken
         session never holds back messages a healthy one could send."""
@@ -116,7 +160,7 @@ class SmtpMailer(Mailer):
         sessions = min(self.config.connections, len(messages))
         warm, self._warm = self._warm[:sessions], self._warm[sessions:]
         self._discard_warm()
-        connects = warm + [asyncio.create_task(self._connect()) for _ in range(sessions - len(warm))]
+        connects = warm + [asyncio.create_task(self._session_ready()) for _ in range(sessions - len(warm))]
         try:
             async with asyncio.TaskGroup() as group:  # one session's bug stops the others: no stray sends
                 for connecting in connects:
@@ -130,16 +174,26 @@ class SmtpMailer(Mailer):
 
     async def _session(self, connecting: asyncio.Task[aiosmtplib.SMTP], queue: deque[OutgoingEmail], sender: str,
                        report: ResultCallback, errors: list[str]) -> None:
+        """One SMTP session: the verdict of a message is committed (`report`) while the
+        next message's envelope (MAIL, RCPT) goes out, and that message's DATA waits
+        for the commit — so a crash can resend at most one message per session."""
         try:
             client = await connecting
         except (aiosmtplib.SMTPException, OSError) as exc:
             errors.append(f"cannot reach {self.config.host}: {exc}")
             return
+        committing: asyncio.Task[None] | None = None
+        reusable = False
         try:
             while queue:
                 message = queue.popleft()
                 try:
-                    await report(await self._one(client, message, sender))
+                    result = await self._envelope(client, message, sender)
+                    if committing is not None:
+                        await committing
+                        committing = None
+                    if result is None:
+                        result = await self._data(client, message, sender)
                 except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError,
                         aiosmtplib.SMTPTimeoutError, OSError) as exc:
                     detail = f"connection to {self.config.host} lost: {exc}"
@@ -150,25 +204,43 @@ class SmtpMailer(Mailer):
                     # the session's state is unknown now: fail this message, leave the rest to others
                     await report(self._result(message, DeliveryStatus.failed, f"{type(exc).__name__}: {exc}"))
                     return
+                committing = asyncio.create_task(report(result))
+            if committing is not None:
+                await committing
+                committing = None
+            reusable = True
         finally:
-            if client.is_connected:
+            if committing is not None:  # leaving on an error: the verdict still gets written
+                await asyncio.gather(committing, return_exceptions=True)
+            if reusable:
+                self._park(client)
+            elif client.is_connected:
                 try:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
 
-    async def _one(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:
+    async def _envelope(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult | None:
+        """MAIL FROM and RCPT TO; a refusal is the message's verdict (None: go on with DATA)."""
+        raw = to_bytes(message, sender)
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+        options = [f"size={len(raw)}"] if client.supports_extension("size") else []
         try:
-            await client.sendmail(_bare(sender), [message.recipient.email], to_bytes(message, sender))
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refusal = exc.recipients[0] if exc.recipients else None
-            code = refusal.code if refusal else None
-            detail = f"{code} {refusal.message}" if refusal else str(exc)
-            await self._reset(client)
-            return self._result(message, _verdict(code), f"recipient refused: {detail}")
+            await client.mail(_bare(sender), options=options)
         except aiosmtplib.SMTPSenderRefused as exc:
             await self._reset(client)
             return self._result(message, DeliveryStatus.failed, f"sender refused: {exc.code} {exc.message}")
+        try:
+            await client.rcpt(message.recipient.email)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            await self._reset(client)
+            return self._result(message, _verdict(exc.code), f"recipient refused: {exc.code} {exc.message}")
+        return None
+
+    async def _data(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:
+        try:
+            await client.data(to_bytes(message, sender))
         except aiosmtplib.SMTPDataError as exc:
             await self._reset(client)
             return self._result(message, _verdict(exc.code), f"message refused: {exc.code} {exc.message}")

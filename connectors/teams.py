@@ -25,40 +25,20 @@ from __future__ import annotations
 import asyncio
 import html
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from msgraph.generated.models.attendee import Attendee
-from msgraph.generated.models.attendee_type import AttendeeType
-from msgraph.generated.models.body_type import BodyType
-from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
-from msgraph.generated.models.email_address import EmailAddress
-from msgraph.generated.models.event import Event
-from msgraph.generated.models.importance import Importance
-from msgraph.generated.models.item_body import ItemBody
-from msgraph.generated.models.lobby_bypass_scope import LobbyBypassScope
-from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
-from msgraph.generated.models.meeting_participant_info import MeetingParticipantInfo
-from msgraph.generated.models.meeting_participants import MeetingParticipants
-from msgraph.generated.models.online_meeting import OnlineMeeting
-from msgraph.generated.models.online_meeting_presenters import OnlineMeetingPresenters
-from msgraph.generated.models.online_meeting_provider_type import OnlineMeetingProviderType
-from msgraph.generated.models.online_meeting_role import OnlineMeetingRole
-from msgraph.generated.models.single_value_legacy_extended_property import SingleValueLegacyExtendedProperty
-from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
-from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (
-    CreateOrGetPostRequestBody,
-)
-from msgraph.generated.users.item.online_meetings.online_meetings_request_builder import (
-    OnlineMeetingsRequestBuilder,
-)
 from pydantic import Field, model_validator
 
 from connectors.base import Meeting, MeetingProvider, MeetingRequest, Services
-from connectors.graph_client import GraphConnector, GraphSettings, graph_errors
+from connectors.graph_client import GraphConnector, GraphSettings, graph_errors, sdk_models
 from crisisbot.config.types import Seconds
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from connectors import graph_models as m
+else:
+    m = sdk_models  # msgraph's models, imported on first use (see connectors/graph_client.py)
 
 # A named MAPI property in crisisbot's own GUID namespace: holds the incident id on the event.
 INCIDENT_PROPERTY = "String {6f0c2a5e-5b1f-4c1e-9d55-2b8f3c9a7e41} Name crisisbotIncidentId"
@@ -137,10 +117,10 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
 
     async def _create_or_get(self, request: MeetingRequest, subject: str, start: datetime, end: datetime) -> Meeting:
         organizer = await self.organizer_id()
-        body = CreateOrGetPostRequestBody(
+        body = m.CreateOrGetPostRequestBody(
             external_id=request.incident_id, subject=subject, start_date_time=start, end_date_time=end,
-            participants=MeetingParticipants(attendees=[
-                MeetingParticipantInfo(upn=r.email, role=OnlineMeetingRole.Attendee) for r in request.attendees
+            participants=m.MeetingParticipants(attendees=[
+                m.MeetingParticipantInfo(upn=r.email, role=m.OnlineMeetingRole.Attendee) for r in request.attendees
             ]),
         )
         online = await self._post_create_or_get(organizer, body)
@@ -153,10 +133,10 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             start=start, end=end, dial_in=_dial_in(online), warnings=warnings,
         )
 
-    async def _post_create_or_get(self, organizer: str, body: CreateOrGetPostRequestBody) -> OnlineMeeting | None:
+    async def _post_create_or_get(self, organizer: str, body: m.CreateOrGetPostRequestBody) -> m.OnlineMeeting | None:
         """createOrGet, sent again when the connection drops or hangs: the same externalId returns
         the same meeting, so a retry cannot open a second one. The step deadline bounds the loop."""
-        builder = self.graph.client.users.by_user_id(organizer).online_meetings.create_or_get
+        builder = (await self.graph()).client.users.by_user_id(organizer).online_meetings.create_or_get
         for attempt in range(self.config.max_retries + 1):
             try:
                 with graph_errors("create the Teams meeting", permission=MEETING_PERMISSION, mailbox=self.config.organizer):
@@ -173,21 +153,21 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
     # -- mode calendar ---------------------------------------------------------------------
 
     async def _calendar_event(self, request: MeetingRequest, subject: str, start: datetime, end: datetime) -> Meeting:
-        events = self.graph.client.users.by_user_id(self.config.organizer).events
+        events = (await self.graph()).client.users.by_user_id(self.config.organizer).events
         event = await self._find_event(request.incident_id)
         if event is None:
             note = html.escape(request.organizer_note or subject)
-            body = Event(
-                subject=subject, body=ItemBody(content_type=BodyType.Html, content=f"<p>{note}</p>"),
-                start=_slot(start), end=_slot(end), importance=Importance.High, allow_new_time_proposals=False,
-                is_online_meeting=True, online_meeting_provider=OnlineMeetingProviderType.TeamsForBusiness,
+            body = m.Event(
+                subject=subject, body=m.ItemBody(content_type=m.BodyType.Html, content=f"<p>{note}</p>"),
+                start=_slot(start), end=_slot(end), importance=m.Importance.High, allow_new_time_proposals=False,
+                is_online_meeting=True, online_meeting_provider=m.OnlineMeetingProviderType.TeamsForBusiness,
                 attendees=[
-                    Attendee(email_address=EmailAddress(address=r.email, name=r.name), type=AttendeeType.Required)
+                    m.Attendee(email_address=m.EmailAddress(address=r.email, name=r.name), type=m.AttendeeType.Required)
                     for r in request.attendees
                 ],
                 transaction_id=request.incident_id,
                 single_value_extended_properties=[
-                    SingleValueLegacyExtendedProperty(id=INCIDENT_PROPERTY, value=request.incident_id)
+                    m.SingleValueLegacyExtendedProperty(id=INCIDENT_PROPERTY, value=request.incident_id)
                 ],
             )
             with graph_errors("create the calendar event", permission=CALENDAR_PERMISSION, mailbox=self.config.organizer):
@@ -206,29 +186,30 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
         return Meeting(provider="teams", join_url=join_url, meeting_id=event.id, subject=event.subject or subject,
                        start=start, end=end, dial_in=dial_in, warnings=warnings)
 
-    async def _find_event(self, incident_id: str) -> Event | None:
+    async def _find_event(self, incident_id: str) -> m.Event | None:
         """The event an earlier attempt created for this incident, if any."""
         value = incident_id.replace("'", "''")
-        query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
+        query = m.EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
             filter=f"singleValueExtendedProperties/Any(ep: ep/id eq '{INCIDENT_PROPERTY}' and ep/value eq '{value}')",
             select=["id", "subject", "start", "end", "onlineMeeting", "webLink"], top=1,
         )
-        with graph_errors("look up the incident's calendar event", permission=CALENDAR_PERMISSION,
+        with graph_errors("look up the incident's calendar event", permission=CALENDAR_PERMISSION, resource="calendar",
                           mailbox=self.config.organizer):
-            found = await self.graph.client.users.by_user_id(self.config.organizer).events.get(
-                RequestConfiguration(query_parameters=query)
+            found = await (await self.graph()).client.users.by_user_id(self.config.organizer).events.get(
+                m.RequestConfiguration(query_parameters=query)
             )
         return found.value[0] if found and found.value else None
 
     async def _patch_by_join_url(self, join_url: str, warnings: list[str]) -> None:
         organizer = await self.organizer_id()
-        query = OnlineMeetingsRequestBuilder.OnlineMeetingsRequestBuilderGetQueryParameters(
+        query = m.OnlineMeetingsRequestBuilder.OnlineMeetingsRequestBuilderGetQueryParameters(
             filter=f"JoinWebUrl eq '{join_url}'"
         )
         with graph_errors("find the event's Teams meeting to set the lobby", permission=MEETING_PERMISSION,
+                          resource="the event's online meeting",
                           mailbox=self.config.organizer):
-            found = await self.graph.client.users.by_user_id(organizer).online_meetings.get(
-                RequestConfiguration(query_parameters=query)
+            found = await (await self.graph()).client.users.by_user_id(organizer).online_meetings.get(
+                m.RequestConfiguration(query_parameters=query)
             )
         if not found or not found.value:
             raise TransientError("find the event's Teams meeting: not visible yet")
@@ -236,15 +217,15 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
 
     # -- shared ----------------------------------------------------------------------------
 
-    async def _apply_options(self, organizer: str, online: OnlineMeeting, warnings: list[str]) -> OnlineMeeting:
+    async def _apply_options(self, organizer: str, online: m.OnlineMeeting, warnings: list[str]) -> m.OnlineMeeting:
         """PATCH lobby bypass and presenters unless the meeting already has them (retries).
 
         The meeting exists by now: a failure here (refused, throttled, no answer in time)
         is added to `warnings` and the meeting is returned as it is, so its link goes out."""
         cfg = self.config
         lobby = online.lobby_bypass_settings
-        wanted_lobby = LobbyBypassScope(cfg.lobby_bypass) if cfg.lobby_bypass else None
-        wanted_presenters = OnlineMeetingPresenters(cfg.allowed_presenters) if cfg.allowed_presenters else None
+        wanted_lobby = m.LobbyBypassScope(cfg.lobby_bypass) if cfg.lobby_bypass else None
+        wanted_presenters = m.OnlineMeetingPresenters(cfg.allowed_presenters) if cfg.allowed_presenters else None
         lobby_ok = wanted_lobby is None or (
             lobby is not None and lobby.scope == wanted_lobby and bool(lobby.is_dial_in_bypass_enabled) == cfg.dial_in_bypass
         )
@@ -253,14 +234,14 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             return online
         # only the properties meant to change: a model built with odata_type=None, or a field
         # assigned None, would be sent as a key Graph refuses (msgraph-sdk-python issue #440)
-        patch = OnlineMeeting()
+        patch = m.OnlineMeeting()
         if not lobby_ok and wanted_lobby is not None:
-            patch.lobby_bypass_settings = LobbyBypassSettings(scope=wanted_lobby, is_dial_in_bypass_enabled=cfg.dial_in_bypass)
+            patch.lobby_bypass_settings = m.LobbyBypassSettings(scope=wanted_lobby, is_dial_in_bypass_enabled=cfg.dial_in_bypass)
         if not presenters_ok and wanted_presenters is not None:
             patch.allowed_presenters = wanted_presenters
-        config: RequestConfiguration[Any] = RequestConfiguration()
+        config: m.RequestConfiguration[Any] = m.RequestConfiguration()
         config.headers.add_all(UNKNOWN_ENUMS)
-        item = self.graph.client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(online.id or "")
+        item = (await self.graph()).client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(online.id or "")
         try:
             async with asyncio.timeout(cfg.request_timeout):  # retries of a throttled PATCH must not eat the step
                 with graph_errors("set the meeting's lobby and presenters", permission=MEETING_PERMISSION,
@@ -276,7 +257,7 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
         """The organizer's object id (onlineMeetings needs it), looked up once if not configured."""
         if self._organizer_id is None:
             with graph_errors("look up the organizer", permission=USER_PERMISSION, mailbox=self.config.organizer):
-                user = await self.graph.client.users.by_user_id(self.config.organizer).get()
+                user = await (await self.graph()).client.users.by_user_id(self.config.organizer).get()
             if user is None or not user.id:
                 raise PermanentError(f"look up the organizer: no id for {self.config.organizer}")
             self._organizer_id = user.id
@@ -287,11 +268,11 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _slot(moment: datetime) -> DateTimeTimeZone:
-    return DateTimeTimeZone(date_time=moment.strftime("%Y-%m-%dT%H:%M:%S"), time_zone="UTC")
+def _slot(moment: datetime) -> m.DateTimeTimeZone:
+    return m.DateTimeTimeZone(date_time=moment.strftime("%Y-%m-%dT%H:%M:%S"), time_zone="UTC")
 
 
-def _dial_in(online: OnlineMeeting) -> str | None:
+def _dial_in(online: m.OnlineMeeting) -> str | None:
     audio = online.audio_conferencing
     if audio and audio.toll_number and audio.conference_id:
         return f"{audio.toll_number},,{audio.conference_id}#"

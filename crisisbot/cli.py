@@ -76,22 +76,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from crisisbot.daemon import serve
+    from crisisbot.demo import run_demo
 
     bundle = _bundle(args)
     _setup_logging(bundle, args)
     print(f"crisisbot demo: starting the daemon with {args.config}; the demo panic button fires in a moment…",
           flush=True)
-    asyncio.run(serve(Path(args.config), bundle, until_idle_after=1))
-    return asyncio.run(_demo_summary(bundle))
+    incident = asyncio.run(run_demo(Path(args.config), bundle))
+    return asyncio.run(_demo_summary(bundle, incident.id))
 
 
-async def _demo_summary(bundle: Bundle) -> int:
+async def _demo_summary(bundle: Bundle, incident_id: str) -> int:
     from crisisbot.reporting import timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
-        incident = (await store.list_incidents(limit=1))[0]
+        incident = await store.get_incident(incident_id)
+        assert incident is not None
         print()
         for line in await timeline_lines(store, incident):
             print(line)
@@ -173,14 +174,14 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     _check_place(bundle, args)
     alarm = _alarm_from(args, "manual")
     request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
-    reply = asyncio.run(ask_daemon(bundle.control_socket, request, timeout=60)) if not args.local else None
+    reply = None if args.local else asyncio.run(
+        ask_daemon(bundle.control_socket, request, timeout=60, connect_wait=args.wait))
     if reply is not None:
         if not reply.get("ok"):
             raise CrisisbotError(f"the daemon refused the alarm: {reply.get('error')}")
         print(f"alarm {reply['alarm_id']} accepted by the running daemon; incident: {reply['incident_id'] or 'none (no playbook matched)'}")
         return EXIT_OK
     _setup_logging(bundle, args)
-    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
     return asyncio.run(_trigger_locally(bundle, alarm))
 
 
@@ -189,7 +190,8 @@ async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
     from crisisbot.reporting import timeline_lines
     from crisisbot.runtime import Runtime
 
-    runtime = await Runtime.build(bundle)
+    runtime = await Runtime.build(bundle)  # refused while a daemon holds the data directory
+    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
     try:
         engine = Engine(runtime)
         await runtime.store.add_alarm(alarm)
@@ -212,7 +214,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
-    from crisisbot.reporting import incident_row, timeline_lines
+    from crisisbot.reporting import ROW_HEADER, incident_row, timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(url, data_dir) as store:
@@ -226,6 +228,8 @@ async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
         incidents = await store.list_incidents(limit=args.limit)
         if not incidents:
             print("no incidents")
+        else:
+            print(ROW_HEADER)
         for incident in incidents:
             print(incident_row(incident))
     return EXIT_OK
@@ -345,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trigger", help="fire a manual alarm (the panic button from a terminal)")
     _alarm_args(p)
     p.add_argument("--local", action="store_true", help="handle it in this process even if a daemon runs")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a busy daemon before giving up (default 10)")
     p.set_defaults(func=cmd_trigger)
     p = sub.add_parser("incidents", help="list incidents, or show one's timeline")
     p.add_argument("action", nargs="?", choices=["show"], help="show one incident")
@@ -380,7 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("crisisbot incidents show: give an incident id", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -391,6 +401,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone() -> int:
+    """`crisisbot incidents | head`: the reader stopped reading, which is not an error.
+    Point stdout at /dev/null so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor
+        pass
+    return EXIT_OK
 
 
 def run_to_exit(argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,7 @@ the last good configuration running and logs every problem.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
-from crisisbot.models import Alarm, IncidentStatus
+from crisisbot.models import Alarm
 from crisisbot.runtime import Runtime, same_plugin
 from triggers.state import TriggerState
 
@@ -31,8 +32,9 @@ STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop b
 
 
 class Daemon:
-    def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None) -> None:
+    def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False) -> None:
         self.config_path = config_path
+        self.demo = demo  # `crisisbot demo`: the only mode that starts demo-only triggers
         self.clock = clock  # lifecycle timers read it; tests pass a ManualClock
         self.lifecycle: Lifecycle | None = None
         self.bundle = bundle
@@ -52,12 +54,20 @@ class Daemon:
             throttle_accept_errors(asyncio.get_running_loop())
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
-            await self.runtime.store.audit("config.loaded", None, {"digest": self.bundle.digest,
-                                                                   "files": self.bundle.files})
+            lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
+            await self.runtime.store.audit("config.loaded", None, {
+                "digest": self.bundle.digest, "files": self.bundle.files,
+                "instance": dataclasses.asdict(lock.instance) if lock else None})
+            if self.demo:
+                from crisisbot.demo import close_earlier_demos  # each demo run shows its own incident
+
+                await close_earlier_demos(self.runtime.store, self.bundle)
             self.engine = Engine(self.runtime)
             self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
             await self.lifecycle.start()
             await self.engine.start()
+            if self.runtime.notify is not None:
+                await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
             await self._start_control()
@@ -83,6 +93,9 @@ class Daemon:
     async def _start_trigger(self, name: str, pc: Any) -> None:
         """Start one input with what it remembered (kept across reloads, loaded from the store)."""
         assert self.runtime and self.engine
+        if getattr(pc.cls, "demo_only", False) and not self.demo:
+            log.info("trigger %s presses a demo button only under `crisisbot demo`; not started", name)
+            return
         state = self._states.get(name)
         if state is None:
             state = self._states[name] = await TriggerState.load(self.runtime.store, name)
@@ -166,6 +179,8 @@ class Daemon:
         self.bundle = self.runtime.bundle = bundle
         await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files,
                                                                "restarted": changed})
+        if self.lifecycle is not None:
+            await self.lifecycle.reloaded()
         log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
         return True
 
@@ -271,16 +286,13 @@ class StartFailed(CrisisbotError):
     """The daemon could not start; everything it had opened is closed again."""
 
 
-async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | None = None) -> int:
-    """Run until SIGTERM/SIGINT; with `until_idle_after=N`, stop once N incidents are done.
+async def serve(config_path: Path, bundle: Bundle) -> int:
+    """Run until SIGTERM/SIGINT.
 
     A stop requested while starting cancels the start; a start that fails raises
     `StartFailed` (or the `CrisisbotError` that says why) once all is closed."""
     daemon = Daemon(config_path, bundle)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload_logged()))
+    _handle_signals(daemon)
     starting = asyncio.create_task(daemon.start(), name="crisisbot-start")
     stopping = asyncio.create_task(daemon.wait(), name="crisisbot-stop-request")
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -297,10 +309,7 @@ async def serve(config_path: Path, bundle: Bundle, *, until_idle_after: int | No
         raise StartFailed(f"could not start: {type(error).__name__}: {error}") from error
     watcher = asyncio.create_task(daemon.watch())
     try:
-        if until_idle_after is None:
-            await daemon.wait()
-        else:
-            await _until_incidents(daemon, until_idle_after)
+        await daemon.wait()
     finally:
         watcher.cancel()
         await daemon.stop()
@@ -313,14 +322,8 @@ def _closer(server: asyncio.AbstractServer) -> Callable[[], Awaitable[None]]:
     return close
 
 
-async def _until_incidents(daemon: Daemon, count: int) -> None:
-    """Wait for `count` incidents opened after start-up to finish their playbooks."""
-    assert daemon.runtime and daemon.engine
-    store = daemon.runtime.store
-    before = {i.id for i in await store.list_incidents(limit=10_000)}
-    while not daemon._stop.is_set():
-        new = [i for i in await store.list_incidents(limit=count + len(before)) if i.id not in before]
-        if len(new) >= count and all(i.status is not IncidentStatus.open for i in new):
-            await daemon.engine.idle()
-            return
-        await asyncio.sleep(0.1)
+def _handle_signals(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload_logged()))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from crisisbot import matching
 from crisisbot.logs import current_incident
-from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, new_id, utcnow
+from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, PlaybookOutcome, new_id, utcnow
 from crisisbot.playbook_run import PlaybookRun
 from crisisbot.rendering import clean_alarm
 from crisisbot.runtime import Runtime
@@ -48,8 +48,9 @@ class Engine:
         """Durably store (with its replay nonce, in the same transaction), then queue;
         returns once the alarm is safe on disk. Raises `Replayed` for a used nonce."""
         alarm = clean_alarm(alarm)  # no control/bidi characters past this point
-        if await self.runtime.store.add_alarm(alarm, nonce):
-            self._queue.put_nowait(alarm)
+        with self.runtime.executors.priority.urgent():  # the web server holds strangers back meanwhile
+            if await self.runtime.store.add_alarm(alarm, nonce):
+                self._queue.put_nowait(alarm)
         return alarm.id
 
     def known_site(self, site: str) -> bool:
@@ -58,7 +59,9 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         store = self.runtime.store
-        for incident in await store.list_incidents(limit=1000, status=IncidentStatus.open):
+        for incident in await store.active_incidents():
+            if incident.outcome is not PlaybookOutcome.running:
+                continue
             log.info("resuming incident %s (playbook %s) after a restart", incident.id, incident.playbook)
             await store.audit("incident.resumed", incident.id, {"playbook": incident.playbook})
             self._launch(incident)
@@ -100,7 +103,8 @@ class Engine:
         while True:
             alarm = await self._queue.get()
             try:
-                incident = await self.process(alarm)
+                with self.runtime.executors.priority.urgent():
+                    incident = await self.process(alarm)
             except Exception as exc:  # noqa: BLE001 - one bad alarm must not stop the others
                 log.exception("processing alarm %s failed", alarm.id)
                 incident = None
@@ -126,13 +130,15 @@ class Engine:
         playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, utcnow())
         if self.hooks is not None:
             playbook = await self.hooks.route(alarm, playbook)
+        # drills and real incidents never join each other: a real alarm during a drill
+        # must reach the committee as real, and a drill must not land in a real crisis
         existing = None
         if alarm.dedup_key:  # a follow-up (re-trigger, acknowledge, resolve) of a known event
-            existing = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key)
+            existing = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key, drill=alarm.drill)
         if existing is None and playbook is not None:
             window = playbook.join_window if playbook.join_window is not None else bundle.config.incidents.join_window
             existing = await store.find_open_incident(
-                alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key
+                alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key, drill=alarm.drill
             )
         if existing is not None:
             token = current_incident.set(existing.id)
@@ -161,10 +167,25 @@ class Engine:
         try:
             await store.create_incident(incident, alarm)
             log.info("incident %s opened by alarm %s; playbook %s", incident.id, alarm.id, playbook.id)
+            await self._note_overlap(incident)
         finally:
             current_incident.reset(token)
         self._launch(incident, alarm)
         return incident
+
+    async def _note_overlap(self, incident: Incident) -> None:
+        """A real incident and a drill at the same site at once: each one's timeline
+        names the other, so the drill report lists the real alarm it ran into."""
+        store = self.runtime.store
+        for other in await store.active_incidents(incident.site):
+            if other.drill == incident.drill:
+                continue
+            drill, real = (other, incident) if other.drill else (incident, other)
+            await store.audit("drill.real_incident", drill.id,
+                              {"incident_id": real.id, "title": real.title, "opened_at": real.opened_at.isoformat()})
+            if real is incident:
+                log.warning("real incident %s opened during drill %s: handled as real, apart from the drill",
+                            real.id, drill.id)
 
     async def interrupt(self, incident_id: str) -> None:
         """Stop a playbook still running for an incident that was stood down or cancelled."""
@@ -191,7 +212,7 @@ class Engine:
         if playbook is None or alarm is None:
             reason = "playbook no longer exists" if playbook is None else "alarm not found"
             log.error("cannot run incident %s: %s", incident.id, reason)
-            await runtime.store.set_incident_status(incident.id, IncidentStatus.completed, reason)
+            await runtime.store.finish_playbook(incident.id, PlaybookOutcome.failed, reason)
             return
         if self.hooks is not None and not await self.hooks.before_run(incident, alarm, playbook):
             return

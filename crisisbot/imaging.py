@@ -2,8 +2,12 @@
 
 Everything here is a pure function of bytes in, bytes out, CPU-bound: callers on the
 event loop use the `*_async` wrappers, which run it in a thread. Faces are found with
-OpenCV's Haar cascades, which ship inside opencv-python-headless (nothing is downloaded).
-Re-encoding through Pillow also drops EXIF metadata.
+OpenCV's Haar cascades, which ship inside opencv-python-headless (nothing is downloaded),
+on a downscaled grey copy (640 px by default: the cascades' cost grows with the pixel
+count), and blurred at full size. The frames of one email are decoded, searched and
+blurred in parallel, one worker per core (OpenCV and Pillow release the GIL), each with
+its own classifiers. OpenCV and numpy (~40 MiB, ~0.5 s to import) are imported on the
+first blur, not when the daemon starts. Re-encoding through Pillow also drops EXIF metadata.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
-import cv2
-import numpy as np
 from PIL import Image
 
 from connectors.base import Snapshot
 from crisisbot.models import Attachment
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BlurMode = Literal["faces", "full"]
 
@@ -56,41 +63,50 @@ def encode(image: Image.Image, quality: int) -> bytes:
 class FaceDetector:
     """Haar cascades loaded once per batch (the classifiers are not shared between threads)."""
 
-    detect_side: int = 960
+    detect_side: int = 640
     pad: float = 0.3
 
     def __post_init__(self) -> None:
+        import cv2
+
         self._cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + name) for name in CASCADES]
         if any(c.empty() for c in self._cascades):
             raise RuntimeError("OpenCV's Haar cascades are missing; install opencv-python-headless 4.x")
 
     def faces(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes (x0, y0, x1, y1), padded, in the coordinates of `rgb`."""
+        """Boxes (x0, y0, x1, y1), padded, in the coordinates of `rgb`.
+
+        Frontal faces are searched at `detect_side` (faces from ~3 % of the frame height
+        up), profiles - the costlier cascade, run twice for both directions - at 3/4 of it."""
+        import cv2
+
         height, width = rgb.shape[:2]
-        scale = min(1.0, self.detect_side / max(height, width))
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        found: list[tuple[int, int, int, int]] = []
+        boxes = []
         for index, cascade in enumerate(self._cascades):
-            views = [(gray, False), (cv2.flip(gray, 1), True)] if index else [(gray, False)]
+            side = self.detect_side * (3 / 4 if index else 1)
+            scale = min(1.0, side / max(height, width))
+            small = gray if scale >= 1.0 else cv2.resize(
+                gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            small = cv2.equalizeHist(small)
+            views = [(small, False), (cv2.flip(small, 1), True)] if index else [(small, False)]
             for view, mirrored in views:  # the profile cascade only sees faces looking one way
-                for x, y, w, h in cascade.detectMultiScale(view, scaleFactor=1.15, minNeighbors=4, minSize=(20, 20)):
+                # 1.2 between scales and 3 neighbours: 25 % less work than 1.15/4 for the same
+                # recall (a false positive only blurs a patch that was not a face)
+                for x, y, w, h in cascade.detectMultiScale(view, scaleFactor=1.2, minNeighbors=3, minSize=(20, 20)):
                     if mirrored:
                         x = view.shape[1] - x - w
-                    found.append((int(x), int(y), int(w), int(h)))
-        boxes = []
-        for x, y, w, h in found:
-            dx, dy = w * self.pad, h * self.pad
-            boxes.append((max(0, int((x - dx) / scale)), max(0, int((y - dy) / scale)),
-                          min(width, int((x + w + dx) / scale)), min(height, int((y + h + dy) / scale))))
+                    dx, dy = w * self.pad, h * self.pad
+                    boxes.append((max(0, int((x - dx) / scale)), max(0, int((y - dy) / scale)),
+                                  min(width, int((x + w + dx) / scale)), min(height, int((y + h + dy) / scale))))
         return boxes
 
 
 def obscure(region: np.ndarray) -> np.ndarray:
     """A coarse mosaic (about five cells across), then blurred: no feature is left for a
     person, a face detector or a deblurring tool to recover."""
+    import cv2
+
     h, w = region.shape[:2]
     cells = max(1, min(w, h) // 5)
     small = cv2.resize(region, (max(1, w // cells), max(1, h // cells)), interpolation=cv2.INTER_AREA)
@@ -99,10 +115,12 @@ def obscure(region: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mosaic, (k, k), 0)
 
 
-def blur_image(image: Image.Image, detector: FaceDetector, mode: BlurMode = "faces") -> tuple[Image.Image, int]:
+def blur_image(image: Image.Image, detector: FaceDetector | None, mode: BlurMode = "faces") -> tuple[Image.Image, int]:
     """The image with faces (or everything) obscured, and how many regions were."""
+    import numpy as np
+
     rgb = np.asarray(image).copy()
-    boxes = [(0, 0, rgb.shape[1], rgb.shape[0])] if mode == "full" else detector.faces(rgb)
+    boxes = [(0, 0, rgb.shape[1], rgb.shape[0])] if mode == "full" or detector is None else detector.faces(rgb)
     for x0, y0, x1, y1 in boxes:
         if x1 > x0 and y1 > y0:
             rgb[y0:y1, x0:x1] = obscure(rgb[y0:y1, x0:x1])
@@ -112,7 +130,7 @@ def blur_image(image: Image.Image, detector: FaceDetector, mode: BlurMode = "fac
 def blur_faces(data: bytes, *, quality: int = 88, mode: BlurMode = "faces",
                detector: FaceDetector | None = None) -> bytes:
     """A JPEG with the faces obscured, at the original resolution."""
-    image, _ = blur_image(decode(data), detector or FaceDetector(), mode)
+    image, _ = blur_image(decode(data), detector or (FaceDetector() if mode == "faces" else None), mode)
     return encode(image, quality)
 
 
@@ -168,12 +186,12 @@ def prepare_for_email(
     rest_budget = budget_bytes * len(rest) // max(1, 3 * len(primary) + len(rest))
     rest = thin(rest, rest_budget // MIN_FRAME_BUDGET)
     weighted = [(s, 3, max_side, True) for s in primary] + [(s, 1, prealarm_side, False) for s in rest]
-    detector = FaceDetector() if external else None
+    blurred = _blur_all([(s.image.data, side) for s, _, side, _ in weighted], blur) if external else None
     remaining = budget_bytes
     chosen: list[tuple[Snapshot, bytes]] = []
     for index, (snap, weight, side, is_latest) in enumerate(weighted):
         share = remaining * weight // sum(w for _, w, _, _ in weighted[index:])
-        data = _fit_one(snap.image.data, share, side, detector, blur)
+        data = fit_jpeg(blurred[index], share) if blurred is not None else _fit_one(snap.image.data, share, side)
         if data is None:
             if is_latest:
                 continue  # another camera's latest frame may still fit
@@ -207,15 +225,33 @@ class EmailImages:
             await asyncio.to_thread(self.for_recipient, external)
 
 
-def _fit_one(data: bytes, budget: int, side: int, detector: FaceDetector | None, blur: BlurMode) -> bytes | None:
-    if detector is None and wire_size(len(data)) <= budget and data[:3] == b"\xff\xd8\xff":
+def _fit_one(data: bytes, budget: int, side: int) -> bytes | None:
+    if wire_size(len(data)) <= budget and data[:3] == b"\xff\xd8\xff":
         with Image.open(io.BytesIO(data)) as probe:
             if max(probe.size) <= side:
                 return data  # already small enough: send the camera's own bytes untouched
-    image = decode(data, side)
-    if detector is not None:
-        image, _ = blur_image(image, detector, blur)
-    return fit_jpeg(image, budget)
+    return fit_jpeg(decode(data, side), budget)
+
+
+def _blur_all(frames: list[tuple[bytes, int]], mode: BlurMode) -> list[Image.Image]:
+    """Decode (at most `side` px) and obscure every frame, one worker per core, each worker
+    with its own classifiers (an OpenCV CascadeClassifier must not be shared by threads)."""
+    workers = max(1, min(len(frames), os.cpu_count() or 1))
+    detectors = [FaceDetector() for _ in range(workers)] if mode == "faces" else [None] * workers
+    out: list[Image.Image | None] = [None] * len(frames)
+
+    def work(worker: int) -> None:
+        for index in range(worker, len(frames), workers):
+            data, side = frames[index]
+            out[index] = blur_image(decode(data, side), detectors[worker], mode)[0]  # type: ignore[arg-type]
+
+    if workers == 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blur") as pool:
+            for done in [pool.submit(work, w) for w in range(workers)]:
+                done.result()
+    return out  # type: ignore[return-value]
 
 
 def _filename(snap: Snapshot, taken: set[str]) -> str:

@@ -27,15 +27,14 @@ def in_window(window: Window, local: datetime) -> bool:
 
 
 def matches(match: Match, alarm: Alarm, site: Site | None, now: datetime) -> bool:
-    if match.sources is not None and alarm.source not in match.sources:
-        return False
-    if match.sites is not None and alarm.site not in match.sites:
-        return False
-    if match.zones is not None and alarm.zone not in match.zones:
-        return False
-    if match.inputs is not None and alarm.input not in match.inputs:
-        return False
-    if match.kinds is not None and alarm.kind not in match.kinds:
+    listed = match.criteria()  # sets: a playbook may list thousands of sites
+    if listed and (
+        ("sites" in listed and alarm.site not in listed["sites"])
+        or ("kinds" in listed and alarm.kind not in listed["kinds"])
+        or ("sources" in listed and alarm.source not in listed["sources"])
+        or ("zones" in listed and alarm.zone not in listed["zones"])
+        or ("inputs" in listed and alarm.input not in listed["inputs"])
+    ):
         return False
     if match.min_severity is not None and alarm.severity.rank < match.min_severity.rank:
         return False
@@ -48,12 +47,37 @@ def matches(match: Match, alarm: Alarm, site: Site | None, now: datetime) -> boo
     return True
 
 
+INDEX_FROM = 64  # below this many playbooks a plain scan is as fast as the index
+_indexes: dict[int, tuple[Sequence[Playbook], int, dict[str, list[int]], list[int]]] = {}
+
+
+def _for_site(playbooks: Sequence[Playbook], site_id: str) -> list[int]:
+    """Positions of the playbooks that may match an alarm of this site, in file order:
+    those listing it and those naming no site. Per-alarm time stays flat however many
+    sites and playbooks an organisation has (benchmarks/bench_scale.py)."""
+    cached = _indexes.get(id(playbooks))
+    if cached is None or cached[0] is not playbooks or cached[1] != len(playbooks):
+        by_site: dict[str, list[int]] = {}
+        anywhere: list[int] = []
+        for index, playbook in enumerate(playbooks):
+            if playbook.match.sites is None:
+                anywhere.append(index)
+            else:
+                for listed in dict.fromkeys(playbook.match.sites):
+                    by_site.setdefault(listed, []).append(index)
+        if len(_indexes) >= 4:  # one per loaded configuration; old ones go
+            _indexes.clear()
+        cached = _indexes[id(playbooks)] = (playbooks, len(playbooks), by_site, anywhere)
+    return sorted(cached[2].get(site_id, []) + cached[3])
+
+
 def candidates(alarm: Alarm, playbooks: Sequence[Playbook], sites: Mapping[str, Site], now: datetime) -> list[Playbook]:
     """All matching playbooks, best first (the first one is the one that runs)."""
     site = sites.get(alarm.site)
-    found = [p for p in playbooks if p.enabled and matches(p.match, alarm, site, now)]
-    order = {id(p): i for i, p in enumerate(playbooks)}
-    return sorted(found, key=lambda p: (-p.priority, order[id(p)]))
+    positions = _for_site(playbooks, alarm.site) if len(playbooks) >= INDEX_FROM else range(len(playbooks))
+    found = [(i, playbooks[i]) for i in positions
+             if playbooks[i].enabled and matches(playbooks[i].match, alarm, site, now)]
+    return [p for _, p in sorted(found, key=lambda item: (-item[1].priority, item[0]))]
 
 
 def select(alarm: Alarm, playbooks: Sequence[Playbook], sites: Mapping[str, Site], now: datetime) -> Playbook | None:

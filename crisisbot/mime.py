@@ -70,7 +70,16 @@ def _multipart(subtype: str, parts: list[str]) -> str:
     return f"Content-Type: multipart/{subtype}; boundary=\"{boundary}\"{CRLF}{CRLF}{body}--{boundary}--{CRLF}"
 
 
+def freeze(message: OutgoingEmail, sender: str) -> OutgoingEmail:
+    """Serialize once, ahead of the SMTP exchange; resends reuse the very bytes (Date included)."""
+    if message.raw is None:
+        message.raw = to_bytes(message, sender)
+    return message
+
+
 def to_bytes(message: OutgoingEmail, sender: str) -> bytes:
+    if message.raw is not None:
+        return message.raw
     alternatives = [_text_part(message.text, "plain")]
     if message.html:
         alternatives.append(_text_part(message.html, "html"))

@@ -79,19 +79,41 @@ class Alarm(BaseModel):
 
 
 class IncidentStatus(str, Enum):
-    open = "open"  # playbook running or waiting
-    completed = "completed"  # playbook ran to the end; incident still open for humans
+    """The incident's state, for humans: is someone on it, is it over?
+
+    Whether the playbook worked is a separate question (`PlaybookOutcome`): an
+    incident stays `open` after its playbook ended, until someone stands it down.
+    """
+
+    open = "open"  # nobody has taken it yet (the acknowledgement rule is not met)
+    acknowledged = "acknowledged"  # the playbook's acknowledgement rule is met
     resolved = "resolved"
     false_alarm = "false_alarm"
     cancelled = "cancelled"
 
+    @property
+    def active(self) -> bool:
+        """Still under way: new alarms may join it, escalation may go on."""
+        return self in (IncidentStatus.open, IncidentStatus.acknowledged)
+
+
+class PlaybookOutcome(str, Enum):
+    """What the playbook achieved, apart from the incident's state."""
+
+    running = "running"
+    done = "done"  # every step did its job
+    done_with_failures = "done_with_failures"  # something failed, but every notification reached someone
+    failed = "failed"  # a notification step reached nobody, or the playbook stopped on a failure
+    stopped = "stopped"  # stood down or cancelled before the playbook ended
+
 
 class DeliveryStatus(str, Enum):
     pending = "pending"
-    sending = "sending"
+    sending = "sending"  # handed to a transport; a crash now may deliver it twice (same Message-ID)
+    retrying = "retrying"  # not delivered yet; kept in the outgoing spool and retried in the background
     sent = "sent"
-    rejected = "rejected"
-    failed = "failed"
+    rejected = "rejected"  # refused for good (5xx): another try would be refused too
+    failed = "failed"  # given up: the incident ended before any transport took it
 
 
 @dataclass(slots=True)
@@ -105,6 +127,7 @@ class Incident:
     title: str = ""
     drill: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    outcome: PlaybookOutcome = PlaybookOutcome.running
 
 
 @dataclass(slots=True)
@@ -153,6 +176,7 @@ class OutgoingEmail:
     attachments: list[Attachment] = field(default_factory=list)
     message_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # the MIME bytes, frozen once: every resend carries exactly these
 
 
 @dataclass(slots=True)

@@ -7,10 +7,12 @@ after a restart is not run again, and its output (e.g. the meeting) is reused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from crisisbot.config.playbook import Playbook
-from crisisbot.models import Alarm, Incident, utcnow
+from crisisbot.lifecycle.outcome import judge
+from crisisbot.models import Alarm, Incident, PlaybookOutcome, utcnow
 from crisisbot.runtime import Runtime
 from crisisbot.steps import STEP_MODULES
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
@@ -19,6 +21,7 @@ from crisisbot.store.base import StepRecord
 log = logging.getLogger(__name__)
 
 GUARD_FACTOR, GUARD_EXTRA = 1.5, 2.0  # outer safety net around a step's own deadline
+URGENT = {"meeting", "snapshot", "email", "channel_card", "escalate"}  # the dispatch, not the long follow-ups
 
 
 def dependencies(playbook: Playbook) -> dict[str, list[str]]:
@@ -72,8 +75,11 @@ class PlaybookRun:
             self._step(index, step, deps[step.id], journal)  # type: ignore[index]
             for index, step in enumerate(self.playbook.steps)
         ))
-        if await store.complete_incident(self.incident.id, "playbook finished"):
-            log.info("playbook %s finished for incident %s", self.playbook.id, self.incident.id)
+        outcome, reason = judge(self.playbook, await store.get_steps(self.incident.id))
+        if await store.finish_playbook(self.incident.id, outcome, reason):
+            level = {PlaybookOutcome.done: logging.INFO, PlaybookOutcome.failed: logging.ERROR}.get(outcome, logging.WARNING)
+            log.log(level, "playbook %s of incident %s: %s (%s)", self.playbook.id, self.incident.id,
+                    outcome.value, reason)
 
     async def _step(self, index: int, step: StepSpec, needs: list[str], journal: dict[str, StepRecord]) -> None:
         assert step.id is not None
@@ -95,9 +101,12 @@ class PlaybookRun:
         started = previous.started_at if previous else utcnow()
         await self._save(step, "running", started=started)
         timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
+        executors = getattr(self.runtime, "executors", None)
+        urgent = executors.priority.urgent() if executors and step.action in URGENT else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
-                output = await module.run(step, self.ctx)
+            with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
+                async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
+                    output = await module.run(step, self.ctx)
         except (StepFailed, TimeoutError, Exception) as exc:  # noqa: BLE001 - recorded, never silent
             detail = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):

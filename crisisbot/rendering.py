@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,15 +19,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, Undefined, select_autoescape
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from crisisbot.errors import Problem
+from crisisbot.render_limits import BoundedSandbox, TemplateTimeout, render_capped, time_budget
 
 if TYPE_CHECKING:
     from crisisbot.config.daemon import Site
     from crisisbot.models import Alarm
 
 PARTS = ("subject.txt", "body.txt", "body.html")
+SLOW_MEMORY = 60.0  # seconds a template that ran out of time is skipped for (fallback at once)
 REQUIRED_PARTS = ("subject.txt", "body.txt")
 
 
@@ -125,8 +126,9 @@ def _localtime(value: datetime, tz: str = "UTC", fmt: str = "%d/%m/%Y %H:%M:%S %
     return value.astimezone(ZoneInfo(tz)).strftime(fmt)
 
 
-def _environment(directory: Path, undefined: type[Undefined]) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment(directory: Path, undefined: type[Undefined]) -> BoundedSandbox:
+    # bounded: a time budget and an output cap on top of the sandbox (crisisbot/render_limits.py)
+    env = BoundedSandbox(
         loader=FileSystemLoader(str(directory)),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         keep_trailing_newline=True,
@@ -158,6 +160,7 @@ class TemplateSet:
         # validation: an undefined variable is an error, not an empty string
         self.strict_env = _environment(directory, StrictUndefined)
         self._languages: dict[str, set[str]] = {}
+        self._too_slow: dict[tuple[str, str], tuple[float, TemplateTimeout]] = {}
 
     def display(self, path: Path) -> str:
         return _display(path, self.display_root)
@@ -214,8 +217,13 @@ class TemplateSet:
         one with what, where, when and the links, so the committee is still reached;
         `Rendered.fallback` says why, for the timeline and the audit log."""
         try:
+            slow = self._too_slow.get((name, language))
+            if slow is not None and time.monotonic() - slow[0] < SLOW_MEMORY:
+                raise slow[1]  # one recipient's message waited out the budget; the others need not
             return self._render(name, language, context)
         except Exception as exc:  # noqa: BLE001 - whatever broke, people must still be told
+            if isinstance(exc, TemplateTimeout):
+                self._too_slow[(name, language)] = (time.monotonic(), exc)
             file, line = error_line(exc, self.directory, f"{name}/{language}/body.txt")
             why = f"template '{name}' ({language}) failed at {self.display(file)}:{line}: {exc}"
             log.error("%s; sending the built-in message instead", why)
@@ -225,19 +233,31 @@ class TemplateSet:
 
     def _render(self, name: str, language: str, context: dict[str, Any]) -> Rendered:
         out = {}
-        for part in PARTS:
-            rel = f"{name}/{language}/{part}"
-            try:
-                out[part] = self.env.get_template(rel).render(context)
-            except TemplateNotFound:
-                if part in REQUIRED_PARTS:
-                    raise
-                out[part] = ""
+        with time_budget():
+            for part in PARTS:
+                rel = f"{name}/{language}/{part}"
+                try:
+                    out[part] = render_capped(self.env.get_template(rel), context)
+                except TemplateNotFound:
+                    if part in REQUIRED_PARTS:
+                        raise
+                    out[part] = ""
         subject = " ".join(out["subject.txt"].split())  # a subject is one line
         return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"])
 
     def render_string(self, source: str, context: dict[str, Any]) -> str:
-        return self.env.from_string(source).render(context)
+        with time_budget():
+            return render_capped(self.env.from_string(source), context)
+
+    def render_field(self, source: str, context: dict[str, Any], what: str) -> str:
+        """A templated playbook field (meeting subject, card title): one line, and ""
+        when it fails on this alarm's data — the caller then uses its default (the
+        incident title) rather than failing the step; the failure is logged."""
+        try:
+            return " ".join(clean_text(self.render_string(source, context)).split())
+        except Exception as exc:  # noqa: BLE001 - a subject must not cost the meeting
+            log.error("%s %r failed (%s); using the default instead", what, source, exc)
+            return ""
 
 
 def _get(context: dict[str, Any], *names: str) -> Any:

@@ -8,10 +8,15 @@ from crisisbot.store.base import Store
 _SKIP = {"step.running"}
 
 
+ROW_HEADER = f"{'ID':<12}  {'OPENED (UTC)':<20} {'STATE':<12} {'PLAYBOOK OUTCOME':<18} {'SITE':<12} {'PLAYBOOK':<20} TITLE"
+
+
 def incident_row(incident: Incident) -> str:
+    """One line: the incident's state and its playbook's outcome in separate columns."""
     opened = incident.opened_at.strftime("%Y-%m-%d %H:%M:%S")
     drill = " [drill]" if incident.drill else ""
-    return f"{incident.id[:12]}  {opened}Z  {incident.status.value:<11} {incident.site:<12} {incident.playbook:<20} {incident.title}{drill}"
+    return (f"{incident.id[:12]}  {opened}Z {incident.status.value:<12} {incident.outcome.value:<18} "
+            f"{incident.site:<12} {incident.playbook:<20} {incident.title}{drill}")
 
 
 def _describe(kind: str, data: dict) -> str:
@@ -29,7 +34,10 @@ async def timeline_lines(store: Store, incident: Incident) -> list[str]:
     lines = [
         f"Incident {incident.id}",
         f"  title:    {incident.title}",
-        f"  site:     {incident.site}    playbook: {incident.playbook}    status: {incident.status.value}",
+        f"  site:     {incident.site}    playbook: {incident.playbook}",
+        f"  state:    {incident.status.value}",
+        f"  playbook outcome: {incident.outcome.value}"
+        + (f" — {incident.data['outcome_reason']}" if incident.data.get("outcome_reason") else ""),
         f"  opened:   {incident.opened_at.isoformat(timespec='seconds')}",
         "",
         "Alarms:",

@@ -19,6 +19,7 @@ from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
 from crisisbot.image_store import ImageStore
 from crisisbot.models import Recipient
+from crisisbot.notify import Notify
 from crisisbot.rendering import TemplateSet
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
@@ -56,6 +57,7 @@ class Runtime:
     lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
     image_store: ImageStore | None = None  # encrypted originals behind the live-view links
     revocations: Revocations | None = None  # revoked personal links
+    notify: Notify | None = None  # verdict journal and background retries; retrying starts with the daemon
     instance_lock: InstanceLock | None = None  # this process's claim on the data directory
     executors: Executors = field(default_factory=Executors)  # pools kept apart from the alarm path
     health: HealthChecks = field(default_factory=HealthChecks)  # named checks behind GET /health
@@ -83,6 +85,7 @@ class Runtime:
                 lock.release()
             raise
         runtime = cls(bundle, store, instance_lock=lock)
+        runtime.notify = Notify(runtime)
         try:
             runtime.services = Services(
                 data_dir=data_dir,
@@ -147,6 +150,8 @@ class Runtime:
         """Stop everything; the store is closed and the data directory released whatever
         fails before (a process whose store thread is left running never exits)."""
         try:
+            if self.notify is not None:
+                await self.notify.stop()
             await self.stop_connectors()
             if self.image_store is not None:
                 await self.image_store.stop()

@@ -5,7 +5,7 @@ Nothing is sent and nothing is stored; meeting links are shown as placeholders.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterator
 
 from crisisbot import matching
@@ -54,15 +54,35 @@ def simulate(bundle: Bundle, alarm: Alarm, at: datetime, show_bodies: bool = Tru
 
             yield f"  cameras: {', '.join(select_cameras(step, ctx)) or 'none'}"  # type: ignore[arg-type]
         elif step.action == "email":
-            yield from _email(bundle, step, ctx, show_bodies)
+            yield from _email(bundle, step, ctx, show_bodies, at)
+        elif step.action == "escalate":
+            yield from _escalate(bundle, step, at)
         else:
             yield f"  {step.model_dump(exclude={'id', 'action'}, exclude_none=True)}"
 
 
-def _email(bundle: Bundle, step, ctx: StepContext, show_bodies: bool) -> Iterator[str]:
+def _escalate(bundle: Bundle, step, at: datetime) -> Iterator[str]:
+    """Each tier's people as duty schedules give them when that tier would fire."""
+    rule = step.until
+    roles = "".join(f", {n} {role}" for role, n in rule.roles.items())
+    yield f"  until {rule.count} acknowledgement(s){roles}"
+    for number, tier in enumerate(step.tiers, 1):
+        when = at + timedelta(seconds=tier.after)
+        delay = "at once" if not tier.after else f"after {timedelta(seconds=round(tier.after))}"
+        people = bundle.recipients(tier.to, at=when)
+        yield (f"  tier {number} ({', '.join(tier.to)}), {delay}, template '{tier.template}': "
+               f"{len(people)} recipient(s) on duty at {when.isoformat(timespec='minutes')}")
+        for person in people:
+            yield f"    - {person.name} <{person.email}>" + (" [external]" if person.external else "")
+        if tier.reminders:
+            yield (f"    reminded every {timedelta(seconds=round(tier.reminders.every))}, "
+                   f"{tier.reminders.count} time(s), if they have not answered")
+
+
+def _email(bundle: Bundle, step, ctx: StepContext, show_bodies: bool, at: datetime) -> Iterator[str]:
     from crisisbot.steps.email import build_messages
 
-    recipients = bundle.recipients(step.to)
+    recipients = bundle.recipients(step.to, at=at)
     yield f"  emails {len(recipients)} recipient(s) with template '{step.template}':"
     fallbacks: list[str] = []
     messages = build_messages(step, ctx, recipients, fallbacks=fallbacks)

@@ -78,7 +78,7 @@ async def test_dead_primary_relay_falls_back_to_second(workspace, smtp_server, m
     assert {r for m in smtp_server.handler.messages for r in m.rcpt} == COMMITTEE
     assert {d.transport for d in deliveries.values()} == {"relay2"}
     assert all(d.attempts == 4 for d in deliveries.values())  # 3 tries on relay1, then relay2
-    failed_first = [e for e in audit if e.kind == "delivery.failed"]
+    failed_first = [e for e in audit if e.kind == "delivery.pending"]  # an attempt failed, another follows
     assert failed_first and all("cannot reach 127.0.0.1" in e.data["detail"] for e in failed_first)
 
 

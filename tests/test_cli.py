@@ -41,12 +41,13 @@ def test_trigger_without_daemon_runs_in_process_and_incidents_show(workspace, ca
     code = main(cli(workspace, "trigger", "--site", "paris-hq", "--zone", "accueil", "--label", "Test terminal"))
     out = capsys.readouterr().out
     assert code == 0
-    assert "status: completed" in out and "delivery.sent" in out
+    assert "state:    open" in out and "playbook outcome: done" in out and "delivery.sent" in out
     emails = sorted((workspace.root / "var" / "outbox").glob("*.eml"))
     assert len(emails) == 4
     assert main(cli(workspace, "incidents")) == 0
-    listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 1 and "completed" in listing[0] and "Test terminal" in listing[0]
+    header, *listing = capsys.readouterr().out.splitlines()
+    assert "STATE" in header and "PLAYBOOK OUTCOME" in header
+    assert len(listing) == 1 and listing[0].split()[3:5] == ["open", "done"] and "Test terminal" in listing[0]
     prefix = listing[0].split()[0]
     assert main(cli(workspace, "incidents", "show", prefix)) == 0
     show = capsys.readouterr().out
@@ -116,7 +117,7 @@ def test_demo_command_end_to_end(workspace):
     result = subprocess.run([sys.executable, "-m", "crisisbot", "-c", str(workspace.config_path), "demo"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "playbook: panic    status: completed" in result.stdout
+    assert "playbook: panic" in result.stdout and "playbook outcome: done" in result.stdout
     assert "meeting.opened" in result.stdout and "https://meet.jit.si/crise-" in result.stdout
     assert "4 email(s) written to" in result.stdout
     assert "[" in result.stderr and "incident" in result.stderr.lower()  # logs carry the incident id

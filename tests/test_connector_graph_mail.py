@@ -199,6 +199,8 @@ async def test_refused_credential_falls_through_to_the_next_mailer_at_once(graph
     relay = SmtpMailer("relay", SmtpConfig(type="smtp", host="127.0.0.1", port=smtp_server.port, security="none"),
                        Services(data_dir=tmp_path, root=tmp_path))
     await relay.start()
+    await mailer.warmed()  # the background opening tried a token once already
+    tokens_before = len(graph.token_requests)
     verdicts: list[DeliveryResult] = []
 
     async def record(result: DeliveryResult) -> None:
@@ -213,5 +215,16 @@ async def test_refused_credential_falls_through_to_the_next_mailer_at_once(graph
     assert {r.transport for r in results.values()} == {"relay"} and {r.status for r in results.values()} == {DeliveryStatus.sent}
     graph_verdicts = [v for v in verdicts if v.transport == "graph-mail"]
     assert len(graph_verdicts) == 2 and all("AADSTS7000215" in v.detail for v in graph_verdicts)
-    assert len(graph.token_requests) == 1  # one attempt, no retry with a 5 s backoff
+    assert len(graph.token_requests) == tokens_before + 1  # one attempt, no retry with a 5 s backoff
     assert smtp_server.handler.to(ALICE.email) and smtp_server.handler.to(BOB.email)
+
+
+async def test_404_of_the_draft_is_not_blamed_on_the_mailbox(graph: GraphServer, make_mailer) -> None:
+    mailer = await make_mailer()
+    graph.fail_next(404, code="ErrorItemNotFound", message="The specified object was not found in the store.",
+                    path="/send")
+
+    (result,) = await mailer.send([email(attachments=[LARGE])], "crisisbot")
+
+    assert result.status is DeliveryStatus.failed
+    assert "draft AAMkDraft" in result.detail and "not found" in result.detail and "mailbox" not in result.detail

@@ -179,6 +179,7 @@ async def test_retry_after_beyond_budget_returns_at_once(graph: GraphServer, mak
 
 async def test_retry_sleep_is_cancelled_by_the_step_deadline(graph: GraphServer, make_teams) -> None:
     teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+    await teams.warmed()  # the deadline is meant for the retry sleep, not for the opening after start
     graph.fail_next(429, retry_after=2, path="createOrGet")
 
     with pytest.raises(TimeoutError):  # the 2 s retry sleep did not outlive the 0.3 s deadline
@@ -351,3 +352,12 @@ async def test_404_from_a_wrong_graph_url_names_the_endpoint(graph: GraphServer,
         await teams.open_meeting(request())
     text = str(caught.value)
     assert "Graph endpoint not found" in text and "graph_url" in text and "mailbox" not in text
+
+
+async def test_start_is_immediate_and_an_early_alarm_waits_for_the_opening(graph: GraphServer, make_teams) -> None:
+    teams = await make_teams(mode="online-meeting", organizer_id=ORGANIZER_ID)
+
+    meeting = await teams.open_meeting(request())  # an alarm right after start, during the opening
+
+    assert meeting.join_url and len(graph.meetings) == 1
+    await teams.warmed()

@@ -88,7 +88,7 @@ async def test_operator_api_viewer_limits_and_cross_origin(workspace):
             cross_site = await operator.post(f"/console/incidents/{incident.id}/stand-down",
                                              data={"outcome": "resolved", "reason": "x"},
                                              headers={"Sec-Fetch-Site": "cross-site"})
-    assert listing[0]["id"] == incident.id and listing[0]["status"] == "completed"
+    assert listing[0]["id"] == incident.id and listing[0]["status"] == "open" and listing[0]["outcome"] == "done"
     assert {d["address"] for d in detail["deliveries"]} >= {"alice.martin@exemple.fr"}
     assert any(e["kind"] == "meeting.opened" for e in detail["timeline"])
     assert refused.status_code == 403 and cross.status_code == 403 and cross_site.status_code == 403

@@ -77,9 +77,9 @@ def test_kill_mid_playbook_then_restart_sends_nothing_twice(workspace, capsys, m
 
     monkeypatch.delenv("CRISISBOT_TEST_WEBHOOK_SECRET", raising=False)  # reading needs no secret
     assert main(["-c", str(workspace.config_path), "incidents"]) == 0
-    listing = capsys.readouterr().out
-    assert "completed" in listing
-    incident_id = listing.split()[0]
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.split()[3:5] == ["open", "done"]  # state, playbook outcome
+    incident_id = row.split()[0]
     assert main(["-c", str(workspace.config_path), "incidents", "show", incident_id]) == 0
     timeline = capsys.readouterr().out
     assert "incident.resumed" in timeline

@@ -93,3 +93,9 @@ async def test_template_failing_on_real_data_still_reaches_the_committee(workspa
     assert fallbacks and "templates/committee_alert/" in fallbacks[0].data["error"]
     assert "site_code" in fallbacks[0].data["error"]
     assert "template.fallback" in timeline
+
+
+def test_templated_field_failing_on_real_data_gives_the_default(templates, caplog):
+    out = templates.render_field("CRISE {{ alarm.details.code.upper() }}", {"alarm": {"details": {}}}, "meeting subject")
+    assert out == "" and "meeting subject" in caplog.text
+    assert templates.render_field("A\r\nB {{ x }}", {"x": "\u202eC"}, "card title") == "A B C"

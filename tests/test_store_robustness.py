@@ -8,7 +8,7 @@ import asyncio
 from conftest import RecordingHandler, SmtpServer
 from connectors.base import Services
 from connectors.smtp import SmtpMailer
-from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, OutgoingEmail, Recipient, utcnow
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, OutgoingEmail, PlaybookOutcome, Recipient, utcnow
 from crisisbot.store.sqlite import SqliteStore
 
 
@@ -43,7 +43,7 @@ async def test_dedup_key_only_joins_an_incident_of_the_same_site(tmp_path):
     assert same is not None and same.id == "i1" and other is None
 
 
-async def test_playbook_end_does_not_reopen_a_stood_down_incident(tmp_path):
+async def test_playbook_end_records_its_outcome_without_reopening_a_stood_down_incident(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     await store.open()
     try:
@@ -51,11 +51,13 @@ async def test_playbook_end_does_not_reopen_a_stood_down_incident(tmp_path):
         await store.add_alarm(alarm)
         await store.create_incident(Incident("i1", "s", "p", IncidentStatus.open, utcnow(), utcnow()), alarm)
         await store.set_incident_status("i1", IncidentStatus.false_alarm, "operator")
-        changed = await store.complete_incident("i1", "playbook finished")
+        changed = await store.finish_playbook("i1", PlaybookOutcome.done, "every step did its job")
+        again = await store.finish_playbook("i1", PlaybookOutcome.failed, "a late second verdict")
         final = await store.get_incident("i1")
     finally:
         await store.close()
-    assert changed is False and final.status is IncidentStatus.false_alarm
+    assert changed is True and again is False
+    assert final.status is IncidentStatus.false_alarm and final.outcome is PlaybookOutcome.done
 
 
 async def test_one_unencodable_message_fails_alone_and_nobody_gets_two(tmp_path):

@@ -270,3 +270,20 @@ async def test_reload_refuses_a_template_with_an_unknown_filter(workspace, caplo
         assert await daemon.reload() is False
         assert daemon.runtime.bundle is good
     assert "No filter named 'upperr'" in caplog.text
+
+
+def test_match_inputs_of_static_sources_are_checked(workspace, capsys):
+    workspace.edit_config(lambda d: d["triggers"].update({"plc": {"type": "modbus", "devices": {"plc1": {
+        "host": "127.0.0.1", "site": "paris-hq", "inputs": [{"name": "btn-reception", "address": 0}]}}}}))
+    _edit(workspace, "playbooks/panic.yaml", "  min_severity: major\n",
+          "  min_severity: major\n  sources: [plc]\n  inputs: [plc1/btn-recepton]\n")
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 1
+    assert any(e.startswith("playbooks/panic.yaml:11:12: match.inputs[0]: unknown input 'plc1/btn-recepton'; "
+                            "did you mean 'plc1/btn-reception'?") for e in errors), errors
+    _edit(workspace, "playbooks/panic.yaml", "plc1/btn-recepton", "plc1/btn-reception")
+    assert run_validate(workspace, capsys)[0] == 0
+    # manual alarms (and webhook, MQTT) name inputs at run time: not checked
+    _edit(workspace, "playbooks/panic.yaml", "  sources: [plc]\n", "")
+    _edit(workspace, "playbooks/panic.yaml", "plc1/btn-reception", "anything")
+    assert run_validate(workspace, capsys)[0] == 0

@@ -1,9 +1,14 @@
-"""Demo alarm source: presses a virtual panic button, so the quick start needs no hardware."""
+"""Demo alarm source: presses a virtual panic button, so the quick start needs no hardware.
+
+It presses only under `crisisbot demo`: `crisisbot run` leaves it unstarted, because a
+daemon restarted on the shipped configuration with a real relay would otherwise email
+a fake panic to the real committee at every start.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -27,8 +32,10 @@ class DemoConfig(Strict):
 class DemoTrigger(Trigger):
     Config = DemoConfig
     config: DemoConfig
+    demo_only: ClassVar[bool] = True  # the daemon starts it under `crisisbot demo` only
 
     async def start(self) -> None:
+        self.pressed: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # first alarm id
         self._task = asyncio.create_task(self._press(), name=f"demo-{self.name}")
 
     async def stop(self) -> None:
@@ -43,6 +50,8 @@ class DemoTrigger(Trigger):
                           kind=c.kind, severity=c.severity, raw="demo button pressed")
             alarm_id = await self.sink.submit(alarm)
             self.log.info("demo alarm %s submitted", alarm_id)
+            if not self.pressed.done():
+                self.pressed.set_result(alarm_id)
             if c.every is None:
                 return
             await asyncio.sleep(c.every)

@@ -40,6 +40,7 @@ SEVERITY = {
     EventKind.tamper: Severity.major, EventKind.input_fault: Severity.major, EventKind.trouble: Severity.minor,
     EventKind.technical: Severity.major, EventKind.restore: Severity.info, EventKind.test: Severity.info,
 }
+UDP_IN_FLIGHT = 1024  # UDP frames being stored at once; more are dropped unanswered (the panel repeats)
 RECENT_MAX = 20000  # per account: 2 sequence cycles; beyond that the oldest is forgotten early
 PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
@@ -133,7 +134,7 @@ class SiaDc09Trigger(Trigger):
         self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(
             ("frames", "acked", "alarms", "duplicates", "null", "bad_frame", "garbage_bytes", "oversized",
-             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults", "timeouts"), 0)
+             "unknown_account", "decrypt_errors", "undecodable", "stale", "store_errors", "faults", "timeouts", "udp_overload"), 0)
         self.port: int | None = None
         self.udp_port: int | None = None
         self._panels: dict[str, _Panel] = {}
@@ -144,6 +145,7 @@ class SiaDc09Trigger(Trigger):
         self._connections: set[_TcpConnection] = set()
         self.gate: ConnectionGate | None = None  # built at start: it registers in the process's fd budget
         self._garbage_log = BurstLog(self.log, "skipped garbage bytes")
+        self._bursts: dict[str, BurstLog] = {}
         self._supervisor: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -208,7 +210,8 @@ class SiaDc09Trigger(Trigger):
             conn.transport.abort()
         if self.gate is not None:
             self.gate.close()
-        self._garbage_log.close()
+        for burst in (self._garbage_log, *self._bursts.values()):
+            burst.close()
 
     # -- transports ------------------------------------------------------------
     def _split(self, splitter: codec.FrameSplitter, data: bytes, peer: Any) -> list[bytes]:
@@ -221,11 +224,14 @@ class SiaDc09Trigger(Trigger):
 
     def _datagram(self, data: bytes, addr: Any) -> None:
         if len(data) > self.config.max_frame:
-            self.stats["oversized"] += 1
-            self.log.warning("dropped a %d-byte datagram from %s (max_frame %d)", len(data), addr,
-                             self.config.max_frame)
+            self._refused("oversized", f"dropped a {len(data)}-byte datagram from {addr} "
+                                       f"(max_frame {self.config.max_frame})")
             return
         for raw in self._split(codec.FrameSplitter(self.config.max_frame), data, addr):
+            if len(self._tasks) >= UDP_IN_FLIGHT:  # a datagram flood must not grow memory without end
+                self._refused("udp_overload", f"dropped a frame from {addr}: {UDP_IN_FLIGHT} UDP frames "
+                                              "already in hand (the panel repeats it)")
+                continue
             task = asyncio.create_task(self._answer_udp(raw, addr))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -244,26 +250,21 @@ class SiaDc09Trigger(Trigger):
             frame = codec.parse_frame(raw)
         except codec.Undecodable as exc:
             if exc.frame is None:  # no envelope to answer: treated as garbled
-                self.stats["bad_frame"] += 1
-                self.log.warning("dropped frame from %s: %s", peer, exc)
+                self._refused("bad_frame", f"dropped frame from {peer}: {exc}")
                 return None
-            self.stats["undecodable"] += 1
-            self.log.warning("DUH to %s, account %s: %s", peer, exc.frame.account, exc)
+            self._refused("undecodable", f"DUH to {peer}, account {exc.frame.account}: {exc}")
             return codec.duh(exc.frame)
         except InputRejected as exc:  # garbled in transit: silence makes the panel repeat
-            self.stats["bad_frame"] += 1
-            self.log.warning("dropped frame from %s: %s", peer, exc)
+            self._refused("bad_frame", f"dropped frame from {peer}: {exc}")
             return None
         panel = self._panels.get(frame.account)
         if panel is None:
-            self.stats["unknown_account"] += 1
-            self.log.warning("DUH to %s: unknown account %s", peer, frame.account)
+            self._refused("unknown_account", f"DUH to {peer}: unknown account {frame.account}")
             return codec.duh(frame)
         try:
             text = self._plaintext(frame, panel)
         except codec.Undecodable as exc:
-            self.stats["decrypt_errors"] += 1
-            self.log.warning("DUH to %s, account %s: %s", peer, frame.account, exc)
+            self._refused("decrypt_errors", f"DUH to {peer}, account {frame.account}: {exc}")
             return codec.duh(frame)
         try:
             content = codec.parse_content(text)
@@ -274,15 +275,13 @@ class SiaDc09Trigger(Trigger):
                 raise codec.Undecodable(f"account {content.account} inside does not match {frame.account} outside")
             events = [] if frame.id == "NULL" else self._decoder(frame.id)(content.data)
         except codec.Undecodable as exc:
-            self.stats["undecodable"] += 1
-            self.log.warning("DUH to %s, account %s: %s", peer, frame.account, exc)
+            self._refused("undecodable", f"DUH to {peer}, account {frame.account}: {exc}")
             return codec.duh(frame)
         if content.sent_at is not None and not (
             now - timedelta(seconds=panel.config.past) <= content.sent_at <= now + timedelta(seconds=panel.config.future)
         ):
-            self.stats["stale"] += 1
-            self.log.warning("NAK to %s, account %s: timestamp %s outside the window (receiver time %s)",
-                             peer, frame.account, content.sent_at.isoformat(), now.isoformat())
+            self._refused("stale", f"NAK to {peer}, account {frame.account}: timestamp "
+                                   f"{content.sent_at.isoformat()} outside the window (receiver time {now.isoformat()})")
             return codec.nak(now)
         if not await self._heard(panel):
             return None
@@ -290,6 +289,15 @@ class SiaDc09Trigger(Trigger):
             return None
         self.stats["acked"] += 1
         return codec.ack(frame, panel.key, now)
+
+    def _refused(self, kind: str, message: str) -> None:
+        """Count a refused frame and log it, once per burst of its kind: a flood of bad
+        frames must not flood the log (the counters keep the exact numbers)."""
+        self.stats[kind] += 1
+        burst = self._bursts.get(kind)
+        if burst is None:
+            burst = self._bursts[kind] = BurstLog(self.log, f"refused ({kind})")
+        burst.note(message)
 
     def _plaintext(self, frame: codec.Frame, panel: _Panel) -> str:
         if panel.key is None:

@@ -25,7 +25,8 @@ from msgraph.generated.users.item.online_meetings.online_meetings_request_builde
 )
 from pydantic import ValidationError
 
-from connectors.graph_client import USER_NOT_FOUND, GraphConnection, GraphSettings, explain, graph_errors, with_root
+from connectors.graph_client import USER_NOT_FOUND, GraphSettings, explain, graph_errors, with_root
+from connectors.graph_sdk import GraphConnection
 from connectors.graph_mail import GraphMailConfig
 from connectors.teams import MEETING_PERMISSION, TeamsConfig
 from connectors.teams_channel import TeamsChannelConfig

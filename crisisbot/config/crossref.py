@@ -43,6 +43,15 @@ def check_references(
     for index, name in enumerate(config.mail.via):
         if name not in mailers:
             problems.append(config_doc.problem(("mail", "via", index), _unknown("mail connector", name, mailers)))
+    if config.mail.fallback is not None:
+        for index, ref in enumerate(config.mail.fallback.to):
+            if ref not in contact_ids:
+                problems.append(config_doc.problem(("mail", "fallback", "to", index),
+                                                   _unknown("contact group or person", ref, contact_ids)))
+        for index, name in enumerate(config.mail.fallback.via):
+            if name not in mailers:
+                problems.append(config_doc.problem(("mail", "fallback", "via", index),
+                                                   _unknown("mail connector", name, mailers)))
     for site_id, site in config.sites.items():
         for zone_id, zone in site.zones.items():
             for index, cam in enumerate(zone.cameras):
@@ -84,6 +93,13 @@ def check_references(
                     problems.append(doc.problem(("match", "zones", index), _unknown("zone", zone, known_zones) + (
                         " (zones are listed under sites.<site>.zones; set `dynamic_zones: true` on a site "
                         "whose inputs name zones at run time)")))
+        if playbook.match.inputs:
+            inputs = _known_inputs(bundle, playbook.match.sources)
+            for index, name in enumerate(playbook.match.inputs if inputs is not None else []):
+                if name not in inputs:  # type: ignore[operator]
+                    problems.append(doc.problem(("match", "inputs", index), _unknown("input", name, inputs or ()) + (
+                        " (inputs of the playbook's sources: Modbus `device/input` names and devices, "
+                        "DC-09 accounts, demo inputs)")))
         for index, source in enumerate(playbook.match.sources or []):
             if source not in config.triggers and source != "manual":
                 problems.append(doc.problem(("match", "sources", index), _unknown("alarm source", source, [*config.triggers, "manual"])))
@@ -127,6 +143,29 @@ def check_references(
 
     problems.extend(check_lifecycle(bundle, config_doc, playbook_docs, contact_docs))
     return problems
+
+
+def _known_inputs(bundle: "Bundle", sources: list[str] | None) -> set[str] | None:
+    """Input names the playbook's sources can send, or None when one of them names
+    inputs at run time (manual alarms, webhook, MQTT topics): then nothing is checked."""
+    names = sources if sources is not None else [*bundle.triggers, "manual"]
+    known: set[str] = set()
+    for name in names:
+        pc = bundle.triggers.get(name)
+        if pc is None:
+            return None  # `manual`, or an unknown source (reported on its own)
+        data = pc.config.model_dump()
+        kind = data.get("type")
+        if kind == "modbus":
+            for device, spec in data.get("devices", {}).items():
+                known |= {device, *(f"{device}/{i['name']}" for i in spec.get("inputs", []))}
+        elif kind == "sia-dc09":
+            known |= {a["account"] for a in data.get("accounts", [])}
+        elif kind == "demo":
+            known |= {data["input"]} if data.get("input") else set()
+        else:
+            return None
+    return known
 
 
 def _static_zones(node: Any) -> Iterator[str]:

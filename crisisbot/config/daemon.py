@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from crisisbot.config.types import Identifier, Language, Seconds, Strict, TimeZoneName
+from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict, TimeZoneName
 from crisisbot.lifecycle.schema import LifecycleConfig
 from crisisbot.listeners import ListenerLimits
 
@@ -14,7 +14,7 @@ PluginSpec = dict[str, Any]  # `type:` plus that plugin's own Config fields, che
 
 
 class Organization(Strict):
-    name: str = "crisisbot"
+    name: PlainText = "crisisbot"
     domains: list[str] = Field(
         default_factory=list,
         description="email domains of the organization; other addresses count as external",
@@ -23,16 +23,16 @@ class Organization(Strict):
 
 
 class Zone(Strict):
-    name: str = ""
+    name: PlainText = ""
     cameras: list[Identifier] = Field(default_factory=list)
 
 
 class Site(Strict):
-    name: str
+    name: PlainText
     timezone: TimeZoneName = "Europe/Paris"
     language: Language | None = None
     country: str | None = Field(None, description="ISO country code, for public holidays")
-    address: str = ""
+    address: PlainText = ""
     cameras: dict[Identifier, PluginSpec] = Field(default_factory=dict)
     zones: dict[Identifier, Zone] = Field(default_factory=dict)
     dynamic_zones: bool = Field(
@@ -64,6 +64,13 @@ class IncidentDefaults(Strict):
     )
 
 
+class MailFallback(Strict):
+    """Who learns at once that the committee could not be reached, and through which path."""
+
+    to: list[Identifier] = Field(min_length=1, description="contact groups or people")
+    via: list[Identifier] = Field(min_length=1, description="mail connectors, in order (e.g. outbox, a second relay)")
+
+
 class MailConfig(Strict):
     sender: str = Field("crisisbot <crisisbot@localhost>", alias="from")
     via: list[Identifier] = Field(
@@ -72,6 +79,13 @@ class MailConfig(Strict):
     )
     retries: int = Field(2, ge=0, le=10, description="attempts per connector after the first")
     backoff: Seconds = 0.5
+    retry_cap: Seconds = Field(
+        300.0, description="longest pause between background retries of a message the step stopped waiting for"
+    )
+    fallback: MailFallback | None = Field(
+        None, description="meta-alert when a message step reaches fewer people than its `require` rule"
+    )
+
 
 
 class LoggingConfig(Strict):

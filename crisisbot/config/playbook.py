@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import time
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from crisisbot.config.types import Identifier, Language, Seconds, Strict
+from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
 from crisisbot.models import EventKind, Severity
 from crisisbot.steps import STEP_SPECS
@@ -27,6 +27,8 @@ class Window(Strict):
 class Match(Strict):
     """Every listed criterion must hold; an omitted criterion matches anything."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)  # the sets below stay true
+
     sources: list[str] | None = None
     sites: list[str] | None = None
     zones: list[str] | None = None
@@ -36,13 +38,26 @@ class Match(Strict):
     windows: list[Window] | None = Field(None, description="local time windows of the site")
     drill: bool | None = Field(None, description="true: only drills; false: never drills")
 
+    # the lists as sets, for matching: a playbook may list thousands of sites
+    _sets: dict[str, frozenset[object]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _as_sets(self) -> "Match":
+        self._sets = {name: frozenset(values) for name in ("sources", "sites", "zones", "inputs", "kinds")
+                      if (values := getattr(self, name)) is not None}
+        return self
+
+    def criteria(self) -> dict[str, frozenset[object]]:
+        """The listed criteria as sets (read without pydantic's slower attribute path)."""
+        return self.__pydantic_private__["_sets"]  # type: ignore[index]
+
 
 Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]  # type: ignore[valid-type]
 
 
 class Playbook(Strict):
     id: Identifier
-    name: str
+    name: PlainText
     description: str = ""
     priority: int = Field(
         0, description="when several playbooks match, the highest priority runs; ties: file order"

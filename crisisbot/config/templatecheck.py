@@ -24,6 +24,7 @@ from jinja2 import TemplateSyntaxError
 from crisisbot.config.yamlpos import Located
 from crisisbot.errors import Problem
 from crisisbot.models import Alarm, EventKind, Incident, IncidentStatus, Meeting, Recipient, Severity
+from crisisbot.render_limits import render_capped, time_budget
 from crisisbot.rendering import PARTS, error_line
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
             base = ctx.template_context()
             for path, source in fields:
                 try:
-                    env.from_string(source).render(base)
+                    with time_budget():  # a runaway template is a problem, not a hung validate
+                        render_capped(env.from_string(source), base)
                 except Exception as exc:  # noqa: BLE001 - any failure here is the template's
                     problems.append(doc.problem(path, f"template fails with a sample '{alarm.kind.value}' alarm: "
                                                       f"{_why(exc, base)}"))
@@ -149,7 +151,8 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
                         if not (templates.directory / rel).is_file():
                             continue
                         try:
-                            env.get_template(rel).render(context)
+                            with time_budget():
+                                render_capped(env.get_template(rel), context)
                         except TemplateSyntaxError:
                             pass  # reported with its position by TemplateSet.check
                         except Exception as exc:  # noqa: BLE001 - UndefinedError, SecurityError, TypeError…

@@ -59,13 +59,13 @@ _INVISIBLE = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068
 
 
 def _one_line(value: str) -> str:
-    """Names go into mail headers and reports: one visible line, nothing that
+    """Names and addresses go into mail headers and reports: one visible line, nothing that
     reorders text or starts a new header (`"Alice\\r\\nBcc: …"`)."""
     for ch in value:
         if ch in _INVISIBLE or (ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0):
             what = "a line break" if ch in "\r\n\u2028\u2029" else (
                 "a text-direction control" if ch in _INVISIBLE else "a control character")
-            raise ValueError(f"contains {what} (U+{ord(ch):04X}); write the name on one line, as people should read it")
+            raise ValueError(f"contains {what} (U+{ord(ch):04X}); write it on one line, as people should read it")
     return value
 
 

@@ -27,6 +27,11 @@ MAX_ALIAS_VALUES = 100_000  # of which copies made by aliases (`*name`)
 MAX_DEPTH = 64  # nesting of mappings/lists
 
 
+# libyaml's parser (PyYAML's C binding) composes ~10x faster than the pure-Python one:
+# a 10,000-site config.yaml validates in seconds (benchmarks/bench_scale.py)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _TooBig(Exception):
     def __init__(self, node: yaml.Node, message: str):
         super().__init__(message)
@@ -156,12 +161,17 @@ def _explain(problem: str, text: str, mark: Any) -> str:
     line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
     if "\t" in problem or line[: len(line) - len(line.lstrip())].count("\t"):
         return "tab character: indent with spaces, not tabs"
-    if "expected <block end>" in problem or "expected <block mapping start>" in problem:
+    if "exceeded maximum nesting depth" in problem:
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if ("expected <block end>" in problem or "expected <block mapping start>" in problem
+            or "did not find expected key" in problem):
         return ("bad indentation: this line is not aligned with the keys above it "
                 "(keys of one mapping start in the same column; use spaces)")
-    if "mapping values are not allowed here" in problem:
+    if "mapping values are not allowed" in problem:
         return ("unexpected ':' — quote a value that contains ': ', or check the indentation "
                 "of this line against the one above")
+    if "found unexpected end of stream" in problem:
+        return "the file ends inside a quoted value or a [list]/{mapping}: close it"
     if "could not find expected ':'" in problem:
         return "a key without ':' (write `key: value`), or a quoted value that is not closed"
     if "found undefined alias" in problem:
@@ -172,7 +182,7 @@ def _explain(problem: str, text: str, mark: Any) -> str:
 def load_yaml_text(text: str, name: str) -> tuple[Located, list[Problem]]:
     doc = Located(name, None)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

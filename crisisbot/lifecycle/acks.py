@@ -113,6 +113,9 @@ async def acknowledge(runtime: "Runtime", incident_id: str, person_id: str, resp
     )
     rule = rule_of(bundle.playbook(incident.playbook))
     done = satisfied(rule, await store.get_acks(incident.id), bundle)
+    if done and await store.set_incident_status(incident.id, IncidentStatus.acknowledged,
+                                                 "acknowledgement rule met", only_from=IncidentStatus.open):
+        log.info("incident %s acknowledged", incident.id)
     if new and done:
         cancelled = await store.cancel_timers(incident.id, "escalate.")
         if cancelled or not incident.data.get("ack_rule_met"):

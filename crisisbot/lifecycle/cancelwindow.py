@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.schema import CancelWindow
-from crisisbot.models import Alarm, Incident, IncidentStatus
+from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -24,11 +24,26 @@ class CancelRefused(CrisisbotError, ValueError):
     pass
 
 
+def from_panel(window: CancelWindow, alarm: Alarm, runtime: "Runtime") -> bool:
+    """Raised by a panel-class input (DC-09, Modbus, Contact ID…), not by a person's button."""
+    trigger = runtime.bundle.config.triggers.get(alarm.source) or {}
+    return str(trigger.get("type", "")) in window.panel_types
+
+
 def applies(window: CancelWindow | None, alarm: Alarm, runtime: "Runtime") -> bool:
     if window is None:
         return False
-    trigger = runtime.bundle.config.triggers.get(alarm.source) or {}
-    return window.panels or str(trigger.get("type", "")) not in window.panel_types
+    return window.panels or not from_panel(window, alarm, runtime)
+
+
+def pressed_again(window: CancelWindow, first: Alarm, alarm: Alarm, runtime: "Runtime") -> bool:
+    """A second press of the same button. A panel sending the same event again (new
+    sequence number) or a sender resending one event (same dedup key) is a repeat, never a cancel."""
+    if first.id == alarm.id or from_panel(window, alarm, runtime):
+        return False
+    if alarm.dedup_key is not None and alarm.dedup_key == first.dedup_key:
+        return False
+    return (first.source, first.input, first.zone) == (alarm.source, alarm.input, alarm.zone)
 
 
 class CancelWindows:
@@ -73,6 +88,7 @@ class CancelWindows:
         if incident.status is not IncidentStatus.open or until is None or self.clock.now() >= datetime.fromisoformat(until):
             raise CancelRefused("the cancel window is over: stand the incident down as a false alarm instead")
         await store.set_incident_status(incident.id, IncidentStatus.cancelled, f"cancelled by {by} ({via})")
+        await store.finish_playbook(incident.id, PlaybookOutcome.stopped, "cancelled during its cancel window")
         await store.audit("incident.cancelled", incident.id, {"by": by, "via": via})
         event = self._events.get(incident.id)
         if event is not None:

@@ -36,7 +36,7 @@ class Maintenance:
         self.runtime = runtime
         self.clock = clock
         self.timers = timers
-        timers.register(END, self._expire)
+        timers.register(END, self._expire, wall_clock=True)
 
     async def add(self, site: str, duration: float, reason: str, by: str, *, input: str | None = None,
                   playbook: str | None = None, starts_at: datetime | None = None) -> SilenceRecord:

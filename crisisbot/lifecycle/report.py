@@ -43,6 +43,7 @@ class Report:
     audit_last: str | None
     generated_at: datetime
     stand_down: dict[str, Any] = field(default_factory=dict)
+    real_incidents: list[dict[str, Any]] = field(default_factory=list)  # of a drill: real alarms meanwhile
 
     @property
     def first_ack_seconds(self) -> float | None:
@@ -97,6 +98,7 @@ async def build(runtime: Runtime, incident_id: str, now: datetime) -> Report:
         acks=acks, meeting=meeting, snapshots=snapshots, audit_ok=verdict.ok, audit_head=verdict.head,
         audit_last=entries[-1].hash if entries else None, generated_at=now,
         stand_down=incident.data.get("stand_down", {}),
+        real_incidents=[e.data for e in entries if e.kind == "drill.real_incident"],
     )
 
 

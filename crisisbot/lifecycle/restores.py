@@ -25,20 +25,18 @@ async def find_incident(runtime: "Runtime", alarm: Alarm) -> Incident | None:
     """The open incident this follow-up is about: same dedup key, else same site and input/zone."""
     store = runtime.store
     if alarm.dedup_key:
-        found = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key)  # type: ignore[arg-type]
+        found = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key,  # type: ignore[arg-type]
+                                               drill=alarm.drill)
         if found is not None:
             return found
-    for status in (IncidentStatus.open, IncidentStatus.completed):
-        for incident in await store.list_incidents(limit=200, status=status):
-            if incident.site != alarm.site:
-                continue
-            first = (await store.incident_alarms(incident.id) or [None])[0]
-            if first is None:
-                continue
-            same_point = (alarm.input and alarm.input == first.input) or (
-                not alarm.input and alarm.zone and alarm.zone == first.zone)
-            if first.source == alarm.source and same_point:
-                return incident
+    for incident in reversed(await store.active_incidents(alarm.site)):  # the latest first
+        first = (await store.incident_alarms(incident.id) or [None])[0]
+        if first is None or incident.drill != alarm.drill:
+            continue
+        same_point = (alarm.input and alarm.input == first.input) or (
+            not alarm.input and alarm.zone and alarm.zone == first.zone)
+        if first.source == alarm.source and same_point:
+            return incident
     return None
 
 

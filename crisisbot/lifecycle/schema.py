@@ -17,7 +17,10 @@ from crisisbot.models import EventKind, Severity
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-PANEL_TRIGGER_TYPES = ["sia", "contact-id", "contactid", "ajax", "panel", "modbus-panel"]
+# Panels and I/O modules report events (and repeat them); only people press buttons.
+# The real trigger types come first: `sia-dc09` (SIA and Contact ID over IP) and
+# `modbus` (panel outputs and contacts wired to I/O modules).
+PANEL_TRIGGER_TYPES = ["sia-dc09", "modbus", "sia", "contact-id", "contactid", "ajax", "panel", "modbus-panel"]
 
 
 # -- acknowledgement rule -------------------------------------------------------
@@ -38,10 +41,14 @@ class AckRule(Strict):
 
 # -- playbook `lifecycle:` ---------------------------------------------------------
 class CancelWindow(Strict):
-    """Accidental presses: the playbook waits `duration`; pressing again or the console cancels."""
+    """Accidental presses: the playbook waits `duration`; pressing again or the console cancels.
+
+    Never for panel-class inputs unless `panels: true`; even then only the console or
+    `crisisbot cancel` cancels them, since a panel repeating an event is not a person
+    pressing again."""
 
     duration: Seconds = Field(5.0, description="e.g. 5s")
-    panels: bool = Field(False, description="also for alarm panels (normally never)")
+    panels: bool = Field(False, description="also for alarm panels and Modbus inputs (normally never)")
     panel_types: list[str] = Field(
         default_factory=lambda: list(PANEL_TRIGGER_TYPES),
         description="trigger types whose alarms count as panel alarms",

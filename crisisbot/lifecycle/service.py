@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
 from crisisbot.lifecycle.acks import acknowledge
-from crisisbot.lifecycle.cancelwindow import CancelWindows, applies
+from crisisbot.lifecycle.cancelwindow import CancelWindows, applies, pressed_again
 from crisisbot.lifecycle.clock import Clock, SystemClock
 from crisisbot.lifecycle.drills import Drills
 from crisisbot.lifecycle.hooks import Handled
@@ -73,6 +73,10 @@ class Lifecycle:
         await self.drills.start()
         await self.supervision.start()
 
+    async def reloaded(self) -> None:
+        """A new configuration is in place: drills added or changed get their timer now."""
+        await self.drills.sync()
+
     async def stop(self) -> None:
         if self._background:
             await asyncio.wait(self._background, timeout=5)
@@ -111,11 +115,12 @@ class Lifecycle:
         return playbook
 
     async def joined(self, incident: Incident, alarm: Alarm) -> None:
-        if not self.cancel_windows.open_for(incident):
+        playbook = self.runtime.bundle.playbook(incident.playbook)
+        window = playbook.lifecycle.cancel_window if playbook else None
+        if window is None or not self.cancel_windows.open_for(incident):
             return
         first = (await self.runtime.store.incident_alarms(incident.id) or [None])[0]
-        if first is not None and first.id != alarm.id and (first.source, first.input, first.zone) == (
-                alarm.source, alarm.input, alarm.zone):
+        if first is not None and pressed_again(window, first, alarm, self.runtime):
             await self.cancel_windows.cancel(incident.id, by=f"{alarm.source} pressed again", via="input")
 
     async def before_run(self, incident: Incident, alarm: Alarm, playbook: "Playbook") -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.acks import CLOSED, clock_of
 from crisisbot.lifecycle.context import get_incident, incident_context
-from crisisbot.models import DeliveryStatus, IncidentStatus
+from crisisbot.models import DeliveryStatus, IncidentStatus, PlaybookOutcome
 from crisisbot.steps import email
 from crisisbot.steps.base import StepFailed
 
@@ -64,6 +64,7 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     lifecycle = getattr(runtime, "lifecycle", None)
     if lifecycle is not None:
         await lifecycle.engine.interrupt(incident.id)
+    await store.finish_playbook(incident.id, PlaybookOutcome.stopped, f"stood down as {outcome.value} before it ended")
     incident = await get_incident(runtime, incident.id)
     data = incident.data.get("stand_down", {})
     ctx = await incident_context(runtime, incident)

@@ -37,7 +37,7 @@ class MeetingStep(StepSpec):
 
 async def run(spec: MeetingStep, ctx: StepContext) -> Meeting:
     runtime = ctx.runtime
-    subject = runtime.templates.render_string(spec.subject, ctx.template_context()).strip()
+    subject = runtime.templates.render_field(spec.subject, ctx.template_context(), "meeting subject")
     start = utcnow()
     request = MeetingRequest(
         incident_id=ctx.incident.id,

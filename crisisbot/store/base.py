@@ -11,12 +11,12 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crisisbot.errors import CrisisbotError
 from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
-from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome
 
 GENESIS = "0" * 64
 
@@ -44,6 +44,22 @@ class DeliveryRecord:
     transport: str = ""
     attempts: int = 0
     updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class SpooledMessage:
+    """A message the playbook stopped waiting for: everything needed to resend it
+    byte for byte (see crisisbot.outgoing), kept until a verdict is final."""
+
+    key: str  # the delivery's idempotency key
+    incident_id: str
+    step_id: str
+    sender: str
+    channels: list[str]  # connector names, tried in order
+    message: str  # crisisbot.outgoing.encode(...)
+
+
+SPOOL_DONE = (DeliveryStatus.sent, DeliveryStatus.rejected, DeliveryStatus.failed)
 
 
 @dataclass(slots=True)
@@ -118,10 +134,15 @@ class Store(ABC):
     # incidents ------------------------------------------------------------
     @abstractmethod
     async def find_open_incident(
-        self, site: str, playbook: str | None, since: datetime, dedup_key: str | None
+        self, site: str, playbook: str | None, since: datetime, dedup_key: str | None, drill: bool | None = None
     ) -> Incident | None:
-        """The open incident with this dedup key, else (if `playbook`) the latest one of
-        this site and playbook that received an alarm since `since`."""
+        """The active incident with this dedup key, else (if `playbook`) the latest one of
+        this site and playbook that received an alarm since `since`; `drill` keeps
+        drills and real incidents apart."""
+
+    @abstractmethod
+    async def active_incidents(self, site: str | None = None) -> list[Incident]:
+        """Incidents still open or acknowledged (of one site), oldest first."""
 
     @abstractmethod
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None: ...
@@ -130,12 +151,14 @@ class Store(ABC):
     async def join_incident(self, incident_id: str, alarm: Alarm) -> None: ...
 
     @abstractmethod
-    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None: ...
+    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
+                                  only_from: IncidentStatus | None = None) -> bool:
+        """Change the state (only from `only_from` when given); True if it changed."""
 
     @abstractmethod
-    async def complete_incident(self, incident_id: str, reason: str) -> bool:
-        """Mark the playbook finished, only if the incident is still `open` (an operator
-        may have stood it down meanwhile); True if it changed."""
+    async def finish_playbook(self, incident_id: str, outcome: PlaybookOutcome, reason: str) -> bool:
+        """Record the playbook's outcome, once (only while it is `running`); True if it changed.
+        Independent of the incident's state: an operator may have stood it down meanwhile."""
 
     @abstractmethod
     async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None: ...
@@ -158,7 +181,18 @@ class Store(ABC):
 
     @abstractmethod
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
-        """Upsert delivery states in one durable transaction (with audit entries if asked)."""
+        """Upsert delivery states in one durable transaction (with audit entries if asked);
+        a record whose status is in SPOOL_DONE also leaves the outgoing spool."""
+
+    # outgoing spool (messages retried in the background) ----------------------
+    # Concrete (not abstract) so other backends keep working until they add them.
+    async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
+        """Keep `messages` for background retries and save their delivery states, in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
+
+    async def spooled(self) -> list[SpooledMessage]:
+        """Every message still waiting in the spool, oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} does not support the outgoing spool")
 
     # audit ----------------------------------------------------------------
     @abstractmethod
@@ -192,6 +226,11 @@ class Store(ABC):
 
     async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
         """Put a claimed timer back to pending, due again at `due_at` (a retry)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support timers")
+
+    async def shift_timers(self, delta: timedelta, keep: tuple[str, ...] = ()) -> int:
+        """Move every pending timer, except those of the kinds in `keep`, by `delta`
+        (after a step of the system clock); returns how many moved."""
         raise NotImplementedError(f"{type(self).__name__} does not support timers")
 
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:

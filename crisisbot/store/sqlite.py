@@ -17,21 +17,23 @@ import os
 import sqlite3
 import time
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import aiosqlite
 
 from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
-from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, utcnow
+from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome, utcnow
 from crisisbot.store.base import (
     GENESIS,
     AuditEntry,
     AuditReport,
+    SPOOL_DONE,
     DeliveryRecord,
     Nonce,
     Replayed,
+    SpooledMessage,
     StepRecord,
     Store,
     entry_hash,
@@ -58,6 +60,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     address TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
     transport TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident_id, step_id);
+CREATE TABLE IF NOT EXISTS spool (
+    key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, step_id TEXT NOT NULL, sender TEXT NOT NULL,
+    channels TEXT NOT NULL, message TEXT NOT NULL, added_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, incident_id TEXT,
     data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -87,8 +92,46 @@ RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failu
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 log = logging.getLogger(__name__)
 
-OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.completed.value)
+OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.acknowledged.value)
 Audits = list[tuple[str, str | None, dict[str, Any]]]
+
+# Stores written before the incident's state and its playbook's outcome were kept
+# apart had one `status` where `completed` meant "playbook ended, still open". The
+# migration adds the `outcome` column and judges old playbooks from their journal:
+# a failed step that has deliveries but not one sent reached nobody (failed), a
+# skipped step means the playbook stopped on a failure (failed), any other failed
+# step is a partial failure, a step left running means it was stopped.
+_OUTCOME_MIGRATION = [
+    "ALTER TABLE incidents ADD COLUMN outcome TEXT NOT NULL DEFAULT 'running'",
+    """UPDATE incidents SET outcome = CASE
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'running')
+              THEN 'stopped'
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND (s.status = 'skipped'
+              OR (s.status = 'failed'
+                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id AND d.step_id = s.step_id)
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id
+                                  AND d.step_id = s.step_id AND d.status = 'sent'))))
+              THEN 'failed'
+         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'failed')
+              THEN 'done_with_failures'
+         ELSE 'done' END
+       WHERE status <> 'open'""",
+    "UPDATE incidents SET status = 'open' WHERE status = 'completed'",
+]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Additive schema changes for stores created by earlier versions."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}
+    if "outcome" not in columns:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _OUTCOME_MIGRATION:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 def _ts(value: datetime) -> str:
@@ -179,6 +222,7 @@ class SqliteStore(Store):
         self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
         self._alarm_queue: list[tuple[Alarm, Nonce | None, asyncio.Future[bool]]] = []
         self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint_db: aiosqlite.Connection | None = None
         self._alarm_writer: asyncio.Task[None] | None = None
 
     @property
@@ -190,9 +234,12 @@ class SqliteStore(Store):
     async def open(self) -> None:
         """Open (creating it 0600 if new), check integrity, migrate; raise `StoreError`
         with an operator's explanation on a full disk, a lock or a damaged file."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot create the store {self.path}: {exc.strerror}") from exc
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
             self._db.row_factory = aiosqlite.Row
@@ -201,6 +248,7 @@ class SqliteStore(Store):
             if self.check:
                 await self._quick_check()
             await self._db.executescript(SCHEMA)
+            await self._in_thread(_migrate)
             # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
             # database (and fsync it) inside whichever commit crosses 1000 pages, and an
             # alarm acknowledgement would wait for it. A second connection checkpoints
@@ -212,7 +260,14 @@ class SqliteStore(Store):
         except BaseException:
             await self._close_connection()
             raise
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+        # its own connection (own thread), opened here so that closing never has to
+        # interrupt a connection half made (its thread would outlive the event loop)
+        try:
+            self._checkpoint_db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        except BaseException:
+            await self._close_connection()
+            raise
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._checkpoint_db), name="sqlite-checkpoint")
 
     async def _quick_check(self) -> None:
         async with self.db.execute("PRAGMA quick_check(5)") as cur:
@@ -220,23 +275,20 @@ class SqliteStore(Store):
         if findings != ["ok"]:
             raise StoreDamaged(f"{self.path} is damaged ({'; '.join(findings)}); {BACKUP_HINT}")
 
-    async def _checkpoint_loop(self, every: float = CHECKPOINT_EVERY) -> None:
+    async def _checkpoint_loop(self, db: aiosqlite.Connection, every: float = CHECKPOINT_EVERY) -> None:
         """Passive checkpoints every `every` s; once the WAL is fully copied and large,
         truncate it, so space freed by a checkpoint goes back to the filesystem (on a
         small or full disk, a WAL that keeps its peak size fills it again)."""
         wal = Path(f"{self.path}-wal")
         while True:
+            await asyncio.sleep(every)
             try:
-                async with aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT) as db:
-                    while True:
-                        await asyncio.sleep(every)
-                        async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
-                            busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
-                        if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
-                            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                    busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
+                if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (will retry): %s", explain(exc, self.path))
-                await asyncio.sleep(every)
 
     async def close(self) -> None:
         """Always ends: the worker threads are stopped even if the last checkpoint fails
@@ -245,6 +297,12 @@ class SqliteStore(Store):
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
             self._checkpointer = None
+        checkpoint_db, self._checkpoint_db = self._checkpoint_db, None
+        if checkpoint_db is not None:
+            try:
+                await checkpoint_db.close()
+            except Exception as exc:  # noqa: BLE001 - aiosqlite stops its thread regardless
+                log.warning("closing the checkpoint connection reported: %s", exc)
         if self._alarm_writer is not None:
             await asyncio.gather(self._alarm_writer, return_exceptions=True)
         if self._db is not None:
@@ -413,24 +471,35 @@ class SqliteStore(Store):
             id=row["id"], site=row["site"], playbook=row["playbook"], status=IncidentStatus(row["status"]),
             opened_at=_dt(row["opened_at"]), updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
             title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
+            outcome=PlaybookOutcome(row["outcome"]),
         )
 
-    async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None) -> Incident | None:
+    async def find_open_incident(self, site: str, playbook: str | None, since: datetime, dedup_key: str | None,
+                                 drill: bool | None = None) -> Incident | None:
+        only = "" if drill is None else " AND drill=?"
+        kind: tuple[Any, ...] = () if drill is None else (int(drill),)
         if dedup_key:
             rows = await self._rows(
-                "SELECT * FROM incidents WHERE dedup_key=? AND site=? AND status IN (?,?) ORDER BY opened_at DESC LIMIT 1",
-                (dedup_key, site, *OPEN_STATUSES),
+                "SELECT * FROM incidents WHERE dedup_key=? AND site=? AND status IN (?,?)" + only
+                + " ORDER BY opened_at DESC LIMIT 1",
+                (dedup_key, site, *OPEN_STATUSES, *kind),
             )
             if rows:
                 return self._incident(rows[0])
         if playbook is None:
             return None
         rows = await self._rows(
-            "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=? "
-            "ORDER BY opened_at DESC LIMIT 1",
-            (site, playbook, *OPEN_STATUSES, _ts(since)),
+            "SELECT * FROM incidents WHERE site=? AND playbook=? AND status IN (?,?) AND last_alarm_at>=?" + only
+            + " ORDER BY opened_at DESC LIMIT 1",
+            (site, playbook, *OPEN_STATUSES, _ts(since), *kind),
         )
         return self._incident(rows[0]) if rows else None
+
+    async def active_incidents(self, site: str | None = None) -> list[Incident]:
+        where = "status IN (?,?)" + (" AND site=?" if site is not None else "")
+        params = (*OPEN_STATUSES, site) if site is not None else OPEN_STATUSES
+        rows = await self._rows(f"SELECT * FROM incidents WHERE {where} ORDER BY opened_at", tuple(params))
+        return [self._incident(r) for r in rows]
 
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None:
         now = _ts(utcnow())
@@ -458,17 +527,24 @@ class SqliteStore(Store):
                                                      "kind": alarm.kind.value, "action": alarm.action.value})],
         )
 
-    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "") -> None:
-        await self._write(
-            [("UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id))],
-            [("incident.status", incident_id, {"status": status.value, "reason": reason})],
-        )
-
-    async def complete_incident(self, incident_id: str, reason: str) -> bool:
+    async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
+                                  only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-            cur = conn.execute("UPDATE incidents SET status=?, updated_at=? WHERE id=? AND status=?",
-                               (IncidentStatus.completed.value, _ts(utcnow()), incident_id, IncidentStatus.open.value))
-            return [("incident.status", incident_id, {"status": "completed", "reason": reason})] if cur.rowcount else []
+            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id)
+            if only_from is not None:
+                sql, params = sql + " AND status=?", (*params, only_from.value)
+            changed = conn.execute(sql, params).rowcount
+            return [("incident.status", incident_id, {"status": status.value, "reason": reason})] if changed else []
+
+        return bool(await self._transaction(work))
+
+    async def finish_playbook(self, incident_id: str, outcome: PlaybookOutcome, reason: str) -> bool:
+        def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
+            cur = conn.execute(
+                "UPDATE incidents SET outcome=?, data=json_set(data, '$.outcome_reason', ?), updated_at=? "
+                "WHERE id=? AND outcome=?",
+                (outcome.value, reason, _ts(utcnow()), incident_id, PlaybookOutcome.running.value))
+            return [("playbook.finished", incident_id, {"outcome": outcome.value, "reason": reason})] if cur.rowcount else []
 
         return bool(await self._transaction(work))
 
@@ -524,6 +600,10 @@ class SqliteStore(Store):
         }
 
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
+        await self._write(*self._delivery_writes(records, audit))
+
+    def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
+            list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
         now = _ts(utcnow())
         statements = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
@@ -540,7 +620,24 @@ class SqliteStore(Store):
               "detail": r.detail, "attempts": r.attempts})
             for r in records
         ] if audit else []
+        statements += [("DELETE FROM spool WHERE key=?", (r.key,)) for r in records if r.status in SPOOL_DONE]
+        return statements, audits
+
+    async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
+        statements, audits = self._delivery_writes(records, True)
+        now = _ts(utcnow())
+        statements += [
+            ("INSERT INTO spool(key, incident_id, step_id, sender, channels, message, added_at) VALUES (?,?,?,?,?,?,?) "
+             "ON CONFLICT(key) DO UPDATE SET channels=excluded.channels, message=excluded.message",
+             (m.key, m.incident_id, m.step_id, m.sender, json.dumps(m.channels), m.message, now))
+            for m in messages
+        ]
         await self._write(statements, audits)
+
+    async def spooled(self) -> list[SpooledMessage]:
+        rows = await self._rows("SELECT * FROM spool ORDER BY added_at, key")
+        return [SpooledMessage(r["key"], r["incident_id"], r["step_id"], r["sender"], json.loads(r["channels"]),
+                               r["message"]) for r in rows]
 
     # -- audit -------------------------------------------------------------
     async def audit(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry:
@@ -609,6 +706,18 @@ class SqliteStore(Store):
     async def reschedule_timer(self, timer_id: str, due_at: datetime) -> None:
         await self._change("UPDATE timers SET status='pending', due_at=? WHERE id=? AND status='firing'",
                            (_ts(due_at), timer_id))
+
+    async def shift_timers(self, delta: timedelta, keep: tuple[str, ...] = ()) -> int:
+        def shift(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(keep))
+            rows = conn.execute("SELECT id, due_at FROM timers WHERE status='pending'"
+                                + (f" AND kind NOT IN ({marks})" if keep else ""), tuple(keep)).fetchall()
+            for timer_id, due_at in rows:
+                conn.execute("UPDATE timers SET due_at=? WHERE id=?",
+                             (_ts(datetime.fromisoformat(due_at) + delta), timer_id))
+            return len(rows)
+
+        return await self._locked(shift)
 
     async def cancel_timers(self, incident_id: str, kind_prefix: str = "") -> int:
         return await self._change(

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from crisisbot.executors import AlarmPriority
 from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
 from crisisbot.web.guarded_http import guarded_protocol
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_disconnects(app: ASGIApp, name: str) -> ASGIApp:
+    """A client gone mid-request (or cut off by the header/body timeout) is not a server
+    error: without this, uvicorn logs Starlette's ClientDisconnect with a traceback."""
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except ClientDisconnect:
+            log.debug("%s: client went away before its request was complete", name)
+    return wrapped
 
 
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
-    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None,
+                 hold: AlarmPriority | None = None) -> None:
+        """`hold`: new connections wait while an alarm is dispatched (the console; never an input)."""
         limits = limits or ListenerLimits()
         self.gate = ConnectionGate(name, limits)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                http=guarded_protocol(self.gate), timeout_keep_alive=max(1, int(limits.idle_timeout)),
+        config = uvicorn.Config(_quiet_disconnects(app, name), host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                                http=guarded_protocol(self.gate, hold), timeout_keep_alive=max(1, int(limits.idle_timeout)),
                                 backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget
         self._server = uvicorn.Server(config)
         self._name = name

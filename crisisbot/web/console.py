@@ -42,6 +42,7 @@ _DUMMY_HASH = hash_password("not a password anyone has")
 _PAGES = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=select_autoescape(default=True),
+    auto_reload=False,  # shipped pages: no stat() per request (a login flood made ten thousand)
 )
 
 
@@ -316,5 +317,6 @@ def _client(request: Request) -> str | None:
 
 def _incident_json(incident) -> dict[str, Any]:
     return {"id": incident.id, "site": incident.site, "playbook": incident.playbook,
-            "status": incident.status.value, "title": incident.title, "drill": incident.drill,
+            "status": incident.status.value, "outcome": incident.outcome.value,
+            "outcome_reason": incident.data.get("outcome_reason"), "title": incident.title, "drill": incident.drill,
             "opened_at": incident.opened_at.isoformat()}

@@ -4,7 +4,7 @@ uvicorn has `timeout_keep_alive` (idle after a response) and `limit_concurrency`
 but nothing bounds a connection that never sends a complete request, and
 `limit_concurrency` counts idle connections too, so a flood of them would turn every
 real request into a 503. Here the gate refuses or makes room *before* uvicorn sees
-the connection, and a request's headers must arrive within `header_timeout`.
+the connection, and a request (headers and body) must arrive within `header_timeout`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from crisisbot.executors import AlarmPriority
 from crisisbot.listeners import ConnectionGate, Deadline, ListenerLimits
+
+
+HOLD = 3.0  # seconds a new console connection may wait while an alarm is dispatched
 
 
 class GuardedH11Protocol(H11Protocol):
     gate: ConnectionGate  # set on the subclass `guarded_protocol` builds
     limits: ListenerLimits
+    hold: AlarmPriority | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.busy = False
@@ -31,6 +37,11 @@ class GuardedH11Protocol(H11Protocol):
             return
         super().connection_made(transport)
         self._deadline.arm(self.limits.header_timeout, "header")  # a client sends its request at once
+        if self.hold is not None and self.hold.busy:
+            # an alarm is being taken in or dispatched: this request waits in the kernel, at
+            # no cost to the event loop, until it is over (executors.AlarmPriority)
+            transport.pause_reading()
+            self.hold.when_quiet(transport.resume_reading, HOLD)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._admitted:
@@ -55,11 +66,15 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     def _follow_cycle(self) -> None:
-        """Busy from complete headers to the end of the response; then idle again."""
+        """Receiving (headers, then body): the header deadline runs, so a trickled body is
+        cut off like trickled headers; busy from the whole request to the end of the
+        response; then idle again."""
         in_request = self.cycle is not None and not self.cycle.response_complete
-        if in_request and not self.busy:
-            self.busy = True
-            self._deadline.cancel()
+        receiving = in_request and self.conn.their_state is h11.SEND_BODY
+        if in_request and not receiving:
+            if not self.busy:
+                self.busy = True
+                self._deadline.cancel()
         elif not in_request and self.busy:
             self.busy = False
             if not self.transport.is_closing():
@@ -70,7 +85,7 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(gate: ConnectionGate) -> type[GuardedH11Protocol]:
+def guarded_protocol(gate: ConnectionGate, hold: AlarmPriority | None = None) -> type[GuardedH11Protocol]:
     """The protocol class uvicorn instantiates per connection, bound to this listener's gate."""
-    attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits}
+    attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits, "hold": hold}
     return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)

@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
+from crisisbot.executors import PoolFull
 from crisisbot.image_store import ImageNotFound, ImageStore
-from crisisbot.imaging import blur_faces_async
+from crisisbot.imaging import blur_faces, blur_faces_async
 from crisisbot.links import Claims, LinkError, LinkExpired, Signer
 from crisisbot.models import Recipient
 from crisisbot.web.access import Revocations
@@ -85,8 +86,10 @@ def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
                     revocations: Revocations | None = None, refresh: int = 5,
                     path: str = "/live", refusals: Refusals | None = None,
                     ended_at: EndedAt | None = None, grace: float = 900.0,
-                    now: Callable[[], datetime] | None = None) -> Mount:
-    """Routes `GET {path}/{token}` (the page) and `GET {path}/{token}/img/{image_id}` (one frame)."""
+                    now: Callable[[], datetime] | None = None,
+                    offload: Callable[..., Awaitable[Any]] | None = None) -> Mount:
+    """Routes `GET {path}/{token}` (the page) and `GET {path}/{token}/img/{image_id}` (one frame).
+    `offload` runs face blurring on a pool kept apart from the alarm path (the daemon's `web` pool)."""
     refusals = refusals or Refusals(RefusalAudit(audit))
 
     async def check(request: Request) -> Claims:
@@ -165,7 +168,11 @@ def liveview_routes(signer: Signer, image_store: ImageStore, audit: Audit, *,
             if key not in blurred_cache:
                 async with blurring:  # detection costs ~1 s of CPU a frame: never more than two at once
                     if key not in blurred_cache:
-                        blurred_cache[key] = await blur_faces_async(data)
+                        try:
+                            blurred_cache[key] = (await offload(blur_faces, data) if offload is not None
+                                                  else await blur_faces_async(data))
+                        except PoolFull:
+                            return Response("busy, try again", 503, headers={**HEADERS, "Retry-After": "2"})
                         while len(blurred_cache) > BLUR_CACHE:
                             blurred_cache.popitem(last=False)
             data = blurred_cache[key]

@@ -50,7 +50,7 @@ def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refu
                                       revocations=runtime.revocations, refusals=refusals,
                                       ended_at=lambda incident_id: ended_at(runtime, incident_id),
                                       grace=runtime.bundle.config.web.liveview_grace,
-                                      now=lambda: clock_of(runtime).now()))
+                                      now=lambda: clock_of(runtime).now(), offload=runtime.executors.web.run))
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
 
 
@@ -100,7 +100,7 @@ class WebServer:
         await self.console.start()
         self.refusals.audit.start()
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
-                                        "web console", web.limits)
+                                        "web console", web.limits, hold=self.runtime.executors.priority)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
 

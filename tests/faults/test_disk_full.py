@@ -66,7 +66,7 @@ def test_full_disk_mid_convocation_then_space_returns(workspace, small_var):
             refused = post(port, second)
             filler.unlink()
             accepted = post(port, second)  # the sender's retry of the very same request
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the incident to complete")
         finally:
             assert stop(daemon) == 0
@@ -106,9 +106,28 @@ def test_stop_start_and_commands_on_a_full_disk_end_with_the_real_error(workspac
         handler.data_delay = 0.0
         daemon = start(workspace, port, log)
         try:
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the resumed incident to complete")
         finally:
             assert stop(daemon) == 0
     assert store_rows(workspace, "SELECT count(*) FROM incidents") == [(1,)]
     assert run_cli(workspace, "audit", "verify").returncode == 0
+
+
+async def test_the_wal_is_truncated_while_running(tmp_path):
+    """Space a checkpoint frees goes back to the filesystem without a restart."""
+    import asyncio
+
+    from crisisbot.store.sqlite import TRUNCATE_ABOVE, SqliteStore
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    wal = tmp_path / "s.db-wal"
+    try:
+        while not wal.exists() or wal.stat().st_size <= TRUNCATE_ABOVE:
+            await store.audit("test.bulk", None, {"filler": "x" * 8000})
+        async with asyncio.timeout(HANG):
+            while wal.stat().st_size > 0:
+                await asyncio.sleep(0.1)
+    finally:
+        await store.close()

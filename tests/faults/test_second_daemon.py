@@ -3,6 +3,8 @@ the first keeps accepting alarms and its audit chain stays whole."""
 
 from __future__ import annotations
 
+import json
+
 from conftest import RecordingHandler, SmtpServer
 from store_helpers import (COMMITTEE, HANG, alarm_request, configure, crisisbot, post, run_cli, start, stop,
                            store_rows, wait_until)
@@ -33,8 +35,9 @@ def test_second_daemon_is_refused_and_the_first_keeps_working(workspace):
     verify = run_cli(workspace, "audit", "verify")
     assert verify.returncode == 0 and "audit log intact" in verify.stdout, verify.stderr
     listing = run_cli(workspace, "incidents").stdout
-    assert len(listing.splitlines()) == 1, listing  # the second daemon opened or resumed nothing
-    assert store_rows(workspace, "SELECT count(*) FROM audit WHERE kind='config.loaded'") == [(1,)]
+    assert len(listing.splitlines()) == 2, listing  # header and one incident: the second daemon opened nothing
+    loaded = store_rows(workspace, "SELECT data FROM audit WHERE kind='config.loaded'")
+    assert len(loaded) == 1 and json.loads(loaded[0][0])["instance"]["pid"] == first.pid
 
 
 def test_the_lock_is_released_when_the_holder_dies(workspace):

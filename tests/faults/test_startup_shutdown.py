@@ -43,7 +43,7 @@ def test_sigterm_mid_convocation_exits_and_the_next_start_finishes_it(workspace)
         handler.data_delay = 0.0
         daemon = start(workspace, port, log)
         try:
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the resumed incident to complete")
         finally:
             assert stop(daemon) == 0

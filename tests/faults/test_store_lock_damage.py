@@ -72,7 +72,7 @@ def test_a_long_lock_during_the_convocation_loses_no_record(workspace):
             holder = hold_lock(workspace.root / "var" / "crisisbot.db", 10)  # twice SQLite's busy timeout
             assert len(handler.messages) < len(everyone), "the convocation ended before the lock"
             holder.wait(HANG)
-            wait_until(lambda: store_rows(workspace, "SELECT status FROM incidents") == [("completed",)],
+            wait_until(lambda: store_rows(workspace, "SELECT status, outcome FROM incidents") == [("open", "done")],
                        timeout=HANG, what="the incident to complete")
         finally:
             assert stop(daemon) == 0
@@ -129,7 +129,7 @@ def test_damaged_audit_page_stops_the_start_and_is_an_audit_finding(workspace):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.copy(workspace.root / "good.db", db)
     assert run_cli(workspace, "audit", "verify").returncode == 0
-    assert "completed" in run_cli(workspace, "incidents").stdout
+    assert run_cli(workspace, "incidents").stdout.splitlines()[1].split()[3:5] == ["open", "done"]
 
 
 def test_a_file_that_is_not_a_database_stops_the_start_with_the_way_out(workspace):

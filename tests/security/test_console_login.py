@@ -109,3 +109,16 @@ async def test_the_hashing_pool_refuses_at_once_when_its_queue_is_full():
     assert await first and await second
     assert pool.stats()["refused"] == 1 and await pool.run(lambda: PASSWORD) == PASSWORD
     pool.shutdown()
+
+
+async def test_new_console_connections_wait_while_an_alarm_is_dispatched(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        async with client(daemon) as http:
+            with priority.urgent():  # as while the meeting, snapshots and emails go out
+                held = asyncio.ensure_future(http.get("/console/login"))
+                await asyncio.sleep(0.3)
+                waited = not held.done()
+            page = await held
+    assert waited and page.status_code == 200

@@ -24,7 +24,7 @@ def test_contact_name_with_line_break_or_bidi_is_refused(workspace, capsys):
     code = main(["-c", str(workspace.config_path), "validate"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "contacts/more.yaml:3:11: people.mallory.name: contains a line break (U+000D)" in err
+    assert "contacts/more.yaml:3:11: people.mallory.name: contains a line break (U+000D); write it on one line, as people should read it" in err
     assert "contacts/more.yaml:6:11: people.eve2.name: contains a text-direction control (U+202E)" in err
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import resource
 import signal
@@ -23,8 +24,10 @@ import pytest
 
 from conftest import free_port
 from daemon_helpers import SECRET, signed_headers
-from dc09_panel import TcpPanel, message
+from crisisbot.listeners import throttle_accept_errors
+from dc09_panel import TcpPanel, UdpPanel, message
 from sinks import RecordingSink
+from triggers import sia_dc09
 from triggers.sia_dc09 import SiaDc09Config, SiaDc09Trigger
 from triggers.webhook import WebhookConfig, WebhookTrigger
 
@@ -180,24 +183,28 @@ async def test_dc09_caps_per_address_and_makes_room_by_closing_idle_ones() -> No
         await trigger.stop()
 
 
-async def test_webhook_slow_headers_and_idle_connections_are_closed() -> None:
+async def test_webhook_slow_headers_and_idle_connections_are_closed(caplog: pytest.LogCaptureFixture) -> None:
     config = WebhookConfig.model_validate({"type": "webhook", "host": "127.0.0.1", "port": 0, "limits": SHORT})
     trigger = WebhookTrigger("hook", config, RecordingSink())
     await trigger.start()
     try:
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", trigger.port)
         slow_r, slow_w = await asyncio.open_connection("127.0.0.1", trigger.port)
+        body_r, body_w = await asyncio.open_connection("127.0.0.1", trigger.port)
         slow_w.write(b"POST /alarms HTTP/1.1\r\nHost: x\r\n")
-        for _ in range(3):  # slowloris: a header byte now and then
+        body_w.write(b"POST /v2/enqueue HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        for _ in range(3):  # slowloris: a header byte, a body byte now and then
             await asyncio.sleep(0.15)
             slow_w.write(b"X")
-        assert await closed_by_peer(idle_r) and await closed_by_peer(slow_r)
-        idle_w.close()
-        slow_w.close()
+            body_w.write(b" ")
+        assert await closed_by_peer(idle_r) and await closed_by_peer(slow_r) and await closed_by_peer(body_r)
+        for writer in (idle_w, slow_w, body_w):
+            writer.close()
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"http://127.0.0.1:{trigger.port}/health")).status_code == 200
     finally:
         await trigger.stop()
+    assert not [r for r in caplog.records if r.exc_info], "a timed-out client is not a server error"
 
 
 def test_limits_are_validated_in_config() -> None:
@@ -206,3 +213,43 @@ def test_limits_are_validated_in_config() -> None:
     with pytest.raises(ValueError, match="extra"):
         SiaDc09Config.model_validate({"type": "sia-dc09", "limits": {"max_conections": 5},
                                       "accounts": [{"account": "1234", "site": "paris"}]})
+
+
+async def test_dc09_udp_flood_is_bounded_and_logged_once(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(sia_dc09, "UDP_IN_FLIGHT", 100)  # the shipped 1,024, scaled down
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()  # storage stalls: frames pile up in hand
+    config = SiaDc09Config.model_validate({"type": "sia-dc09", "host": "127.0.0.1", "port": 0, "tcp": False,
+                                           "accounts": [{"account": "1234", "site": "paris"}]})
+    trigger = SiaDc09Trigger("arc", config, sink)
+    await trigger.start()
+    udp, _ = await UdpPanel.open(trigger.udp_port)
+    try:
+        for seq in range(1, 301):
+            udp.sendto(message(seq, "Nri1/BA01"))
+            await asyncio.sleep(0.001)  # loopback UDP drops what the socket buffer cannot hold
+        for _ in range(200):
+            if trigger.stats["udp_overload"] >= 150:
+                break
+            await asyncio.sleep(0.02)
+        assert trigger.stats["udp_overload"] >= 150 and len(trigger._tasks) == 100, trigger.stats
+        sink.gate.set()
+    finally:
+        udp.close()
+        await trigger.stop()
+    overload_lines = [r for r in caplog.records if "udp_overload" in r.getMessage()]
+    assert 1 <= len(overload_lines) <= 2
+
+
+def test_accept_errors_are_summarised_not_logged_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    async def burst() -> None:
+        loop = asyncio.get_running_loop()
+        throttle_accept_errors(loop)
+        for _ in range(5000):
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+        loop.get_exception_handler().burst.close()  # type: ignore[union-attr]
+    caplog.set_level(logging.WARNING)
+    asyncio.run(burst())
+    lines = [r.getMessage() for r in caplog.records if "accepting a connection failed" in r.getMessage()]
+    assert len(lines) == 2 and "4999 more" in lines[1], lines

@@ -1,0 +1,143 @@
+"""Hostile load for the isolation test and benchmark: a console login flood and idle
+connections, from many loopback addresses (127.0.0.0/8 is all loopback on Linux, and
+each address is a different client to the daemon's per-address throttles).
+
+Raw asyncio streams rather than an HTTP client: 1,500 concurrent requests must cost the
+*attacker's* process little, so that the daemon's CPU, not the load generator, is what
+the measure shows."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+
+def raise_open_files() -> None:
+    """Thousands of sockets in this process (and in a daemon started from it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def addresses(first: int, count: int) -> Iterator[str]:
+    """`count` loopback addresses from 127.<first>.x.y on, skipping 127.0.0.1."""
+    n = first * 65536 + 2
+    while count > 0:
+        a, b, c = (n >> 16) & 255, (n >> 8) & 255, n & 255
+        if 0 < c < 255:
+            yield f"127.{a}.{b}.{c}"
+            count -= 1
+        n += 1
+
+
+@dataclass
+class FloodResult:
+    codes: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def answered(self) -> int:
+        return sum(self.codes.values())
+
+
+async def _bad_login(port: int, source: str, name: str, result: FloodResult) -> None:
+    body = f"username={name}&password=not-the-password".encode()
+    request = (b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    except OSError as exc:
+        result.errors[type(exc).__name__] += 1
+        return
+    try:
+        writer.write(request)
+        await writer.drain()
+        status = await reader.readline()
+        if not status:  # the listener's connection cap closed it before any answer
+            result.errors["closed"] += 1
+            return
+        result.codes[int(status.split()[1])] += 1
+    except (OSError, IndexError, ValueError) as exc:
+        result.errors[type(exc).__name__] += 1
+    finally:
+        writer.close()
+
+
+async def login_flood(port: int, count: int = 1500, sources: int = 250, first_block: int = 1,
+                      result: FloodResult | None = None) -> FloodResult:
+    """`count` concurrent wrong logins, spread over `sources` addresses and as many names."""
+    result = result or FloodResult()
+    froms = list(addresses(first_block, sources))
+    await asyncio.gather(*(_bad_login(port, froms[i % sources], f"intrus{i}", result) for i in range(count)))
+    return result
+
+
+class IdleConnections:
+    """TCP connections opened and never written to, until `close()`."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.failed = 0
+
+    async def open(self, port: int, count: int, first_block: int = 200, sources: int = 100) -> None:
+        froms = list(addresses(first_block, sources))
+
+        async def one(i: int) -> None:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(froms[i % sources], 0))
+                self.writers.append(writer)
+            except OSError:
+                self.failed += 1
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+def _flood_main(port: int, count: int, sources: int, first_block: int, under_way, results) -> None:
+    """Child process body: run the flood, signal once 100 answers came back, report codes."""
+    async def run() -> FloodResult:
+        result = FloodResult()
+        flood = asyncio.ensure_future(login_flood(port, count, sources, first_block, result))
+        while not flood.done():
+            if result.answered >= min(100, count):
+                under_way.set()
+            await asyncio.sleep(0.01)
+        await flood
+        return result
+
+    raise_open_files()
+    result = asyncio.run(run())
+    under_way.set()
+    results.send((dict(result.codes), dict(result.errors)))
+
+
+class FloodProcess:
+    """The login flood from another process: the attacker's CPU is not the measurer's."""
+
+    def __init__(self, port: int, count: int = 1500, sources: int = 250, first_block: int = 1) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.under_way = context.Event()
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_flood_main, daemon=True,
+                                        args=(port, count, sources, first_block, self.under_way, send))
+        self._process.start()
+
+    async def started(self) -> None:
+        while not self.under_way.is_set():
+            await asyncio.sleep(0.01)
+
+    async def result(self) -> FloodResult:
+        while not self._receive.poll():
+            await asyncio.sleep(0.02)
+        codes, errors = self._receive.recv()
+        self._process.join()
+        return FloodResult(Counter(codes), Counter(errors))
