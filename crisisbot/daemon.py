@@ -55,6 +55,8 @@ class Daemon:
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
             lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
+            log.info("%s claimed the data directory %s", lock.instance.describe() if lock else "this process",
+                     self.bundle.data_dir)
             await self.runtime.store.audit("config.loaded", None, {
                 "digest": self.bundle.digest, "files": self.bundle.files,
                 "instance": dataclasses.asdict(lock.instance) if lock else None})

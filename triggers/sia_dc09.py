@@ -147,6 +147,7 @@ class SiaDc09Trigger(Trigger):
         self._garbage_log = BurstLog(self.log, "skipped garbage bytes")
         self._bursts: dict[str, BurstLog] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self._untimed: dict[str, dict[tuple[str, str], float]] = {}  # per account: frames without timestamp
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -181,10 +182,24 @@ class SiaDc09Trigger(Trigger):
                 panel.last_seen = last
         panel.faulted = bool(saved.get("faulted"))
         wall = time.time()
+        untimed = self._untimed[account.account] = {}
         for seq, data, expiry in self.state.get(f"recent:{account.account}", []):
             if expiry > wall:
                 panel.recent[(seq, data)] = now + (expiry - wall)
+                untimed[(seq, data)] = expiry
         return panel
+
+    def _note_untimed(self, account: str, seq: str, data: str) -> None:
+        """Remember a frame without timestamp across restarts: only the receiver's memory tells
+        its repeat from a new event (a timestamped repeat has the same alarm id, which the
+        store ignores). Few such frames: panels that send them are plain-text ones."""
+        wall = time.time()
+        kept = self._untimed.setdefault(account, {})
+        kept.pop((seq, data), None)  # re-inserted last: the dict stays in expiry order
+        kept[(seq, data)] = wall + self.config.duplicate_window
+        while kept and (next(iter(kept.values())) <= wall or len(kept) > RECENT_MAX):
+            del kept[next(iter(kept))]
+        self.state.put(f"recent:{account}", [[s, d, expiry] for (s, d), expiry in kept.items()])
 
     def _note(self, panel: _Panel) -> None:
         """Save the silence timer (to the second: a handful of writes, whatever the traffic)."""
@@ -357,10 +372,8 @@ class SiaDc09Trigger(Trigger):
             if recent[oldest] > mono and len(recent) <= RECENT_MAX:
                 break
             del recent[oldest]
-        if content.sent_at is None and events:  # a timestamped repeat has the same alarm id: the store ignores it
-            wall = time.time()
-            self.state.put(f"recent:{frame.account}", [[seq, data, wall + (t - mono)]
-                                                       for (seq, data), t in recent.items() if t > mono])
+        if content.sent_at is None and events:
+            self._note_untimed(frame.account, frame.seq, content.data)
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
