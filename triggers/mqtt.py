@@ -172,6 +172,7 @@ class MqttTrigger(Trigger):
         self._devices: dict[str, _Device] = {}
         self._stored_unacked: Counter[tuple[str, bytes]] = Counter()  # stored, PUBACK withheld
         self._listening_since: float | None = None  # devices cannot be heard while we are not subscribed
+        self._supervised = any(r.offline_after for r in self.config.rules)
 
     async def start(self) -> None:
         self._stopping = False
@@ -285,13 +286,12 @@ class MqttTrigger(Trigger):
         """Store the message's alarm if a rule maps it; False only if storing failed."""
         topic = message.topic.value
         raw = _raw(message)
-        if self._stored_unacked[(topic, raw)] > 0:  # stored before a reconnection, sent again
+        if self._stored_unacked and self._stored_unacked[(topic, raw)] > 0:  # stored, then sent again
             self._stored_unacked[(topic, raw)] -= 1
             if not self._stored_unacked[(topic, raw)]:
                 del self._stored_unacked[(topic, raw)]
             self.stats["redelivered"] += 1
             return True
-        self._stored_unacked.pop((topic, raw), None)
         self.stats["messages"] += 1
         if len(raw) > self.config.max_payload:
             self.stats["oversized"] += 1
@@ -363,6 +363,8 @@ class MqttTrigger(Trigger):
     async def _alive(self, topic: aiomqtt.Topic, payload: dict[str, Any] | None) -> bool:
         """Restart the device's silence timer (report the end of its fault first); False if
         that report could not be stored."""
+        if not self._supervised:
+            return True
         device = self._devices.get(topic.value)
         if device is None:
             rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.topic)), None)
