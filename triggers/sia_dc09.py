@@ -114,6 +114,11 @@ def _aes_key(account: Dc09Account) -> codec.AesKey | None:
     return codec.AesKey(key) if key is not None else None
 
 
+def _recent_key(account: str, seq: str, data: str) -> str:
+    """The trigger-state key of one remembered frame without timestamp (triggers/state.py)."""
+    return f"recent:{account}:{seq}:{hashlib.blake2b(data.encode(), digest_size=8).hexdigest()}"
+
+
 @dataclass(slots=True)
 class _Panel:
     """Runtime state of one account: its key, when it last spoke, whether it is reported silent."""
@@ -150,7 +155,10 @@ class SiaDc09Trigger(Trigger):
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        self._panels = {a.account: self._restored(a) for a in self.config.accounts}
+        saved_recent: dict[str, list[tuple[str, list[Any]]]] = {}
+        for key, value in self.state.items("recent:"):  # one pass, not one per account
+            saved_recent.setdefault(key.split(":")[1], []).append((key, value))
+        self._panels = {a.account: self._restored(a, saved_recent.get(a.account, [])) for a in self.config.accounts}
         loop = asyncio.get_running_loop()
         port = self.config.port
         if self.config.tcp:
@@ -167,7 +175,7 @@ class SiaDc09Trigger(Trigger):
         self.log.info("SIA DC-09 receiver listening on %s (tcp %s, udp %s), %d account(s)",
                       self.config.host, self.port, self.udp_port, len(self._panels))
 
-    def _restored(self, account: Dc09Account) -> _Panel:
+    def _restored(self, account: Dc09Account, saved_frames: list[tuple[str, list[Any]]]) -> _Panel:
         """The account's runtime state, with what the previous run knew (triggers/state.py):
         its silence deadline, whether it is already reported silent, frames seen lately."""
         now = self.clock()
@@ -181,9 +189,20 @@ class SiaDc09Trigger(Trigger):
                 panel.last_seen = last
         panel.faulted = bool(saved.get("faulted"))
         wall = time.time()
-        for seq, data, expiry in self.state.get(f"recent:{account.account}", []):
-            if expiry > wall:
-                panel.recent[(seq, data)] = now + (expiry - wall)
+        saved_recent: list[tuple[float, str, str]] = []
+        for key, value in saved_frames:
+            if key == f"recent:{account.account}":  # the single list of earlier versions: one row per frame now
+                self.state.put(key, None)
+                for seq, data, expiry in value:
+                    if expiry > wall:
+                        saved_recent.append((expiry, seq, data))
+                        self.state.put(_recent_key(account.account, seq, data), [seq, data, expiry])
+            elif value[2] > wall:
+                saved_recent.append((value[2], value[0], value[1]))
+            else:
+                self.state.put(key, None)  # expired while the receiver was down
+        for expiry, seq, data in sorted(saved_recent):  # the dict is kept in expiry order
+            panel.recent[(seq, data)] = now + (expiry - wall)
         return panel
 
     def _note(self, panel: _Panel) -> None:
@@ -357,10 +376,11 @@ class SiaDc09Trigger(Trigger):
             if recent[oldest] > mono and len(recent) <= RECENT_MAX:
                 break
             del recent[oldest]
+            self.state.put(_recent_key(frame.account, *oldest), None)  # a no-op unless it was saved
         if content.sent_at is None and events:  # a timestamped repeat has the same alarm id: the store ignores it
-            wall = time.time()
-            self.state.put(f"recent:{frame.account}", [[seq, data, wall + (t - mono)]
-                                                       for (seq, data), t in recent.items() if t > mono])
+            # one row per frame: saving is O(1) a frame, whatever the size of the memory
+            self.state.put(_recent_key(frame.account, frame.seq, content.data),
+                           [frame.seq, content.data, time.time() + self.config.duplicate_window])
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,

@@ -155,6 +155,16 @@ def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
     }
 
 
+def _stored_alarm_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of `ids` the store already holds (in chunks under SQLite's variable limit)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update(r[0] for r in conn.execute(
+            f"SELECT id FROM alarms WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    return found
+
+
 def _dump(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
 
@@ -162,19 +172,28 @@ def _dump(data: Any) -> str:
 def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
     """Append audit entries after the chain head read *inside* the caller's write
     transaction: whatever else wrote to the file (a second process, a caller cancelled
-    mid-hop), the next entry always links to the last one committed."""
+    mid-hop), the next entry always links to the last one committed.
+
+    The entries of one transaction are committed together and carry its one time;
+    they go in with one `executemany` (a group-committed batch of alarms is one call
+    into SQLite, not one per alarm)."""
+    if not audits:
+        return []
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, head = (row[0], row[1]) if row else (0, GENESIS)
+    when = utcnow()
+    at = _ts(when)
     entries: list[AuditEntry] = []
+    rows: list[tuple[Any, ...]] = []
     for kind, incident_id, data in audits:
         seq += 1
-        at = _ts(utcnow())
         text = _dump(data)
         digest = entry_hash(head, seq, at, kind, incident_id, text)
-        conn.execute("INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
-                     (seq, at, kind, incident_id, text, head, digest))
-        entries.append(AuditEntry(seq, _dt(at), kind, incident_id, data, head, digest))  # type: ignore[arg-type]
+        rows.append((seq, at, kind, incident_id, text, head, digest))
+        entries.append(AuditEntry(seq, when, kind, incident_id, data, head, digest))
         head = digest
+    conn.executemany("INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+                     rows)
     return entries
 
 
@@ -419,21 +438,27 @@ class SqliteStore(Store):
             def work(conn: sqlite3.Connection) -> Audits:
                 outcome.clear()
                 audits: Audits = []
+                rows: list[tuple[str, str, str, str, str]] = []
                 now = time.time()
                 if any(nonce for _, nonce, _ in batch):
                     conn.execute("DELETE FROM nonces WHERE expires_at<?", (now,))
+                # one lookup and one executemany for the batch: a per-alarm INSERT OR IGNORE
+                # costs a round trip into SQLite each, and the batch is the hot path of a burst
+                stored = _stored_alarm_ids(conn, [alarm.id for alarm, _, _ in batch])
                 for alarm, nonce, _ in batch:
                     if nonce is not None and conn.execute(
                             "INSERT OR IGNORE INTO nonces(scope, nonce, expires_at) VALUES (?,?,?)",
                             (nonce.scope, nonce.value, now + nonce.ttl)).rowcount == 0:
                         outcome.append(Replayed("replayed request: this signature was already used"))
                         continue
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)",
-                        (alarm.id, _ts(alarm.received_at), alarm.site, alarm.source, alarm.model_dump_json()))
-                    outcome.append(cur.rowcount == 1)
-                    if cur.rowcount == 1:
+                    fresh = alarm.id not in stored
+                    outcome.append(fresh)
+                    if fresh:
+                        stored.add(alarm.id)  # the same alarm twice in one batch is stored once
+                        rows.append((alarm.id, _ts(alarm.received_at), alarm.site, alarm.source,
+                                     alarm.model_dump_json()))
                         audits.append(("alarm.received", None, _alarm_summary(alarm)))
+                conn.executemany("INSERT INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)", rows)
                 return audits
 
             try:
