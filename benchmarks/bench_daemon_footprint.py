@@ -12,7 +12,7 @@ Reported: time from spawn to the "crisisbot ready" log line, RSS at ready, RSS a
 first meeting (VmRSS, and the peak VmHWM). Targets: ready < 1 s, RSS < 150 MiB after
 the first meeting; ratios are to the baseline of the same run.
 
-    python -m benchmarks.bench_daemon_footprint [--rounds 3]
+    python -m benchmarks.bench_daemon_footprint [--rounds 2]
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ async def peers_and_rounds(rounds: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv if argv is not None else [])
     asyncio.run(peers_and_rounds(args.rounds))
 

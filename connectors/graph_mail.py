@@ -147,11 +147,13 @@ class GraphMailer(GraphConnector, Mailer):
             for attachment in email.attachments:
                 if len(attachment.data) < self.config.inline_limit:
                     with graph_errors(f"{action}: attach {attachment.filename}", permission=DRAFT_PERMISSION,
+                                      resource=f"draft {draft.id}",
                                       mailbox=self.config.mailbox):
                         await item.attachments.post(_file(attachment))
                 else:
                     await self._upload(item, attachment, action)
-            with _sending(), graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox):
+            with _sending(), graph_errors(action, permission=SEND_PERMISSION, mailbox=self.config.mailbox,
+                                          resource=f"draft {draft.id}"):
                 await item.send.post(self._at_most_once())
         except Exception as exc:
             if not isinstance(exc, VerdictUnknown):  # the draft may be the message on its way: leave it
@@ -164,6 +166,7 @@ class GraphMailer(GraphConnector, Mailer):
             content_type=attachment.content_type,
         ))
         with graph_errors(f"{action}: upload session for {attachment.filename}", permission=DRAFT_PERMISSION,
+                          resource="draft",
                           mailbox=self.config.mailbox):
             session = await item.attachments.create_upload_session.post(body)
         if session is None or not session.upload_url:

@@ -193,7 +193,7 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             filter=f"singleValueExtendedProperties/Any(ep: ep/id eq '{INCIDENT_PROPERTY}' and ep/value eq '{value}')",
             select=["id", "subject", "start", "end", "onlineMeeting", "webLink"], top=1,
         )
-        with graph_errors("look up the incident's calendar event", permission=CALENDAR_PERMISSION,
+        with graph_errors("look up the incident's calendar event", permission=CALENDAR_PERMISSION, resource="calendar",
                           mailbox=self.config.organizer):
             found = await (await self.graph()).client.users.by_user_id(self.config.organizer).events.get(
                 m.RequestConfiguration(query_parameters=query)
@@ -206,6 +206,7 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
             filter=f"JoinWebUrl eq '{join_url}'"
         )
         with graph_errors("find the event's Teams meeting to set the lobby", permission=MEETING_PERMISSION,
+                          resource="the event's online meeting",
                           mailbox=self.config.organizer):
             found = await (await self.graph()).client.users.by_user_id(organizer).online_meetings.get(
                 m.RequestConfiguration(query_parameters=query)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
+SHORTFALL_KEY = "delivery_shortfall"  # in Incident.data: steps short of their `require` rule
 LOOK_EVERY = 2.0  # seconds: how soon a stood-down incident's messages stop waiting, at most
 
 
@@ -86,6 +87,7 @@ class Notify:
             self.waiting[item.key] = Waiting(item, outgoing.decode(item.message), attempts.get(item.key, 0))
         if spooled:
             log.info("resuming %d undelivered message(s) from the outgoing spool", len(spooled))
+        await self._load_shortfalls()
         self._task = asyncio.create_task(self._run(), name="crisisbot-notify")
 
     async def stop(self) -> None:
@@ -115,8 +117,23 @@ class Notify:
             self.waiting[item.key] = waiting
         self._wake.set()
 
-    def note_shortfall(self, shortfall: Shortfall) -> None:
+    async def note_shortfall(self, shortfall: Shortfall) -> None:
+        """Remember (in the incident's data too, so a restart keeps /health degraded)."""
         self.shortfalls[(shortfall.incident_id, shortfall.step_id)] = shortfall
+        await self._save_shortfalls(shortfall.incident_id)
+
+    async def _save_shortfalls(self, incident_id: str) -> None:
+        mine = {step: {"required": s.required, "reached": s.reached, "total": s.total}
+                for (incident, step), s in self.shortfalls.items() if incident == incident_id}
+        await self.runtime.store.update_incident_data(incident_id, {SHORTFALL_KEY: mine})
+
+    async def _load_shortfalls(self) -> None:
+        for incident in await self.runtime.store.list_incidents(limit=1000):
+            if incident.status in ENDED:
+                continue
+            for step, s in (incident.data.get(SHORTFALL_KEY) or {}).items():
+                self.shortfalls[(incident.id, step)] = Shortfall(incident.id, step, s["required"], s["reached"],
+                                                                 s["total"])
 
     # -- health ------------------------------------------------------------------
     async def _check(self) -> Check:
@@ -203,7 +220,7 @@ class Notify:
                 status = result.status if result.status in FINAL else DeliveryStatus.retrying
                 await self.journal.write([self._record(w, status, result.detail, result.transport)])
                 if result.status is DeliveryStatus.sent:
-                    self._reached(w)
+                    await self._reached(w)
 
             results = await deliver([w.message for w in items], mailers, sender=sender,
                                     deadline=loop.time() + timeout, retries=0, backoff=0.0,
@@ -219,14 +236,15 @@ class Notify:
         w.next_at = now + self._pause(w.tries)
         w.tries += 1
 
-    def _reached(self, w: Waiting) -> None:
+    async def _reached(self, w: Waiting) -> None:
         shortfall = self.shortfalls.get((w.spooled.incident_id, w.spooled.step_id))
         if shortfall is None:
             return
         shortfall.reached += 1
         if shortfall.reached >= shortfall.required:
             del self.shortfalls[(shortfall.incident_id, shortfall.step_id)]
-            log.info("%s: rule met again", shortfall.describe())
+            log.info("%s: rule met", shortfall.describe())
+        await self._save_shortfalls(shortfall.incident_id)
 
     @staticmethod
     def _record(w: Waiting, status: DeliveryStatus, detail: str, transport: str) -> DeliveryRecord:

@@ -217,3 +217,14 @@ async def test_refused_credential_falls_through_to_the_next_mailer_at_once(graph
     assert len(graph_verdicts) == 2 and all("AADSTS7000215" in v.detail for v in graph_verdicts)
     assert len(graph.token_requests) == tokens_before + 1  # one attempt, no retry with a 5 s backoff
     assert smtp_server.handler.to(ALICE.email) and smtp_server.handler.to(BOB.email)
+
+
+async def test_404_of_the_draft_is_not_blamed_on_the_mailbox(graph: GraphServer, make_mailer) -> None:
+    mailer = await make_mailer()
+    graph.fail_next(404, code="ErrorItemNotFound", message="The specified object was not found in the store.",
+                    path="/send")
+
+    (result,) = await mailer.send([email(attachments=[LARGE])], "crisisbot")
+
+    assert result.status is DeliveryStatus.failed
+    assert "draft AAMkDraft" in result.detail and "not found" in result.detail and "mailbox" not in result.detail

@@ -2,11 +2,9 @@
 zone, persisted as a timer so a drill due while the daemon was down runs once, late,
 and never twice. A reload that adds or changes a drill reschedules it at once.
 
-Crontab semantics come from `cronsim` (the evaluator healthchecks.io uses), not from
-APScheduler's CronTrigger: APScheduler counts day-of-week 0 as Monday, so
-`0 10 * * 2` ("Tuesdays") ran on Wednesdays, and it ANDs day-of-month with
-day-of-week. cronsim follows cron: 0 and 7 are Sunday; when both day fields are
-restricted either one matches (Vixie/Debian cron); `2#1` is the first Tuesday.
+Schedules are standard crontab expressions (0 and 7 are Sunday; when both day fields
+are restricted either one matches; `2#1` is the first Tuesday), evaluated by APScheduler
+through `crisisbot.lifecycle.crontab`, which translates cron's conventions into it.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ import hashlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
-
-from cronsim import CronSim, CronSimError
 
 from crisisbot.lifecycle.clock import Clock
+from crisisbot.lifecycle.crontab import next_fire
 from crisisbot.lifecycle.records import TimerRecord
 from crisisbot.lifecycle.schema import DrillSpec
 from crisisbot.models import Alarm
@@ -37,12 +33,7 @@ SOURCE = "drill"
 
 def next_run(spec: DrillSpec, zone: str, after: datetime) -> datetime:
     """The first time strictly after `after` (local time of `zone`, DST as cron does it)."""
-    try:
-        return next(CronSim(spec.cron, after.astimezone(ZoneInfo(zone))))
-    except CronSimError as exc:
-        raise ValueError(str(exc)) from None
-    except StopIteration:  # e.g. "0 10 30 2 *": February never has a 30th
-        raise ValueError(f"'{spec.cron}' never comes") from None
+    return next_fire(spec.cron, zone, after)
 
 
 def drill_alarm(drill_id: str, spec: DrillSpec, run_key: str | None = None) -> Alarm:

@@ -233,7 +233,7 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     if reached >= needed:
         return summary
     if notify is not None:
-        notify.note_shortfall(Shortfall(ctx.incident.id, step_id, needed, reached, len(recipients)))
+        await notify.note_shortfall(Shortfall(ctx.incident.id, step_id, needed, reached, len(recipients)))
     # the meta-alert's own budget: the committee's attempts may have used the whole deadline
     # (the step's outer guard leaves half a deadline more)
     alerted = await meta_alert(ctx, step_id, summary, 0.4 * (spec.timeout or runtime.bundle.config.incidents.step_timeout))

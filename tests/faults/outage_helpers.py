@@ -85,11 +85,29 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Daemon":
-        env = {**os.environ, "CRISISBOT_TEST_WEBHOOK_SECRET": SECRET}
-        self.process = subprocess.Popen([sys.executable, "-m", "crisisbot", "-c", str(self.ws.config_path), "run"],
-                                        stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
-        wait_until(self._listening, what="the daemon to listen", log=self.log)
-        return self
+        for _ in range(3):
+            env = {**os.environ, "CRISISBOT_TEST_WEBHOOK_SECRET": SECRET}
+            mark = self.log.stat().st_size if self.log.exists() else 0
+            self.process = subprocess.Popen([sys.executable, "-m", "crisisbot", "-c", str(self.ws.config_path), "run"],
+                                            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env)
+            try:
+                wait_until(self._listening, what="the daemon to listen", log=self.log)
+                return self
+            except AssertionError:
+                if "port in use" not in self.log.read_bytes()[mark:].decode(errors="replace"):
+                    raise
+            self._new_ports()  # another process on this shared machine took a port meanwhile
+        raise AssertionError("no free port for the daemon after 3 tries")
+
+    def _new_ports(self) -> None:
+        self.webhook = free_port()
+        self.web = free_port() if self.web is not None else None
+
+        def change(data: dict[str, Any]) -> None:
+            data["triggers"]["hook"]["port"] = self.webhook
+            if self.web is not None:
+                data["web"]["port"] = self.web
+        self.ws.edit_config(change)
 
     def _listening(self) -> bool:
         assert self.process is not None

@@ -95,6 +95,9 @@ def test_nobody_reachable_raises_the_meta_alert_through_the_fallback(workspace, 
         wait_until(lambda: "delivery.meta_alert" in timeline(workspace, capsys), what="the meta-alert in the timeline")
         health = daemon.health()
         text = timeline(workspace, capsys)
+        assert daemon.stop() == 0
+        daemon.start()  # nothing waits any more, but the committee is still unreached
+        health_after_restart = daemon.health()
     finally:
         daemon.stop()
         relay.stop()
@@ -105,7 +108,7 @@ def test_nobody_reachable_raises_the_meta_alert_through_the_fallback(workspace, 
     assert "ALERTE NON TRANSMISE" in str(alert.message["Subject"])
     body = alert.message.get_body(("plain",)).get_content()
     assert "0 sur 4" in body and all(a in body for a in addresses)
-    assert health["status"] == "degraded"
+    assert health["status"] == "degraded" and health_after_restart["status"] == "degraded"
     states = delivery_states(text)
     assert {a: states[a] for a in addresses} == {a: "rejected" for a in addresses}
     assert states["garde@exemple.fr"] == "sent"
