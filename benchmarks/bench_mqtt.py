@@ -1,16 +1,18 @@
 """MQTT trigger throughput through the local Mosquitto (127.0.0.1:1883).
 
-A publisher in another process sends N QoS 1 JSON messages; three subscribers are
-timed from first to last message, in the same run:
+A publisher in another process (started and warmed up before the clock starts) sends
+N QoS 1 JSON messages; three subscribers are timed from the first publish to the last
+message consumed, in the same run, over `--rounds` rounds taken in turn (the median
+of each is reported, so a burst of load on a shared machine does not decide alone):
   bare aiomqtt   a subscriber that only counts (baseline)
   null sink      the trigger matching rules and building alarms, storing nothing
   SqliteStore    the trigger storing every alarm before its PUBACK
 
 A burst larger than Mosquitto's `max_queued_messages` (default 1000) is partly dropped
-by the broker for a subscriber that acknowledges only after storing (20 in flight), so
-the default burst stays below it; raise that broker setting in production.
+by the broker for a subscriber that acknowledges only after storing, so the default
+burst stays below it; raise that broker setting in production.
 
-    python -m benchmarks.bench_mqtt [--messages 900]
+    python -m benchmarks.bench_mqtt [--messages 900] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import tempfile
 import time
 import uuid
@@ -63,16 +66,19 @@ def publish(topic: str, count: int) -> None:
     asyncio.run(run())
 
 
-async def timed(topic: str, count: int, consume: "asyncio.Future[None]") -> float:
-    """Seconds from the publisher's start to the last message consumed."""
+def warm() -> None:
+    """Import the publisher's libraries in the worker before any clock starts."""
+
+
+async def timed(pool: ProcessPoolExecutor, topic: str, count: int, consume: "asyncio.Future[None]") -> float:
+    """Seconds from the first publish to the last message consumed."""
     started = time.perf_counter()
-    with ProcessPoolExecutor(1) as pool:
-        await asyncio.get_running_loop().run_in_executor(pool, publish, topic, count)
+    await asyncio.get_running_loop().run_in_executor(pool, publish, topic, count)
     await asyncio.wait_for(consume, 60)
     return time.perf_counter() - started
 
 
-async def bare(topic: str, count: int) -> float:
+async def bare(pool: ProcessPoolExecutor, topic: str, count: int) -> float:
     async with aiomqtt.Client(*BROKER) as client:
         await client.subscribe(f"{topic}/#", qos=1)
 
@@ -83,10 +89,10 @@ async def bare(topic: str, count: int) -> float:
                 if seen >= count:
                     return
 
-        return await timed(topic, count, asyncio.ensure_future(consume()))
+        return await timed(pool, topic, count, asyncio.ensure_future(consume()))
 
 
-async def trigger_run(topic: str, count: int, store: SqliteStore | None) -> float:
+async def trigger_run(pool: ProcessPoolExecutor, topic: str, count: int, store: SqliteStore | None) -> float:
     client_id = f"crisisbot-bench-{uuid.uuid4().hex[:8]}"
     config = MqttConfig.model_validate({
         "type": "mqtt", "host": BROKER[0], "port": BROKER[1], "client_id": client_id,
@@ -97,36 +103,42 @@ async def trigger_run(topic: str, count: int, store: SqliteStore | None) -> floa
     await trigger.start()
     try:
         await asyncio.wait_for(trigger.subscribed.wait(), 10)
-        return await timed(topic, count, asyncio.ensure_future(sink.done.wait()))
+        return await timed(pool, topic, count, asyncio.ensure_future(sink.done.wait()))
     finally:
         await trigger.stop()
         async with aiomqtt.Client(*BROKER, identifier=client_id, clean_session=True):
             pass  # drop the persistent session
 
 
-async def bench(count: int) -> None:
+async def bench(count: int, rounds: int) -> None:
     base = f"crisisbot-bench/{uuid.uuid4().hex[:8]}"
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(1) as pool:
+        await asyncio.get_running_loop().run_in_executor(pool, warm)
         store = SqliteStore(Path(tmp) / "bench.db")
         await store.open()
         try:
-            results = {
-                "bare aiomqtt subscriber": await bare(f"{base}/a", count),
-                "MqttTrigger, null sink": await trigger_run(f"{base}/b", count, None),
-                "MqttTrigger, SqliteStore sink": await trigger_run(f"{base}/c", count, store),
-            }
+            for n in range(rounds):
+                for index, (name, run) in enumerate((
+                    ("bare aiomqtt subscriber", lambda t: bare(pool, t, count)),
+                    ("MqttTrigger, null sink", lambda t: trigger_run(pool, t, count, None)),
+                    ("MqttTrigger, SqliteStore sink", lambda t: trigger_run(pool, t, count, store)),
+                )):
+                    runs.setdefault(name, []).append(await run(f"{base}/{n}/{index}"))
         finally:
             await store.close()
-    print(f"MQTT QoS 1 through Mosquitto {BROKER[0]}:{BROKER[1]}, {count} messages, publisher in another process")
-    baseline = count / results["bare aiomqtt subscriber"]
-    for name, seconds in results.items():
-        rate = count / seconds
+    print(f"MQTT QoS 1 through Mosquitto {BROKER[0]}:{BROKER[1]}, {count} messages, publisher in another process, "
+          f"median of {rounds} round(s)")
+    rates = {name: count / statistics.median(seconds) for name, seconds in runs.items()}
+    baseline = rates["bare aiomqtt subscriber"]
+    for name, rate in rates.items():
         print(f"  {name:30s} {rate:8.0f} messages/s  (ratio to bare {rate / baseline:.2f})")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=900)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     logging.getLogger("crisisbot").setLevel(logging.ERROR)
     try:
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError:
         print(f"no MQTT broker on {BROKER[0]}:{BROKER[1]}: start mosquitto to run this benchmark")
         return
-    asyncio.run(bench(args.messages))
+    asyncio.run(bench(args.messages, args.rounds))
 
 
 if __name__ == "__main__":

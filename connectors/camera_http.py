@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, field_validator
 from connectors.base import Services
 from connectors.camera_buffer import BufferedCamera, CameraConfig, check_jpeg
 from crisisbot.config.types import Strict
-from crisisbot.errors import PermanentError, TransientError
+from crisisbot.errors import PermanentError, TransientError, CertificatePinMismatch
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ class HttpAuth(Strict):
 class HttpCameraConfig(CameraConfig, HttpAuth):
     type: Literal["http-camera"]
     url: str = Field(pattern=r"^https?://", description="snapshot URL, e.g. http://cam/axis-cgi/jpg/image.cgi")
-
-
-class CertificatePinMismatch(PermanentError):
-    """The peer presented another certificate than the pinned one."""
 
 
 class _PinnedStream(httpcore.AsyncNetworkStream):

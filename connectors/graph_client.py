@@ -26,7 +26,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from connectors.base import Connector, Services
 from crisisbot.config.types import Seconds, Strict
-from crisisbot.errors import ConnectorError, PermanentError, TransientError
+from crisisbot.errors import ConnectorError, PermanentError, TransientError, CredentialRefused
 
 if TYPE_CHECKING:
     from connectors.graph_sdk import GraphConnection
@@ -142,11 +142,6 @@ class _LazyModels:
 
 
 sdk_models: Any = _LazyModels()
-
-
-class CredentialRefused(PermanentError):
-    """The directory refused the app's credential (an AADSTS error): retrying the same
-    connector cannot help, the next one in the chain should take over at once."""
 
 
 # Graph error codes of a 404 that is about the user/mailbox in the URL, not what is under it

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from connectors.base import Mailer
 from connectors.graph_client import CredentialRefused, GraphConnector, GraphSettings, graph_errors, sdk_models
-from crisisbot.errors import ConnectorError, PermanentError, TransientError
+from crisisbot.errors import ConnectorError, PermanentError, TransientError, VerdictUnknown
 from crisisbot.models import Attachment, DeliveryResult, DeliveryStatus, OutgoingEmail
 
 if TYPE_CHECKING:
@@ -217,11 +217,6 @@ class GraphMailer(GraphConnector, Mailer):
 
 def _file(attachment: Attachment) -> m.FileAttachment:
     return m.FileAttachment(name=attachment.filename, content_type=attachment.content_type, content_bytes=attachment.data)
-
-
-class VerdictUnknown(TransientError):
-    """The sending POST reached Graph but its outcome is unknown (503/504, connection cut
-    or no answer after the request went out): resending could deliver the message twice."""
 
 
 @contextmanager

@@ -8,18 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import DaemonBusy  # noqa: F401 - re-exported for existing importers
 
 CONNECT_WAIT = 10.0  # seconds to keep trying a daemon whose socket backlog is full
 _RETRY = 0.05
-
-
-class DaemonBusy(CrisisbotError, TimeoutError):
-    """A daemon listens but does not take or answer the request in time.
-
-    Never a reason to act in this process instead: the daemon may be handling
-    the very alarm, and two processes would alert the committee twice.
-    """
 
 
 async def _connect(path: Path, wait: float) -> socket.socket | None:

@@ -21,7 +21,7 @@ from crisisbot.engine import Engine
 from crisisbot.inputs_status import input_counters, inputs_check
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
-from crisisbot.errors import ConfigError, CrisisbotError
+from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.models import Alarm
 from crisisbot.runtime import Runtime, same_plugin
@@ -55,6 +55,8 @@ class Daemon:
             self.runtime = await Runtime.build(self.bundle)
             self.runtime.executors.install(asyncio.get_running_loop())
             lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
+            log.info("%s claimed the data directory %s", lock.instance.describe() if lock else "this process",
+                     self.bundle.data_dir)
             await self.runtime.store.audit("config.loaded", None, {
                 "digest": self.bundle.digest, "files": self.bundle.files,
                 "instance": dataclasses.asdict(lock.instance) if lock else None})
@@ -280,10 +282,6 @@ def _mtimes(bundle: Bundle) -> dict[str, float]:
         if path.exists():
             out[str(path)] = path.stat().st_mtime
     return out
-
-
-class StartFailed(CrisisbotError):
-    """The daemon could not start; everything it had opened is closed again."""
 
 
 async def serve(config_path: Path, bundle: Bundle) -> int:

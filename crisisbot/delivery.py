@@ -49,6 +49,7 @@ class VerdictJournal:
         self.store = store
         self._queue: list[tuple[list[DeliveryRecord], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._committing: asyncio.Future[None] | None = None
         self.error: str | None = None  # the last commit failure, while records wait unwritten
         self.unwritten = 0
 
@@ -72,7 +73,10 @@ class VerdictJournal:
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            if self._committing is not None:  # a commit stalled by the store: not left to run after it closes
+                self._committing.cancel()
+            await asyncio.gather(self._writer, *([self._committing] if self._committing else []),
+                                 return_exceptions=True)
             if self.unwritten:
                 log.error("%d delivery verdict(s) could not be written before shutdown", self.unwritten)
 
@@ -103,7 +107,7 @@ class VerdictJournal:
                       batch: list[tuple[list[DeliveryRecord], asyncio.Future[None]]]) -> None:
         """Commit; a store that waits out a lock or a full disk by itself does not hold the
         SMTP sessions: past COMMIT_STALL they go on and the stall is reported."""
-        commit = asyncio.ensure_future(self.store.save_deliveries(records))
+        commit = self._committing = asyncio.ensure_future(self.store.save_deliveries(records))
         done, _ = await asyncio.wait({commit}, timeout=COMMIT_STALL)
         if not done:
             problem = getattr(self.store, "problem", None) or f"no commit after {COMMIT_STALL:.0f}s"

@@ -31,6 +31,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
+from crisisbot.errors import PoolFull  # noqa: F401 - re-exported for existing importers
 
 T = TypeVar("T")
 
@@ -46,10 +47,6 @@ def _lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (OSError, AttributeError) as exc:  # other systems: the pools are still separate and bounded
         log.debug("cannot lower the priority of %s: %s", threading.current_thread().name, exc)
-
-
-class PoolFull(RuntimeError):
-    """The pool's queue is full: refuse the request now (429/503), do not wait."""
 
 
 class Pool:

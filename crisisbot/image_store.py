@@ -25,16 +25,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from connectors.base import Snapshot
 from crisisbot.models import utcnow
+from crisisbot.errors import ImageNotFound  # noqa: F401 - re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jpg.aes"
 _INCIDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _IMAGE = re.compile(r"^(\d+)-(\d+)-([0-9a-f]{8})-([A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
-
-
-class ImageNotFound(LookupError):
-    """No such image for this incident (never stored, purged, or tampered with)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from crisisbot.errors import CrisisbotError
-
-
-class LinkError(CrisisbotError, ValueError):
-    """A token that is malformed, forged, for another purpose, or expired."""
-
-
-class LinkExpired(LinkError):
-    pass
+from crisisbot.errors import LinkError, LinkExpired  # noqa: F401 - re-exported for existing importers
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
+from crisisbot.errors import UnknownPlugin  # noqa: F401 - re-exported for existing importers
 
 TRIGGERS = "crisisbot.triggers"
 CONNECTORS = "crisisbot.connectors"
-
-
-class UnknownPlugin(LookupError):
-    def __init__(self, group: str, name: str, known: list[str]):
-        self.known = known
-        kind = "trigger" if group == TRIGGERS else "connector"
-        super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
 
 
 @lru_cache(maxsize=None)

@@ -33,8 +33,8 @@ import time
 from typing import Any, Callable, Iterator
 
 from jinja2 import Template
-from jinja2.exceptions import TemplateRuntimeError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from crisisbot.errors import TemplateLimit, TemplateTimeout  # noqa: F401 - re-exported for existing importers
 
 OUTPUT_CAP = 1_000_000  # characters per rendered part (an email body is a few kB)
 RENDER_BUDGET = 2.0  # seconds per message (all of its parts)
@@ -42,14 +42,6 @@ _POWER_BITS = 4096  # largest integer a template may compute with **
 # a width or precision of a million or more, in a %-format or a {}-format
 _WIDE_PERCENT = re.compile(r"%[-+ #0]*(\d{7,}|\d*\.\d{7,})")
 _WIDE_BRACES = re.compile(r"\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
-
-
-class TemplateLimit(TemplateRuntimeError):
-    """A template went over its output cap."""
-
-
-class TemplateTimeout(TemplateRuntimeError):
-    """A template went over its time budget."""
 
 
 def _size(value: Any) -> int | None:

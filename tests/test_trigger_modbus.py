@@ -277,3 +277,45 @@ def test_config_errors_are_explained() -> None:
         load([{"name": "x", "address": 1}, {"name": "x", "address": 2}])
     with pytest.raises(ValidationError, match="needs `serial`"):
         load([], transport="rtu")
+
+
+async def test_restart_keeps_latches_and_a_reported_fault(plc: Plc, sink: RecordingSink) -> None:
+    """What the daemon hands the next incarnation of the input on a reload or a restart."""
+    config = ModbusConfig.model_validate({"type": "modbus", "devices": {
+        "hall": device(plc.port, [{"name": "btn", "address": 1, "latch": True},
+                                  {"name": "key-reset", "address": 2, "role": "reset"}]),
+        "cellar": device(free_tcp_port(), [{"name": "b", "address": 0}], offline_after="200ms",
+                         backoff_max="100ms")}})
+    first = ModbusTrigger("plcs", config, sink)
+    await first.start()
+    await plc.set(DI, 1, True)
+    await sink.wait_for(2)  # the button, and the cellar device that never answers
+    await plc.set(DI, 1, False)  # released, but latched
+    await polls(first)
+    await first.close()
+
+    again = ModbusTrigger("plcs", config, sink, state=first.state)
+    await again.start()
+    try:
+        await plc.set(DI, 1, True)  # pressed again while latched: nothing
+        await polls(again, 10)
+        assert sorted(a.kind for a in sink.alarms) == sorted([EventKind.panic, EventKind.input_fault])
+        assert again.stats["faults"] == 0  # the silent cellar device is not reported twice
+        await plc.set(DI, 1, False)
+        await plc.set(DI, 2, True)  # the key switch clears the latch kept from the first run
+        await polls(again)
+        await plc.set(DI, 2, False)
+        await plc.set(DI, 1, True)
+        await sink.wait_for(3)
+    finally:
+        await again.stop()
+    assert [a.input for a in sink.of(EventKind.panic)] == ["hall/btn", "hall/btn"]
+
+
+def free_tcp_port() -> int:
+    """A port nobody listens on: a device that never answers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pysiaalarm.data.data import ADM_MAPPING, SIA_CODES
 
-from crisisbot.errors import InputRejected
+from crisisbot.errors import FrameError, Undecodable  # noqa: F401 - re-exported for existing importers
 from crisisbot.models import EventKind
 
 LF, CR = 0x0A, 0x0D
@@ -88,22 +88,6 @@ def crc16(data: bytes) -> int:
     if even != len(data):
         crc = (crc >> 8) ^ _TABLE[(crc ^ data[-1]) & 0xFF]
     return crc
-
-
-class FrameError(InputRejected):
-    """A frame that is garbled in transit: no reply, the panel repeats it."""
-
-
-class Undecodable(InputRejected):
-    """A well-formed frame the receiver cannot process: answered with DUH.
-
-    `frame` is the envelope when it could be read (the DUH echoes its sequence and
-    account); without one there is nobody to address a DUH to, so no reply.
-    """
-
-    def __init__(self, message: str, frame: "Frame | None" = None) -> None:
-        super().__init__(message)
-        self.frame = frame
 
 
 @dataclass(slots=True)

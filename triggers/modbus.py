@@ -190,9 +190,11 @@ class ModbusTrigger(Trigger):
              "writes", "write_errors"), 0)
         self._devices: dict[str, _Device] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         links: dict[tuple[Any, ...], _Link] = {}
         now = self.clock()
         for name, dc in self.config.devices.items():
@@ -228,9 +230,15 @@ class ModbusTrigger(Trigger):
         self.state.put(f"device:{dev.name}", {"faulted": True} if faulted else None)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # pymodbus can turn a cancellation that lands in a request into a failed read and
+        # carry on (asyncio.wait_for in its transaction): the flag ends the poll loop then,
+        # and the cancellation is repeated until every task has ended
+        self._stopping = True
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         for link in {id(d.link): d.link for d in self._devices.values()}.values():
             link.client.close()
 
@@ -274,9 +282,11 @@ class ModbusTrigger(Trigger):
     # -- polling -----------------------------------------------------------------
     async def _run(self, dev: _Device) -> None:
         backoff = 0.0
-        while True:
+        while not self._stopping:
             started = self.clock()
             values = await self._read(dev)
+            if self._stopping:
+                return
             if values is not None:
                 answered_before = dev.last_ok
                 try:

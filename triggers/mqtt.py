@@ -23,7 +23,8 @@ site nobody configured would reach nobody who knows the place.
 Supervision: a rule with `offline_after` treats each topic it matches as a device;
 a device silent longer than that raises one `input_fault` alarm, and a `restore`
 when it speaks again, as Modbus devices and DC-09 panels do. A device is supervised
-from its first message on; devices and reported faults are kept across reloads and
+from its first message on; silence is counted only while subscribed (a broker
+outage is the input's own failure, logged and counted, not every device's); devices and reported faults are kept across reloads and
 restarts in the trigger's `state` (triggers/state.py).
 """
 
@@ -170,6 +171,8 @@ class MqttTrigger(Trigger):
         self._stopping = False
         self._devices: dict[str, _Device] = {}
         self._stored_unacked: Counter[tuple[str, bytes]] = Counter()  # stored, PUBACK withheld
+        self._listening_since: float | None = None  # devices cannot be heard while we are not subscribed
+        self._supervised = any(r.offline_after for r in self.config.rules)
 
     async def start(self) -> None:
         self._stopping = False
@@ -207,6 +210,7 @@ class MqttTrigger(Trigger):
                     for topic in dict.fromkeys(r.topic for r in self.config.rules):
                         await client.subscribe(topic, qos=1)
                     self.stats["connections"] += 1
+                    self._listening_since = self.clock()
                     self.subscribed.set()
                     self.log.info("subscribed to %d topic filter(s) on %s:%s", len(self.config.rules),
                                   self.config.host, self.config.port)
@@ -221,6 +225,7 @@ class MqttTrigger(Trigger):
                 self.stats["errors"] = self.stats.get("errors", 0) + 1
                 self.log.exception("MQTT input failed; reconnecting")
             self.subscribed.clear()
+            self._listening_since = None
             if self._stopping:
                 return
             backoff = min(max(0.5, backoff * 2), self.config.backoff_max)
@@ -239,7 +244,10 @@ class MqttTrigger(Trigger):
                 if not await task:
                     raise _StoreFailed
                 slots.release()
-                client._client.ack(message.mid, message.qos)
+                if client._client.is_connected():
+                    client._client.ack(message.mid, message.qos)
+                else:  # the link dropped: the broker sends it again; acknowledge that one only
+                    self._stored_unacked[(message.topic.value, _raw(message))] += 1
             await asyncio.wait({receiver})
             if not receiver.cancelled() and receiver.exception() is not None:
                 raise receiver.exception()  # type: ignore[misc]
@@ -278,13 +286,12 @@ class MqttTrigger(Trigger):
         """Store the message's alarm if a rule maps it; False only if storing failed."""
         topic = message.topic.value
         raw = _raw(message)
-        if self._stored_unacked[(topic, raw)] > 0:  # stored before a reconnection, sent again
+        if self._stored_unacked and self._stored_unacked[(topic, raw)] > 0:  # stored, then sent again
             self._stored_unacked[(topic, raw)] -= 1
             if not self._stored_unacked[(topic, raw)]:
                 del self._stored_unacked[(topic, raw)]
             self.stats["redelivered"] += 1
             return True
-        self._stored_unacked.pop((topic, raw), None)
         self.stats["messages"] += 1
         if len(raw) > self.config.max_payload:
             self.stats["oversized"] += 1
@@ -356,6 +363,8 @@ class MqttTrigger(Trigger):
     async def _alive(self, topic: aiomqtt.Topic, payload: dict[str, Any] | None) -> bool:
         """Restart the device's silence timer (report the end of its fault first); False if
         that report could not be stored."""
+        if not self._supervised:
+            return True
         device = self._devices.get(topic.value)
         if device is None:
             rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.topic)), None)
@@ -384,10 +393,12 @@ class MqttTrigger(Trigger):
         tick = min(max(min(periods) / 10, 0.05), 5.0)
         while True:
             await asyncio.sleep(tick)
-            now = self.clock()
+            now, since = self.clock(), self._listening_since
+            if since is None:  # the broker link is down (logged, counted): no device can be heard
+                continue
             for device in list(self._devices.values()):
                 limit = device.rule.offline_after or 0
-                if device.faulted or now - device.last_seen <= limit:
+                if device.faulted or now - max(device.last_seen, since) <= limit:
                     continue
                 self.log.warning("device %s silent for %.0f s: raising input_fault", device.topic,
                                  now - device.last_seen)

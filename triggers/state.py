@@ -88,6 +88,8 @@ class TriggerState:
         except TimeoutError:
             log.error("state of trigger %s not saved within %.0f s; a restart may repeat its last changes",
                       self.trigger, timeout)
+            writer.cancel()  # the store is closing: do not retry against it
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def _write(self) -> None:
         assert self._save is not None

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import IncidentClosed, IncidentNotFound
 from crisisbot.lifecycle.clock import Clock, SystemClock
 from crisisbot.lifecycle.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"
 RESPONSES = ("on_it", "joining")
 CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
-
-
-class IncidentClosed(CrisisbotError, RuntimeError):
-    """The incident already ended; acknowledging or escalating it makes no sense."""
 
 
 def clock_of(runtime: "Runtime") -> Clock:
@@ -99,7 +95,7 @@ async def acknowledge(runtime: "Runtime", incident_id: str, person_id: str, resp
     store, bundle = runtime.store, runtime.bundle
     incident = await store.get_incident(incident_id)
     if incident is None:
-        raise LookupError(f"no incident '{incident_id}'")
+        raise IncidentNotFound(f"no incident '{incident_id}'")
     if incident.status in CLOSED:
         raise IncidentClosed(f"incident {incident_id} is already {incident.status.value}")
     person = bundle.people.get(person_id)

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import CancelRefused  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.schema import CancelWindow
 from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome
@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-class CancelRefused(CrisisbotError, ValueError):
-    pass
 
 
 def from_panel(window: CancelWindow, alarm: Alarm, runtime: "Runtime") -> bool:

@@ -7,17 +7,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import IncidentNotFound  # noqa: F401 - re-exported for existing importers
 from crisisbot.models import Incident
 from crisisbot.runtime import Runtime
 from crisisbot.steps import STEP_MODULES
 from crisisbot.steps.base import StepContext
 
 log = logging.getLogger(__name__)
-
-
-class IncidentNotFound(CrisisbotError, LookupError):
-    pass
 
 
 @dataclass

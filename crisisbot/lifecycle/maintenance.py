@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import SilenceRefused  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.records import SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, new_id
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 END = "silence.end"
-
-
-class SilenceRefused(CrisisbotError, ValueError):
-    pass
 
 
 class Maintenance:

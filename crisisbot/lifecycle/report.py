@@ -11,7 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import CrisisbotError, ReportError
 from crisisbot.lifecycle.context import get_incident
 from crisisbot.models import DeliveryStatus, Incident
 from crisisbot.rendering import clean_text
@@ -22,10 +22,6 @@ from crisisbot.store.base import Store
 
 FORMATS = ("md", "html", "pdf")
 _SKIP = {"step.running", "delivery.sending"}
-
-
-class ReportError(CrisisbotError, RuntimeError):
-    pass
 
 
 @dataclass

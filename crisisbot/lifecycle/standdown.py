@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import StandDownRefused  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.acks import CLOSED, clock_of
 from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import DeliveryStatus, IncidentStatus, PlaybookOutcome
@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 
 STEP_ID = "stand-down"
 OUTCOMES = (IncidentStatus.resolved, IncidentStatus.false_alarm)
-
-
-class StandDownRefused(CrisisbotError, ValueError):
-    pass
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from typing import Awaitable, Callable
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.records import TimerRecord
 from crisisbot.store.base import Store
+from crisisbot.errors import UnknownTimer  # noqa: F401 - re-exported for existing importers
 
 RETRIES = 3  # a failing timer (mail relay down…) is tried again this many times
 RETRY_AFTER = 30.0  # seconds, times the attempt number
@@ -33,10 +34,6 @@ STEP_TOLERANCE = 2.0  # seconds the wall clock may drift from elapsed time betwe
 log = logging.getLogger(__name__)
 
 Handler = Callable[[TimerRecord], Awaitable[None]]
-
-
-class UnknownTimer(LookupError):
-    """A timer of a kind no handler serves (a newer version scheduled it?)."""
 
 
 class TimerService:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.models import Alarm, Incident
+from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing importers
 
 if TYPE_CHECKING:
     from crisisbot.config.daemon import Site
@@ -69,7 +70,3 @@ class StepContext:
             "organization": self.runtime.bundle.config.organization.name,
             "drill": self.incident.drill,
         }
-
-
-class StepFailed(Exception):
-    """A step did not achieve its purpose; the message goes to the incident log."""

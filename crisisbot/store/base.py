@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import Replayed  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome
 
@@ -88,10 +88,6 @@ class Nonce:
     scope: str
     value: str
     ttl: float  # seconds it is remembered
-
-
-class Replayed(CrisisbotError, ValueError):
-    """The alarm's nonce was already used by an alarm that was stored."""
 
 
 def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | None, data: str) -> str:

@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import StoreError, StoreDamaged  # noqa: F401 - re-exported for existing importers
 
 BACKUP_HINT = ("restore the last good copy made by `crisisbot backup` (see \"Backup and restore\" "
                "in docs/operations.md), or move the file aside to start with an empty store")
 
 _TRANSIENT = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-
-
-class StoreError(CrisisbotError):
-    """The store cannot be used as it is (disk full, locked, damaged); the message says why."""
-
-
-class StoreDamaged(StoreError):
-    """The database file is damaged: only a restore helps."""
 
 
 def code(exc: BaseException) -> int | None:

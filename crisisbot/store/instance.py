@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from crisisbot.errors import CrisisbotError
+from crisisbot.errors import DataDirInUse  # noqa: F401 - re-exported for existing importers
 
 LOCK_NAME = "crisisbot.lock"
 
@@ -37,10 +37,6 @@ class Instance:
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, started {self.started_at}"
-
-
-class DataDirInUse(CrisisbotError, BlockingIOError):
-    """Another crisisbot process holds the data directory."""
 
 
 class InstanceLock:

@@ -365,6 +365,7 @@ class SqliteStore(Store):
             self._syncer = None
         if self._db is not None:
             try:
+                await self._db.execute("PRAGMA busy_timeout=500")  # another process's lock must not hold up a stop
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 log.warning("final WAL checkpoint failed; the WAL is replayed at next start: %s",

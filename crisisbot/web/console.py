@@ -85,6 +85,16 @@ class Console:
         ]
 
     # -- sessions ------------------------------------------------------------
+    def has_session(self, scope: Any) -> bool:
+        """Whether an ASGI request carries the cookie of a session we hold (see AlarmFirst)."""
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie":
+                for part in value.decode("latin-1").split(";"):
+                    key, _, token = part.strip().partition("=")
+                    if key == COOKIE and self.sessions.known(token):
+                        return True
+        return False
+
     async def session(self, request: Request) -> Session | None:
         session = await self.sessions.user(request.cookies.get(COOKIE))
         if session is None or session.user not in self.web.users:

@@ -28,6 +28,7 @@ from crisisbot.links import Claims, LinkError, LinkExpired, Signer
 from crisisbot.models import Recipient
 from crisisbot.web.access import Revocations
 from crisisbot.web.refusals import RefusalAudit, Refusals
+from crisisbot.errors import LinkRefused as Refused  # noqa: F401 - re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,6 @@ def _utcnow() -> datetime:
     from crisisbot.models import utcnow
 
     return utcnow()
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, claims: Claims | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.claims = claims
 
 
 def _page(title: str, body: str, refresh: int | None = None) -> str:

@@ -6,9 +6,10 @@ proxy in front for anything but loopback).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -51,7 +52,10 @@ def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refu
                                       ended_at=lambda incident_id: ended_at(runtime, incident_id),
                                       grace=runtime.bundle.config.web.liveview_grace,
                                       now=lambda: clock_of(runtime).now(), offload=runtime.executors.web.run))
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    return Starlette(routes=routes, middleware=[
+        Middleware(AlarmFirst, priority=runtime.executors.priority, has_session=console.has_session),
+        Middleware(SecurityHeaders),
+    ])
 
 
 async def ended_at(runtime: "Runtime", incident_id: str) -> datetime | None:
@@ -63,6 +67,27 @@ async def ended_at(runtime: "Runtime", incident_id: str) -> datetime | None:
         return None
     at = (incident.data.get("stand_down") or {}).get("at")
     return datetime.fromisoformat(at) if at else incident.updated_at
+
+
+class AlarmFirst:
+    """While an alarm is being taken in and dispatched, requests without a console session
+    (logins, link pages, a flood) wait — HOLD seconds at most — before any work is done for
+    them, so the alarm's steps get the event loop first. Logged-in operators are not held.
+    New connections are held earlier still, unread (crisisbot/web/guarded_http.py)."""
+
+    HOLD = 3.0
+
+    def __init__(self, app: ASGIApp, priority: Any, has_session: Callable[[Scope], bool]) -> None:
+        self.app = app
+        self.priority = priority
+        self.has_session = has_session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.priority.busy and not self.has_session(scope):
+            resumed = asyncio.get_running_loop().create_future()
+            self.priority.when_quiet(lambda: resumed.done() or resumed.set_result(None), self.HOLD)
+            await resumed
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:

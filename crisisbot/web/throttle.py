@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
+from crisisbot.errors import LoginThrottled as Refused  # noqa: F401 - re-exported for existing importers
 
 MAX_KEYS = 100_000  # memory bound: the oldest idle records are forgotten first
 
@@ -36,12 +37,6 @@ class ThrottleRules:
     lockout: float = 60.0  # first lock; doubles with each further failure
     lockout_max: float = 3600.0
     forget_after: float = 86400.0  # a quiet record starts again from zero
-
-
-class Refused(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many failed attempts")
-        self.retry_after = retry_after
 
 
 class Attempt:

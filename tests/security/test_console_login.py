@@ -122,3 +122,18 @@ async def test_new_console_connections_wait_while_an_alarm_is_dispatched(workspa
                 waited = not held.done()
             page = await held
     assert waited and page.status_code == 200
+
+
+async def test_requests_without_a_session_wait_for_the_dispatch_but_operators_do_not(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        async with client(daemon) as operator, client(daemon, "127.0.0.7") as stranger:
+            assert (await login(operator, "operator")).status_code == 303
+            await stranger.get("/console/login")  # both connections are open before the alarm
+            with priority.urgent():
+                held = asyncio.ensure_future(stranger.get("/console/login"))
+                served = await operator.get("/api/incidents")  # answered during the dispatch
+                waited = not held.done()
+            page = await held
+    assert served.status_code == 200 and waited and page.status_code == 200

@@ -14,6 +14,7 @@ from console_helpers import console_daemon, enable_console
 from crisisbot.models import Alarm
 from crisisbot.render_limits import TemplateLimit, TemplateTimeout
 from crisisbot.rendering import TemplateSet
+from daemon_helpers import SECRET, enable_webhook
 
 COMMITTEE = {"alice.martin@exemple.fr", "chloe.dubois@exemple.fr", "david.smith@exemple.fr", "bruno.leroy@exemple.fr"}
 SLOW = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
@@ -49,10 +50,13 @@ def test_ordinary_templates_are_untouched():
         "ALICE ababab [1, 2] 1024 00007 Ticket 1234567 1"
 
 
-async def test_a_template_looping_for_ever_neither_freezes_the_inputs_nor_silences_the_alarm(workspace, smtp_server):
+async def test_a_template_looping_for_ever_neither_freezes_the_inputs_nor_silences_the_alarm(workspace, smtp_server,
+                                                                                             monkeypatch):
     poison(workspace, SLOW_ON_DATA)
     workspace.use_smtp(smtp_server.port)
     enable_console(workspace)
+    enable_webhook(workspace)
+    monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", SECRET)
     async with console_daemon(workspace) as daemon:
         pool = daemon.runtime.executors.rendering
         alarm = Alarm(source="manual", site="paris-hq", zone="accueil", label="Bouton panique accueil",
@@ -60,8 +64,8 @@ async def test_a_template_looping_for_ever_neither_freezes_the_inputs_nor_silenc
         await daemon.engine.submit(alarm)
         while pool.in_flight == 0 and pool.completed == 0:
             await asyncio.sleep(0.005)
-        async with httpx.AsyncClient() as http:
-            health = await http.get(f"http://127.0.0.1:{daemon.web.port}/health")
+        async with httpx.AsyncClient() as http:  # an input: never held back during a dispatch
+            health = await http.get(f"http://127.0.0.1:{daemon.runtime.triggers['hook'].port}/health")
             rendering_meanwhile = pool.in_flight
         incident = await daemon.engine.wait_processed(alarm.id)
         await daemon.engine.wait_incident(incident.id)
