@@ -1,0 +1,63 @@
+"""What a trigger, connector or step author may import from crisisbot: the plugin API.
+
+Why one module: plugins live outside this repository and are loaded by entry point
+(`crisisbot.triggers`, `crisisbot.connectors`). Everything listed in `__all__` is kept
+stable across minor releases; anything else in crisisbot is internal and may move (the
+core redesign of issue 13 moves a lot). Import from here, not from the modules below:
+
+    from crisisbot.sdk import Trigger, AlarmSink, Alarm, Strict, Seconds, TransientError
+
+The layers (docs/architecture.md) are enforced by the import contracts in
+pyproject.toml ([tool.importlinter]): a trigger imports no connector and the reverse.
+"""
+
+from __future__ import annotations
+
+from connectors.base import Camera, Connector, Mailer, MeetingProvider, MeetingRequest, Services, Snapshot
+from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict, TimeZoneName
+from crisisbot.errors import (
+    ConfigError,
+    ConnectorError,
+    CrisisbotError,
+    InputRejected,
+    PermanentError,
+    Problem,
+    Replayed,
+    StepFailed,
+    TransientError,
+)
+from crisisbot.models import (
+    Alarm,
+    AlarmAction,
+    Attachment,
+    DeliveryResult,
+    DeliveryStatus,
+    EventKind,
+    Incident,
+    IncidentStatus,
+    Meeting,
+    OutgoingEmail,
+    Recipient,
+    Severity,
+)
+from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.store.base import Nonce
+from triggers.base import AlarmSink, Trigger
+from triggers.state import TriggerState
+
+__all__ = [
+    # triggers: an alarm input
+    "Trigger", "AlarmSink", "TriggerState", "Nonce",
+    # connectors: an output provider
+    "Connector", "Mailer", "MeetingProvider", "MeetingRequest", "Camera", "Snapshot", "Services",
+    # steps: a playbook action
+    "StepSpec", "StepContext",
+    # the data every part exchanges
+    "Alarm", "AlarmAction", "EventKind", "Severity", "Incident", "IncidentStatus", "Meeting",
+    "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",
+    # config types for a plugin's `Config` model
+    "Strict", "Seconds", "Identifier", "Language", "PlainText", "TimeZoneName",
+    # errors a plugin raises or catches
+    "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
+    "InputRejected", "Replayed", "StepFailed",
+]
