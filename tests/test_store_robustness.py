@@ -106,3 +106,37 @@ async def test_a_failing_timer_is_retried_later_and_others_fire_beside_it(tmp_pa
         await store.close()
     assert sorted(calls) == ["t1", "t1", "t2", "t2"] and left == []
     assert kinds.count("timer.retry") == 2
+
+
+async def test_alarms_are_answered_only_after_the_wal_sync_and_not_when_it_fails(tmp_path, monkeypatch, caplog):
+    """An alarm is acknowledged only once the disk confirmed its commit: a failing sync (an
+    I/O error of the disk) fails the alarms of its batch visibly, and the sender's retry
+    is then answered from the stored copy."""
+    import errno
+    import os
+
+    from crisisbot.store import sqlite as sqlite_store
+    from crisisbot.store.errors import StoreError
+
+    synced: list[int] = []
+    real = sqlite_store._datasync
+
+    def failing(fd: int) -> None:
+        synced.append(fd)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        alarms = [Alarm(source="t", site="s", raw=str(i)) for i in range(5)]
+        monkeypatch.setattr(sqlite_store, "_datasync", failing)
+        results = await asyncio.gather(*(store.add_alarm(a) for a in alarms), return_exceptions=True)
+        assert synced and all(isinstance(r, StoreError) for r in results), results
+        assert "not confirmed on the disk" in str(results[0]) and "Input/output error" in str(results[0])
+        assert "not confirmed on the disk" in caplog.text
+        monkeypatch.setattr(sqlite_store, "_datasync", real)
+        assert await asyncio.gather(*(store.add_alarm(a) for a in alarms)) == [False] * 5  # stored once
+        assert sorted(a.raw for a in await store.pending_alarms()) == [str(i) for i in range(5)]
+        assert (await store.verify_audit()).ok
+    finally:
+        await store.close()

@@ -420,3 +420,90 @@ async def test_wrong_key_false_accept_rate(receiver: SiaDc09Trigger, sink: Recor
     assert sink.alarms == [] and receiver.stats["decrypt_errors"] == WRONG_KEYS
     refusals = [r.getMessage() for r in caplog.records if "decrypt" in r.getMessage()]
     assert 1 <= len(refusals) <= 3, refusals
+
+
+# -- duplicate memory of frames without timestamp, across restarts -------------------------------
+
+def untimed(seq: int, zone: int) -> bytes:
+    """A plain frame without timestamp: only the receiver's memory tells a repeat from a new event."""
+    return wrap(f'"SIA-DCS"{seq:04d}R1L0#1234[#1234|Nri1/BA{zone:02d}]')
+
+
+async def test_untimed_frames_are_remembered_one_row_each_across_restarts(tmp_path: Path) -> None:
+    """Each new frame writes its own row of trigger state (not the whole memory again), and a
+    receiver started afterwards on the same store still ACKs a repeat without firing again."""
+    from triggers.state import TriggerState
+
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    writes: list[int] = []
+    save = store.save_trigger_state
+
+    async def counting_save(trigger: str, changes: dict[str, Any]) -> None:
+        # remembered frames written: a list of frames counts each one
+        writes.append(sum(len(v) if isinstance(v, list) and v and isinstance(v[0], list) else 1
+                          for v in changes.values()))
+        await save(trigger, changes)
+
+    store.save_trigger_state = counting_save  # type: ignore[method-assign]
+    try:
+        sink = RecordingSink()
+        trigger = SiaDc09Trigger("arc", make_config(), sink, state=await TriggerState.load(store, "arc"))
+        await trigger.start()
+        conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", trigger.port))
+        for seq in range(1, 201):
+            await conn.send(untimed(seq, seq % 90))
+            assert (await conn.reply()).startswith('"ACK"')
+        await conn.close()
+        await trigger.state.flush()
+        await trigger.stop()
+        assert len(sink.alarms) == 200
+        # 200 frames and the panel's silence timer: each frame written once, not the memory again
+        assert sum(writes) <= 200 + len(writes), writes
+        rows = await store.load_trigger_state("arc")
+        assert len([k for k in rows if k.startswith("recent:1234:")]) == 200
+
+        again = SiaDc09Trigger("arc", make_config(), sink, state=await TriggerState.load(store, "arc"))
+        await again.start()
+        try:
+            conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", again.port))
+            await conn.send(untimed(7, 7))  # a repeat of a frame the previous run stored
+            assert (await conn.reply()).startswith('"ACK"')
+            await conn.send(untimed(7, 8))  # same number, other content: a new event
+            assert (await conn.reply()).startswith('"ACK"')
+            await conn.close()
+        finally:
+            await again.stop()
+        assert again.stats["duplicates"] == 1 and len(sink.alarms) == 201
+    finally:
+        await store.close()
+
+
+async def test_duplicate_memory_saved_as_one_list_by_earlier_versions_is_kept(tmp_path: Path) -> None:
+    import time
+
+    from triggers.state import TriggerState
+
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        await store.save_trigger_state("arc", {"recent:1234": [["0007", "Nri1/BA07", time.time() + 600],
+                                                               ["0008", "Nri1/BA08", time.time() - 1]]})
+        sink = RecordingSink()
+        trigger = SiaDc09Trigger("arc", make_config(), sink, state=await TriggerState.load(store, "arc"))
+        await trigger.start()
+        try:
+            conn = TcpPanel(*await asyncio.open_connection("127.0.0.1", trigger.port))
+            await conn.send(untimed(7, 7))  # remembered: not fired again
+            await conn.send(untimed(8, 8))  # its memory had expired: a new event
+            assert [(await conn.reply())[:5] for _ in range(2)] == ['"ACK"'] * 2
+            await conn.close()
+            await trigger.state.flush()
+        finally:
+            await trigger.stop()
+        assert trigger.stats["duplicates"] == 1 and len(sink.alarms) == 1
+        rows = await store.load_trigger_state("arc")
+        assert "recent:1234" not in rows  # rewritten as one row per frame
+        assert sorted(v[0] for k, v in rows.items() if k.startswith("recent:1234:")) == ["0007", "0008"]
+    finally:
+        await store.close()

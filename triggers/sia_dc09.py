@@ -114,6 +114,11 @@ def _aes_key(account: Dc09Account) -> codec.AesKey | None:
     return codec.AesKey(key) if key is not None else None
 
 
+def _recent_key(account: str, seq: str, data: str) -> str:
+    """The trigger-state key of one remembered frame without timestamp (triggers/state.py)."""
+    return f"recent:{account}:{seq}:{hashlib.blake2b(data.encode(), digest_size=8).hexdigest()}"
+
+
 @dataclass(slots=True)
 class _Panel:
     """Runtime state of one account: its key, when it last spoke, whether it is reported silent."""
@@ -147,11 +152,13 @@ class SiaDc09Trigger(Trigger):
         self._garbage_log = BurstLog(self.log, "skipped garbage bytes")
         self._bursts: dict[str, BurstLog] = {}
         self._supervisor: asyncio.Task[None] | None = None
-        self._untimed: dict[str, dict[tuple[str, str], float]] = {}  # per account: frames without timestamp
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        self._panels = {a.account: self._restored(a) for a in self.config.accounts}
+        saved_recent: dict[str, list[tuple[str, list[Any]]]] = {}
+        for key, value in self.state.items("recent:"):  # one pass, not one per account
+            saved_recent.setdefault(key.split(":")[1], []).append((key, value))
+        self._panels = {a.account: self._restored(a, saved_recent.get(a.account, [])) for a in self.config.accounts}
         loop = asyncio.get_running_loop()
         port = self.config.port
         if self.config.tcp:
@@ -168,7 +175,7 @@ class SiaDc09Trigger(Trigger):
         self.log.info("SIA DC-09 receiver listening on %s (tcp %s, udp %s), %d account(s)",
                       self.config.host, self.port, self.udp_port, len(self._panels))
 
-    def _restored(self, account: Dc09Account) -> _Panel:
+    def _restored(self, account: Dc09Account, saved_frames: list[tuple[str, list[Any]]]) -> _Panel:
         """The account's runtime state, with what the previous run knew (triggers/state.py):
         its silence deadline, whether it is already reported silent, frames seen lately."""
         now = self.clock()
@@ -182,24 +189,21 @@ class SiaDc09Trigger(Trigger):
                 panel.last_seen = last
         panel.faulted = bool(saved.get("faulted"))
         wall = time.time()
-        untimed = self._untimed[account.account] = {}
-        for seq, data, expiry in self.state.get(f"recent:{account.account}", []):
-            if expiry > wall:
-                panel.recent[(seq, data)] = now + (expiry - wall)
-                untimed[(seq, data)] = expiry
+        saved_recent: list[tuple[float, str, str]] = []
+        for key, value in saved_frames:
+            if key == f"recent:{account.account}":  # the single list of earlier versions: one row per frame now
+                self.state.put(key, None)
+                for seq, data, expiry in value:
+                    if expiry > wall:
+                        saved_recent.append((expiry, seq, data))
+                        self.state.put(_recent_key(account.account, seq, data), [seq, data, expiry])
+            elif value[2] > wall:
+                saved_recent.append((value[2], value[0], value[1]))
+            else:
+                self.state.put(key, None)  # expired while the receiver was down
+        for expiry, seq, data in sorted(saved_recent):  # the dict is kept in expiry order
+            panel.recent[(seq, data)] = now + (expiry - wall)
         return panel
-
-    def _note_untimed(self, account: str, seq: str, data: str) -> None:
-        """Remember a frame without timestamp across restarts: only the receiver's memory tells
-        its repeat from a new event (a timestamped repeat has the same alarm id, which the
-        store ignores). Few such frames: panels that send them are plain-text ones."""
-        wall = time.time()
-        kept = self._untimed.setdefault(account, {})
-        kept.pop((seq, data), None)  # re-inserted last: the dict stays in expiry order
-        kept[(seq, data)] = wall + self.config.duplicate_window
-        while kept and (next(iter(kept.values())) <= wall or len(kept) > RECENT_MAX):
-            del kept[next(iter(kept))]
-        self.state.put(f"recent:{account}", [[s, d, expiry] for (s, d), expiry in kept.items()])
 
     def _note(self, panel: _Panel) -> None:
         """Save the silence timer (to the second: a handful of writes, whatever the traffic)."""
@@ -372,8 +376,11 @@ class SiaDc09Trigger(Trigger):
             if recent[oldest] > mono and len(recent) <= RECENT_MAX:
                 break
             del recent[oldest]
-        if content.sent_at is None and events:
-            self._note_untimed(frame.account, frame.seq, content.data)
+            self.state.put(_recent_key(frame.account, *oldest), None)  # a no-op unless it was saved
+        if content.sent_at is None and events:  # a timestamped repeat has the same alarm id: the store ignores it
+            # one row per frame: saving is O(1) a frame, whatever the size of the memory
+            self.state.put(_recent_key(frame.account, frame.seq, content.data),
+                           [frame.seq, content.data, time.time() + self.config.duplicate_window])
         return True
 
     def _alarm(self, frame: codec.Frame, panel: _Panel, content: codec.Content, event: codec.Event,
