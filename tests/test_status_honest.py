@@ -18,7 +18,8 @@ from conftest import RecordingHandler, SmtpServer
 from crisisbot.config.bundle import load_bundle
 from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome, utcnow
 from crisisbot.store.instance import InstanceLock
-from crisisbot.store.sqlite import SCHEMA, SqliteStore
+from crisisbot.store.migrations import BASE_SCHEMA as SCHEMA
+from crisisbot.store.sqlite import SqliteStore
 from daemon_helpers import fire_manual, running_daemon
 from test_console import enable_console, login
 

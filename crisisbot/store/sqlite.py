@@ -45,50 +45,7 @@ from crisisbot.store.base import (
     entry_hash,
 )
 from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarms (
-    id TEXT PRIMARY KEY, received_at TEXT NOT NULL, site TEXT NOT NULL, source TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending', incident_id TEXT, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alarms_status ON alarms(status);
-CREATE INDEX IF NOT EXISTS alarms_incident ON alarms(incident_id);
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, playbook TEXT NOT NULL, status TEXT NOT NULL,
-    title TEXT NOT NULL, drill INTEGER NOT NULL, opened_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    last_alarm_at TEXT NOT NULL, dedup_key TEXT, data TEXT NOT NULL DEFAULT '{}');
-CREATE INDEX IF NOT EXISTS incidents_open ON incidents(site, playbook, status);
-CREATE TABLE IF NOT EXISTS steps (
-    incident_id TEXT NOT NULL, step_id TEXT NOT NULL, status TEXT NOT NULL, output TEXT,
-    detail TEXT NOT NULL DEFAULT '', started_at TEXT, ended_at TEXT,
-    PRIMARY KEY (incident_id, step_id));
-CREATE TABLE IF NOT EXISTS deliveries (
-    key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, step_id TEXT NOT NULL, person_id TEXT NOT NULL,
-    address TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
-    transport TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS deliveries_incident ON deliveries(incident_id, step_id);
-CREATE TABLE IF NOT EXISTS spool (
-    key TEXT PRIMARY KEY, incident_id TEXT NOT NULL, step_id TEXT NOT NULL, sender TEXT NOT NULL,
-    channels TEXT NOT NULL, message TEXT NOT NULL, added_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, incident_id TEXT,
-    data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_incident ON audit(incident_id);
-CREATE TABLE IF NOT EXISTS nonces (
-    scope TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (scope, nonce));
-CREATE TABLE IF NOT EXISTS timers (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, due_at TEXT NOT NULL, incident_id TEXT,
-    payload TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'pending');
-CREATE INDEX IF NOT EXISTS timers_due ON timers(status, due_at);
-CREATE TABLE IF NOT EXISTS acks (
-    incident_id TEXT NOT NULL, person_id TEXT NOT NULL, response TEXT NOT NULL, via TEXT NOT NULL,
-    at TEXT NOT NULL, PRIMARY KEY (incident_id, person_id));
-CREATE TABLE IF NOT EXISTS silences (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, input TEXT, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
-    playbook TEXT, reason TEXT NOT NULL, created_by TEXT NOT NULL, ended_at TEXT);
-CREATE TABLE IF NOT EXISTS trigger_state (
-    trigger TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_at TEXT NOT NULL,
-    PRIMARY KEY (trigger, key));
-"""
+from crisisbot.store.migrations import SCHEMA_VERSION, migrate, refuse_newer
 
 T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
@@ -103,44 +60,6 @@ log = logging.getLogger(__name__)
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.acknowledged.value)
 Audits = list[tuple[str, str | None, dict[str, Any]]]
 AlarmBatch = list[tuple[Alarm, Nonce | None, "asyncio.Future[bool]"]]
-
-# Stores written before the incident's state and its playbook's outcome were kept
-# apart had one `status` where `completed` meant "playbook ended, still open". The
-# migration adds the `outcome` column and judges old playbooks from their journal:
-# a failed step that has deliveries but not one sent reached nobody (failed), a
-# skipped step means the playbook stopped on a failure (failed), any other failed
-# step is a partial failure, a step left running means it was stopped.
-_OUTCOME_MIGRATION = [
-    "ALTER TABLE incidents ADD COLUMN outcome TEXT NOT NULL DEFAULT 'running'",
-    """UPDATE incidents SET outcome = CASE
-         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'running')
-              THEN 'stopped'
-         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND (s.status = 'skipped'
-              OR (s.status = 'failed'
-                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id AND d.step_id = s.step_id)
-                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.incident_id = s.incident_id
-                                  AND d.step_id = s.step_id AND d.status = 'sent'))))
-              THEN 'failed'
-         WHEN EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = incidents.id AND s.status = 'failed')
-              THEN 'done_with_failures'
-         ELSE 'done' END
-       WHERE status <> 'open'""",
-    "UPDATE incidents SET status = 'open' WHERE status = 'completed'",
-]
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Additive schema changes for stores created by earlier versions."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}
-    if "outcome" not in columns:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _OUTCOME_MIGRATION:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 def _ts(value: datetime) -> str:
@@ -296,12 +215,14 @@ class SqliteStore(Store):
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
             self._db.row_factory = aiosqlite.Row
+            await self._in_thread(lambda conn: refuse_newer(conn, self.path))  # before anything is written
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             if self.check:
                 await self._quick_check()
-            await self._db.executescript(SCHEMA)
-            await self._in_thread(_migrate)
+            found = await self._in_thread(lambda conn: migrate(conn, self.path))
+            if found < SCHEMA_VERSION:
+                log.info("store %s upgraded from schema version %d to %d", self.path, found, SCHEMA_VERSION)
             # Checkpoints off the hot path: SQLite would otherwise copy the WAL into the
             # database (and fsync it) inside whichever commit crosses 1000 pages, and an
             # alarm acknowledgement would wait for it. A second connection checkpoints
