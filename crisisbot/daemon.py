@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -101,7 +102,11 @@ class Daemon:
         state = self._states.get(name)
         if state is None:
             state = self._states[name] = await TriggerState.load(self.runtime.store, name)
-        trigger = pc.cls(name, pc.config, self.engine, state=state)
+        if _accepts_state(pc.cls):
+            trigger = pc.cls(name, pc.config, self.engine, state=state)
+        else:  # a third-party trigger written before `state` existed: lend it afterwards
+            trigger = pc.cls(name, pc.config, self.engine)
+            trigger.state = state
         try:
             await trigger.start()
         except BaseException:
@@ -265,6 +270,11 @@ class Daemon:
         if self.web is not None and (reply := await self.web.control(request)) is not None:
             return reply
         return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
+
+
+def _accepts_state(cls: type) -> bool:
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == "state" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _mtimes(bundle: Bundle) -> dict[str, float]:
