@@ -8,11 +8,13 @@ import email
 import email.policy
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
@@ -136,3 +138,24 @@ def workspace(tmp_path: Path) -> Workspace:
     ws = Workspace.shipped(tmp_path)
     ws.edit_config(lambda d: d["triggers"].clear())  # no demo button unless a test wants one
     return ws
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+               log: Path | None = None) -> Any:
+    """Poll `predicate` until it returns something true (returned); on time-out, fail naming
+    `what`, with the tail of the daemon's `log` when given."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    tail = f"\n--- daemon log ---\n{log.read_text()[-3000:]}" if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}{tail}")
+
+
+def webhook_up(port: int) -> bool:
+    """The daemon's webhook answers /health on `port`."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False

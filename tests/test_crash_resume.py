@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import RecordingHandler, SmtpServer, free_port
+from conftest import RecordingHandler, SmtpServer, free_port, wait_until, webhook_up
 from daemon_helpers import SECRET, signed_headers
 from crisisbot.cli import main
 
@@ -26,20 +26,8 @@ def start_daemon(ws, log: Path) -> subprocess.Popen:
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def webhook_up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_kill_mid_playbook_then_restart_sends_nothing_twice(workspace, capsys, monkeypatch):

@@ -10,16 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
 from aiosmtpd.controller import Controller
 
-from conftest import RecordingHandler, Workspace, free_port
+from conftest import RecordingHandler, Workspace, free_port, wait_until  # noqa: F401 - re-exported to the fault tests
 from daemon_helpers import SECRET, signed_headers
 
 
@@ -145,13 +143,3 @@ class Daemon:
                 raise AssertionError(f"SIGTERM did not stop the daemon:\n{self.log.read_text()[-3000:]}")
         return self.process.returncode
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition",
-               log: Path | None = None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    tail = f"\n--- daemon log ---\n{log.read_text()[-3000:]}" if log is not None and log.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}{tail}")

@@ -9,14 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
 
-from conftest import free_port
+from conftest import free_port, wait_until, webhook_up  # noqa: F401 - re-exported to the fault tests
 from daemon_helpers import SECRET, signed_headers
 
 COMMITTEE = {"alice.martin@exemple.fr", "chloe.dubois@exemple.fr", "david.smith@exemple.fr",
@@ -59,20 +58,8 @@ def run_cli(ws: Any, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=HANG)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def webhook_up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def start(ws: Any, port: int, log: Path) -> subprocess.Popen:

@@ -17,12 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_until
 from daemon_helpers import SECRET, signed_headers
 from crisisbot.listeners import throttle_accept_errors
 from dc09_panel import TcpPanel, UdpPanel, message
@@ -34,13 +33,6 @@ from triggers.webhook import WebhookConfig, WebhookTrigger
 IDLE_FLOOD = 1100
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def answers(url: str) -> bool:
