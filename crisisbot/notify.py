@@ -244,6 +244,11 @@ class Notify:
         if shortfall.reached >= shortfall.required:
             del self.shortfalls[(shortfall.incident_id, shortfall.step_id)]
             log.info("%s: rule met", shortfall.describe())
+            # The playbook's outcome was judged at its end and stays as it was (the step did
+            # miss its deadline); the timeline says that the rule was met afterwards.
+            await self.runtime.store.audit("delivery.rule_met", shortfall.incident_id, {
+                "step": shortfall.step_id, "reached": shortfall.reached, "required": shortfall.required,
+                "of": shortfall.total})
         await self._save_shortfalls(shortfall.incident_id)
 
     @staticmethod
