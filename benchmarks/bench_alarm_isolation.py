@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,12 +31,11 @@ import httpx
 import yaml
 from aiosmtpd.controller import Controller
 
+from benchmarks.bench_alarm_to_email import PEOPLE, committee_files
 from benchmarks.load import FloodProcess, FloodResult, IdleConnections, raise_open_files
 from crisisbot.web.passwords import hash_password
 from triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-ROOT = Path(__file__).resolve().parent.parent
-PEOPLE = 50
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 SECRET = "bench-isolation-secret-0123456789"
 
@@ -60,16 +58,7 @@ class Accepted:
 
 
 def workspace(directory: Path, smtp: int, hook: int, dc09: int, web: int) -> Path:
-    shutil.copytree(ROOT / "templates", directory / "templates")
-    people = {f"p{i:02d}": {"name": f"Membre {i}", "email": f"p{i:02d}@exemple.fr"} for i in range(PEOPLE)}
-    (directory / "contacts").mkdir()
-    (directory / "contacts" / "c.yaml").write_text(yaml.safe_dump(
-        {"people": people, "groups": {"comite": {"name": "Comité", "members": list(people)}}}))
-    (directory / "playbooks").mkdir()
-    (directory / "playbooks" / "p.yaml").write_text(yaml.safe_dump({
-        "id": "panic", "name": "Panic", "join_window": 0,
-        "steps": [{"id": "meeting", "action": "meeting", "connector": "jitsi"},
-                  {"id": "mail", "action": "email", "to": ["comite"], "template": "committee_alert"}]}))
+    committee_files(directory)
     (directory / "secrets").mkdir()
     (directory / "secrets" / "op.hash").write_text(hash_password("correct horse battery staple"))
     (directory / "config.yaml").write_text(yaml.safe_dump({

@@ -47,7 +47,8 @@ class Clock:
         return "250 OK"
 
 
-def workspace(directory: Path, smtp_port: int) -> Path:
+def committee_files(directory: Path) -> None:
+    """Templates, a committee of PEOPLE and a meeting + email playbook: the alarm benchmarks' shared setup."""
     shutil.copytree(ROOT / "templates", directory / "templates")
     people = {f"p{i:02d}": {"name": f"Membre {i}", "email": f"p{i:02d}@exemple.fr"} for i in range(PEOPLE)}
     (directory / "contacts").mkdir()
@@ -58,6 +59,10 @@ def workspace(directory: Path, smtp_port: int) -> Path:
         "id": "panic", "name": "Panic", "join_window": 0,
         "steps": [{"id": "meeting", "action": "meeting", "connector": "jitsi"},
                   {"id": "mail", "action": "email", "to": ["comite"], "template": "committee_alert"}]}))
+
+
+def workspace(directory: Path, smtp_port: int) -> Path:
+    committee_files(directory)
     (directory / "config.yaml").write_text(yaml.safe_dump({
         "organization": {"name": "Bench", "domains": ["exemple.fr"]},
         "sites": {"hq": {"name": "HQ"}},
