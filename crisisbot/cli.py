@@ -33,7 +33,7 @@ def _bundle(args: argparse.Namespace) -> Bundle:
 def _store_location(args: argparse.Namespace) -> tuple[str, Path]:
     """Store URL and data directory from config.yaml alone, for read-only commands:
     an operator reading incidents or checking the audit log needs none of the secrets."""
-    from crisisbot.config.daemon import Paths, StoreConfig
+    from crisisbot.config.settings import Paths, StoreConfig
     from crisisbot.config.errors import validate_model
     from crisisbot.config.yamlpos import load_yaml
 
@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo_summary(bundle: Bundle, incident_id: str) -> int:
-    from crisisbot.reporting import timeline_lines
+    from crisisbot.timeline import timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(bundle.config.store.url, bundle.data_dir) as store:
@@ -187,7 +187,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
     from crisisbot.engine import Engine
-    from crisisbot.reporting import timeline_lines
+    from crisisbot.timeline import timeline_lines
     from crisisbot.runtime import Runtime
 
     runtime = await Runtime.build(bundle)  # refused while a daemon holds the data directory
@@ -214,7 +214,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 async def _incidents(url: str, data_dir: Path, args: argparse.Namespace) -> int:
-    from crisisbot.reporting import ROW_HEADER, incident_row, timeline_lines
+    from crisisbot.timeline import ROW_HEADER, incident_row, timeline_lines
     from crisisbot.store import opened_store
 
     async with opened_store(url, data_dir) as store:
@@ -288,7 +288,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from crisisbot.checks.teams import check_teams
+    from crisisbot.preflight.teams import check_teams
 
     bundle = _bundle(args)
     results = asyncio.run(check_teams(bundle.config, create_test_meeting=args.create_test_meeting, root=bundle.root))

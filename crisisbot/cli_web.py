@@ -58,7 +58,7 @@ def cmd_links(args: argparse.Namespace) -> int:
 
 async def _links(bundle: Bundle, args: argparse.Namespace) -> int:
     from crisisbot.links import Signer
-    from crisisbot.runtime import load_or_create_key
+    from crisisbot.store.files import load_or_create_key
     from crisisbot.web.admin import offline_revocations, revoke_links
 
     request = {"op": "links-revoke", "link": args.link, "incident_id": args.incident, "person": args.person,

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from crisisbot.config.daemon import Site
+from crisisbot.config.settings import Site
 from crisisbot.config.playbook import DAYS, Match, Playbook, Window
 from crisisbot.models import Alarm
 

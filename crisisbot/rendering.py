@@ -23,7 +23,7 @@ from crisisbot.errors import Problem
 from crisisbot.render_limits import BoundedSandbox, TemplateTimeout, render_capped, time_budget
 
 if TYPE_CHECKING:
-    from crisisbot.config.daemon import Site
+    from crisisbot.config.settings import Site
     from crisisbot.models import Alarm
 
 PARTS = ("subject.txt", "body.txt", "body.html")

@@ -7,23 +7,20 @@ instead of reaching for module-level state.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle, PluginConfig
 from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
-from crisisbot.image_store import ImageStore
+from crisisbot.store.images import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.notify import Notify
 from crisisbot.rendering import TemplateSet
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
-from crisisbot.store.files import private_dir, warn_if_open
+from crisisbot.store.files import load_or_create_key, private_dir, warn_if_open  # noqa: F401 - load_or_create_key re-exported
 from crisisbot.store.instance import InstanceLock
 from crisisbot.web.access import Revocations, json_file
 
@@ -31,19 +28,6 @@ if TYPE_CHECKING:
     from triggers.base import Trigger
 
 log = logging.getLogger(__name__)
-
-
-def load_or_create_key(data_dir: Path, name: str = "secret.key") -> bytes:
-    """A per-installation random key (mode 0600), so there is never a default secret."""
-    path = data_dir / name
-    if path.is_file():
-        return path.read_bytes()
-    private_dir(data_dir)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-    return key
 
 
 @dataclass

@@ -194,7 +194,7 @@ async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(c
                                                                               tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from crisisbot.image_store import ImageStore
+    from crisisbot.store.images import ImageStore
     from crisisbot.models import Alarm, Incident, IncidentStatus, utcnow
     from crisisbot.steps.base import StepContext
     from crisisbot.steps.follow_up import FollowUpSnapshotsStep, run

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from crisisbot.checks import CheckResult
-from crisisbot.checks.teams import check_teams
+from crisisbot.preflight import CheckResult
+from crisisbot.preflight.teams import check_teams
 from tests.graph_server import CLIENT_SECRET, ORGANIZER_ID, GraphServer
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from crisisbot.models import Alarm, IncidentStatus
-from crisisbot.reporting import timeline_lines
+from crisisbot.timeline import timeline_lines
 from lifecycle_helpers import Workspace, lifecycle_daemon, link, smtp_recorder, start_clock, text_of
 
 BRUNO, ALICE, DAVID, CHLOE = ("bruno.leroy@exemple.fr", "alice.martin@exemple.fr",

@@ -18,7 +18,7 @@ from skimage import data as skdata
 from starlette.applications import Starlette
 
 from connectors.base import Snapshot
-from crisisbot.image_store import ImageNotFound, ImageStore
+from crisisbot.store.images import ImageNotFound, ImageStore
 from crisisbot.links import Signer
 from crisisbot.models import Attachment, Recipient
 from crisisbot.store.sqlite import SqliteStore

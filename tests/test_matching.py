@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timezone
 
-from crisisbot.config.daemon import Site
+from crisisbot.config.settings import Site
 from crisisbot.config.playbook import Match, Playbook, Window
 from crisisbot.matching import candidates, in_window, select
 from crisisbot.models import Alarm, EventKind, Severity

@@ -59,7 +59,7 @@ async def test_template_failing_on_real_data_still_reaches_the_committee(workspa
     import re
 
     from crisisbot.cli import main
-    from crisisbot.reporting import timeline_lines
+    from crisisbot.timeline import timeline_lines
     from daemon_helpers import enable_webhook, post_alarm, running_daemon
 
     for lang in ("fr", "en"):

@@ -79,7 +79,7 @@ async def test_a_failing_timer_is_retried_later_and_others_fire_beside_it(tmp_pa
     from datetime import timedelta
 
     from crisisbot.lifecycle.clock import ManualClock
-    from crisisbot.lifecycle.records import TimerRecord
+    from crisisbot.store.records import TimerRecord
     from crisisbot.lifecycle.timers import RETRY_AFTER, TimerService
 
     store = SqliteStore(tmp_path / "s.db")

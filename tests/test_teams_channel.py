@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from connectors.base import Services, Snapshot
 from connectors.teams_channel import AlertCard, TeamsChannel, TeamsChannelConfig, build_card, message
-from crisisbot.config.daemon import Site, Zone
+from crisisbot.config.settings import Site, Zone
 from crisisbot.errors import PermanentError, TransientError
 from crisisbot.models import Alarm, Attachment, EventKind, Incident, IncidentStatus, Meeting
 from crisisbot.steps.base import StepContext, StepFailed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from crisisbot.reporting import timeline_lines
+from crisisbot.timeline import timeline_lines
 from daemon_helpers import fire_manual, running_daemon
 from graph_server import GraphServer
 

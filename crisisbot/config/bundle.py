@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from crisisbot import plugins
 from crisisbot.config.contacts import ContactsFile, Group, Person
-from crisisbot.config.daemon import DaemonConfig
+from crisisbot.config.settings import DaemonConfig
 from crisisbot.config.errors import validate_model
 from crisisbot.config.playbook import Playbook
 from crisisbot.config.secrets import Policy, model_policy, never, resolve_refs

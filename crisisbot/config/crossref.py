@@ -139,7 +139,7 @@ def check_references(
             for a_index, ref in enumerate(getattr(step, "attach", None) or []):
                 if ref not in step_ids or ref == step.id:
                     problems.append(doc.problem(at + ("attach", a_index), _unknown("earlier snapshot step", ref, step_ids)))
-    from crisisbot.lifecycle.checks import check_lifecycle  # tiers, duty slots, drills
+    from crisisbot.lifecycle.validation import check_lifecycle  # tiers, duty slots, drills
 
     problems.extend(check_lifecycle(bundle, config_doc, playbook_docs, contact_docs))
     return problems

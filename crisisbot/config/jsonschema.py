@@ -13,7 +13,7 @@ from typing import Any
 
 from crisisbot import plugins
 from crisisbot.config.contacts import ContactsFile
-from crisisbot.config.daemon import DaemonConfig
+from crisisbot.config.settings import DaemonConfig
 from crisisbot.config.playbook import Playbook
 
 REF = "#/$defs/{model}"

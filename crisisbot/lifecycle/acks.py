@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from crisisbot.errors import IncidentClosed, IncidentNotFound
 from crisisbot.lifecycle.clock import Clock, SystemClock
-from crisisbot.lifecycle.records import AckRecord
+from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.links import Signer
 from crisisbot.models import IncidentStatus

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.crontab import next_fire
-from crisisbot.lifecycle.records import TimerRecord
+from crisisbot.store.records import TimerRecord
 from crisisbot.lifecycle.schema import DrillSpec
 from crisisbot.models import Alarm
 

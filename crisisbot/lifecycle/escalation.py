@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from crisisbot.lifecycle.acks import CLOSED, clock_of, rule_of, satisfied
 from crisisbot.lifecycle.context import incident_context
-from crisisbot.lifecycle.records import TimerRecord
+from crisisbot.store.records import TimerRecord
 from crisisbot.lifecycle.schedules import expand
 from crisisbot.steps import email
 from crisisbot.steps.base import StepContext, StepFailed

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from crisisbot.errors import SilenceRefused  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.clock import Clock
-from crisisbot.lifecycle.records import SilenceRecord, TimerRecord
+from crisisbot.store.records import SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, new_id
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from crisisbot.errors import CrisisbotError, ReportError
 from crisisbot.lifecycle.context import get_incident
 from crisisbot.models import DeliveryStatus, Incident
 from crisisbot.rendering import clean_text
-from crisisbot.reporting import _describe
+from crisisbot.timeline import _describe
 from crisisbot.runtime import Runtime
 from crisisbot.steps.snapshot import SnapshotSet
 from crisisbot.store.base import Store

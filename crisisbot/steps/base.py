@@ -13,7 +13,7 @@ from crisisbot.models import Alarm, Incident
 from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing importers
 
 if TYPE_CHECKING:
-    from crisisbot.config.daemon import Site
+    from crisisbot.config.settings import Site
     from crisisbot.config.playbook import Playbook
     from crisisbot.runtime import Runtime
 

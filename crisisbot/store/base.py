@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from crisisbot.errors import Replayed  # noqa: F401 - re-exported for existing importers
-from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
+from crisisbot.store.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome
 
 GENESIS = "0" * 64

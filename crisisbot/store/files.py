@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -59,3 +60,16 @@ def warn_if_open(data_dir: Path) -> list[Path]:
         log.warning("%d file(s) in the data directory are readable by other local users: %s%s. "
                     "Fix: chmod -R go-rwx %s", len(found), shown, more, data_dir)
     return found
+
+
+def load_or_create_key(data_dir: Path, name: str = "secret.key") -> bytes:
+    """A per-installation random key (mode 0600), so there is never a default secret."""
+    path = data_dir / name
+    if path.is_file():
+        return path.read_bytes()
+    private_dir(data_dir)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import aiosqlite
 
-from crisisbot.lifecycle.records import AckRecord, SilenceRecord, TimerRecord
+from crisisbot.store.records import AckRecord, SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, DeliveryStatus, Incident, IncidentStatus, PlaybookOutcome, utcnow
 from crisisbot.store.base import (
     GENESIS,

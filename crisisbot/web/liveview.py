@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
 from crisisbot.executors import PoolFull
-from crisisbot.image_store import ImageNotFound, ImageStore
+from crisisbot.store.images import ImageNotFound, ImageStore
 from crisisbot.imaging import blur_faces, blur_faces_async
 from crisisbot.links import Claims, LinkError, LinkExpired, Signer
 from crisisbot.models import Recipient

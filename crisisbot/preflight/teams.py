@@ -30,7 +30,7 @@ from connectors.graph_sdk import GraphConnection
 from connectors.graph_mail import GraphMailConfig
 from connectors.teams import MEETING_PERMISSION, TeamsConfig
 from connectors.teams_channel import TeamsChannelConfig
-from crisisbot.checks import CheckResult
+from crisisbot.preflight import CheckResult
 from crisisbot.errors import ConnectorError
 
 log = logging.getLogger(__name__)

@@ -18,16 +18,28 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from connectors.base import Snapshot
 from crisisbot.models import utcnow
+from crisisbot.store.files import load_or_create_key
 from crisisbot.errors import ImageNotFound  # noqa: F401 - re-exported for existing importers
 
 log = logging.getLogger(__name__)
+
+
+class Snapshot(Protocol):
+    """What a camera hands over (connectors.base.Snapshot); named here so the store needs no connector."""
+
+    camera: str
+    taken_at: datetime
+    image: "_Image"
+
+
+class _Image(Protocol):
+    data: bytes
 
 SUFFIX = ".jpg.aes"
 _INCIDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -74,8 +86,6 @@ class ImageStore:
     @classmethod
     def open(cls, data_dir: Path, retention: float, **kw: object) -> "ImageStore":
         """The store of an installation, its key in `images.key` (0600, created on first run)."""
-        from crisisbot.runtime import load_or_create_key
-
         return cls(data_dir / "images", load_or_create_key(data_dir, "images.key"), retention, **kw)  # type: ignore[arg-type]
 
     def _dir(self, incident_id: str) -> Path:
