@@ -44,15 +44,6 @@ class AnyDetails(dict):  # type: ignore[type-arg]
         return f"<details.{key}>"
 
 
-class _DryRuntime:
-    services = None
-    lifecycle = None
-
-    def __init__(self, bundle: "Bundle"):
-        self.bundle = bundle
-        self.templates = bundle.templates
-
-
 def email_variables(language: str) -> dict[str, Any]:
     """What the email step and the lifecycle (escalation, stand-down) add to the
     step context; documented in docs/playbooks.md."""
@@ -95,13 +86,13 @@ def _template_names(node: Any) -> Iterator[str]:
 
 
 def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list[Problem]:
-    from crisisbot.steps.base import StepContext
+    from crisisbot.steps.base import StepContext, StepServices
 
     templates = bundle.templates
     env = templates.strict_env
     problems: list[Problem] = []
     seen: set[tuple[str, int, str]] = set()
-    runtime = _DryRuntime(bundle)
+    services = StepServices.dry(bundle, SAMPLE_TIME)
 
     def report(file: str, line: int, why: str, playbook_id: str, kind: str) -> None:
         if (file, line, why) not in seen:  # once, for the first playbook that shows it
@@ -133,7 +124,7 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
                                 title=f"{alarm.label} — {site.name if site else alarm.site}")
             meeting = Meeting("sample", "https://meet.example/sample-room", "sample", incident.title,
                               SAMPLE_TIME, SAMPLE_TIME + timedelta(hours=2))
-            ctx = StepContext(runtime=runtime, incident=incident, alarm=alarm, playbook=playbook,  # type: ignore[arg-type]
+            ctx = StepContext(services=services, incident=incident, alarm=alarm, playbook=playbook,
                               site=site, outputs={"meeting": meeting})
             base = ctx.template_context()
             for path, source in fields:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from crisisbot.errors import IncidentClosed, IncidentNotFound
-from crisisbot.lifecycle.clock import Clock, SystemClock
+from crisisbot.clock import Clock
 from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.links import Signer
@@ -27,13 +27,11 @@ CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.ca
 
 
 def clock_of(runtime: "Runtime") -> Clock:
-    lifecycle = getattr(runtime, "lifecycle", None)
-    return lifecycle.clock if lifecycle is not None else SystemClock()
+    return runtime.clock
 
 
 def signer_of(runtime: "Runtime") -> Signer:
-    assert runtime.services is not None
-    return Signer(runtime.services.extras["secret_key"], clock_of(runtime).now)  # type: ignore[arg-type]
+    return runtime.signer
 
 
 def public_url(runtime: "Runtime") -> str | None:

@@ -38,7 +38,7 @@ async def incident_context(runtime: Runtime, incident: Incident, extra: dict[str
         if record.status == "done" and record.output is not None and module and hasattr(module, "from_json"):
             outputs[step_id] = module.from_json(record.output)
     return LifecycleContext(
-        runtime=runtime, incident=incident, alarm=alarms[0], playbook=playbook,
+        services=runtime.step_services(), incident=incident, alarm=alarms[0], playbook=playbook,
         site=runtime.bundle.config.sites.get(alarms[0].site), outputs=outputs, log=log, extra=extra or {},
     )
 

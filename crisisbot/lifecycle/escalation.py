@@ -11,8 +11,8 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from crisisbot.lifecycle.acks import CLOSED, clock_of, rule_of, satisfied
-from crisisbot.lifecycle.context import incident_context
+from crisisbot.lifecycle.acks import CLOSED, rule_of, satisfied
+from crisisbot.lifecycle.context import LifecycleContext, incident_context
 from crisisbot.store.records import TimerRecord
 from crisisbot.lifecycle.schedules import expand
 from crisisbot.steps import email
@@ -43,18 +43,17 @@ def plan(spec: EscalateStep, incident_id: str, start: Any) -> list[TimerRecord]:
 
 async def begin(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
     """Schedule the later tiers first (a failing tier 1 must not stop them), then alert tier 1."""
-    runtime = ctx.runtime
-    start = clock_of(runtime).now()
+    start = ctx.clock.now()
     timers = plan(spec, ctx.incident.id, start)
-    lifecycle = getattr(runtime, "lifecycle", None)
-    added = await (lifecycle.timers.schedule(timers) if lifecycle else runtime.store.add_timers(timers))
+    scheduler = ctx.services.timers
+    added = await (scheduler.schedule(timers) if scheduler is not None else ctx.store.add_timers(timers))
     if added:
-        await runtime.store.audit("escalation.scheduled", ctx.incident.id, {
+        await ctx.store.audit("escalation.scheduled", ctx.incident.id, {
             "step": spec.id, "tiers": len(spec.tiers), "timers": added,
             "rule": {"count": spec.until.count, "roles": spec.until.roles},
             "next": min((t.due_at for t in timers), default=None),
         })
-    summary = await send_tier(runtime, ctx, spec, 0)
+    summary = await send_tier(ctx, spec, 0)
     return {"scheduled": added, "tier1": summary}
 
 
@@ -65,12 +64,11 @@ def _spec_of(ctx: StepContext, step_id: str) -> EscalateStep:
     return spec
 
 
-async def send_tier(runtime: "Runtime", ctx: StepContext, spec: EscalateStep, tier_index: int,
-                    reminder: int = 0) -> dict[str, Any]:
+async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, reminder: int = 0) -> dict[str, Any]:
     tier = spec.tiers[tier_index]
-    people = expand(runtime.bundle, tier.to, clock_of(runtime).now())
+    people = expand(ctx.services.bundle, tier.to, ctx.clock.now())
     if reminder:
-        acked = {a.person_id for a in await runtime.store.get_acks(ctx.incident.id)}
+        acked = {a.person_id for a in await ctx.store.get_acks(ctx.incident.id)}
         people = [p for p in people if p not in acked]
         if not people:
             return {"recipients": 0, "sent": 0}
@@ -78,9 +76,9 @@ async def send_tier(runtime: "Runtime", ctx: StepContext, spec: EscalateStep, ti
     template = tier.reminders.template if reminder and tier.reminders else tier.template
     message = email.EmailStep(action="email", id=step_id, to=people or tier.to, template=template,
                               via=spec.via, timeout=spec.timeout)
-    if hasattr(ctx, "extra"):
+    if isinstance(ctx, LifecycleContext):
         ctx.extra.update({"tier": tier_index + 1, "reminder": reminder, "escalated": tier_index > 0})
-    await runtime.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
+    await ctx.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
                               {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
     return await email.run(message, ctx)
 
@@ -94,7 +92,7 @@ async def _fire(runtime: "Runtime", timer: TimerRecord) -> None:
     if satisfied(rule_of(ctx.playbook), await runtime.store.get_acks(incident.id), runtime.bundle):
         return
     spec = _spec_of(ctx, timer.payload["step"])
-    await send_tier(runtime, ctx, spec, timer.payload["tier"], timer.payload.get("n", 0))
+    await send_tier(ctx, spec, timer.payload["tier"], timer.payload.get("n", 0))
 
 
 def handlers(runtime: "Runtime") -> dict[str, Any]:

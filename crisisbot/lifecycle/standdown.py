@@ -57,9 +57,7 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     cancelled = await store.cancel_timers(incident.id)
     if cancelled:
         await store.audit("escalation.stopped", incident.id, {"reason": "stood down", "timers_cancelled": cancelled})
-    lifecycle = getattr(runtime, "lifecycle", None)
-    if lifecycle is not None:
-        await lifecycle.engine.interrupt(incident.id)
+    await runtime.runs.interrupt(incident.id)  # its playbook, if it still runs in this process
     await store.finish_playbook(incident.id, PlaybookOutcome.stopped, f"stood down as {outcome.value} before it ended")
     incident = await get_incident(runtime, incident.id)
     data = incident.data.get("stand_down", {})

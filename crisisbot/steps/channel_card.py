@@ -48,7 +48,7 @@ def _local(moment: datetime, timezone: str) -> str:
 def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
     variables = ctx.template_context()
     alarm = ctx.alarm
-    title = ctx.runtime.templates.render_string(spec.title, variables).strip() or ctx.incident.title
+    title = ctx.templates.render_string(spec.title, variables).strip() or ctx.incident.title
     facts = [("Site", str(variables["site_name"]))]
     if alarm.zone:
         zone = ctx.site.zones.get(alarm.zone) if ctx.site else None
@@ -67,7 +67,7 @@ def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
 
 
 async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
-    channel = ctx.runtime.connectors.get(spec.connector)
+    channel = ctx.connector(spec.connector)
     if not isinstance(channel, TeamsChannel):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
     card = alert_card(spec, ctx)
@@ -77,5 +77,5 @@ async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
         raise StepFailed(f"teams channel {spec.connector}: {exc}") from exc
     summary = {"connector": spec.connector, "title": card.title, "join_url": card.join_url,
                "thumbnails": len(card.snapshots)}
-    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, summary)
+    await ctx.store.audit("channel_card.posted", ctx.incident.id, summary)
     return summary

@@ -22,7 +22,6 @@ from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
 from crisisbot.executors import PoolFull
 from crisisbot.imaging import EmailImages
-from crisisbot.lifecycle import acks as links  # personal signed links
 from crisisbot.mime import freeze
 from crisisbot.models import (
     Attachment,
@@ -34,9 +33,8 @@ from crisisbot.models import (
 )
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
 from crisisbot.steps.snapshot import SnapshotSet
-from crisisbot.notify import Notify, Shortfall
+from crisisbot.notify import Shortfall
 from crisisbot.store.base import DeliveryRecord, SpooledMessage
-from crisisbot.web.liveview import liveview_link
 
 
 class EmailStep(StepSpec):
@@ -56,15 +54,6 @@ class EmailStep(StepSpec):
 
 
 RENDER_CHUNK = 5
-LIVEVIEW_TTL = 86400.0
-
-
-def _liveview_url(runtime: Any, incident_id: str, person: Recipient) -> str | None:
-    """Personal live-view link (blurred for external people), when the web server is public."""
-    base = links.public_url(runtime)
-    if base is None or getattr(runtime, "services", None) is None:
-        return None
-    return liveview_link(links.signer_of(runtime), base, incident_id, person, ttl=LIVEVIEW_TTL)
 
 
 def delivery_key(incident_id: str, step_id: str, person_id: str) -> str:
@@ -94,8 +83,8 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
     """Render each recipient's message; pass `images` prepared off the event loop
     (`run` does) or they are sized here, synchronously (`simulate` does). Why a
     template failed (and the built-in message went instead) is added to `fallbacks`."""
-    runtime = ctx.runtime
     images = images or email_images(spec, ctx)
+    links = ctx.services.links  # None: no web address answers personal links
     base = ctx.template_context()
     sets = _snapshot_sets(spec, ctx)
     failures = {name: why for group in sets for name, why in group.failures.items()}
@@ -105,19 +94,19 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
     )
     messages = []
     for person in recipients:
-        language = runtime.templates.pick_language(
+        language = ctx.templates.pick_language(
             spec.template,
             [person.language, ctx.playbook.language, ctx.site.language if ctx.site else None,
-             runtime.bundle.config.organization.language],
+             ctx.config.organization.language],
         )
         context: dict[str, Any] = {
             **base, "recipient": person, "language": language,
             "camera_failures": failures, "meeting_failed": meeting_failed and meeting is None,
-            "ack_url": links.ack_url(runtime, ctx.incident.id, person.person_id),
-            "stand_down_url": links.stand_down_url(runtime, ctx.incident.id, person.person_id),
-            "liveview_url": _liveview_url(runtime, ctx.incident.id, person) if images.snapshots else None,
+            "ack_url": links.ack(ctx.incident.id, person.person_id) if links else None,
+            "stand_down_url": links.stand_down(ctx.incident.id, person) if links else None,
+            "liveview_url": links.liveview(ctx.incident.id, person) if links and images.snapshots else None,
         }
-        rendered = runtime.templates.render(spec.template, language, context)
+        rendered = ctx.templates.render(spec.template, language, context)
         if rendered.fallback and fallbacks is not None and rendered.fallback not in fallbacks:
             fallbacks.append(rendered.fallback)
         attachments = images.for_recipient(person.external)
@@ -144,17 +133,12 @@ def required(rule: str | int, total: int) -> int:
     return min(int(rule), total)
 
 
-def _notify(runtime: Any) -> Notify | None:
-    return getattr(runtime, "notify", None)
-
-
 async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
-    runtime = ctx.runtime
-    store = runtime.store
+    store = ctx.store
     step_id = spec.id or "email"
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + (spec.timeout or runtime.bundle.config.incidents.step_timeout)  # rendering counts too
-    recipients = runtime.recipients(spec.to)
+    deadline = loop.time() + (spec.timeout or ctx.config.incidents.step_timeout)  # rendering counts too
+    recipients = ctx.recipients(spec.to)
     done = await store.get_deliveries(ctx.incident.id, step_id)
     previous = {r.person_id: done.get(delivery_key(ctx.incident.id, step_id, r.person_id)) for r in recipients}
     # a message still in flight at a crash (sending) or between attempts (pending) is sent again,
@@ -166,9 +150,9 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
     if earlier:
         ctx.log.info("%d recipient(s) already handled before a restart; not sending again", len(earlier))
 
-    mail = runtime.bundle.config.mail
+    mail = ctx.config.mail
     channels = list(spec.via or mail.via)
-    notify = _notify(runtime)
+    notify = ctx.services.notify
     journal = notify.journal if notify is not None else VerdictJournal(store)
     results: dict[str, DeliveryResult] = {}
     messages: list[OutgoingEmail] = []
@@ -202,7 +186,7 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
             status = result.status if result.status in FINAL else DeliveryStatus.pending
             await journal.write([record(result.key, status, result.detail, result.transport)])
 
-        mailers = [m for m in (runtime.connectors.get(n) for n in channels) if isinstance(m, Mailer)]
+        mailers = [m for m in (ctx.connector(n) for n in channels) if isinstance(m, Mailer)]
         results = await deliver(
             messages, mailers, sender=mail.sender, deadline=deadline,
             retries=mail.retries, backoff=mail.backoff, on_result=on_result, on_attempt=on_attempt,
@@ -236,7 +220,7 @@ async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
         await notify.note_shortfall(Shortfall(ctx.incident.id, step_id, needed, reached, len(recipients)))
     # the meta-alert's own budget: the committee's attempts may have used the whole deadline
     # (the step's outer guard leaves half a deadline more)
-    alerted = await meta_alert(ctx, step_id, summary, 0.4 * (spec.timeout or runtime.bundle.config.incidents.step_timeout))
+    alerted = await meta_alert(ctx, step_id, summary, 0.4 * (spec.timeout or ctx.config.incidents.step_timeout))
     raise StepFailed(
         f"reached {reached} of {len(recipients)} ({needed} required): {len(summary['rejected'])} rejected, "
         f"{len(summary['retrying'])} retrying in the background; {alerted}"
@@ -252,8 +236,7 @@ def _frozen(spec: EmailStep, ctx: StepContext, recipients: list[Recipient], imag
 async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], channels: list[str],
                   sender: str) -> list[OutgoingEmail]:
     """Render and serialize every message before the first DATA (while the sessions connect)."""
-    runtime = ctx.runtime
-    mailers = [m for m in (runtime.connectors.get(n) for n in channels) if isinstance(m, Mailer)]
+    mailers = [m for m in (ctx.connector(n) for n in channels) if isinstance(m, Mailer)]
     if mailers:
         mailers[0].prepare(len(todo))  # connect while we render
     images = email_images(spec, ctx)
@@ -261,7 +244,7 @@ async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], chan
         await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
     messages: list[OutgoingEmail] = []
     fallbacks: list[str] = []
-    rendering = runtime.executors.rendering if hasattr(runtime, "executors") else None
+    rendering = ctx.services.rendering
     for start in range(0, len(todo), RENDER_CHUNK):
         chunk = todo[start:start + RENDER_CHUNK]
         try:  # off the event loop, on the rendering pool (time budget and cap: render_limits.py)
@@ -272,34 +255,34 @@ async def _render(spec: EmailStep, ctx: StepContext, todo: list[Recipient], chan
             messages += _frozen(spec, ctx, chunk, images, fallbacks, sender)
             await asyncio.sleep(0)  # let the connections progress between chunks
     for why in fallbacks:  # the message still goes out (built-in text); the failure is not silent
-        await runtime.store.audit("template.fallback", ctx.incident.id,
+        await ctx.store.audit("template.fallback", ctx.incident.id,
                                   {"step": spec.id or "email", "template": spec.template, "error": why})
     return messages
 
 
 async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], budget: float) -> str:
     """Tell the configured fallback people, through their own path, that the committee was not reached."""
-    runtime = ctx.runtime
-    mail = runtime.bundle.config.mail
+    store = ctx.store
+    mail = ctx.config.mail
     fallback = mail.fallback
     incident = ctx.incident
     detail = {"step": step_id, "reached": summary["reached"], "required": summary["required"],
               "recipients": summary["recipients"], "rejected": summary["rejected"], "retrying": summary["retrying"]}
     if fallback is None:
-        await runtime.store.audit("delivery.meta_alert_unconfigured", incident.id, detail)
+        await store.audit("delivery.meta_alert_unconfigured", incident.id, detail)
         ctx.log.error("incident %s: step %s reached %d of %d people and no mail.fallback is configured",
                       incident.id, step_id, summary["reached"], summary["recipients"])
         return "no mail.fallback configured for a meta-alert"
     fallback_step = f"{step_id}-fallback"
-    people = runtime.recipients(fallback.to)
-    done = await runtime.store.get_deliveries(incident.id, fallback_step)
+    people = ctx.recipients(fallback.to)
+    done = await store.get_deliveries(incident.id, fallback_step)
     todo = [p for p in people if (rec := done.get(delivery_key(incident.id, fallback_step, p.person_id))) is None
             or rec.status in (DeliveryStatus.pending, DeliveryStatus.sending)]
     messages = [freeze(_meta_message(ctx, fallback_step, person, summary), mail.sender) for person in todo]
-    await runtime.store.audit("delivery.meta_alert", incident.id, {**detail, "to": [p.email for p in people],
+    await store.audit("delivery.meta_alert", incident.id, {**detail, "to": [p.email for p in people],
                                                                     "via": list(fallback.via)})
-    notify = _notify(runtime)
-    journal = notify.journal if notify is not None else VerdictJournal(runtime.store)
+    notify = ctx.services.notify
+    journal = notify.journal if notify is not None else VerdictJournal(store)
     by_key = {m.key: m for m in messages}
     attempts = {m.key: 0 for m in messages}
 
@@ -313,7 +296,7 @@ async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], bu
         status = result.status if result.status in FINAL else DeliveryStatus.pending
         await journal.write([record(result.key, status, result.detail, result.transport)])
 
-    mailers = [m for m in (runtime.connectors.get(n) for n in fallback.via) if isinstance(m, Mailer)]
+    mailers = [m for m in (ctx.connector(n) for n in fallback.via) if isinstance(m, Mailer)]
     results = await deliver(messages, mailers, sender=mail.sender, deadline=asyncio.get_running_loop().time() + budget,
                             retries=mail.retries, backoff=mail.backoff, on_result=on_result)
     await journal.flush()
@@ -324,7 +307,7 @@ async def meta_alert(ctx: StepContext, step_id: str, summary: dict[str, Any], bu
         if notify is not None:
             await notify.hand_over(incident.id, fallback_step, mail.sender, list(fallback.via), undelivered, handed)
         else:
-            await runtime.store.spool([SpooledMessage(m.key, incident.id, fallback_step, mail.sender,
+            await store.spool([SpooledMessage(m.key, incident.id, fallback_step, mail.sender,
                                                       list(fallback.via), outgoing.encode(m)) for m in undelivered],
                                       handed)
     sent = sum(1 for r in results.values() if r.status is DeliveryStatus.sent)
@@ -336,7 +319,7 @@ def _meta_message(ctx: StepContext, step_id: str, person: Recipient, summary: di
     """A built-in plain message: it must go out even when templates are the problem."""
     incident = ctx.incident
     base = ctx.template_context()
-    french = ctx.runtime.bundle.config.organization.language == "fr"
+    french = ctx.config.organization.language == "fr"
     if french:
         subject = f"[crisisbot] ALERTE NON TRANSMISE : {incident.title}"
         lines = [f"La cellule de crise n'a pas pu être jointe pour l'incident « {incident.title} ».",

@@ -65,17 +65,16 @@ async def rounds(every: float, duration: float, one_round: Callable[[int], Await
 
 
 async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
-    runtime = ctx.runtime
     step_id = spec.id or "follow_up_snapshots"
     names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
-    cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
-    image_store = getattr(runtime, "image_store", None)  # optional until the daemon builds one
+    cameras = {n: ctx.camera(n) for n in names}
+    image_store = ctx.services.images
     totals: dict[str, Any] = {"rounds": 0, "images": 0, "failures": {}}
     if not cameras:
         return totals
 
     async def keep_going() -> bool:
-        incident = await runtime.store.get_incident(ctx.incident.id)
+        incident = await ctx.store.get_incident(ctx.incident.id)
         return incident is None or incident.status not in CLOSED
 
     async def one_round(number: int) -> None:
@@ -86,7 +85,7 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
         totals["failures"].update(result.failures)
         for name, reason in result.failures.items():
             ctx.log.warning("follow-up round %d, camera %s: %s", number, name, reason)
-        await runtime.store.audit("followup.round", ctx.incident.id, {
+        await ctx.store.audit("followup.round", ctx.incident.id, {
             "step": step_id, "round": number, "images": len(result.snapshots), "failures": result.failures,
         })
         if spec.to and result.snapshots:

@@ -28,7 +28,7 @@ class ModbusWriteStep(StepSpec):
 
 
 async def run(spec: ModbusWriteStep, ctx: StepContext) -> dict[str, Any]:
-    trigger = ctx.runtime.triggers.get(spec.trigger)
+    trigger = ctx.services.triggers.get(spec.trigger)
     write = getattr(trigger, "write_coil", None)
     if write is None:
         raise StepFailed(f"no running modbus trigger named {spec.trigger!r}")

@@ -97,7 +97,7 @@ def _dump(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
+def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime) -> list[AuditEntry]:
     """Append audit entries after the chain head read *inside* the caller's write
     transaction: whatever else wrote to the file (a second process, a caller cancelled
     mid-hop), the next entry always links to the last one committed.
@@ -109,7 +109,6 @@ def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
         return []
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, head = (row[0], row[1]) if row else (0, GENESIS)
-    when = utcnow()
     at = _ts(when)
     entries: list[AuditEntry] = []
     rows: list[tuple[Any, ...]] = []
@@ -183,9 +182,10 @@ def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: Path, *, check: bool = True):
+    def __init__(self, path: Path, *, check: bool = True, now: Callable[[], datetime] = utcnow):
         self.path = Path(path)
         self.check = check  # PRAGMA quick_check at open
+        self.now = now  # the daemon's clock: join windows compare last_alarm_at with the engine's time
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
         self._alarm_queue: AlarmBatch = []
@@ -337,7 +337,7 @@ class SqliteStore(Store):
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
                            retry: bool = True) -> list[AuditEntry]:
         """`work` runs inside the transaction and returns the audit entries to chain."""
-        return await self._locked(lambda conn: _chain(conn, work(conn)), durable, retry)
+        return await self._locked(lambda conn: _chain(conn, work(conn), self.now()), durable, retry)
 
     async def _locked(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False, retry: bool = True) -> T:
         """One write transaction; a transient failure (lock held elsewhere, full disk) is
@@ -521,7 +521,7 @@ class SqliteStore(Store):
         return [self._incident(r) for r in rows]
 
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write(
             [
                 ("INSERT INTO incidents(id, site, playbook, status, title, drill, opened_at, updated_at, "
@@ -536,7 +536,7 @@ class SqliteStore(Store):
         )
 
     async def join_incident(self, incident_id: str, alarm: Alarm) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write(
             [
                 ("UPDATE incidents SET last_alarm_at=?, updated_at=? WHERE id=?", (now, now, incident_id)),
@@ -549,7 +549,7 @@ class SqliteStore(Store):
     async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
                                   only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id)
+            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(self.now()), incident_id)
             if only_from is not None:
                 sql, params = sql + " AND status=?", (*params, only_from.value)
             changed = conn.execute(sql, params).rowcount
@@ -562,7 +562,7 @@ class SqliteStore(Store):
             cur = conn.execute(
                 "UPDATE incidents SET outcome=?, data=json_set(data, '$.outcome_reason', ?), updated_at=? "
                 "WHERE id=? AND outcome=?",
-                (outcome.value, reason, _ts(utcnow()), incident_id, PlaybookOutcome.running.value))
+                (outcome.value, reason, _ts(self.now()), incident_id, PlaybookOutcome.running.value))
             return [("playbook.finished", incident_id, {"outcome": outcome.value, "reason": reason})] if cur.rowcount else []
 
         return bool(await self._transaction(work))
@@ -570,7 +570,7 @@ class SqliteStore(Store):
     async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None:
         rows = await self._rows("SELECT data FROM incidents WHERE id=?", (incident_id,))
         merged = {**(json.loads(rows[0]["data"]) if rows else {}), **data}
-        await self._write([("UPDATE incidents SET data=?, updated_at=? WHERE id=?", (_dump(merged), _ts(utcnow()), incident_id))])
+        await self._write([("UPDATE incidents SET data=?, updated_at=? WHERE id=?", (_dump(merged), _ts(self.now()), incident_id))])
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         rows = await self._rows("SELECT * FROM incidents WHERE id=? OR id LIKE ? LIMIT 2", (incident_id, incident_id + "%"))
@@ -623,7 +623,7 @@ class SqliteStore(Store):
 
     def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
             list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         statements = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
              "attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
@@ -644,7 +644,7 @@ class SqliteStore(Store):
 
     async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
         statements, audits = self._delivery_writes(records, True)
-        now = _ts(utcnow())
+        now = _ts(self.now())
         statements += [
             ("INSERT INTO spool(key, incident_id, step_id, sender, channels, message, added_at) VALUES (?,?,?,?,?,?,?) "
              "ON CONFLICT(key) DO UPDATE SET channels=excluded.channels, message=excluded.message",
@@ -814,7 +814,7 @@ class SqliteStore(Store):
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
     async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write([
             ("DELETE FROM trigger_state WHERE trigger=? AND key=?", (trigger, key)) if value is None else
             ("INSERT INTO trigger_state(trigger, key, value, updated_at) VALUES (?,?,?,?) ON CONFLICT(trigger, key) "

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, acknowledge, signer_of
+from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, acknowledge
 from crisisbot.lifecycle.cancelwindow import CancelRefused
 from crisisbot.lifecycle.context import IncidentNotFound
 from crisisbot.lifecycle.standdown import StandDownRefused, stand_down
@@ -28,6 +28,7 @@ from crisisbot.web.health import health_route
 from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
+    from crisisbot.lifecycle.service import Lifecycle
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
     return _page(title, body or f"<p>{html.escape(str(data.get('message', '')))}</p>", status)
 
 
-def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Route]:
-    """Routes to mount at the root of the daemon's web app (links use web.public_url)."""
+def ack_routes(runtime: "Runtime", refusals: Refusals | None = None, lifecycle: "Lifecycle | None" = None) -> list[Route]:
+    """Routes to mount at the root of the daemon's web app (links use web.public_url);
+    `lifecycle`: the running one, for cancel windows (None: answered 503)."""
     refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
 
     def claims(request: Request, token: str, purpose: str) -> Claims | Response:
@@ -64,7 +66,7 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
                           "Too many attempts")
         incident_id = None
         try:
-            found = signer_of(runtime).verify(token, purpose)
+            found = runtime.signer.verify(token, purpose)
             incident_id = found.incident_id
             reason = runtime.revocations.reason(token, found) if runtime.revocations else None
             if reason is not None:
@@ -165,7 +167,6 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
         found = bearer(request, CANCEL)
         if isinstance(found, Response):
             return found
-        lifecycle = runtime.lifecycle
         if lifecycle is None:
             return _reply(request, 503, {"error": "unavailable", "message": "daemon not running"}, "Unavailable")
         try:
@@ -181,5 +182,5 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
         Route("/stand-down/{token}", stand_down_post, methods=["POST"]),
         Route("/incidents/{incident_id}/stand-down", incident_stand_down, methods=["POST"]),
         Route("/incidents/{incident_id}/cancel", incident_cancel, methods=["POST"]),
-        health_route(runtime),
+        health_route(runtime, lifecycle),
     ]

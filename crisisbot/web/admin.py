@@ -52,8 +52,6 @@ async def revoke_links(revocations: Revocations, signer: Signer, request: dict[s
 
 async def control(runtime: "Runtime", sessions: Sessions, request: dict[str, Any]) -> dict[str, Any] | None:
     """The daemon's control-socket operations on sessions and links; None when not ours."""
-    from crisisbot.lifecycle.acks import signer_of
-
     op, by = request.get("op"), str(request.get("by", "cli"))
     if op == "sessions-list":
         return {"ok": True, "sessions": [s.public() for s in sessions.list()]}
@@ -66,7 +64,7 @@ async def control(runtime: "Runtime", sessions: Sessions, request: dict[str, Any
     if op == "links-revoke":
         if runtime.revocations is None:
             raise CrisisbotError("link revocation is not available")
-        reply = await revoke_links(runtime.revocations, signer_of(runtime), request)
+        reply = await revoke_links(runtime.revocations, runtime.signer, request)
         await runtime.store.audit("links.revoked", reply["incident_id"], {
             "person": reply["person"], "scope": reply["scope"], "by": by, "via": "cli"})
         return reply

@@ -22,6 +22,7 @@ from crisisbot.web.console import Console
 from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
+    from crisisbot.lifecycle.service import Lifecycle
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ SECURITY_HEADERS = {
 }
 
 
-def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refusals | None = None) -> Starlette:
-    from crisisbot.lifecycle.acks import clock_of, signer_of
+def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refusals | None = None,
+              lifecycle: "Lifecycle | None" = None) -> Starlette:
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
@@ -44,14 +45,13 @@ def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refu
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
         *console.routes(),
-        *ack_routes(runtime, refusals),
+        *ack_routes(runtime, refusals, lifecycle),
     ]
-    if runtime.image_store is not None:
-        routes.append(liveview_routes(signer_of(runtime), runtime.image_store, runtime.store.audit,
-                                      revocations=runtime.revocations, refusals=refusals,
-                                      ended_at=lambda incident_id: ended_at(runtime, incident_id),
-                                      grace=runtime.bundle.config.web.liveview_grace,
-                                      now=lambda: clock_of(runtime).now(), offload=runtime.executors.web.run))
+    routes.append(liveview_routes(runtime.signer, runtime.image_store, runtime.store.audit,
+                                  revocations=runtime.revocations, refusals=refusals,
+                                  ended_at=lambda incident_id: ended_at(runtime, incident_id),
+                                  grace=runtime.bundle.config.web.liveview_grace,
+                                  now=runtime.clock.now, offload=runtime.executors.web.run))
     return Starlette(routes=routes, middleware=[
         Middleware(AlarmFirst, priority=runtime.executors.priority, has_session=console.has_session),
         Middleware(SecurityHeaders),
@@ -113,8 +113,9 @@ class SecurityHeaders:
 
 
 class WebServer:
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> None:
         self.runtime = runtime
+        self.lifecycle = lifecycle
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self.refusals = Refusals(RefusalAudit(runtime.store.audit))
@@ -124,7 +125,7 @@ class WebServer:
         web = self.runtime.bundle.config.web
         await self.console.start()
         self.refusals.audit.start()
-        self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
+        self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals, self.lifecycle), web.host, web.port,
                                         "web console", web.limits, hold=self.runtime.executors.priority)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
