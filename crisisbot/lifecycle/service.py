@@ -85,7 +85,7 @@ class Lifecycle:
     # -- engine hooks ------------------------------------------------------------
     async def intercept(self, alarm: Alarm) -> Handled | None:
         if restores.is_follow_up(alarm):
-            incident = await restores.handle(self.runtime, alarm)
+            incident = await restores.handle(self.runtime, alarm, self.spawn)
             if incident is not None:
                 return Handled(incident)
         silence = await self.maintenance.active_for(alarm)
