@@ -230,7 +230,7 @@ async def test_write_coil_and_the_playbook_step(plc: Plc, make_trigger: Any) -> 
     with pytest.raises(PermanentError):
         await trigger.write_coil("hall", 5000, True)  # beyond the device's coils: exception response
 
-    ctx = SimpleNamespace(runtime=SimpleNamespace(triggers={"plcs": trigger}), log=logging.getLogger("t"))
+    ctx = SimpleNamespace(services=SimpleNamespace(triggers={"plcs": trigger}), log=logging.getLogger("t"))
     spec = modbus_write.ModbusWriteStep(action="modbus_write", trigger="plcs", device="hall", address=12, value=False)
     assert (await modbus_write.run(spec, ctx))["attempts"] == 1  # type: ignore[arg-type]
     assert await plc.get(COIL, 12) is False
