@@ -45,6 +45,14 @@ class Command(BaseModel):
     via: str = "cli"  # the front door: cli, console, api, link, web, input
     command_id: str = Field(default_factory=new_id)  # idempotency key: resending returns the first result
 
+    def __init__(self, **fields: Any) -> None:
+        """A front door builds commands from what a person typed: bad fields are a
+        `CommandInvalid` naming each field, not pydantic's report."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise CommandInvalid(f"bad fields for command '{self.name}': {_problems(exc)}") from None
+
 
 # -- alarms and the daemon -----------------------------------------------------------------------
 
@@ -257,5 +265,8 @@ def _validated(model: Any, data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'fields'}: {e['msg']}" for e in exc.errors())
-        raise CommandInvalid(f"bad fields for {what}: {problems}") from None
+        raise CommandInvalid(f"bad fields for {what}: {_problems(exc)}") from None
+
+
+def _problems(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'fields'}: {e['msg']}" for e in error.errors())
