@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
-from crisisbot.alert_links import AlertLinks
+from crisisbot.notify.links import AlertLinks
 from crisisbot.clock import Clock, SystemClock
 from crisisbot.config.bundle import Bundle, PluginConfig
 from crisisbot.executors import Executors

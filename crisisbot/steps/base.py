@@ -21,7 +21,7 @@ from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing
 
 if TYPE_CHECKING:  # the configuration schemas import this module: no services at import time
     from connectors.base import Camera, Connector
-    from crisisbot.alert_links import AlertLinks
+    from crisisbot.notify.links import AlertLinks
     from crisisbot.clock import Clock
     from crisisbot.config.bundle import Bundle
     from crisisbot.config.playbook import Playbook

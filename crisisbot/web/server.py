@@ -22,7 +22,7 @@ from crisisbot.web.console import Console
 from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
-    from crisisbot.lifecycle.service import Lifecycle
+    from crisisbot.command_bus import CommandBus
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,17 +35,15 @@ SECURITY_HEADERS = {
 }
 
 
-def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refusals | None = None,
-              lifecycle: "Lifecycle | None" = None) -> Starlette:
+def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = None) -> Starlette:
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
     refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
-    console = console or Console(runtime, refusals.audit)
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
         *console.routes(),
-        *ack_routes(runtime, refusals, lifecycle),
+        *ack_routes(runtime, console.commands, refusals),
     ]
     routes.append(liveview_routes(runtime.signer, runtime.image_store, runtime.store.audit,
                                   revocations=runtime.revocations, refusals=refusals,
@@ -113,19 +111,18 @@ class SecurityHeaders:
 
 
 class WebServer:
-    def __init__(self, runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> None:
+    def __init__(self, runtime: "Runtime", commands: "CommandBus") -> None:
         self.runtime = runtime
-        self.lifecycle = lifecycle
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self.refusals = Refusals(RefusalAudit(runtime.store.audit))
-        self.console = Console(runtime, self.refusals.audit)
+        self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:
         web = self.runtime.bundle.config.web
         await self.console.start()
         self.refusals.audit.start()
-        self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals, self.lifecycle), web.host, web.port,
+        self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
                                         "web console", web.limits, hold=self.runtime.executors.priority)
         self.port = await self._server.start()
         log.info("web console on http://%s:%s/console", web.host, self.port)
@@ -134,9 +131,3 @@ class WebServer:
         if self._server is not None:
             await self._server.stop()
         await self.refusals.audit.stop()
-
-    async def control(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Control-socket operations on sessions and links; None when the op is not ours."""
-        from crisisbot.web import admin
-
-        return await admin.control(self.runtime, self.console.sessions, request)

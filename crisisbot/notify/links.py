@@ -1,24 +1,34 @@
-"""The personal links an alert carries: acknowledge, stand down, camera live view.
+"""Personal signed links in a message: acknowledge, stand down, live view.
 
-One small service built from the signer, the web settings and the configuration, so
-a message step asks `links.ack(incident, person)` instead of reaching for the secret
-key, the clock and the web settings itself. None of them exists without a web
-address to answer it (`web.enabled` or `web.public_url`): then alerts carry no links.
+Each link names one incident and one person and expires; it is signed with the
+daemon's key (the runtime's `signer`, on the daemon's clock), so the web routes trust
+nobody's word but the signature. `AlertLinks` is the one object a message needs:
+built from the signer and the settings, None when no web address answers links.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from crisisbot.config.settings import DaemonConfig
 from crisisbot.links import Signer
 from crisisbot.models import Recipient
+from crisisbot.web.liveview import liveview_link
 
-ACK, STAND_DOWN = "ack", "stand-down"  # the purposes a token is signed for (lifecycle/acks.py)
+if TYPE_CHECKING:
+    from crisisbot.config.settings import DaemonConfig
+    from crisisbot.runtime import Runtime
+
+ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"  # the purposes a token is signed for
 LIVEVIEW_TTL = 86400.0  # a live-view link serves the incident's images for a day
 
 
-def public_url(config: DaemonConfig) -> str | None:
+def signer_of(runtime: "Runtime") -> Signer:
+    """The runtime's signer (kept for importers: `runtime.signer` says the same)."""
+    return runtime.signer
+
+
+def public_url(config: "DaemonConfig") -> str | None:
     """Base URL of the web routes, or None when no web server answers (then no links)."""
     web = config.web
     if not web.enabled and not web.public_url:
@@ -34,7 +44,7 @@ class AlertLinks:
     stand_down_roles: frozenset[str]
 
     @classmethod
-    def of(cls, signer: Signer, config: DaemonConfig) -> "AlertLinks | None":
+    def of(cls, signer: Signer, config: "DaemonConfig") -> "AlertLinks | None":
         base = public_url(config)
         if base is None:
             return None
@@ -51,6 +61,4 @@ class AlertLinks:
 
     def liveview(self, incident_id: str, person: Recipient) -> str:
         """Personal live-view link (blurred images for external people)."""
-        from crisisbot.web.liveview import liveview_link  # the web part loads only where links are made
-
         return liveview_link(self.signer, self.base_url, incident_id, person, ttl=LIVEVIEW_TTL)
