@@ -40,7 +40,7 @@ from crisisbot.models import Recipient
 from crisisbot.notify import Notify
 from crisisbot.rendering import TemplateSet
 from crisisbot.runs import PlaybookRuns
-from crisisbot.steps.base import StepServices
+from crisisbot.services import StepServices
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
 from crisisbot.store.files import load_or_create_key, private_dir, warn_if_open  # noqa: F401 - load_or_create_key re-exported

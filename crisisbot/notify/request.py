@@ -19,7 +19,7 @@ from crisisbot.models import Incident
 if TYPE_CHECKING:
     from crisisbot.config.playbook import Playbook
     from crisisbot.config.settings import Site
-    from crisisbot.steps.base import StepServices
+    from crisisbot.services import StepServices
 
 DEFAULT_IMAGE_BUDGET = 10_000_000  # bytes of images per message
 

@@ -36,7 +36,7 @@ from crisisbot.store.base import DeliveryRecord
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
-    from crisisbot.steps.base import StepServices
+    from crisisbot.services import StepServices
 
 log = logging.getLogger(__name__)
 

@@ -10,30 +10,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.models import Alarm, Incident
 from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing importers
+from crisisbot.services import StepServices  # noqa: F401 - re-exported: a step's services come with its context
 
-if TYPE_CHECKING:  # the configuration schemas import this module: no services at import time
+if TYPE_CHECKING:
     from connectors.base import Camera, Connector
-    from crisisbot.notify.links import AlertLinks
     from crisisbot.clock import Clock
-    from crisisbot.config.bundle import Bundle
     from crisisbot.config.playbook import Playbook
     from crisisbot.config.settings import DaemonConfig, Site
-    from crisisbot.executors import Pool
-    from crisisbot.lifecycle.timers import TimerService
     from crisisbot.models import Recipient
-    from crisisbot.notify import Notify
     from crisisbot.rendering import TemplateSet
     from crisisbot.store.base import Store
-    from crisisbot.store.images import ImageStore
-    from triggers.base import Trigger
 
 
 class StepSpec(Strict):
@@ -53,45 +46,6 @@ class StepSpec(Strict):
     continue_on_error: bool = Field(
         True, description="false: a failure of this step stops the steps that follow it"
     )
-
-
-@dataclass(frozen=True, slots=True)
-class StepServices:
-    """What the daemon lends to steps, built in one place (`Runtime.step_services`).
-
-    `bundle` is the configuration the context was made with: a playbook run keeps the
-    one it started with (a reload applies to the next incident and lifecycle message).
-    `connectors`, `cameras` and `triggers` are the runtime's live tables (a reload
-    swaps their entries in place, so a long step always finds the running one).
-    `links` is None when no web address answers personal links; `notify`, `images`,
-    `rendering` and `timers` are None in dry runs and tests that do without them."""
-
-    bundle: "Bundle"
-    clock: "Clock"
-    store: "Store"
-    connectors: "Mapping[str, Connector]" = field(default_factory=dict)
-    cameras: "Mapping[tuple[str, str], Camera]" = field(default_factory=dict)
-    links: "AlertLinks | None" = None
-    notify: "Notify | None" = None
-    images: "ImageStore | None" = None
-    rendering: "Pool | None" = None  # the rendering pool (CPU work off the event loop)
-    timers: "TimerService | None" = None  # escalation tiers and reminders (None: straight into the store)
-    triggers: "Mapping[str, Trigger]" = field(default_factory=dict)  # modbus_write only, until the Modbus hub
-
-    @classmethod
-    def dry(cls, bundle: "Bundle", at: datetime) -> "StepServices":
-        """For a dry run (`simulate`, `validate`): renders at `at`, sends, stores and links nothing."""
-        from crisisbot.clock import ManualClock
-
-        return cls(bundle=bundle, clock=ManualClock(at), store=cast("Store", _NoStore()))
-
-
-class _NoStore:
-    """The store of a dry run: none. A step that tries to store in a dry run is a bug that
-    must fail loudly, not a write silently dropped (hence a cast rather than a Store)."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(f"a dry run has no store (store.{name})")
 
 
 @dataclass
