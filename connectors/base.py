@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable, ClassVar
+from typing import Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -75,6 +75,13 @@ class MeetingProvider(Connector):
         """Open (or find again, for the same incident id) the crisis meeting."""
 
 
+@runtime_checkable
+class EndsMeetings(Protocol):
+    """A meeting provider that can close its meeting at stand-down (`stand_down.meeting: end`)."""
+
+    async def end_meeting(self, meeting: Meeting) -> None: ...
+
+
 ResultCallback = Callable[[DeliveryResult], Awaitable[None]]
 
 
@@ -117,3 +124,11 @@ class Camera(Connector):
     @abstractmethod
     async def snapshot(self) -> Snapshot:
         """Grab one current JPEG frame."""
+
+
+@runtime_checkable
+class BuffersFrames(Protocol):
+    """A camera that keeps a ring of recent frames, so the snapshot step can add those
+    from just before the alarm (the intruder is often gone by the time it fires)."""
+
+    def prealarm(self, since: datetime) -> list[Snapshot]: ...

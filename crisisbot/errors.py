@@ -106,6 +106,17 @@ class UnknownPlugin(CrisisbotError, LookupError):
         super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
 
 
+class StepsNotInstalled(CrisisbotError, LookupError):
+    """The installed metadata lists no `crisisbot.steps` entry point: an install older
+    than the checkout (entry points come from the install, not from the source tree)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no playbook step is registered: crisisbot's installed metadata predates the "
+            "`crisisbot.steps` entry points; reinstall it (`./dev crisisbot --help`, or "
+            "`pip install -e .` in its directory)")
+
+
 class TemplateLimit(CrisisbotError, TemplateRuntimeError):
     """A template went over its output cap."""
 

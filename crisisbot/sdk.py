@@ -1,7 +1,7 @@
 """What a trigger, connector or step author may import from crisisbot: the plugin API.
 
 Why one module: plugins live outside this repository and are loaded by entry point
-(`crisisbot.triggers`, `crisisbot.connectors`). Everything listed in `__all__` is kept
+(`crisisbot.triggers`, `crisisbot.connectors`, `crisisbot.steps`). Everything listed in `__all__` is kept
 stable across minor releases; anything else in crisisbot is internal and may move (the
 core redesign of issue 13 moves a lot). Import from here, not from the modules below:
 
@@ -40,7 +40,7 @@ from crisisbot.models import (
     Recipient,
     Severity,
 )
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.store.base import Nonce
 from triggers.base import AlarmSink, Trigger
 from triggers.state import TriggerState
@@ -51,7 +51,7 @@ __all__ = [
     # connectors: an output provider
     "Connector", "Mailer", "MeetingProvider", "MeetingRequest", "Camera", "Snapshot", "Services",
     # steps: a playbook action
-    "StepSpec", "StepContext",
+    "StepSpec", "StepContext", "StepType",
     # the data every part exchanges
     "Alarm", "AlarmAction", "EventKind", "Severity", "Incident", "IncidentStatus", "Meeting",
     "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",

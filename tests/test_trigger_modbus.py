@@ -232,10 +232,10 @@ async def test_write_coil_and_the_playbook_step(plc: Plc, make_trigger: Any) -> 
 
     ctx = SimpleNamespace(runtime=SimpleNamespace(triggers={"plcs": trigger}), log=logging.getLogger("t"))
     spec = modbus_write.ModbusWriteStep(action="modbus_write", trigger="plcs", device="hall", address=12, value=False)
-    assert (await modbus_write.run(spec, ctx))["attempts"] == 1  # type: ignore[arg-type]
+    assert (await modbus_write.run(ctx, spec)).attempts == 1  # type: ignore[arg-type]
     assert await plc.get(COIL, 12) is False
     with pytest.raises(StepFailed):
-        await modbus_write.run(spec.model_copy(update={"trigger": "nope"}), ctx)  # type: ignore[arg-type]
+        await modbus_write.run(ctx, spec.model_copy(update={"trigger": "nope"}))  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is needed to make a virtual serial cable")

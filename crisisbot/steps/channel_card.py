@@ -8,16 +8,16 @@ the meeting step failed, because the people watching the channel must know anywa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from connectors.base import Snapshot
 from connectors.teams_channel import AlertCard, TeamsChannel
 from crisisbot.config.types import Identifier
 from crisisbot.errors import ConnectorError
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 
 class ChannelCardStep(StepSpec):
@@ -66,7 +66,14 @@ def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
     )
 
 
-async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
+class CardPosted(BaseModel):
+    connector: str
+    title: str
+    join_url: str | None
+    thumbnails: int
+
+
+async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
     channel = ctx.runtime.connectors.get(spec.connector)
     if not isinstance(channel, TeamsChannel):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
@@ -75,7 +82,10 @@ async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
         await channel.post_alert(card)
     except ConnectorError as exc:
         raise StepFailed(f"teams channel {spec.connector}: {exc}") from exc
-    summary = {"connector": spec.connector, "title": card.title, "join_url": card.join_url,
-               "thumbnails": len(card.snapshots)}
-    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, summary)
-    return summary
+    posted = CardPosted(connector=spec.connector, title=card.title, join_url=card.join_url,
+                        thumbnails=len(card.snapshots))
+    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, posted.model_dump())
+    return posted
+
+
+STEP = StepType(ChannelCardStep, run, CardPosted)

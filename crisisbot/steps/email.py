@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from connectors.base import Mailer
 from crisisbot.config.types import Identifier
@@ -32,7 +32,7 @@ from crisisbot.models import (
     OutgoingEmail,
     Recipient,
 )
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 from crisisbot.steps.snapshot import SnapshotSet
 from crisisbot.notify import Notify, Shortfall
 from crisisbot.store.base import DeliveryRecord, SpooledMessage
@@ -53,6 +53,19 @@ class EmailStep(StepSpec):
     require: Literal["any", "all"] | Annotated[int, Field(ge=1)] = Field(
         "any", description="how many people must be reached; fewer raises the mail.fallback meta-alert"
     )
+
+
+class Delivered(BaseModel):
+    """Who the step reached, as the journal keeps it (lifecycle/outcome.py judges by it)."""
+
+    recipients: int
+    reached: int
+    required: int
+    sent: int
+    rejected: list[str]
+    retrying: list[str]
+    failed: list[str]
+    resumed: bool = False
 
 
 RENDER_CHUNK = 5
@@ -365,3 +378,11 @@ def _meta_message(ctx: StepContext, step_id: str, person: Recipient, summary: di
     key = delivery_key(incident.id, step_id, person.person_id)
     return OutgoingEmail(key=key, recipient=person, subject=subject, text="\n".join(lines) + "\n", html="",
                          message_id=message_id(key), headers={"X-Crisisbot-Incident": incident.id})
+
+
+async def run_step(ctx: StepContext, spec: EmailStep) -> Delivered:
+    """The plugin's entry: `run` keeps its (spec, ctx) order for the lifecycle's callers."""
+    return Delivered.model_validate(await run(spec, ctx))
+
+
+STEP = StepType(EmailStep, run_step, Delivered)

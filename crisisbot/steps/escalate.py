@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 
 class Reminders(Strict):
@@ -38,7 +38,17 @@ class EscalateStep(StepSpec):
     via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
 
 
-async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
+class Escalation(BaseModel):
+    """What the step leaves in the journal: later tiers are timers of their own."""
+
+    scheduled: int = Field(0, description="timers set for the later tiers and reminders")
+    tier1: dict[str, Any] = Field(default_factory=dict, description="delivery summary of the first tier")
+
+
+async def run(ctx: StepContext, spec: EscalateStep) -> Escalation:
     from crisisbot.lifecycle.escalation import begin  # the lifecycle imports the step table
 
-    return await begin(spec, ctx)
+    return Escalation.model_validate(await begin(spec, ctx))
+
+
+STEP = StepType(EscalateStep, run, Escalation)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Callable, Literal
+from typing import Awaitable, Callable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from crisisbot.config.types import Identifier, Seconds
 from crisisbot.models import IncidentStatus
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.steps.snapshot import SnapshotSet, capture_all, select_cameras
 
 CLOSED = {IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled}
@@ -64,13 +64,19 @@ async def rounds(every: float, duration: float, one_round: Callable[[int], Await
         slot = max(slot, int((loop.time() - start) // every))
 
 
-async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
+class FollowUpTotals(BaseModel):
+    rounds: int = 0
+    images: int = 0
+    failures: dict[str, str] = Field(default_factory=dict, description="camera: why its last failure")
+
+
+async def run(ctx: StepContext, spec: FollowUpSnapshotsStep) -> FollowUpTotals:
     runtime = ctx.runtime
     step_id = spec.id or "follow_up_snapshots"
     names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
     cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
     image_store = getattr(runtime, "image_store", None)  # optional until the daemon builds one
-    totals: dict[str, Any] = {"rounds": 0, "images": 0, "failures": {}}
+    totals = FollowUpTotals()
     if not cameras:
         return totals
 
@@ -82,8 +88,8 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
         result = await capture_all(cameras, spec.capture_timeout)
         if image_store is not None:
             await image_store.put_many(ctx.incident.id, result.snapshots)
-        totals["images"] += len(result.snapshots)
-        totals["failures"].update(result.failures)
+        totals.images += len(result.snapshots)
+        totals.failures.update(result.failures)
         for name, reason in result.failures.items():
             ctx.log.warning("follow-up round %d, camera %s: %s", number, name, reason)
         await runtime.store.audit("followup.round", ctx.incident.id, {
@@ -92,7 +98,7 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
         if spec.to and result.snapshots:
             await _email(spec, ctx, f"{step_id}-{number}", result)
 
-    totals["rounds"] = await rounds(spec.every, spec.duration, one_round, keep_going=keep_going)
+    totals.rounds = await rounds(spec.every, spec.duration, one_round, keep_going=keep_going)
     return totals
 
 
@@ -105,3 +111,6 @@ async def _email(spec: FollowUpSnapshotsStep, ctx: StepContext, round_id: str, i
                                  max_attachment_bytes=spec.max_attachment_bytes)
     others = {k: v for k, v in ctx.outputs.items() if not isinstance(v, SnapshotSet)}
     await email.run(email_spec, dataclasses.replace(ctx, outputs={**others, round_id: images}))
+
+
+STEP = StepType(FollowUpSnapshotsStep, run, FollowUpTotals)

@@ -8,13 +8,13 @@ unreachable device is retried until the step deadline.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from crisisbot.config.types import Identifier
 from crisisbot.errors import TransientError
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -27,7 +27,15 @@ class ModbusWriteStep(StepSpec):
     value: bool = Field(description="true: switch on, false: switch off")
 
 
-async def run(spec: ModbusWriteStep, ctx: StepContext) -> dict[str, Any]:
+class CoilWritten(BaseModel):
+    trigger: str
+    device: str
+    address: int
+    value: bool
+    attempts: int
+
+
+async def run(ctx: StepContext, spec: ModbusWriteStep) -> CoilWritten:
     trigger = ctx.runtime.triggers.get(spec.trigger)
     write = getattr(trigger, "write_coil", None)
     if write is None:
@@ -44,5 +52,8 @@ async def run(spec: ModbusWriteStep, ctx: StepContext) -> dict[str, Any]:
             ctx.log.warning("coil %s on %s: %s; retrying in %.1fs", spec.address, spec.device, exc, delay)
             await asyncio.sleep(delay)
             continue
-        return {"trigger": spec.trigger, "device": spec.device, "address": spec.address,
-                "value": spec.value, "attempts": attempt}
+        return CoilWritten(trigger=spec.trigger, device=spec.device, address=spec.address,
+                           value=spec.value, attempts=attempt)
+
+
+STEP = StepType(ModbusWriteStep, run, CoilWritten)

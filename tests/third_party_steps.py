@@ -1,0 +1,28 @@
+"""Step plugins as a third party would ship them, loaded by tests/test_step_plugins.py
+through entry points of their own (never registered in pyproject.toml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from crisisbot.sdk import StepContext, StepSpec, StepType
+
+
+class PingStep(StepSpec):
+    action: Literal["ping"]
+    host: str
+
+
+class Pinged(BaseModel):
+    host: str
+    incident: str
+
+
+async def run(ctx: StepContext, config: PingStep) -> Pinged:
+    return Pinged(host=config.host, incident=ctx.incident.id)
+
+
+STEP = StepType(PingStep, run, Pinged)
+NOT_A_STEP = {"action": "ping"}
