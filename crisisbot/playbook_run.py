@@ -33,7 +33,7 @@ def dependencies(playbook: Playbook) -> dict[str, list[str]]:
         if step.needs is not None:
             deps[step.id] = list(step.needs)
         else:
-            deps[step.id] = list(producers) if getattr(step, "consumes", False) else []
+            deps[step.id] = list(producers) if step.consumes else []
         if step.produces:
             producers.append(step.id)
     return deps

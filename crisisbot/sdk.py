@@ -14,7 +14,7 @@ pyproject.toml ([tool.importlinter]): a trigger imports no connector and the rev
 from __future__ import annotations
 
 from connectors.base import Camera, Connector, Mailer, MeetingProvider, MeetingRequest, Services, Snapshot
-from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict, TimeZoneName
+from crisisbot.config.types import Identifier, Language, PlainText, Reference, Seconds, Strict, TimeZoneName
 from crisisbot.errors import (
     ConfigError,
     ConnectorError,
@@ -57,6 +57,8 @@ __all__ = [
     "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",
     # config types for a plugin's `Config` model
     "Strict", "Seconds", "Identifier", "Language", "PlainText", "TimeZoneName",
+    # a step field naming a contact, connector, template, camera or earlier step: checked by `validate`
+    "Reference",
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed",

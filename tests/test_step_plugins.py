@@ -76,6 +76,23 @@ async def test_a_third_party_step_is_found_and_runs(with_plugins) -> None:
     assert BUILT_IN <= set(steps.step_types())
 
 
+def test_the_references_a_step_declares_are_what_validate_checks() -> None:
+    from crisisbot.config.crossref import declared_references
+    from crisisbot.steps.escalate import EscalateStep
+    from third_party_steps import PingStep
+
+    ping = PingStep(action="ping", host="gw", tell=["comite", "bob"], via="smtp")
+    assert [(path, ref.what, ref.of, name) for path, ref, name in declared_references(ping, ("steps", 3))] == [
+        (("steps", 3, "tell", 0), "contacts", None, "comite"), (("steps", 3, "tell", 1), "contacts", None, "bob"),
+        (("steps", 3, "via"), "connectors", "mail", "smtp")]
+    escalate = EscalateStep.model_validate({"action": "escalate", "tiers": [
+        {"to": ["a"]}, {"to": ["b"], "after": "5m", "reminders": {"every": "1m"}}]})
+    found = {(path, name) for path, _, name in declared_references(escalate, ())}
+    assert found == {(("tiers", 0, "to", 0), "a"), (("tiers", 0, "template"), "committee_alert"),
+                     (("tiers", 1, "to", 0), "b"), (("tiers", 1, "template"), "committee_alert"),
+                     (("tiers", 1, "reminders", "template"), "reminder")}
+
+
 def test_broken_step_plugins_are_named_in_the_log_and_left_out(with_plugins, caplog) -> None:
     with_plugins(ping="third_party_steps:NOT_A_STEP", pong="third_party_steps_gone:STEP",
                  beep="third_party_steps:STEP")

@@ -3,16 +3,18 @@ through entry points of their own (never registered in pyproject.toml)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel
 
-from crisisbot.sdk import StepContext, StepSpec, StepType
+from crisisbot.sdk import Identifier, Reference, StepContext, StepSpec, StepType
 
 
 class PingStep(StepSpec):
     action: Literal["ping"]
     host: str
+    tell: Annotated[list[Identifier], Reference("contacts")] = []  # checked by `validate` like `email.to`
+    via: Annotated[Identifier | None, Reference("connectors", of="mail")] = None
 
 
 class Pinged(BaseModel):

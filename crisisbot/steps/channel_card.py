@@ -8,23 +8,24 @@ the meeting step failed, because the people watching the channel must know anywa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
 from connectors.base import Snapshot
 from connectors.teams_channel import AlertCard, TeamsChannel
-from crisisbot.config.types import Identifier
+from crisisbot.config.types import Identifier, Reference
 from crisisbot.errors import ConnectorError
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
+from crisisbot.steps.snapshot import SnapshotSet
 
 
 class ChannelCardStep(StepSpec):
     consumes: ClassVar[bool] = True
 
     action: Literal["channel_card"]
-    connector: Identifier = Field(description="a teams-channel connector")
+    connector: Annotated[Identifier, Reference("connectors")] = Field(description="a teams-channel connector")
     title: str = Field(
         "{{ alarm.label or alarm.kind.value }} - {{ site_name }}", description="Jinja2 expression for the card title"
     )
@@ -35,7 +36,7 @@ def _snapshots(ctx: StepContext) -> list[Snapshot]:
     """Snapshots of every earlier snapshot step (a SnapshotSet or a plain list), newest first."""
     found: list[Snapshot] = []
     for output in ctx.outputs.values():
-        items = getattr(output, "snapshots", output)
+        items = output.snapshots if isinstance(output, SnapshotSet) else output
         if isinstance(items, (list, tuple)):
             found.extend(s for s in items if isinstance(s, Snapshot))
     return sorted(found, key=lambda s: s.taken_at, reverse=True)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from connectors.base import Mailer
-from crisisbot.config.types import Identifier
+from crisisbot.config.types import Identifier, Reference
 from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
 from crisisbot.executors import PoolFull
@@ -43,12 +43,13 @@ class EmailStep(StepSpec):
     consumes = True
 
     action: Literal["email"]
-    to: list[Identifier] = Field(min_length=1, description="contact groups or people")
-    template: Identifier = Field(description="directory under templates/")
-    attach: list[Identifier] | None = Field(
+    to: Annotated[list[Identifier], Reference("contacts")] = Field(min_length=1, description="contact groups or people")
+    template: Annotated[Identifier, Reference("templates")] = Field(description="directory under templates/")
+    attach: Annotated[list[Identifier] | None, Reference("steps", of="snapshot")] = Field(
         None, description="snapshot step ids whose images to attach (default: all)"
     )
-    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+    via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = Field(
+        None, description="mail connectors (default: mail.via)")
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="total image budget per email")
     require: Literal["any", "all"] | Annotated[int, Field(ge=1)] = Field(
         "any", description="how many people must be reached; fewer raises the mail.fallback meta-alert"

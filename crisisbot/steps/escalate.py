@@ -7,11 +7,11 @@ role — have acknowledged, or the incident is stood down.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.steps.base import StepContext, StepSpec, StepType
 
@@ -19,13 +19,13 @@ from crisisbot.steps.base import StepContext, StepSpec, StepType
 class Reminders(Strict):
     every: Seconds = Field(description="remind those of the tier who have not answered, e.g. 5m")
     count: int = Field(1, ge=1, le=20)
-    template: Identifier = "reminder"
+    template: Annotated[Identifier, Reference("templates")] = "reminder"
 
 
 class Tier(Strict):
-    to: list[Identifier] = Field(min_length=1, description="groups (duty schedules apply) or people")
+    to: Annotated[list[Identifier], Reference("contacts")] = Field(min_length=1, description="groups (duty schedules apply) or people")
     after: Seconds = Field(0.0, description="delay since the escalation started, e.g. 10m")
-    template: Identifier = "committee_alert"
+    template: Annotated[Identifier, Reference("templates")] = "committee_alert"
     reminders: Reminders | None = None
 
 
@@ -35,7 +35,8 @@ class EscalateStep(StepSpec):
     action: Literal["escalate"]
     tiers: list[Tier] = Field(min_length=1)
     until: AckRule = Field(default_factory=AckRule, description="acknowledgements that stop the escalation")
-    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+    via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = Field(
+        None, description="mail connectors (default: mail.via)")
 
 
 class Escalation(BaseModel):

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Awaitable, Callable, Literal
+from typing import Annotated, Awaitable, Callable, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from crisisbot.config.types import Identifier, Seconds
+from crisisbot.config.types import Identifier, Reference, Seconds
 from crisisbot.models import IncidentStatus
 from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.steps.snapshot import SnapshotSet, capture_all, select_cameras
@@ -27,13 +27,15 @@ class FollowUpSnapshotsStep(StepSpec):
     consumes = True  # waits for the meeting, so the follow-up emails carry its link
 
     action: Literal["follow_up_snapshots"]
-    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+    cameras: Annotated[list[Identifier] | Literal["zone", "site"], Reference("cameras", keywords=("zone", "site"))] = Field(
         "zone", description="camera ids of the alarm's site, 'zone' or 'site' (as in `snapshot`)")
     every: Seconds = Field(60.0, gt=0, description="one round every ... (e.g. 30s)")
     duration: Seconds = Field(600.0, gt=0, description="for how long (e.g. 10m)")
     capture_timeout: Seconds = Field(10.0, gt=0, description="deadline of each camera in a round")
-    to: list[Identifier] | None = Field(None, description="contact groups or people to email each round")
-    template: Identifier | None = Field(None, description="email template of the rounds (with `to`)")
+    to: Annotated[list[Identifier] | None, Reference("contacts")] = Field(
+        None, description="contact groups or people to email each round")
+    template: Annotated[Identifier | None, Reference("templates")] = Field(
+        None, description="email template of the rounds (with `to`)")
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="image budget of each email")
 
     @model_validator(mode="after")
@@ -75,7 +77,7 @@ async def run(ctx: StepContext, spec: FollowUpSnapshotsStep) -> FollowUpTotals:
     step_id = spec.id or "follow_up_snapshots"
     names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
     cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
-    image_store = getattr(runtime, "image_store", None)  # optional until the daemon builds one
+    image_store = runtime.image_store  # None: no live view (a one-shot command)
     totals = FollowUpTotals()
     if not cameras:
         return totals

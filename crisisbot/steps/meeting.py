@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from connectors.base import MeetingProvider, MeetingRequest
-from crisisbot.config.types import Identifier, Seconds
+from crisisbot.config.types import Identifier, Reference, Seconds
 from crisisbot.models import Meeting, utcnow
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
@@ -23,11 +23,13 @@ class MeetingStep(StepSpec):
     produces = True
 
     action: Literal["meeting"]
-    connector: Identifier = Field(description="meeting connector, e.g. teams or jitsi")
-    fallback: list[Identifier] = Field(default_factory=list, description="tried in order if it fails")
+    connector: Annotated[Identifier, Reference("connectors", of="meeting")] = Field(
+        description="meeting connector, e.g. teams or jitsi")
+    fallback: Annotated[list[Identifier], Reference("connectors", of="meeting")] = Field(
+        default_factory=list, description="tried in order if it fails")
     subject: str = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
     duration: Seconds = 7200.0
-    attendees: list[Identifier] = Field(
+    attendees: Annotated[list[Identifier], Reference("contacts")] = Field(
         default_factory=list, description="groups/people invited by providers that send invitations"
     )
     attempt_timeout: Seconds | None = Field(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping
 
 from pydantic import Field
 
 from connectors.base import BuffersFrames, Camera, Snapshot
-from crisisbot.config.types import Identifier
+from crisisbot.config.types import Identifier, Reference
 from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 
@@ -22,7 +22,7 @@ class SnapshotStep(StepSpec):
     produces = True
 
     action: Literal["snapshot"]
-    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+    cameras: Annotated[list[Identifier] | Literal["zone", "site"], Reference("cameras", keywords=("zone", "site"))] = Field(
         "zone",
         description="camera ids of the alarm's site, 'zone' (cameras of the alarm's zone, "
         "else of the site) or 'site' (every camera of the site)",
