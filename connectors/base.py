@@ -20,10 +20,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from crisisbot.hubs import Hubs
 from crisisbot.models import Attachment, DeliveryResult, Meeting, OutgoingEmail, Recipient
 
 
@@ -55,6 +56,7 @@ class Services:
     organization: str = "crisisbot"
     sender: str = "crisisbot <crisisbot@localhost>"
     extras: dict[str, object] = field(default_factory=dict)
+    hubs: Hubs = field(default_factory=Hubs)  # device connections shared with triggers (Modbus)
 
 
 @dataclass(slots=True)
@@ -109,6 +111,27 @@ class Mailer(Connector):
         for result in results:
             await on_result(result)
         return results
+
+
+@dataclass(slots=True)
+class AlertCard:
+    """What a channel post shows; built by the channel_card step from the incident."""
+
+    title: str
+    facts: list[tuple[str, str]]
+    join_url: str | None = None
+    snapshots: tuple["Snapshot", ...] = ()
+    drill: bool = False
+
+
+class Channel(Connector):
+    """A chat channel the people on watch read (a Teams channel's Workflows webhook)."""
+
+    kind = "channel"
+
+    @abstractmethod
+    async def post_alert(self, alert: AlertCard) -> dict[str, Any]:
+        """Post the alert; returns the payload sent (for the incident log)."""
 
 
 @dataclass(slots=True)

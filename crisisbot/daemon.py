@@ -107,6 +107,7 @@ class Daemon:
         else:  # a third-party trigger written before `state` existed: lend it afterwards
             trigger = pc.cls(name, pc.config, self.engine)
             trigger.state = state
+        trigger.hubs = self.runtime.hubs  # one connection per device, shared with connectors
         try:
             await trigger.start()
         except BaseException:

@@ -99,11 +99,11 @@ class Undecodable(InputRejected):
 
 class UnknownPlugin(CrisisbotError, LookupError):
     def __init__(self, group: str, name: str, known: list[str]):
-        from crisisbot.plugins import TRIGGERS  # deferred: plugins imports this module
+        from crisisbot.plugins import CHECKS, TRIGGERS  # deferred: plugins imports this module
 
         self.known = known
-        kind = "trigger" if group == TRIGGERS else "connector"
-        super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
+        kind = {TRIGGERS: "trigger type", CHECKS: "check"}.get(group, "connector type")
+        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(known) or 'none'}")
 
 
 class StepsNotInstalled(CrisisbotError, LookupError):

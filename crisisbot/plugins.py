@@ -14,6 +14,7 @@ from crisisbot.errors import UnknownPlugin  # noqa: F401 - re-exported for exist
 TRIGGERS = "crisisbot.triggers"
 CONNECTORS = "crisisbot.connectors"
 STEPS = "crisisbot.steps"
+CHECKS = "crisisbot.checks"  # `crisisbot check <service>`
 
 
 @lru_cache(maxsize=None)

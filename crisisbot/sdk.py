@@ -13,7 +13,19 @@ pyproject.toml ([tool.importlinter]): a trigger imports no connector and the rev
 
 from __future__ import annotations
 
-from connectors.base import Camera, Connector, Mailer, MeetingProvider, MeetingRequest, Services, Snapshot
+from connectors.base import (
+    AlertCard,
+    BuffersFrames,
+    Camera,
+    Channel,
+    Connector,
+    EndsMeetings,
+    Mailer,
+    MeetingProvider,
+    MeetingRequest,
+    Services,
+    Snapshot,
+)
 from crisisbot.config.types import Identifier, Language, PlainText, Reference, Seconds, Strict, TimeZoneName
 from crisisbot.errors import (
     ConfigError,
@@ -26,6 +38,7 @@ from crisisbot.errors import (
     StepFailed,
     TransientError,
 )
+from crisisbot.hubs import Hubs
 from crisisbot.models import (
     Alarm,
     AlarmAction,
@@ -50,6 +63,9 @@ __all__ = [
     "Trigger", "AlarmSink", "TriggerState", "Nonce",
     # connectors: an output provider
     "Connector", "Mailer", "MeetingProvider", "MeetingRequest", "Camera", "Snapshot", "Services",
+    "Channel", "AlertCard", "BuffersFrames", "EndsMeetings",
+    # device connections a trigger and a connector share (crisisbot.hubs.modbus: the Modbus hub)
+    "Hubs",
     # steps: a playbook action
     "StepSpec", "StepContext", "StepType",
     # the data every part exchanges

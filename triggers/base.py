@@ -17,6 +17,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from crisisbot.hubs import Hubs
 from crisisbot.models import Alarm
 from crisisbot.store.base import Nonce
 from triggers.state import TriggerState
@@ -48,6 +49,9 @@ class Trigger(ABC):
         self.sink = sink
         self.state = state if state is not None else TriggerState(name)
         self.stats: dict[str, int] = {}
+        # device connections shared with connectors (a Modbus hub): the daemon lends the
+        # runtime's before start(); a trigger built on its own has its own
+        self.hubs = Hubs()
         self.log = logging.getLogger(f"crisisbot.trigger.{name}")
 
     @abstractmethod

@@ -1,5 +1,8 @@
 """Post the alert to a Teams channel: title, site, time, join button, snapshot thumbnails.
 
+Through any `Channel` connector (connectors.base; today `teams-channel`), so the core
+imports no Teams module.
+
 It consumes the meeting and snapshot outputs, so by default it waits for the earlier
 meeting/snapshot steps; a channel post without the join link is still posted when
 the meeting step failed, because the people watching the channel must know anyway.
@@ -13,8 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from connectors.base import Snapshot
-from connectors.teams_channel import AlertCard, TeamsChannel
+from connectors.base import AlertCard, Channel, Snapshot
 from crisisbot.config.types import Identifier, Reference
 from crisisbot.errors import ConnectorError
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
@@ -76,7 +78,7 @@ class CardPosted(BaseModel):
 
 async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
     channel = ctx.runtime.connectors.get(spec.connector)
-    if not isinstance(channel, TeamsChannel):
+    if not isinstance(channel, Channel):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
     card = alert_card(spec, ctx)
     try:
