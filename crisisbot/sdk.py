@@ -26,7 +26,16 @@ from connectors.base import (
     Services,
     Snapshot,
 )
-from crisisbot.config.types import Identifier, Language, PlainText, Reference, Seconds, Strict, TimeZoneName
+from crisisbot.config.types import (
+    Identifier,
+    Language,
+    PlainText,
+    Reference,
+    Seconds,
+    Strict,
+    Templated,
+    TimeZoneName,
+)
 from crisisbot.errors import (
     ConfigError,
     ConnectorError,
@@ -74,7 +83,7 @@ __all__ = [
     # config types for a plugin's `Config` model
     "Strict", "Seconds", "Identifier", "Language", "PlainText", "TimeZoneName",
     # a step field naming a contact, connector, template, camera or earlier step: checked by `validate`
-    "Reference",
+    "Reference", "Templated",
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed",

@@ -74,6 +74,13 @@ PlainText = Annotated[str, AfterValidator(_one_line)]
 
 
 @dataclass(frozen=True, slots=True)
+class Templated:
+    """Marks a step field holding a Jinja2 expression rendered at run time (a meeting
+    subject, a card title): `validate` compiles it and renders it with sample alarms
+    (config/templatecheck.py), e.g. `subject: Annotated[str, Templated()] = "{{ incident.title }}"`."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reference:
     """Marks a field whose value names something defined elsewhere, so that cross-reference
     checking (config/crossref.py) finds every such field without a list of step fields:

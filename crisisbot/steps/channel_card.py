@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from connectors.base import AlertCard, Channel, Snapshot
-from crisisbot.config.types import Identifier, Reference
+from crisisbot.config.types import Identifier, Reference, Templated
 from crisisbot.errors import ConnectorError
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 from crisisbot.steps.snapshot import SnapshotSet
@@ -28,7 +28,7 @@ class ChannelCardStep(StepSpec):
 
     action: Literal["channel_card"]
     connector: Annotated[Identifier, Reference("connectors")] = Field(description="a teams-channel connector")
-    title: str = Field(
+    title: Annotated[str, Templated()] = Field(
         "{{ alarm.label or alarm.kind.value }} - {{ site_name }}", description="Jinja2 expression for the card title"
     )
     thumbnails: int = Field(4, ge=0, le=8, description="at most this many snapshot thumbnails")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from connectors.base import MeetingProvider, MeetingRequest
-from crisisbot.config.types import Identifier, Reference, Seconds
+from crisisbot.config.types import Identifier, Reference, Seconds, Templated
 from crisisbot.models import Meeting, utcnow
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
@@ -27,7 +27,7 @@ class MeetingStep(StepSpec):
         description="meeting connector, e.g. teams or jitsi")
     fallback: Annotated[list[Identifier], Reference("connectors", of="meeting")] = Field(
         default_factory=list, description="tried in order if it fails")
-    subject: str = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
+    subject: Annotated[str, Templated()] = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
     duration: Seconds = 7200.0
     attendees: Annotated[list[Identifier], Reference("contacts")] = Field(
         default_factory=list, description="groups/people invited by providers that send invitations"
