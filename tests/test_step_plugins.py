@@ -43,6 +43,28 @@ def test_a_meeting_journaled_by_an_older_release_is_read_back() -> None:
     assert steps.kept_output(step, record(again)) == meeting
 
 
+async def test_typed_outputs_survive_the_store(tmp_path) -> None:
+    """Through SQLite and back, as after a restart: the meeting, and a summary a step returns."""
+    from crisisbot.steps.email import Delivered, EmailStep
+    from crisisbot.store import open_store
+
+    meeting = Meeting("jitsi", "https://meet.example/room", "room", "Panic", AT, AT, ics=b"BEGIN:VCALENDAR")
+    delivered = Delivered(recipients=2, reached=1, required=1, sent=1, rejected=["b@x.fr"], retrying=[], failed=[])
+    email = EmailStep(action="email", id="2-email", to=["comite"], template="committee_alert")
+    store = open_store("sqlite:///{data}/crisisbot.db", tmp_path)
+    await store.open()
+    try:
+        await store.save_step(record(steps.step_type("meeting").dump(meeting)))
+        await store.save_step(StepRecord("inc-1", "2-email", "done", steps.step_type("email").dump(delivered), "", AT, AT))
+        journal = await store.get_steps("inc-1")
+    finally:
+        await store.close()
+    step = MeetingStep(action="meeting", id="1-meeting", connector="jitsi")
+    assert steps.kept_output(step, journal["1-meeting"]) == meeting
+    assert steps.kept_output(email, journal["2-email"]) == delivered
+    assert journal["2-email"].output["reached"] == 1  # the plain JSON lifecycle/outcome.py judges
+
+
 def test_an_unreadable_journaled_output_counts_as_not_kept(caplog: pytest.LogCaptureFixture) -> None:
     step = MeetingStep(action="meeting", id="1-meeting", connector="jitsi")
     with caplog.at_level(logging.WARNING):

@@ -42,6 +42,7 @@ class Trigger(ABC):
     and restarts (see triggers/state.py)."""
 
     Config: ClassVar[type[BaseModel]]
+    demo_only: ClassVar[bool] = False  # True: started under `crisisbot demo` only (triggers/demo.py)
 
     def __init__(self, name: str, config: BaseModel, sink: AlarmSink, *, state: TriggerState | None = None) -> None:
         self.name = name
