@@ -124,7 +124,7 @@ class AlertCard:
     drill: bool = False
 
 
-class Channel(Connector):
+class CardPoster(Connector):
     """A chat channel the people on watch read (a Teams channel's Workflows webhook)."""
 
     kind = "channel"

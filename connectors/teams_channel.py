@@ -21,7 +21,7 @@ import httpx
 from PIL import Image
 from pydantic import Field, SecretStr
 
-from connectors.base import AlertCard, Channel, Services
+from connectors.base import AlertCard, CardPoster, Services
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import PermanentError, TransientError
 
@@ -41,7 +41,7 @@ class TeamsChannelConfig(Strict):
     ca_bundle: Path | None = Field(None, description="extra CA file (TLS-inspecting proxy, tests)")
 
 
-class TeamsChannel(Channel):
+class TeamsChannel(CardPoster):
     """Posts Adaptive Cards to one channel's Workflows webhook."""
 
     kind = "channel"

@@ -17,7 +17,7 @@ from connectors.base import (
     AlertCard,
     BuffersFrames,
     Camera,
-    Channel,
+    CardPoster,
     Connector,
     EndsMeetings,
     Mailer,
@@ -72,7 +72,7 @@ __all__ = [
     "Trigger", "AlarmSink", "TriggerState", "Nonce",
     # connectors: an output provider
     "Connector", "Mailer", "MeetingProvider", "MeetingRequest", "Camera", "Snapshot", "Services",
-    "Channel", "AlertCard", "BuffersFrames", "EndsMeetings",
+    "CardPoster", "AlertCard", "BuffersFrames", "EndsMeetings",
     # device connections a trigger and a connector share (crisisbot.hubs.modbus: the Modbus hub)
     "Hubs",
     # steps: a playbook action

@@ -1,6 +1,6 @@
 """Post the alert to a Teams channel: title, site, time, join button, snapshot thumbnails.
 
-Through any `Channel` connector (connectors.base; today `teams-channel`), so the core
+Through any `CardPoster` connector (connectors.base; today `teams-channel`), so the core
 imports no Teams module.
 
 It consumes the meeting and snapshot outputs, so by default it waits for the earlier
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from connectors.base import AlertCard, Channel, Snapshot
+from connectors.base import AlertCard, CardPoster, Snapshot
 from crisisbot.config.types import Identifier, Reference, Templated
 from crisisbot.errors import ConnectorError
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
@@ -78,7 +78,7 @@ class CardPosted(BaseModel):
 
 async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
     channel = ctx.runtime.connectors.get(spec.connector)
-    if not isinstance(channel, Channel):
+    if not isinstance(channel, CardPoster):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
     card = alert_card(spec, ctx)
     try:
