@@ -8,6 +8,7 @@ Each service is a typed field, set when the runtime is built and never after:
     services     what connectors get (data directory, sender, the secret key)
     image_store  encrypted originals behind the live-view links (retention by the clock)
     revocations  revoked personal links
+    hubs         device connections (Modbus) shared by triggers and connectors
     timers       persistent one-shot timers (escalation, drills, silences); the lifecycle
                  registers their handlers and runs them
     executors    pools kept apart from the alarm path
@@ -35,6 +36,7 @@ from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
 from crisisbot.lifecycle.timers import TimerService
 from crisisbot.links import Signer
+from crisisbot.hubs import Hubs
 from crisisbot.store.images import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.notify import Notify
@@ -70,6 +72,7 @@ class Runtime:
     connectors: dict[str, Connector] = field(default_factory=dict)
     cameras: dict[tuple[str, str], Camera] = field(default_factory=dict)
     triggers: dict[str, "Trigger"] = field(default_factory=dict)
+    hubs: Hubs = field(default_factory=Hubs)  # device connections triggers and connectors share (Modbus)
     notify: Notify = field(init=False)  # retrying starts with the daemon (Notify.start)
 
     def __post_init__(self) -> None:
@@ -88,7 +91,7 @@ class Runtime:
         return StepServices(
             bundle=self.bundle, clock=self.clock, store=self.store, connectors=self.connectors,
             cameras=self.cameras, links=AlertLinks.of(self.signer, self.bundle.config), notify=self.notify,
-            images=self.image_store, rendering=self.executors.rendering, timers=self.timers, triggers=self.triggers,
+            images=self.image_store, rendering=self.executors.rendering, timers=self.timers, hubs=self.hubs,
         )
 
     @classmethod
@@ -107,8 +110,9 @@ class Runtime:
             await store.open()
             undo.push_async_callback(store.close)
             key = load_or_create_key(data_dir)
+            hubs = Hubs()  # device connections (Modbus) the triggers and connectors share
             services = Services(data_dir=data_dir, root=bundle.root, organization=bundle.config.organization.name,
-                                sender=bundle.config.mail.sender, secret_key=key)
+                                sender=bundle.config.mail.sender, secret_key=key, hubs=hubs)
             image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention,
                                           clock=clock.now)
             await image_store.start()
@@ -117,7 +121,7 @@ class Runtime:
             revocations = await Revocations.load(load, save, clock=clock.now)
             timers = TimerService(store, clock, poll=bundle.config.lifecycle.timer_poll)  # started by the lifecycle
             runtime = cls(bundle, clock, store, Signer(key, clock.now), services, image_store, revocations, timers,
-                          instance_lock=lock)
+                          instance_lock=lock, hubs=hubs)
             undo.pop_all()  # from here on, runtime.close() undoes it all
         try:
             await runtime.start_connectors()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, cast
 
+from crisisbot.hubs import Hubs
+
 if TYPE_CHECKING:  # the configuration schemas import the step base, which imports this
     from connectors.base import Camera, Connector
     from crisisbot.clock import Clock
@@ -23,7 +25,6 @@ if TYPE_CHECKING:  # the configuration schemas import the step base, which impor
     from crisisbot.store.base import Store
     from crisisbot.store.images import ImageStore
     from crisisbot.store.records import TimerRecord
-    from triggers.base import Trigger
 
 
 class Scheduler(Protocol):
@@ -40,7 +41,7 @@ class StepServices:
 
     `bundle` is the configuration the context was made with: a playbook run keeps the
     one it started with (a reload applies to the next incident and lifecycle message).
-    `connectors`, `cameras` and `triggers` are the runtime's live tables (a reload
+    `connectors` and `cameras` are the runtime's live tables (a reload
     swaps their entries in place, so a long step always finds the running one).
     `links` is None when no web address answers personal links; `notify`, `images`,
     `rendering` and `timers` are None in dry runs and tests that do without them."""
@@ -55,7 +56,7 @@ class StepServices:
     images: "ImageStore | None" = None
     rendering: "Pool | None" = None  # the rendering pool (CPU work off the event loop)
     timers: "Scheduler | None" = None  # escalation tiers and reminders (None: straight into the store)
-    triggers: "Mapping[str, Trigger]" = field(default_factory=dict)  # modbus_write only, until the Modbus hub
+    hubs: Hubs = field(default_factory=Hubs)  # device connections shared with triggers (Modbus)
 
     @classmethod
     def dry(cls, bundle: "Bundle", at: datetime) -> "StepServices":
