@@ -423,9 +423,9 @@ def run_to_exit(argv: Sequence[str] | None = None) -> None:
     lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in lingering:
         thread.join(LINGER)
-    lingering = [t.name for t in lingering if t.is_alive()]
-    if lingering:
-        print(f"crisisbot: exiting although thread(s) {', '.join(lingering)} still run", file=sys.stderr)
+    names = [t.name for t in lingering if t.is_alive()]
+    if names:
+        print(f"crisisbot: exiting although thread(s) {', '.join(names)} still run", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

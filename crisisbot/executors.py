@@ -25,6 +25,7 @@ The stdlib ThreadPoolExecutor has no queue bound, hence the semaphore in `Pool`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -57,8 +58,7 @@ class Pool:
         self.workers = workers
         self.capacity = workers + queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crisisbot-{name}",
-                                            initializer=_lower_priority if nice else None,
-                                            initargs=(nice,) if nice else ())
+                                            initializer=functools.partial(_lower_priority, nice) if nice else None)
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._lock = threading.Lock()
         self.in_flight = 0

@@ -34,7 +34,7 @@ def check_lifecycle(bundle: "Bundle", config_doc: Located, playbook_docs: dict[s
                                         _unknown("template", playbook.lifecycle.stand_down.template, templates)))
         for s_index, step in enumerate(playbook.steps):
             for t_index, tier in enumerate(getattr(step, "tiers", None) or []):
-                at = ("steps", s_index, "tiers", t_index)
+                at: tuple[str | int, ...] = ("steps", s_index, "tiers", t_index)
                 for r_index, ref in enumerate(tier.to):
                     if ref not in contacts:
                         problems.append(doc.problem(at + ("to", r_index), _unknown("contact group or person", ref, contacts)))
@@ -48,7 +48,7 @@ def check_lifecycle(bundle: "Bundle", config_doc: Located, playbook_docs: dict[s
         if group.site is not None and group.site not in config.sites:
             problems.append(doc.problem(("groups", group_id, "site"), _unknown("site", group.site, config.sites)))
         for d_index, slot in enumerate(group.duty):
-            names = [((("members", i)), m) for i, m in enumerate(slot.members or [])]
+            names: list[tuple[tuple[str | int, ...], str]] = [(("members", i), m) for i, m in enumerate(slot.members or [])]
             if slot.rota:
                 names += [(("rota", "shifts", k, i), m) for k, shift in enumerate(slot.rota.shifts) for i, m in enumerate(shift)]
             for path, ref in names:

@@ -61,7 +61,8 @@ class StepContext:
             "incident": self.incident,
             "alarm": alarm,
             "site": view,
-            "zone_name": view.zones[alarm.zone].name if view and alarm.zone in view.zones else alarm.zone,
+            "zone_name": view.zones[alarm.zone].name if view and alarm.zone is not None and alarm.zone in view.zones
+            else alarm.zone,
             "site_id": alarm.site,
             "site_name": site.name if site else alarm.site,
             "timezone": site.timezone if site else "UTC",

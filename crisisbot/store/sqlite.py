@@ -16,6 +16,7 @@ when other processes flush), a NORMAL commit ~0.02 ms.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -332,7 +333,12 @@ class SqliteStore(Store):
         """Run statements and audit appends in one committed transaction;
         `durable` waits for the disk (power-cut safe) before returning."""
         statements, audits = list(statements), list(audits)
-        return await self._transaction(lambda conn: (_run(conn, statements), audits)[1], durable)
+
+        def work(conn: sqlite3.Connection) -> Audits:
+            _run(conn, statements)
+            return audits
+
+        return await self._transaction(work, durable)
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
                            retry: bool = True) -> list[AuditEntry]:
@@ -446,7 +452,7 @@ class SqliteStore(Store):
             batches, self._unsynced = self._unsynced, []
             sync = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
             self._syncs.add(sync)
-            sync.add_done_callback(lambda done, batches=batches: self._synced(batches, done))
+            sync.add_done_callback(functools.partial(self._synced, batches))
 
     def _synced(self, batches: list[tuple[AlarmBatch, list[bool | Replayed]]], sync: asyncio.Future[None]) -> None:
         self._syncs.discard(sync)
@@ -549,7 +555,8 @@ class SqliteStore(Store):
     async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
                                   only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id)
+            sql = "UPDATE incidents SET status=?, updated_at=? WHERE id=?"
+            params: tuple[Any, ...] = (status.value, _ts(utcnow()), incident_id)
             if only_from is not None:
                 sql, params = sql + " AND status=?", (*params, only_from.value)
             changed = conn.execute(sql, params).rowcount
@@ -624,7 +631,7 @@ class SqliteStore(Store):
     def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
             list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
         now = _ts(utcnow())
-        statements = [
+        statements: list[tuple[str, tuple[Any, ...]]] = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
              "attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
              "status=excluded.status, detail=excluded.detail, transport=excluded.transport, "
@@ -633,7 +640,7 @@ class SqliteStore(Store):
               r.transport, r.attempts, now))
             for r in records
         ]
-        audits = [
+        audits: list[tuple[str, str | None, dict[str, Any]]] = [
             ("delivery." + r.status.value, r.incident_id,
              {"step": r.step_id, "person": r.person_id, "address": r.address, "transport": r.transport,
               "detail": r.detail, "attempts": r.attempts})

@@ -85,7 +85,11 @@ class AlarmFirst:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.priority.busy and not self.has_session(scope):
             resumed = asyncio.get_running_loop().create_future()
-            self.priority.when_quiet(lambda: resumed.done() or resumed.set_result(None), self.HOLD)
+            def resume() -> None:
+                if not resumed.done():
+                    resumed.set_result(None)
+
+            self.priority.when_quiet(resume, self.HOLD)
             await resumed
         await self.app(scope, receive, send)
 
