@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
 from crisisbot.models import EventKind, Severity
-from crisisbot.steps import STEP_SPECS
+from crisisbot.steps import step_specs
 from crisisbot.steps.base import StepSpec
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -55,8 +55,8 @@ class Match(Strict):
 
 if TYPE_CHECKING:
     Step = StepSpec  # the checker sees the base every action's model extends
-else:  # built from the step table at import, so the checker cannot follow it
-    Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]
+else:  # every installed step's Config, told apart by `action` (entry points: crisisbot/steps/__init__.py)
+    Step = Annotated[Union[tuple(step_specs().values())], Field(discriminator="action")]
 
 
 class Playbook(Strict):
