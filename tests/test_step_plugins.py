@@ -142,3 +142,16 @@ def test_an_install_without_step_entry_points_says_how_to_fix_it(monkeypatch) ->
             steps.step_types()
     finally:
         steps.step_types.cache_clear()
+
+
+def test_the_modbus_step_and_connector_load_without_pymodbus() -> None:
+    """pymodbus is imported when a hub opens: a site without the Modbus extra still loads
+    every step (the modbus_write step among them) and validates its playbooks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, crisisbot.steps.modbus_write, connectors.modbus_coil, crisisbot.hubs.modbus; "
+            "print('pymodbus' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
