@@ -128,6 +128,24 @@ class DaemonBusy(CrisisbotError, TimeoutError):
     """
 
 
+class CommandInvalid(CrisisbotError, ValueError):
+    """A command (or control request) of an unknown name, another protocol version or bad fields."""
+
+
+class DaemonRequired(CrisisbotError):
+    """An operation only the running daemon can carry out (a cancel window, a drill, a reload)."""
+
+
+class CommandRefused(CrisisbotError):
+    """The daemon carried the command to its handler, which refused it; `kind` names the
+    error class it raised there, so a client can tell refusals apart without a traceback."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
 class PoolFull(CrisisbotError, RuntimeError):
     """The pool's queue is full: refuse the request now (429/503), do not wait."""
 
