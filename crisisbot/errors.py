@@ -156,6 +156,10 @@ class StepFailed(CrisisbotError):
     """A step did not achieve its purpose; the message goes to the incident log."""
 
 
+class NotReached(StepFailed):
+    """A message reached fewer people than its `require` rule (the meta-alert has gone out)."""
+
+
 # --- connectors ------------------------------------------------------------------------------
 
 class VerdictUnknown(TransientError):
