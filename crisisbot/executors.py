@@ -200,6 +200,19 @@ class AlarmPriority:
         timer = asyncio.get_running_loop().call_later(at_most, once)
         self._waiting.append(once)
 
+    async def wait_quiet(self, at_most: float = HOLD) -> None:
+        """Return when no alarm is being dispatched, or after `at_most` seconds."""
+        if not self._holding:
+            return
+        resumed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def resume() -> None:
+            if not resumed.done():
+                resumed.set_result(None)
+
+        self.when_quiet(resume, at_most)
+        await resumed
+
     def _enter(self) -> None:
         self._active += 1
         if self._release is not None:  # the next section of the same dispatch
