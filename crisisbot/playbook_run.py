@@ -21,7 +21,6 @@ from crisisbot.store.base import StepRecord
 log = logging.getLogger(__name__)
 
 GUARD_FACTOR, GUARD_EXTRA = 1.5, 2.0  # outer safety net around a step's own deadline
-URGENT = {"meeting", "snapshot", "email", "channel_card", "escalate"}  # the dispatch, not the long follow-ups
 
 
 def dependencies(playbook: Playbook) -> dict[str, list[str]]:
@@ -40,7 +39,7 @@ def dependencies(playbook: Playbook) -> dict[str, list[str]]:
 
 
 class PlaybookRun:
-    """`priority`: the dispatch steps (URGENT) mark the alarm path busy while they run,
+    """`priority`: the dispatch steps (`StepSpec.urgent`) mark the alarm path busy while they run,
     so the web server holds strangers' requests back (executors.AlarmPriority)."""
 
     def __init__(self, services: StepServices, priority: AlarmPriority | None, incident: Incident, alarm: Alarm,
@@ -107,7 +106,7 @@ class PlaybookRun:
         started = previous.started_at if previous else self.services.clock.now()
         await self._save(step, "running", started=started)
         timeout = step.timeout or self.services.bundle.config.incidents.step_timeout
-        urgent = self.priority.urgent() if self.priority and step.action in URGENT else contextlib.nullcontext()
+        urgent = self.priority.urgent() if self.priority and step.urgent else contextlib.nullcontext()
         try:
             with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
                 async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
