@@ -99,11 +99,22 @@ class Undecodable(InputRejected):
 
 class UnknownPlugin(CrisisbotError, LookupError):
     def __init__(self, group: str, name: str, known: list[str]):
-        from crisisbot.plugins import TRIGGERS  # deferred: plugins imports this module
+        from crisisbot.plugins import CHECKS, TRIGGERS  # deferred: plugins imports this module
 
         self.known = known
-        kind = "trigger" if group == TRIGGERS else "connector"
-        super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
+        kind = {TRIGGERS: "trigger type", CHECKS: "check"}.get(group, "connector type")
+        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(known) or 'none'}")
+
+
+class StepsNotInstalled(CrisisbotError, LookupError):
+    """The installed metadata lists no `crisisbot.steps` entry point: an install older
+    than the checkout (entry points come from the install, not from the source tree)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no playbook step is registered: crisisbot's installed metadata predates the "
+            "`crisisbot.steps` entry points; reinstall it (`./dev crisisbot --help`, or "
+            "`pip install -e .` in its directory)")
 
 
 class TemplateLimit(CrisisbotError, TemplateRuntimeError):
@@ -128,6 +139,24 @@ class DaemonBusy(CrisisbotError, TimeoutError):
     """
 
 
+class CommandInvalid(CrisisbotError, ValueError):
+    """A command (or control request) of an unknown name, another protocol version or bad fields."""
+
+
+class DaemonRequired(CrisisbotError):
+    """An operation only the running daemon can carry out (a cancel window, a drill, a reload)."""
+
+
+class CommandRefused(CrisisbotError):
+    """The daemon carried the command to its handler, which refused it; `kind` names the
+    error class it raised there, so a client can tell refusals apart without a traceback."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
 class PoolFull(CrisisbotError, RuntimeError):
     """The pool's queue is full: refuse the request now (429/503), do not wait."""
 
@@ -136,6 +165,10 @@ class PoolFull(CrisisbotError, RuntimeError):
 
 class StepFailed(CrisisbotError):
     """A step did not achieve its purpose; the message goes to the incident log."""
+
+
+class NotReached(StepFailed):
+    """A message reached fewer people than its `require` rule (the meta-alert has gone out)."""
 
 
 # --- connectors ------------------------------------------------------------------------------

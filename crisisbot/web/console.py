@@ -11,6 +11,8 @@ own, so a login flood never delays an alarm; refusals are audited as counts.
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -20,15 +22,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from crisisbot.commands import Acknowledge, ListSessions, RevokeLinks, RevokeSessions, StandDown
 from crisisbot.executors import PoolFull
 from crisisbot.models import IncidentStatus
 from crisisbot.web.forms import request_fields
 from crisisbot.web.passwords import check_password, hash_password
 from crisisbot.web.refusals import RefusalAudit
 from crisisbot.web.sessions import Session, SessionFile, Sessions
-from crisisbot.web.throttle import LoginThrottle, Refused
+from crisisbot.web.throttle import HashBudget, LoginThrottle, Refused
 
 if TYPE_CHECKING:
+    from crisisbot.command_bus import CommandBus
     from crisisbot.runtime import Runtime
 
 COOKIE = "crisisbot_session"
@@ -47,10 +51,12 @@ _PAGES = Environment(
 
 
 class Console:
-    def __init__(self, runtime: "Runtime", refusals: RefusalAudit) -> None:
+    def __init__(self, runtime: "Runtime", refusals: RefusalAudit, commands: "CommandBus") -> None:
         self.runtime = runtime
+        self.commands = commands  # every state change goes through it, as from the CLI
         self.refusals = refusals
         self.throttle = LoginThrottle()
+        self.hash_budget = HashBudget()  # a login flood from many addresses costs a bounded share of CPU
         from crisisbot.lifecycle.acks import clock_of
 
         web = runtime.bundle.config.web
@@ -130,7 +136,7 @@ class Console:
 
     # -- login -----------------------------------------------------------------
     async def login_page(self, request: Request) -> Response:
-        return self._page("login.html", error=None)
+        return _login_page(200)
 
     async def login(self, request: Request) -> Response:
         form = await request_fields(request)
@@ -140,22 +146,29 @@ class Console:
             attempt = self.throttle.reserve(name, client or "unknown")  # counted before hashing
         except Refused as exc:
             self.refusals.note("console.login_refused", None, client, name)
-            return self._page("login.html", 429, headers={"Retry-After": str(max(1, round(exc.retry_after)))},
-                              error="Too many failed attempts; try again later.")
+            return _login_page(429, {"Retry-After": str(max(1, round(exc.retry_after)))},
+                               "Too many failed attempts; try again later.")
+        wait = self.hash_budget.take()
+        if wait:
+            attempt.abandon()
+            self.refusals.note("console.login_busy", None, client)
+            return _login_page(429, {"Retry-After": str(math.ceil(wait))},
+                               "Too many login attempts on this console right now; try again in a moment.")
         account = self.web.users.get(name)
         stored = account.password_hash.get_secret_value() if account else _DUMMY_HASH
         try:
             matches = await self.runtime.executors.hashing.run(check_password, password, stored)
         except PoolFull:
+            self.hash_budget.give_back()
             attempt.abandon()
             self.refusals.note("console.login_busy", None, client)
-            return self._page("login.html", 503, headers={"Retry-After": "1"},
-                              error="The console is busy; try again in a moment.")
+            return _login_page(503, {"Retry-After": "1"},
+                               "The console is busy; try again in a moment.")
         if not (account is not None and matches and self._same_origin(request)):
             attempt.failed()
             self.refusals.note("console.login_failed", None, client, name)
             await asyncio.sleep(FAILURE_DELAY)
-            return self._page("login.html", 401, error="Wrong user name or password.")
+            return _login_page(401, error="Wrong user name or password.")
         attempt.succeeded()
         token = await self.sessions.create(name, client, request.headers.get("user-agent", ""))
         await self.runtime.store.audit("console.login", None, {"user": name, "client": client})
@@ -181,18 +194,15 @@ class Console:
         return self._page("sessions.html", user=user, admin=True, sessions=self.sessions.list(),
                           notice=request.query_params.get("notice"))
 
-    async def _revoke_session(self, session_id: str, by: str) -> int:
-        gone = await self.sessions.revoke(session_id=session_id)
-        for session in gone:
-            await self.runtime.store.audit("console.session_revoked", None,
-                                           {"session": session.id, "user": session.user, "by": by})
-        return len(gone)
+    async def _revoke_session(self, session_id: str, by: str, via: str) -> int:
+        done = await self.commands.dispatch(RevokeSessions(session_id=session_id, actor=by, via=via))
+        return done.revoked  # type: ignore[attr-defined]
 
     async def revoke_session(self, request: Request) -> Response:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        if not await self._revoke_session(request.path_params["session_id"], user):
+        if not await self._revoke_session(request.path_params["session_id"], user, "console"):
             return self._page("message.html", 404, title="Unknown session", message="No such session.")
         return RedirectResponse("/console/sessions?notice=revoked", 303)
 
@@ -200,13 +210,14 @@ class Console:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        return JSONResponse([s.public() for s in self.sessions.list()])
+        listed = await self.commands.dispatch(ListSessions(actor=user, via="api"))
+        return JSONResponse(listed.sessions)  # type: ignore[attr-defined]
 
     async def api_revoke_session(self, request: Request) -> Response:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        if not await self._revoke_session(request.path_params["session_id"], user):
+        if not await self._revoke_session(request.path_params["session_id"], user, "api"):
             return JSONResponse({"error": "unknown session"}, 404)
         return JSONResponse({"ok": True})
 
@@ -244,8 +255,6 @@ class Console:
                           can_ack=account.person is not None, notice=request.query_params.get("notice"), **details)
 
     async def acknowledge(self, request: Request) -> Response:
-        from crisisbot.lifecycle.acks import acknowledge
-
         user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
@@ -255,14 +264,13 @@ class Console:
             return self._page("message.html", 400, title="Refused", message="Your account is not linked to a contact.")
         form = await request_fields(request)
         try:
-            await acknowledge(self.runtime, incident_id, person, str(form.get("response", "on_it")), via="console")
+            await self.commands.dispatch(Acknowledge(incident_id=incident_id, person=person, actor=user, via="console",
+                                                     response=str(form.get("response", "on_it"))))
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=acknowledged", 303)
 
     async def stand_down(self, request: Request) -> Response:
-        from crisisbot.lifecycle.standdown import stand_down
-
         user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
@@ -270,7 +278,8 @@ class Console:
         form = await request_fields(request)
         try:
             outcome = IncidentStatus(str(form.get("outcome", "")))
-            await stand_down(self.runtime, incident_id, outcome, str(form.get("reason", "")), by=user, via="console")
+            await self.commands.dispatch(StandDown(incident_id=incident_id, outcome=outcome, actor=user, via="console",
+                                                   reason=str(form.get("reason", ""))))
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=ended", 303)
@@ -285,8 +294,8 @@ class Console:
         revocations = self.runtime.revocations
         if revocations is None or not person or await self.runtime.store.get_incident(incident_id) is None:
             return self._page("message.html", 400, title="Refused", message="Choose a person of this incident.")
-        await revocations.revoke_recipient(incident_id, person, f"revoked by {user} (console)")
-        await self.runtime.store.audit("links.revoked", incident_id, {"person": person, "by": user, "via": "console"})
+        await self.commands.dispatch(RevokeLinks(incident_id=incident_id, person=person, actor=user, via="console",
+                                                 reason=f"revoked by {user} (console)"))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=revoked", 303)
 
     # -- JSON API ----------------------------------------------------------------
@@ -319,6 +328,17 @@ class Console:
             "deliveries": [{"person": d.person_id, "address": d.address, "status": d.status.value,
                             "transport": d.transport, "detail": d.detail} for d in details["deliveries"]],
         })
+
+
+@functools.lru_cache(maxsize=8)
+def _login_html(error: str | None) -> str:
+    return _PAGES.get_template("login.html").render(error=error)
+
+
+def _login_page(status: int, headers: dict[str, str] | None = None, error: str | None = None) -> HTMLResponse:
+    """The login page, rendered once per message: a flood gets the same few answers, and
+    a Jinja render per refused attempt was a third of the event loop's time for it."""
+    return HTMLResponse(_login_html(error), status, headers=headers)
 
 
 def _client(request: Request) -> str | None:
