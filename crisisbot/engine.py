@@ -45,12 +45,12 @@ class Engine:
 
     # -- AlarmSink ---------------------------------------------------------
     async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
-        """Durably store (with its replay nonce, in the same transaction), then queue;
-        returns once the alarm is safe on disk. Raises `Replayed` for a used nonce."""
+        """Durably store (with its replay nonce, in the same transaction); returns once the
+        alarm is safe on disk. Raises `Replayed` for a used nonce. The alarm is queued as
+        soon as it is committed: its dispatch overlaps the disk flush (store.add_alarm)."""
         alarm = clean_alarm(alarm)  # no control/bidi characters past this point
         with self.runtime.executors.priority.urgent():  # the web server holds strangers back meanwhile
-            if await self.runtime.store.add_alarm(alarm, nonce):
-                self._queue.put_nowait(alarm)
+            await self.runtime.store.add_alarm(alarm, nonce, on_commit=lambda: self._queue.put_nowait(alarm))
         return alarm.id
 
     def known_site(self, site: str) -> bool:

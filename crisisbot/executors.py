@@ -200,6 +200,14 @@ class AlarmPriority:
         timer = asyncio.get_running_loop().call_later(at_most, once)
         self._waiting.append(once)
 
+    async def wait_quiet(self, at_most: float = HOLD) -> None:
+        """Return when no alarm is being dispatched, or after `at_most` seconds."""
+        if not self._holding:
+            return
+        resumed = asyncio.get_running_loop().create_future()
+        self.when_quiet(lambda: resumed.done() or resumed.set_result(None), at_most)
+        await resumed
+
     def _enter(self) -> None:
         self._active += 1
         if self._release is not None:  # the next section of the same dispatch

@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from crisisbot.errors import Replayed  # noqa: F401 - re-exported for existing importers
 from crisisbot.store.records import AckRecord, SilenceRecord, TimerRecord
@@ -111,8 +111,12 @@ class Store(ABC):
 
     # alarms ---------------------------------------------------------------
     @abstractmethod
-    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:
+    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None,
+                        on_commit: Callable[[], None] | None = None) -> bool:
         """Durably record the alarm (and its audit entry); False if the id was already stored.
+
+        `on_commit()` is called once a new alarm is committed (crash-safe), possibly before
+        it is power-cut safe; the return waits for the latter.
 
         With a `nonce`, the nonce is recorded in the same transaction, so an alarm the
         store failed to record never burns its nonce (the sender's retry gets in);
