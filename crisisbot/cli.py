@@ -287,8 +287,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from crisisbot.preflight.teams import check_teams
+    from crisisbot.plugins import CHECKS, load
 
+    check_teams = load(CHECKS, "teams")  # connectors/teams_check.py, shipped with the Teams connectors
     bundle = _bundle(args)
     results = asyncio.run(check_teams(bundle.config, create_test_meeting=args.create_test_meeting, root=bundle.root))
     if not results:

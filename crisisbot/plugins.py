@@ -1,4 +1,4 @@
-"""Find trigger and connector classes through entry points.
+"""Find trigger and connector classes and playbook steps through entry points.
 
 Built-in and third-party plugins are registered the same way (pyproject entry
 points), so a third party needs no change here. Nothing is imported until asked for.
@@ -13,6 +13,8 @@ from crisisbot.errors import UnknownPlugin  # noqa: F401 - re-exported for exist
 
 TRIGGERS = "crisisbot.triggers"
 CONNECTORS = "crisisbot.connectors"
+STEPS = "crisisbot.steps"
+CHECKS = "crisisbot.checks"  # `crisisbot check <service>`
 
 
 @lru_cache(maxsize=None)
