@@ -216,6 +216,7 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
     if config_ok and not problems:
         # cross-references only mean something once every file is valid on its own;
         # before that they would mostly repeat the problems above
+        assert config_doc is not None  # config_ok implies config.yaml was read
         problems.extend(check_references(bundle, config_doc, playbook_docs, origin))
     if config_ok and not problems:
         from crisisbot.config.templatecheck import check_templates  # renders: only once names resolve
@@ -244,7 +245,7 @@ def _plugin_owner(raw: Any) -> Callable[[tuple[Any, ...]], tuple[Any, tuple[Any,
         else:
             return None
         try:
-            return plugins.load(group, str(node["type"])).Config, rest  # type: ignore[index]
+            return plugins.load(group, str(node["type"])).Config, rest
         except Exception:  # noqa: BLE001 - no or unknown type: reported by _load_plugins
             return None, rest
 
