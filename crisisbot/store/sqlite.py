@@ -73,6 +73,11 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _at(value: str) -> datetime:
+    """A NOT NULL timestamp column."""
+    return datetime.fromisoformat(value)
+
+
 def _run(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
     for sql, params in statements:
         conn.execute(sql, params)
@@ -526,7 +531,7 @@ class SqliteStore(Store):
     def _incident(row: aiosqlite.Row) -> Incident:
         return Incident(
             id=row["id"], site=row["site"], playbook=row["playbook"], status=IncidentStatus(row["status"]),
-            opened_at=_dt(row["opened_at"]), updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
+            opened_at=_at(row["opened_at"]), updated_at=_at(row["updated_at"]),
             title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
             outcome=PlaybookOutcome(row["outcome"]),
         )
@@ -735,7 +740,7 @@ class SqliteStore(Store):
         if limit:
             sql += f" LIMIT {int(limit)}"
         rows = await self._rows(sql, params)
-        return [AuditEntry(r["seq"], _dt(r["at"]), r["kind"], r["incident_id"], json.loads(r["data"]),  # type: ignore[arg-type]
+        return [AuditEntry(r["seq"], _at(r["at"]), r["kind"], r["incident_id"], json.loads(r["data"]),
                            r["prev_hash"], r["hash"]) for r in rows]
 
     async def verify_audit(self) -> AuditReport:
@@ -760,7 +765,7 @@ class SqliteStore(Store):
     # -- lifecycle: timers, acknowledgements, silences ---------------------------
     @staticmethod
     def _timer(r: aiosqlite.Row) -> TimerRecord:
-        return TimerRecord(r["id"], r["kind"], _dt(r["due_at"]), r["incident_id"],  # type: ignore[arg-type]
+        return TimerRecord(r["id"], r["kind"], _at(r["due_at"]), r["incident_id"],
                            json.loads(r["payload"]), r["status"])
 
     async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
@@ -837,7 +842,7 @@ class SqliteStore(Store):
 
     async def get_acks(self, incident_id: str) -> list[AckRecord]:
         rows = await self._rows("SELECT * FROM acks WHERE incident_id=? ORDER BY at", (incident_id,))
-        return [AckRecord(r["incident_id"], r["person_id"], r["response"], r["via"], _dt(r["at"]))  # type: ignore[arg-type]
+        return [AckRecord(r["incident_id"], r["person_id"], r["response"], r["via"], _at(r["at"]))
                 for r in rows]
 
     async def add_silence(self, silence: SilenceRecord) -> None:
@@ -867,7 +872,7 @@ class SqliteStore(Store):
         else:
             rows = await self._rows("SELECT * FROM silences WHERE ended_at IS NULL AND ends_at>? ORDER BY starts_at",
                                     (_ts(active_at),))
-        return [SilenceRecord(r["id"], r["site"], _dt(r["starts_at"]), _dt(r["ends_at"]),  # type: ignore[arg-type]
+        return [SilenceRecord(r["id"], r["site"], _at(r["starts_at"]), _at(r["ends_at"]),
                               r["reason"], r["created_by"], r["input"], r["playbook"], _dt(r["ended_at"]))
                 for r in rows]
 
