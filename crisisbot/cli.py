@@ -47,10 +47,10 @@ def _store_location(args: argparse.Namespace) -> tuple[str, Path]:
     store, found_store = validate_model(StoreConfig, doc, ("store",)) if "store" in data else (StoreConfig(), [])
     paths, found_paths = validate_model(Paths, doc, ("paths",)) if "paths" in data else (Paths(), [])
     problems += found_store + found_paths
-    if problems:
+    if problems or store is None or paths is None:
         raise ConfigError(problems)
-    data_dir = Path(paths.data)  # type: ignore[union-attr]
-    return store.url, data_dir if data_dir.is_absolute() else path.parent / data_dir  # type: ignore[union-attr]
+    data_dir = Path(paths.data)
+    return store.url, data_dir if data_dir.is_absolute() else path.parent / data_dir
 
 
 def _setup_logging(bundle: Bundle, args: argparse.Namespace) -> None:

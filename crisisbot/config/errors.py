@@ -6,7 +6,7 @@ import difflib
 import re
 import types
 import typing
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -160,9 +160,12 @@ def problems_from(exc: ValidationError, doc: Located, prefix: PathKey = (),
     return out
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
 def validate_model(
-    model: type[BaseModel], doc: Located, prefix: PathKey = ()
-) -> tuple[BaseModel | None, list[Problem]]:
+    model: type[Model], doc: Located, prefix: PathKey = ()
+) -> tuple[Model | None, list[Problem]]:
     data = _at(doc.data, prefix)
     try:
         return model.model_validate(data), []

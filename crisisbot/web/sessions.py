@@ -137,7 +137,7 @@ class Sessions:
     def known(self, token: str | None) -> bool:
         """A cookie of a session we hold (no expiry check, no side effect): cheap enough to
         look at before any other work on a request."""
-        return bool(token) and _key(token) in self._by_key  # type: ignore[arg-type]
+        return token is not None and token != "" and _key(token) in self._by_key
 
     async def end(self, token: str | None) -> Session | None:
         """Logout: the session is gone server-side, whatever the browser keeps."""
