@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -202,7 +203,11 @@ class SqliteStore(Store):
         self._alarm_writer: asyncio.Task[None] | None = None
         self._syncer: ThreadPoolExecutor | None = None  # WAL syncs, off the connection's thread
         self._syncs: set[asyncio.Future[None]] = set()
-        self._unsynced: list[tuple[AlarmBatch, list[bool | Replayed]]] = []  # committed, awaiting a sync
+        # committed batches awaiting a sync, numbered in commit order: a sync started after
+        # batch N was committed makes batches 1..N durable, whichever sync began first
+        self._unanswered: deque[tuple[int, AlarmBatch, list[bool | Replayed]]] = deque()
+        self._committed = 0  # number of the last batch committed
+        self._sync_asked = 0  # number of the last batch a started sync covers
         self._wal_dir_synced = False
         self._inline: sqlite3.Connection | None = None  # the event loop's own, for delivery verdicts
 
@@ -470,7 +475,8 @@ class SqliteStore(Store):
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            self._unsynced.append((batch, list(outcome)))
+            self._committed += 1
+            self._unanswered.append((self._committed, batch, list(outcome)))
             self._start_syncs()
             for (_, _, _, on_commit), fresh in zip(batch, outcome):
                 if on_commit is not None and fresh is True:
@@ -482,18 +488,24 @@ class SqliteStore(Store):
     def _start_syncs(self) -> None:
         """Group commit of the syncs too: one sync answers every batch committed before it
         started; while `SYNC_THREADS` are in flight, newly committed batches wait for the
-        next one rather than each queueing a flush of its own."""
-        while self._unsynced and len(self._syncs) < SYNC_THREADS:
+        next one rather than each queueing a flush of its own. Whichever sync ends first
+        answers every batch it covers, also those an earlier, slower sync was started for:
+        fdatasync returns once everything written to the file before the call is on disk,
+        so one stalled flush does not hold up the answers a later one already made safe."""
+        if self._sync_asked < self._committed and len(self._syncs) < SYNC_THREADS:
             if self._syncer is None:
                 self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sqlite-wal-sync")
-            batches, self._unsynced = self._unsynced, []
+            upto = self._sync_asked = self._committed
             sync = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
             self._syncs.add(sync)
-            sync.add_done_callback(functools.partial(self._synced, batches))
+            sync.add_done_callback(functools.partial(self._synced, upto))
 
-    def _synced(self, batches: list[tuple[AlarmBatch, list[bool | Replayed]]], sync: asyncio.Future[None]) -> None:
+    def _synced(self, upto: int, sync: asyncio.Future[None]) -> None:
+        """Answer the batches up to number `upto` (failed: with the error; a failed sync
+        is never taken as proof for a batch it covered, even if an earlier one may pass)."""
         self._syncs.discard(sync)
-        for batch, outcome in batches:
+        while self._unanswered and self._unanswered[0][0] <= upto:
+            _, batch, outcome = self._unanswered.popleft()
             _answer(batch, outcome, sync)
         self._start_syncs()
 
