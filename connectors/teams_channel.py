@@ -49,9 +49,8 @@ class TeamsChannel(CardPoster):
     config: TeamsChannelConfig
 
     def __init__(self, name: str, config: TeamsChannelConfig, services: Services) -> None:
-        root = getattr(services, "root", None)
-        if config.ca_bundle and root and not config.ca_bundle.is_absolute():
-            config = config.model_copy(update={"ca_bundle": Path(root) / config.ca_bundle})
+        if config.ca_bundle and not config.ca_bundle.is_absolute():
+            config = config.model_copy(update={"ca_bundle": Path(services.root) / config.ca_bundle})
         super().__init__(name, config, services)
         self._http: httpx.AsyncClient | None = None
 

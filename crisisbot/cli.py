@@ -20,6 +20,7 @@ from crisisbot.commands import AlarmTaken, TriggerAlarm
 from crisisbot.control import send
 from crisisbot.errors import CommandRefused, ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.store.base import BacksUp
 from crisisbot.store.files import restrict_umask
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -269,10 +270,9 @@ async def _backup(url: str, data_dir: Path, target: Path) -> int:
     if target.exists():
         raise CrisisbotError(f"{target} already exists; give a new file name (a backup never overwrites)")
     async with opened_store(url, data_dir) as store:
-        backup = getattr(store, "backup", None)
-        if backup is None:
+        if not isinstance(store, BacksUp):
             raise CrisisbotError("this store has no built-in backup; use the database's own tools")
-        await backup(target)
+        await store.backup(target)
     print(f"backup written to {target} ({target.stat().st_size} bytes, integrity checked); "
           "restore: see \"Backup and restore\" in docs/operations.md")
     return EXIT_OK

@@ -25,6 +25,8 @@ class StepSpec(Strict):
 
     produces: ClassVar[bool] = False  # outputs (meeting, snapshots) later steps wait for
     consumes: ClassVar[bool] = False  # messages: by default wait for the earlier producers
+    urgent: ClassVar[bool] = False  # part of the dispatch: the web server holds back strangers meanwhile
+    notifies: ClassVar[bool] = False  # reaches people: reaching fewer than required fails the playbook
 
     action: str
     id: Identifier | None = Field(None, description="default: '<position>-<action>'")

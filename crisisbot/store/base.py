@@ -12,7 +12,8 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from crisisbot.errors import Replayed  # noqa: F401 - re-exported for existing importers
 from crisisbot.store.records import AckRecord, SilenceRecord, TimerRecord
@@ -94,6 +95,14 @@ def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | 
     """Chain link: any change to an entry, or a removed entry, breaks every later hash."""
     material = json.dumps([prev_hash, seq, at, kind, incident_id, data], separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+@runtime_checkable
+class BacksUp(Protocol):
+    """A store with a built-in online backup (SQLite's backup API); a store without one is
+    backed up with its database's own tools."""
+
+    async def backup(self, target: Path) -> None: ...
 
 
 class Store(ABC):
