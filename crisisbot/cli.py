@@ -288,6 +288,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from crisisbot.extras import require
+
+    require("teams", "crisisbot check teams")
     from crisisbot.preflight.teams import check_teams
 
     bundle = _bundle(args)

@@ -1,7 +1,9 @@
 """Find trigger and connector classes through entry points.
 
 Built-in and third-party plugins are registered the same way (pyproject entry
-points), so a third party needs no change here. Nothing is imported until asked for.
+points), so a third party needs no change here. Nothing is imported until asked for,
+and a built-in plugin whose optional packages are missing says which extra installs them:
+its entry point names the extra (`teams = "connectors.teams:TeamsMeetings [teams]"`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
-from crisisbot.errors import UnknownPlugin  # noqa: F401 - re-exported for existing importers
+
+from crisisbot.errors import MissingExtra, UnknownPlugin  # noqa: F401 - re-exported for existing importers
+from crisisbot.extras import extra_of, require
 
 TRIGGERS = "crisisbot.triggers"
 CONNECTORS = "crisisbot.connectors"
@@ -25,4 +29,13 @@ def load(group: str, name: str) -> type:
     eps = available(group)
     if name not in eps:
         raise UnknownPlugin(group, name, sorted(eps))
-    return eps[name].load()
+    ep, what = eps[name], f"{'trigger' if group == TRIGGERS else 'connector'} '{name}'"
+    ours = getattr(ep.dist, "name", None) == "crisisbot"  # a third party's extras are its own to name
+    for extra in ep.extras if ours else ():
+        require(extra, what)  # before importing: some import their heavy packages only once started
+    try:
+        return ep.load()
+    except ModuleNotFoundError as exc:
+        if not ours or (extra := extra_of(exc)) is None:
+            raise
+        raise MissingExtra(what, extra, exc.name) from exc

@@ -44,6 +44,7 @@ from crisisbot.store.base import (
     Store,
     entry_hash,
 )
+from crisisbot.retry import Policy
 from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
 from crisisbot.store.migrations import SCHEMA_VERSION, migrate, refuse_newer
 
@@ -51,7 +52,7 @@ T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
 TRUNCATE_ABOVE = 256 << 10  # bytes: a fully checkpointed WAL larger than this is truncated
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
-RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failure
+STORE_RETRY = Policy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 SYNC_THREADS = 4  # WAL syncs in flight at once (the kernel merges concurrent flushes of one file)
 _datasync = getattr(os, "fdatasync", os.fsync)  # data and size, as SQLite itself syncs on Linux
@@ -170,6 +171,10 @@ def _answer(batch: AlarmBatch, outcome: list[bool | Replayed],
             future.set_exception(result)
         else:
             future.set_result(result)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and transient(exc)
 
 
 def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
@@ -344,40 +349,39 @@ class SqliteStore(Store):
         tried again with backoff for up to `retry_transient_for` seconds, the lock
         released in between so an alarm write can still fail fast and be answered."""
         give_up = time.monotonic() + (self.retry_transient_for if retry else 0.0)
-        delay, reported, failing_since = RETRY_FIRST, 0.0, None
-        while True:
-            try:
-                async with self._lock:
-                    result = await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
-            except sqlite3.Error as exc:
-                now = time.monotonic()
-                if not transient(exc) or now >= give_up:
-                    raise _operator_error(exc, self.path) from exc
-                failing_since = failing_since or now
-                self.problem = explain(exc, self.path)
-                if now - reported >= RETRY_REPORT_EVERY:
-                    reported = now
-                    log.warning("store write failed, retrying until it passes: %s", self.problem)
-                await asyncio.sleep(min(delay, max(0.0, give_up - now)))
-                delay = min(delay * 2, RETRY_CAP)
-                continue
-            if failing_since is not None:
-                log.warning("store writes pass again after %.1f s", time.monotonic() - failing_since)
-                self.problem = None
-            return result
+        reported, failing_since = 0.0, None
+
+        def failed(exc: BaseException, pause: float) -> None:
+            nonlocal reported, failing_since
+            now = time.monotonic()
+            failing_since = failing_since or now
+            self.problem = explain(exc, self.path)
+            if now - reported >= RETRY_REPORT_EVERY:
+                reported = now
+                log.warning("store write failed, retrying until it passes: %s", self.problem)
+
+        try:
+            async for attempt in STORE_RETRY.retrying(retry_on=_transient, deadline=give_up, before_sleep=failed):
+                with attempt:
+                    async with self._lock:
+                        result = await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
+        except sqlite3.Error as exc:
+            raise _operator_error(exc, self.path) from exc
+        if failing_since is not None:
+            log.warning("store writes pass again after %.1f s", time.monotonic() - failing_since)
+            self.problem = None
+        return result
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        give_up = time.monotonic() + self.retry_transient_for
-        delay = RETRY_FIRST
-        while True:
-            try:
-                async with self.db.execute(sql, params) as cur:
-                    return list(await cur.fetchall())
-            except sqlite3.Error as exc:
-                if not transient(exc) or time.monotonic() >= give_up:
-                    raise _operator_error(exc, self.path) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
+        try:
+            async for attempt in STORE_RETRY.retrying(retry_on=_transient,
+                                                      deadline=time.monotonic() + self.retry_transient_for):
+                with attempt:
+                    async with self.db.execute(sql, params) as cur:
+                        rows = list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise _operator_error(exc, self.path) from exc
+        return rows
 
     # -- alarms ------------------------------------------------------------
     async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:
