@@ -29,7 +29,7 @@ Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
-class Policy:
+class RetryPolicy:
     first: float  # the pause after the first failure, in seconds
     cap: float = math.inf  # the longest pause
     attempts: int | None = None  # tries in all, the first included; None: until the deadline

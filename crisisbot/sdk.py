@@ -40,6 +40,7 @@ from crisisbot.models import (
     Recipient,
     Severity,
 )
+from crisisbot.retry import RetryPolicy
 from crisisbot.steps.base import StepContext, StepSpec
 from crisisbot.store.base import Nonce
 from triggers.base import AlarmSink, Trigger
@@ -60,4 +61,6 @@ __all__ = [
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed",
+    # trying again: the one retry policy (backoff, attempts, deadline, Retry-After)
+    "RetryPolicy",
 ]

@@ -44,7 +44,7 @@ from crisisbot.store.base import (
     Store,
     entry_hash,
 )
-from crisisbot.retry import Policy
+from crisisbot.retry import RetryPolicy
 from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
 from crisisbot.store.migrations import SCHEMA_VERSION, migrate, refuse_newer
 
@@ -52,7 +52,7 @@ T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
 TRUNCATE_ABOVE = 256 << 10  # bytes: a fully checkpointed WAL larger than this is truncated
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
-STORE_RETRY = Policy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
+STORE_RETRY = RetryPolicy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 SYNC_THREADS = 4  # WAL syncs in flight at once (the kernel merges concurrent flushes of one file)
 _datasync = getattr(os, "fdatasync", os.fsync)  # data and size, as SQLite itself syncs on Linux
