@@ -47,7 +47,9 @@ def manual_clock() -> ManualClock:
 
 
 def client(daemon: Daemon, address: str = "127.0.0.1", **kw: Any) -> httpx.AsyncClient:
-    """An HTTP client whose connections leave from `address`."""
+    """An HTTP client whose connections leave from `address`; a loaded CI machine may take
+    seconds to answer a burst of scrypt logins, which is not what these tests judge."""
+    kw.setdefault("timeout", 60.0)
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web.port}",
                              transport=httpx.AsyncHTTPTransport(local_address=address), **kw)
 
