@@ -360,11 +360,12 @@ class SqliteStore(Store):
                 reported = now
                 log.warning("store write failed, retrying until it passes: %s", self.problem)
 
+        async def once() -> T:
+            async with self._lock:
+                return await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
+
         try:
-            async for attempt in STORE_RETRY.retrying(retry_on=_transient, deadline=give_up, before_sleep=failed):
-                with attempt:
-                    async with self._lock:
-                        result = await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
+            result = await STORE_RETRY.call(once, retry_on=_transient, deadline=give_up, before_sleep=failed)
         except sqlite3.Error as exc:
             raise _operator_error(exc, self.path) from exc
         if failing_since is not None:
@@ -373,15 +374,14 @@ class SqliteStore(Store):
         return result
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+        async def once() -> list[aiosqlite.Row]:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
         try:
-            async for attempt in STORE_RETRY.retrying(retry_on=_transient,
-                                                      deadline=time.monotonic() + self.retry_transient_for):
-                with attempt:
-                    async with self.db.execute(sql, params) as cur:
-                        rows = list(await cur.fetchall())
+            return await STORE_RETRY.call(once, retry_on=_transient, deadline=time.monotonic() + self.retry_transient_for)
         except sqlite3.Error as exc:
             raise _operator_error(exc, self.path) from exc
-        return rows
 
     # -- alarms ------------------------------------------------------------
     async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:

@@ -78,3 +78,21 @@ def test_before_sleep_sees_each_failure_and_its_pause():
 def test_jitter_only_shortens_a_pause():
     policy = RetryPolicy(first=1.0, cap=8.0, jitter=0.2)
     assert all(0.8 * 8.0 <= policy.pause(6) <= 8.0 for _ in range(100))
+
+
+def test_call_tries_once_outside_the_loop_then_under_the_same_policy():
+    time, seen, outcomes = VirtualTime(), [], [TransientError("a"), TransientError("b"), None]
+
+    async def once() -> str:
+        if (error := outcomes.pop(0)) is not None:
+            raise error
+        return "done"
+
+    result = asyncio.run(RetryPolicy(first=0.5, attempts=3).call(
+        once, retry_on=TransientError, clock=time.clock, sleep=time.sleep,
+        before_sleep=lambda error, pause: seen.append((str(error), pause))))
+    assert result == "done" and seen == [("a", 0.5), ("b", 1.0)]
+    outcomes.append(PermanentError("refused"))
+    with pytest.raises(PermanentError):  # not worth retrying: raised from the first try, no pause
+        asyncio.run(RetryPolicy(first=0.5).call(once, retry_on=TransientError, sleep=time.sleep))
+    assert len(time.pauses) == 2
