@@ -16,8 +16,9 @@ from typing import Sequence
 
 from crisisbot import __version__, cli_lifecycle, cli_status, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
-from crisisbot.control import ask_daemon
-from crisisbot.errors import ConfigError, CrisisbotError, Problem
+from crisisbot.commands import AlarmTaken, TriggerAlarm
+from crisisbot.control import send
+from crisisbot.errors import CommandRefused, ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.store.files import restrict_umask
 
@@ -172,39 +173,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_trigger(args: argparse.Namespace) -> int:
     bundle = _bundle(args)
     _check_place(bundle, args)
-    alarm = _alarm_from(args, "manual")
-    request = {"op": "trigger", "alarm": alarm.model_dump(mode="json")}
-    reply = None if args.local else asyncio.run(
-        ask_daemon(bundle.control_socket, request, timeout=60, connect_wait=args.wait))
-    if reply is not None:
-        if not reply.get("ok"):
-            raise CrisisbotError(f"the daemon refused the alarm: {reply.get('error')}")
-        print(f"alarm {reply['alarm_id']} accepted by the running daemon; incident: {reply['incident_id'] or 'none (no playbook matched)'}")
+    command = TriggerAlarm(alarm=_alarm_from(args, "manual"))
+    try:
+        taken = None if args.local else asyncio.run(
+            send(bundle.control_socket, command, timeout=60, connect_wait=args.wait))
+    except CommandRefused as exc:
+        raise CrisisbotError(f"the daemon refused the alarm: {exc}") from None
+    if taken is not None:
+        assert isinstance(taken, AlarmTaken)
+        print(f"alarm {taken.alarm_id} accepted by the running daemon; "
+              f"incident: {taken.incident_id or 'none (no playbook matched)'}")
         return EXIT_OK
     _setup_logging(bundle, args)
-    return asyncio.run(_trigger_locally(bundle, alarm))
+    return asyncio.run(_trigger_locally(bundle, command))
 
 
-async def _trigger_locally(bundle: Bundle, alarm: Alarm) -> int:
-    from crisisbot.engine import Engine
+async def _trigger_locally(bundle: Bundle, command: TriggerAlarm) -> int:
+    """The same command, handled by a bus of this process (refused while a daemon holds
+    the data directory); waits for the playbook and prints the incident's timeline."""
+    from crisisbot.command_bus import in_process
     from crisisbot.timeline import timeline_lines
-    from crisisbot.runtime import Runtime
 
-    runtime = await Runtime.build(bundle)  # refused while a daemon holds the data directory
-    print("no running daemon found: handling the alarm in this process", file=sys.stderr)
-    try:
-        engine = Engine(runtime)
-        await runtime.store.add_alarm(alarm)
-        incident = await engine.process(alarm)
-        await engine.idle()
-        if incident is None:
-            print(f"alarm {alarm.id} stored; no playbook matched it")
+    async with in_process(bundle) as bus:
+        print("no running daemon found: handling the alarm in this process", file=sys.stderr)
+        taken = await bus.dispatch(command)
+        assert isinstance(taken, AlarmTaken)
+        if taken.incident_id is None:
+            print(f"alarm {taken.alarm_id} stored; no playbook matched it")
             return EXIT_OK
-        incident = await runtime.store.get_incident(incident.id)
-        for line in await timeline_lines(runtime.store, incident):  # type: ignore[arg-type]
+        incident = await bus.runtime.store.get_incident(taken.incident_id)
+        for line in await timeline_lines(bus.runtime.store, incident):  # type: ignore[arg-type]
             print(line)
-    finally:
-        await runtime.close()
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 """Lifecycle commands: who-is-on-call, stand-down, cancel, report, stats, silence, drills.
 
-Commands that change an incident go through the running daemon's control socket
-(one writer for the audit chain); without a daemon they act in this process.
+Commands that change something are typed commands (crisisbot/commands.py) carried out
+by `carry_out`: through the running daemon's control socket (one writer for the audit
+chain), or — without a daemon — by the same handler in this process.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 from zoneinfo import ZoneInfo
 
+from crisisbot.commands import (
+    Cancel, Cancelled, Command, DrillStarted, Result, RunDrill, SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded,
+    StandDown, StoodDown,
+)
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.config.types import _seconds
-from crisisbot.control import ask_daemon
-from crisisbot.errors import CrisisbotError
+from crisisbot.control import send
+from crisisbot.errors import CommandRefused, CrisisbotError, DaemonRequired
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -27,14 +32,21 @@ def _bundle(args: argparse.Namespace) -> Bundle:
     return load_bundle(Path(args.config))
 
 
-async def _control(bundle: Bundle, request: dict[str, Any]) -> dict[str, Any] | None:
-    """Ask the running daemon; None when no daemon listens."""
-    reply = await ask_daemon(bundle.control_socket, request)
-    if reply is None:
-        return None
-    if not reply.get("ok"):
-        raise CrisisbotError(f"the daemon refused: {reply.get('error', 'no reason given')}")
-    return reply
+async def carry_out(bundle: Bundle, command: Command) -> Result:
+    """The command's result: from the running daemon if one listens, else from the same
+    handler in this process — unless the command says it needs the daemon."""
+    from crisisbot.command_bus import in_process
+
+    try:
+        result = await send(bundle.control_socket, command)
+    except CommandRefused as exc:
+        raise CrisisbotError(f"the daemon refused: {exc}") from None
+    if result is not None:
+        return result
+    if command.needs_daemon:
+        raise DaemonRequired(command.needs_daemon)
+    async with in_process(bundle) as bus:
+        return await bus.dispatch(command)
 
 
 @asynccontextmanager
@@ -86,30 +98,21 @@ def cmd_stand_down(args: argparse.Namespace) -> int:
 
 
 async def _stand_down(bundle: Bundle, args: argparse.Namespace) -> int:
-    from crisisbot.lifecycle.standdown import stand_down
     from crisisbot.models import IncidentStatus
 
     outcome = IncidentStatus.false_alarm if args.false_alarm else IncidentStatus.resolved
-    request = {"op": "stand-down", "incident_id": args.incident_id, "outcome": outcome.value,
-               "reason": args.reason, "by": args.by}
-    reply = await _control(bundle, request)
-    if reply is None:
-        async with _runtime(bundle) as runtime:
-            result = await stand_down(runtime, args.incident_id, outcome, args.reason, args.by, "cli")
-        reply = {"result": {"incident_id": result.incident_id, "notified": result.notified,
-                            "meeting": result.meeting}}
-    r = reply["result"]
-    print(f"incident {r['incident_id']} stood down as {outcome.value}; {r['notified']} person(s) notified; "
-          f"meeting {r['meeting']}")
+    done = await carry_out(bundle, StandDown(incident_id=args.incident_id, outcome=outcome, reason=args.reason,
+                                             actor=args.by))
+    assert isinstance(done, StoodDown)
+    print(f"incident {done.incident_id} stood down as {outcome.value}; {done.notified} person(s) notified; "
+          f"meeting {done.meeting}")
     return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    bundle = _bundle(args)
-    reply = asyncio.run(_control(bundle, {"op": "cancel", "incident_id": args.incident_id, "by": args.by}))
-    if reply is None:
-        raise CrisisbotError("cancelling needs the running daemon (the cancel window only lasts seconds)")
-    print(f"incident {reply['incident_id']} cancelled")
+    done = asyncio.run(carry_out(_bundle(args), Cancel(incident_id=args.incident_id, actor=args.by)))
+    assert isinstance(done, Cancelled)
+    print(f"incident {done.incident_id} cancelled")
     return EXIT_OK
 
 
@@ -154,10 +157,6 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 
 async def _silence(bundle: Bundle, args: argparse.Namespace) -> int:
-    from crisisbot.lifecycle.clock import SystemClock
-    from crisisbot.lifecycle.maintenance import Maintenance
-    from crisisbot.lifecycle.timers import TimerService
-
     if args.action == "list":
         async with _runtime(bundle, exclusive=False) as runtime:
             silences = await runtime.store.list_silences()
@@ -169,26 +168,18 @@ async def _silence(bundle: Bundle, args: argparse.Namespace) -> int:
     if args.action == "add":
         if not args.site or not args.duration or not args.reason:
             raise CrisisbotError("silence add needs --site, --for and --reason")
-        request = {"op": "silence-add", "site": args.site, "input": args.input, "duration": _seconds(args.duration),
-                   "reason": args.reason, "playbook": args.playbook, "by": args.by,
-                   "starts_at": _local_time(bundle, args.start, args.site).isoformat() if args.start else None}
-    else:
-        if not args.silence_id:
-            raise CrisisbotError("silence end needs the silence id")
-        request = {"op": "silence-end", "silence_id": args.silence_id, "by": args.by}
-    reply = await _control(bundle, request)
-    if reply is None:
-        async with _runtime(bundle) as runtime:
-            clock = SystemClock()
-            maintenance = Maintenance(runtime, clock, TimerService(runtime.store, clock))
-            if args.action == "add":
-                s = await maintenance.add(args.site, request["duration"], args.reason, args.by, input=args.input,
-                                          playbook=args.playbook, starts_at=_local_time(bundle, args.start) if args.start else None)
-                reply = {"silence_id": s.id, "ends_at": s.ends_at.isoformat()}
-            else:
-                reply = {"ok": await maintenance.end(args.silence_id, args.by)}
-    print(f"silence {reply['silence_id']} until {reply['ends_at']}" if args.action == "add"
-          else ("silence ended" if reply.get("ok") else "no such active silence"))
+        added = await carry_out(bundle, SilenceAdd(
+            site=args.site, input=args.input, duration=_seconds(args.duration), reason=args.reason,
+            playbook=args.playbook, actor=args.by,
+            starts_at=_local_time(bundle, args.start, args.site) if args.start else None))
+        assert isinstance(added, SilenceAdded)
+        print(f"silence {added.silence_id} until {added.ends_at.isoformat()}")
+        return EXIT_OK
+    if not args.silence_id:
+        raise CrisisbotError("silence end needs the silence id")
+    ended = await carry_out(bundle, SilenceEnd(silence_id=args.silence_id, actor=args.by))
+    assert isinstance(ended, SilenceEnded)
+    print("silence ended" if ended.ended else "no such active silence")
     return EXIT_OK
 
 
@@ -207,10 +198,9 @@ def cmd_drills(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.drill_id not in drills:
         raise CrisisbotError(f"unknown drill '{args.drill_id}'; known: {', '.join(drills) or 'none'}")
-    reply = asyncio.run(_control(bundle, {"op": "drill-run", "drill": args.drill_id}))
-    if reply is None:
-        raise CrisisbotError("running a drill needs the running daemon (crisisbot run)")
-    print(f"drill {args.drill_id} started: alarm {reply['alarm_id']}")
+    started = asyncio.run(carry_out(bundle, RunDrill(drill=args.drill_id)))
+    assert isinstance(started, DrillStarted)
+    print(f"drill {args.drill_id} started: alarm {started.alarm_id}")
     return EXIT_OK
 
 

@@ -7,9 +7,10 @@ import asyncio
 import json
 from typing import Any
 
+from crisisbot.commands import DaemonStatus, Status
 from crisisbot.config.bundle import load_bundle
-from crisisbot.control import ask_daemon
-from crisisbot.errors import CrisisbotError
+from crisisbot.control import send
+from crisisbot.errors import CommandRefused, CrisisbotError
 from crisisbot.inputs_status import format_counters
 
 
@@ -18,16 +19,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(Path(args.config))
     path = bundle.control_socket
-    reply = asyncio.run(ask_daemon(path, {"op": "status"}, timeout=10))
-    if reply is None:
+    try:
+        status = asyncio.run(send(path, Status(), timeout=10))
+    except CommandRefused as exc:
+        raise CrisisbotError(f"the daemon could not tell its status: {exc}") from None
+    if status is None:
         raise CrisisbotError(f"no crisisbot daemon answers on {path}; start it with `crisisbot run`")
-    if not reply.get("ok"):
-        raise CrisisbotError(f"the daemon could not tell its status: {reply.get('error')}")
+    assert isinstance(status, DaemonStatus)
     if args.json:
-        print(json.dumps(reply["inputs"], indent=2, sort_keys=True))
+        print(json.dumps(status.inputs, indent=2, sort_keys=True))
         return 0
-    print(f"crisisbot daemon: configuration {str(reply.get('digest', ''))[:12]}")
-    for line in format_counters(reply["inputs"]):
+    print(f"crisisbot daemon: configuration {status.digest[:12]}")
+    for line in format_counters(status.inputs):
         print(line)
     return 0
 

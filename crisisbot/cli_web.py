@@ -2,7 +2,7 @@
 
 `crisisbot sessions` lists or revokes console sessions; `crisisbot links revoke` ends a
 leaked link (or every link of one person for an incident). Through the running daemon
-when there is one (it holds both lists in memory), else on the files directly.
+when there is one (it holds both lists in memory), else by the same handler in this process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import asyncio
 import sys
 from typing import Any
 
-from crisisbot.cli_lifecycle import _bundle, _control
+from crisisbot.cli_lifecycle import _bundle, carry_out
+from crisisbot.commands import LinksRevoked, ListSessions, RevokeLinks, RevokeSessions, SessionsListed, SessionsRevoked
 from crisisbot.config.bundle import Bundle
 from crisisbot.errors import CrisisbotError
 
@@ -24,30 +25,19 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 async def _sessions(bundle: Bundle, args: argparse.Namespace) -> int:
-    from crisisbot.web.admin import offline_sessions
-
     if args.action == "revoke":
         if not args.session_id and not args.user:
             raise CrisisbotError("give a session id (from `crisisbot sessions`) or --user NAME")
-        request = {"op": "sessions-revoke", "session_id": args.session_id, "user": args.user, "by": args.by}
-        reply = await _control(bundle, request)
-        if reply is None:
-            sessions = offline_sessions(bundle)
-            await sessions.load()
-            reply = {"revoked": len(await sessions.revoke(args.session_id, args.user))}
-        print(f"{reply['revoked']} session(s) revoked")
-        return EXIT_OK if reply["revoked"] else EXIT_PROBLEMS
-    reply = await _control(bundle, {"op": "sessions-list"})
-    if reply is None:
-        sessions = offline_sessions(bundle)
-        await sessions.load()
-        listed: list[dict[str, Any]] = [s.public() for s in sessions.list()]
-    else:
-        listed = reply["sessions"]
-    for s in listed:
+        revoked = await carry_out(bundle, RevokeSessions(session_id=args.session_id, user=args.user, actor=args.by))
+        assert isinstance(revoked, SessionsRevoked)
+        print(f"{revoked.revoked} session(s) revoked")
+        return EXIT_OK if revoked.revoked else EXIT_PROBLEMS
+    listed = await carry_out(bundle, ListSessions())
+    assert isinstance(listed, SessionsListed)
+    for s in listed.sessions:
         print(f"{s['id']}  {s['user']:<16} since {s['created_at'][:19]}  last used {s['last_seen'][:19]}  "
               f"from {s['client'] or '?'}")
-    if not listed:
+    if not listed.sessions:
         print("no console session", file=sys.stderr)
     return EXIT_OK
 
@@ -57,20 +47,13 @@ def cmd_links(args: argparse.Namespace) -> int:
 
 
 async def _links(bundle: Bundle, args: argparse.Namespace) -> int:
-    from crisisbot.links import Signer
-    from crisisbot.store.files import load_or_create_key
-    from crisisbot.web.admin import offline_revocations, revoke_links
-
-    request = {"op": "links-revoke", "link": args.link, "incident_id": args.incident, "person": args.person,
-               "reason": args.reason, "by": args.by}
     if not args.link and not (args.incident and args.person):
         raise CrisisbotError("give --link URL, or --incident ID and --person ID")
-    reply = await _control(bundle, request)
-    if reply is None:
-        revocations = await offline_revocations(bundle.data_dir)
-        reply = await revoke_links(revocations, Signer(load_or_create_key(bundle.data_dir)), request)
-    what = "that link" if reply["scope"] == "link" else "every link"
-    print(f"revoked {what} of {reply['person']} for incident {reply['incident_id']}")
+    done = await carry_out(bundle, RevokeLinks(link=args.link, incident_id=args.incident, person=args.person,
+                                               reason=args.reason, actor=args.by))
+    assert isinstance(done, LinksRevoked)
+    what = "that link" if done.scope == "link" else "every link"
+    print(f"revoked {what} of {done.person} for incident {done.incident_id}")
     return EXIT_OK
 
 

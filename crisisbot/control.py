@@ -1,4 +1,8 @@
-"""Client side of the daemon's local control socket (JSON lines, mode 0600)."""
+"""Both ends of the daemon's local control socket (JSON lines, mode 0600).
+
+A request is one command (crisisbot/commands.py) in its wire form, the reply its
+result or the refusal; `send` is the client, `answer` the daemon's side.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import asyncio
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crisisbot.errors import DaemonBusy  # noqa: F401 - re-exported for existing importers
+from crisisbot.commands import Command, Result, decode, decode_result, encode, encode_error, encode_result
+from crisisbot.errors import CommandInvalid, CommandRefused, DaemonBusy  # DaemonBusy: re-exported too
+
+if TYPE_CHECKING:
+    from crisisbot.command_bus import CommandBus
 
 CONNECT_WAIT = 10.0  # seconds to keep trying a daemon whose socket backlog is full
 _RETRY = 0.05
@@ -64,3 +72,31 @@ async def ask_daemon(path: Path, request: dict[str, Any], timeout: float = 120.0
         raise DaemonBusy("the running daemon closed the connection without answering; "
                          "check with `crisisbot incidents`")
     return json.loads(line)
+
+
+async def send(path: Path, command: Command, timeout: float = 120.0,
+               connect_wait: float = CONNECT_WAIT) -> Result | None:
+    """The running daemon's result for `command`; None when no daemon listens.
+    A refusal raises `CommandRefused` naming the daemon's error and its message."""
+    reply = await ask_daemon(path, encode(command), timeout, connect_wait)
+    if reply is None:
+        return None
+    if not reply.get("ok"):
+        error = reply.get("error")
+        if isinstance(error, dict):
+            raise CommandRefused(str(error.get("type", "Error")), str(error.get("message", "")))
+        raise CommandRefused("Error", str(error or "no reason given"))
+    return decode_result(type(command), reply)
+
+
+async def answer(bus: "CommandBus", line: bytes) -> dict[str, Any]:
+    """The reply to one request line: never raises, so a bad client cannot crash the daemon."""
+    try:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise CommandInvalid("a control request is one JSON object on one line") from None
+        command = decode(message)
+        return encode_result(await bus.dispatch(command))
+    except Exception as exc:  # noqa: BLE001 - every refusal goes back to the client, typed
+        return encode_error(exc)

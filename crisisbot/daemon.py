@@ -17,14 +17,15 @@ import signal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from crisisbot.command_bus import CommandBus
 from crisisbot.config.bundle import Bundle, load_bundle
+from crisisbot.control import answer
 from crisisbot.engine import Engine
-from crisisbot.inputs_status import input_counters, inputs_check
+from crisisbot.inputs_status import inputs_check
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
-from crisisbot.models import Alarm
 from crisisbot.runtime import Runtime, same_plugin
 from triggers.state import TriggerState
 
@@ -41,6 +42,7 @@ class Daemon:
         self.bundle = bundle
         self.runtime: Runtime | None = None
         self.engine: Engine | None = None
+        self.commands: CommandBus | None = None  # every operation of the control socket and the web
         self._control: asyncio.AbstractServer | None = None
         self.web: Any = None  # crisisbot.web.server.WebServer when web.enabled
         self._stop = asyncio.Event()
@@ -67,17 +69,20 @@ class Daemon:
                 await close_earlier_demos(self.runtime.store, self.bundle)
             self.engine = Engine(self.runtime)
             self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
+            self.commands = CommandBus(self.runtime, self.engine, self.lifecycle, reload=self.reload)
             await self.lifecycle.start()
             await self.engine.start()
             if self.runtime.notify is not None:
                 await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
-            await self._start_control()
             if self.bundle.config.web.enabled:
                 from crisisbot.web.server import WebServer
 
-                self.web = WebServer(self.runtime)
+                self.web = WebServer(self.runtime, self.commands)
+                self.commands.sessions = self.web.console.sessions  # the console's, not a second copy
+            await self._start_control()
+            if self.web is not None:
                 await self.web.start()
         except BaseException:
             await self.stop()
@@ -244,32 +249,16 @@ class Daemon:
         self.control_path = path
 
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One command per connection, through the bus (crisisbot/control.py speaks the wire)."""
+        assert self.commands
         try:
             line = await asyncio.wait_for(reader.readline(), 10)
-            reply = await self._control_request(json.loads(line))
+            reply = await answer(self.commands, line)
         except Exception as exc:  # noqa: BLE001 - answer the client, never crash the daemon
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            reply = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
         writer.write(json.dumps(reply, default=str).encode() + b"\n")
         await writer.drain()
         writer.close()
-
-    async def _control_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.engine
-        if request.get("op") == "trigger":
-            alarm = Alarm.model_validate(request["alarm"])
-            await self.engine.submit(alarm)
-            incident = await self.engine.wait_processed(alarm.id)
-            return {"ok": True, "alarm_id": alarm.id, "incident_id": incident.id if incident else None}
-        if request.get("op") == "reload":
-            return {"ok": await self.reload()}
-        if request.get("op") == "status":
-            assert self.runtime
-            return {"ok": True, "digest": self.bundle.digest, "inputs": input_counters(self.runtime)}
-        if self.lifecycle is not None and (reply := await self.lifecycle.control(request)) is not None:
-            return reply
-        if self.web is not None and (reply := await self.web.control(request)) is not None:
-            return reply
-        return {"ok": False, "error": f"unknown op {request.get('op')!r}"}
 
 
 def _accepts_state(cls: type) -> bool:

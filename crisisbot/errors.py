@@ -136,6 +136,24 @@ class DaemonBusy(CrisisbotError, TimeoutError):
     """
 
 
+class CommandInvalid(CrisisbotError, ValueError):
+    """A command (or control request) of an unknown name, another protocol version or bad fields."""
+
+
+class DaemonRequired(CrisisbotError):
+    """An operation only the running daemon can carry out (a cancel window, a drill, a reload)."""
+
+
+class CommandRefused(CrisisbotError):
+    """The daemon carried the command to its handler, which refused it; `kind` names the
+    error class it raised there, so a client can tell refusals apart without a traceback."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
 class PoolFull(CrisisbotError, RuntimeError):
     """The pool's queue is full: refuse the request now (429/503), do not wait."""
 
@@ -144,6 +162,10 @@ class PoolFull(CrisisbotError, RuntimeError):
 
 class StepFailed(CrisisbotError):
     """A step did not achieve its purpose; the message goes to the incident log."""
+
+
+class NotReached(StepFailed):
+    """A message reached fewer people than its `require` rule (the meta-alert has gone out)."""
 
 
 # --- connectors ------------------------------------------------------------------------------

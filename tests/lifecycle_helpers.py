@@ -106,7 +106,7 @@ async def lifecycle_daemon(ws: Workspace, clock: ManualClock) -> AsyncIterator[D
     daemon = Daemon(ws.config_path, load_bundle(ws.config_path), clock=clock)
     await daemon.start()
     assert daemon.runtime is not None
-    server = BackgroundServer(Starlette(routes=ack_routes(daemon.runtime)), "127.0.0.1", ws.web_port, "lifecycle routes")
+    server = BackgroundServer(Starlette(routes=ack_routes(daemon.runtime, daemon.commands)), "127.0.0.1", ws.web_port, "lifecycle routes")
     await server.start()
     try:
         yield daemon

@@ -26,6 +26,7 @@ from crisisbot.errors import Problem
 from crisisbot.models import Alarm, EventKind, Incident, IncidentStatus, Meeting, Recipient, Severity
 from crisisbot.render_limits import render_capped, time_budget
 from crisisbot.rendering import PARTS, error_line
+from crisisbot.steps.base import StepContext
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
@@ -95,8 +96,6 @@ def _template_names(node: Any) -> Iterator[str]:
 
 
 def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list[Problem]:
-    from crisisbot.steps.base import StepContext
-
     templates = bundle.templates
     env = templates.strict_env
     problems: list[Problem] = []

@@ -1,5 +1,6 @@
-"""Acknowledgements: personal signed links in every alert, and the playbook's rule
-("one member", "two including a manager") that stops the escalation once satisfied."""
+"""Acknowledgements: the playbook's rule ("one member", "two including a manager") that
+stops the escalation once satisfied. The personal links people acknowledge with are
+the notify service's (crisisbot.notify.links)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,24 @@ from crisisbot.errors import IncidentClosed, IncidentNotFound
 from crisisbot.lifecycle.clock import Clock, SystemClock
 from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
-from crisisbot.links import Signer
 from crisisbot.models import IncidentStatus
+from crisisbot.notify.links import (  # noqa: F401 - re-exported: personal links moved to the notify service
+    ACK,
+    CANCEL,
+    STAND_DOWN,
+    ack_url,
+    public_url,
+    signer_of,
+    stand_down_url,
+)
 
-if TYPE_CHECKING:  # the email step imports this module while the config schemas load
+if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
     from crisisbot.config.playbook import Playbook
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"
 RESPONSES = ("on_it", "joining")
 CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
 
@@ -29,38 +37,6 @@ CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.ca
 def clock_of(runtime: "Runtime") -> Clock:
     lifecycle = getattr(runtime, "lifecycle", None)
     return lifecycle.clock if lifecycle is not None else SystemClock()
-
-
-def signer_of(runtime: "Runtime") -> Signer:
-    assert runtime.services is not None
-    return Signer(runtime.services.extras["secret_key"], clock_of(runtime).now)  # type: ignore[arg-type]
-
-
-def public_url(runtime: "Runtime") -> str | None:
-    """Base URL of the web routes, or None when no web server answers (then no links)."""
-    web = runtime.bundle.config.web
-    if not web.enabled and not web.public_url:
-        return None
-    return (web.public_url or f"http://{web.host}:{web.port}").rstrip("/")
-
-
-def ack_url(runtime: "Runtime", incident_id: str, person_id: str) -> str | None:
-    base = public_url(runtime)
-    if base is None or runtime.services is None:
-        return None
-    token = signer_of(runtime).sign(incident_id, person_id, ACK, runtime.bundle.config.lifecycle.ack_link_ttl)
-    return f"{base}/ack/{token}"
-
-
-def stand_down_url(runtime: "Runtime", incident_id: str, person_id: str) -> str | None:
-    """Only for people whose role may end an incident (lifecycle.stand_down_roles)."""
-    base = public_url(runtime)
-    person = runtime.bundle.people.get(person_id)
-    allowed = set(runtime.bundle.config.lifecycle.stand_down_roles)
-    if base is None or runtime.services is None or person is None or not allowed & set(person.roles):
-        return None
-    token = signer_of(runtime).sign(incident_id, person_id, STAND_DOWN, runtime.bundle.config.lifecycle.ack_link_ttl)
-    return f"{base}/stand-down/{token}"
 
 
 def rule_of(playbook: "Playbook | None") -> AckRule:

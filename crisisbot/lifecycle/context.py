@@ -1,5 +1,6 @@
 """Rebuild a step context for an incident outside its playbook run (timers, stand-down),
-so lifecycle messages reuse the email step: same templates, idempotent deliveries."""
+so lifecycle messages see what the playbook's messages saw (meeting, snapshots) when
+they go through the notify service: same templates, idempotent deliveries."""
 
 from __future__ import annotations
 

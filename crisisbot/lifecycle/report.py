@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from crisisbot.errors import CrisisbotError, MissingExtra, ReportError
-from crisisbot.lifecycle.context import get_incident
+from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import DeliveryStatus, Incident
 from crisisbot.rendering import clean_text
 from crisisbot.timeline import _describe
@@ -72,8 +72,6 @@ async def build(runtime: Runtime, incident_id: str, now: datetime) -> Report:
         if "join_url" in output:
             meeting = {"provider": output.get("provider"), "join_url": output["join_url"]}
     playbook = runtime.bundle.playbook(incident.playbook)
-    from crisisbot.lifecycle.context import incident_context  # outputs rebuilt with the step modules
-
     if playbook is not None:
         try:
             ctx = await incident_context(runtime, incident)

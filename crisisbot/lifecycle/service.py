@@ -1,16 +1,14 @@
 """The lifecycle container: built by the daemon at start, torn down at stop.
 
-It owns the clock, the timer loop and each lifecycle part, answers the engine's
-hooks, and serves the lifecycle's control-socket operations (stand-down, cancel,
-silences, drills) so CLI commands act through the running daemon — one writer
-for the audit chain.
+It owns the clock, the timer loop and each lifecycle part and answers the engine's
+hooks. Operators reach its parts (stand-down, cancel, silences, drills) through the
+command bus (crisisbot/command_bus.py), whatever the front door.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
@@ -130,33 +128,9 @@ class Lifecycle:
         assert window is not None
         return await self.cancel_windows.wait(incident, alarm, window)
 
-    # -- operations (control socket, web routes, CLI in-process) ----------------------
+    # -- operations (the command bus calls the same functions) ------------------------
     async def acknowledge(self, incident_id: str, person_id: str, response: str, via: str) -> Any:
         return await acknowledge(self.runtime, incident_id, person_id, response, via)
 
     async def stand_down(self, incident_id: str, outcome: IncidentStatus, reason: str, by: str, via: str) -> Any:
         return await stand_down(self.runtime, incident_id, outcome, reason, by, via)
-
-    async def control(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Lifecycle control-socket operations; None when the op is not ours."""
-        op = request.get("op")
-        if op == "stand-down":
-            result = await self.stand_down(request["incident_id"], IncidentStatus(request["outcome"]),
-                                           request["reason"], request.get("by", "cli"), "cli")
-            return {"ok": True, "result": {"incident_id": result.incident_id, "outcome": result.outcome,
-                                           "notified": result.notified, "sent": result.sent,
-                                           "meeting": result.meeting}}
-        if op == "cancel":
-            incident = await self.cancel_windows.cancel(request["incident_id"], request.get("by", "cli"), "cli")
-            return {"ok": True, "incident_id": incident.id}
-        if op == "silence-add":
-            starts = datetime.fromisoformat(request["starts_at"]) if request.get("starts_at") else None
-            silence = await self.maintenance.add(request["site"], float(request["duration"]), request["reason"],
-                                                 request.get("by", "cli"), input=request.get("input"),
-                                                 playbook=request.get("playbook"), starts_at=starts)
-            return {"ok": True, "silence_id": silence.id, "ends_at": silence.ends_at.isoformat()}
-        if op == "silence-end":
-            return {"ok": await self.maintenance.end(request["silence_id"], request.get("by", "cli"))}
-        if op == "drill-run":
-            return {"ok": True, "alarm_id": await self.drills.run_now(request["drill"])}
-        return None

@@ -1,7 +1,7 @@
 """Stand-down: an operator ends the incident as resolved or as a false alarm.
 
 Everyone who was alerted (any sent delivery of the incident) receives the
-end-of-alert message through the email step (idempotent: running it again after
+end-of-alert message through the notify service (idempotent: running it again after
 a crash sends only what is missing), pending timers are cancelled, and the
 meeting is ended or left open as the playbook says.
 """
@@ -12,12 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from crisisbot.errors import StandDownRefused  # noqa: F401 - re-exported for existing importers
+from crisisbot.errors import StandDownRefused, StepFailed
 from crisisbot.lifecycle.acks import CLOSED, clock_of
 from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import DeliveryStatus, IncidentStatus, PlaybookOutcome
-from crisisbot.steps import email
-from crisisbot.steps.base import StepFailed
+from crisisbot.notify import Request, notify_of
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -71,9 +70,9 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     people = await alerted(runtime, incident.id)
     summary: dict[str, Any] = {"sent": 0}
     if people:
-        spec = email.EmailStep(action="email", id=STEP_ID, to=people, template=ctx.playbook.lifecycle.stand_down.template)
+        request = Request(context=ctx, step_id=STEP_ID, to=people, template=ctx.playbook.lifecycle.stand_down.template)
         try:
-            summary = await email.run(spec, ctx)
+            summary = await notify_of(runtime).send(request)
         except StepFailed as exc:
             await store.audit("stand_down.failed", incident.id, {"error": str(exc)})
             raise

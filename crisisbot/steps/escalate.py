@@ -2,18 +2,28 @@
 
 Tier 1 is alerted at once; later tiers and reminders are persisted timers (they
 survive restarts and fire once), cancelled as soon as enough people — by count and
-role — have acknowledged, or the incident is stood down.
+role — have acknowledged, or the incident is stood down. Timer ids are deterministic
+(incident, step, tier, reminder), so a step re-run after a restart schedules nothing
+twice; each tier is sent through the notify service with its own step id, so a timer
+fired again after a crash resends nothing. The lifecycle fires the timers
+(crisisbot.lifecycle.escalation) and calls `send_tier` here.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
 
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
+from crisisbot.notify import Request, notify_of
+from crisisbot.notify.links import now_of
 from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.store.records import TimerRecord
+
+TIER, REMINDER = "escalate.tier", "escalate.reminder"  # timer kinds, fired by the lifecycle
 
 
 class Reminders(Strict):
@@ -38,7 +48,58 @@ class EscalateStep(StepSpec):
     via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
 
 
-async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
-    from crisisbot.lifecycle.escalation import begin  # the lifecycle imports the step table
+def plan(spec: EscalateStep, incident_id: str, start: datetime) -> list[TimerRecord]:
+    timers: list[TimerRecord] = []
+    for index, tier in enumerate(spec.tiers):
+        due = start + timedelta(seconds=tier.after)
+        base = f"{incident_id}:{spec.id}:tier{index + 1}"
+        if index > 0:
+            timers.append(TimerRecord(base, TIER, due, incident_id, {"step": spec.id, "tier": index}))
+        for k in range(1, (tier.reminders.count if tier.reminders else 0) + 1):
+            assert tier.reminders is not None
+            timers.append(TimerRecord(f"{base}:r{k}", REMINDER, due + timedelta(seconds=tier.reminders.every * k),
+                                      incident_id, {"step": spec.id, "tier": index, "n": k}))
+    return timers
 
-    return await begin(spec, ctx)
+
+async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
+    """Schedule the later tiers first (a failing tier 1 must not stop them), then alert tier 1."""
+    runtime = ctx.runtime
+    start = now_of(runtime)()
+    timers = plan(spec, ctx.incident.id, start)
+    lifecycle = runtime.lifecycle  # the timer service while the daemon runs; else the store keeps them
+    added = await (lifecycle.timers.schedule(timers) if lifecycle else runtime.store.add_timers(timers))
+    if added:
+        await runtime.store.audit("escalation.scheduled", ctx.incident.id, {
+            "step": spec.id, "tiers": len(spec.tiers), "timers": added,
+            "rule": {"count": spec.until.count, "roles": spec.until.roles},
+            "next": min((t.due_at for t in timers), default=None),
+        })
+    summary = await send_tier(ctx, spec, 0)
+    return {"scheduled": added, "tier1": summary}
+
+
+def on_duty(ctx: StepContext, refs: list[str], at: datetime) -> list[str]:
+    """Person ids behind refs at `at` (groups and their duty schedules expanded), each once."""
+    bundle = ctx.runtime.bundle
+    return list(dict.fromkeys(person for ref in refs for person in bundle.members(ref, at=at)))
+
+
+async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, reminder: int = 0) -> dict[str, Any]:
+    runtime = ctx.runtime
+    tier = spec.tiers[tier_index]
+    people = on_duty(ctx, tier.to, now_of(runtime)())
+    if reminder:
+        acked = {a.person_id for a in await runtime.store.get_acks(ctx.incident.id)}
+        people = [p for p in people if p not in acked]
+        if not people:
+            return {"recipients": 0, "sent": 0}
+    step_id = f"{spec.id}.tier{tier_index + 1}" + (f".r{reminder}" if reminder else "")
+    template = tier.reminders.template if reminder and tier.reminders else tier.template
+    extra = getattr(ctx, "extra", None)  # a lifecycle context: its templates see the tier
+    if extra is not None:
+        extra.update({"tier": tier_index + 1, "reminder": reminder, "escalated": tier_index > 0})
+    await runtime.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
+                              {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
+    return await notify_of(runtime).send(Request(context=ctx, step_id=step_id, to=people or tier.to,
+                                                 template=template, via=spec.via, timeout=spec.timeout))

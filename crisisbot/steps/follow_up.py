@@ -2,7 +2,7 @@
 
 Each round captures the cameras in parallel (each under its own deadline), keeps the
 originals in the image store (the live view shows them), and, when `to` is given,
-emails the round through the `email` step with a per-round step id, so every round
+emails the round through the notify service with a per-round step id, so every round
 is delivered exactly once even across a restart. Rounds stop early when the incident
 is resolved, cancelled or declared a false alarm.
 """
@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from crisisbot.config.types import Identifier, Seconds
 from crisisbot.models import IncidentStatus
+from crisisbot.notify import Request, notify_of
 from crisisbot.steps.base import StepContext, StepSpec
 from crisisbot.steps.snapshot import SnapshotSet, capture_all, select_cameras
 
@@ -97,11 +98,10 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
 
 
 async def _email(spec: FollowUpSnapshotsStep, ctx: StepContext, round_id: str, images: SnapshotSet) -> None:
-    """One round through the ordinary email step: same templates, budget, blurring and idempotency."""
-    from crisisbot.steps import email
-
+    """One round through the notify service: same templates, budget, blurring and idempotency
+    as the email step; the round's images replace the earlier snapshots."""
     assert spec.to is not None and spec.template is not None
-    email_spec = email.EmailStep(action="email", id=round_id, to=spec.to, template=spec.template,
-                                 max_attachment_bytes=spec.max_attachment_bytes)
     others = {k: v for k, v in ctx.outputs.items() if not isinstance(v, SnapshotSet)}
-    await email.run(email_spec, dataclasses.replace(ctx, outputs={**others, round_id: images}))
+    await notify_of(ctx.runtime).send(Request(
+        context=dataclasses.replace(ctx, outputs={**others, round_id: images}), step_id=round_id,
+        to=list(spec.to), template=spec.template, max_attachment_bytes=spec.max_attachment_bytes))

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, acknowledge, signer_of
+from crisisbot.commands import Acknowledge, Cancel, StandDown
+from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, signer_of
 from crisisbot.lifecycle.cancelwindow import CancelRefused
 from crisisbot.lifecycle.context import IncidentNotFound
-from crisisbot.lifecycle.standdown import StandDownRefused, stand_down
+from crisisbot.lifecycle.standdown import StandDownRefused
 from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
 from crisisbot.steps.base import StepFailed
@@ -28,6 +29,7 @@ from crisisbot.web.health import health_route
 from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
+    from crisisbot.command_bus import CommandBus
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,9 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
     return _page(title, body or f"<p>{html.escape(str(data.get('message', '')))}</p>", status)
 
 
-def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Route]:
-    """Routes to mount at the root of the daemon's web app (links use web.public_url)."""
+def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | None = None) -> list[Route]:
+    """Routes to mount at the root of the daemon's web app (links use web.public_url); a
+    link's holder acts through the command bus, as an operator at the CLI does."""
     refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
 
     def claims(request: Request, token: str, purpose: str) -> Claims | Response:
@@ -102,13 +105,16 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
             return _reply(request, 400, {"error": "response", "message": f"response must be one of {RESPONSES}"},
                           "Bad request")
         try:
-            outcome = await acknowledge(runtime, found.incident_id, found.recipient_id, response, "link")
+            outcome = await commands.dispatch(Acknowledge(
+                incident_id=found.incident_id, person=found.recipient_id, response=response,  # type: ignore[arg-type]
+                actor=found.recipient_id, via="link"))
         except IncidentClosed as exc:
             return _reply(request, 409, {"error": "closed", "message": str(exc)}, "Incident closed")
         except LookupError as exc:
             return _reply(request, 404, {"error": "unknown", "message": str(exc)}, "Unknown incident")
-        data = {"ok": True, "incident_id": found.incident_id, "person": found.recipient_id, "new": outcome.new,
-                "rule_satisfied": outcome.satisfied, "message": f"Thank you {outcome.person_name}: acknowledged."}
+        data = {"ok": True, "incident_id": found.incident_id, "person": found.recipient_id,
+                "new": outcome.new, "rule_satisfied": outcome.satisfied,  # type: ignore[attr-defined]
+                "message": f"Thank you {outcome.person_name}: acknowledged."}  # type: ignore[attr-defined]
         return _reply(request, 200, data, "Acknowledged")
 
     async def stand_down_page(request: Request) -> Response:
@@ -125,8 +131,8 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
         fields = await request_fields(request)
         try:
             outcome = IncidentStatus(str(fields.get("outcome", "")))
-            result = await stand_down(runtime, incident_id, outcome, str(fields.get("reason", "")),
-                                      by=found.recipient_id, via="web")
+            result = await commands.dispatch(StandDown(incident_id=incident_id, outcome=outcome, actor=found.recipient_id,
+                                                       via="web", reason=str(fields.get("reason", ""))))
         except (ValueError, StandDownRefused) as exc:
             return _reply(request, 400, {"error": "refused", "message": str(exc)}, "Refused")
         except IncidentNotFound as exc:
@@ -135,8 +141,7 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
             return _reply(request, 202, {"ok": True, "incident_id": incident_id, "notified": 0,
                                          "message": f"The alert is over, but the end-of-alert messages failed: {exc}"},
                           "Alert ended — notifications failed")
-        data = {"ok": True, "incident_id": result.incident_id, "outcome": result.outcome,
-                "notified": result.notified, "meeting": result.meeting, "message": "The alert is over."}
+        data = {**result.model_dump(exclude={"sent"}), "ok": True, "message": "The alert is over."}
         return _reply(request, 200, data, "Alert ended")
 
     async def stand_down_post(request: Request) -> Response:
@@ -165,11 +170,9 @@ def ack_routes(runtime: "Runtime", refusals: Refusals | None = None) -> list[Rou
         found = bearer(request, CANCEL)
         if isinstance(found, Response):
             return found
-        lifecycle = runtime.lifecycle
-        if lifecycle is None:
-            return _reply(request, 503, {"error": "unavailable", "message": "daemon not running"}, "Unavailable")
         try:
-            await lifecycle.cancel_windows.cancel(request.path_params["incident_id"], found.recipient_id, "console")
+            await commands.dispatch(Cancel(incident_id=request.path_params["incident_id"], actor=found.recipient_id,
+                                           via="console"))
         except CancelRefused as exc:
             return _reply(request, 409, {"error": "too_late", "message": str(exc)}, "Cannot cancel")
         return _reply(request, 200, {"ok": True, "message": "Cancelled."}, "Cancelled")

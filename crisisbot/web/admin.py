@@ -1,5 +1,6 @@
-"""Operations on console sessions and personal links, shared by the daemon's control
-socket and the CLI (which acts on the files itself when no daemon runs)."""
+"""Console sessions and personal links on their files: what the command bus
+(crisisbot/command_bus.py) uses to revoke links, and the sessions file it opens when
+no web console runs in this process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from crisisbot.web.sessions import SessionFile, Sessions
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
-    from crisisbot.runtime import Runtime
 
 SESSIONS_FILE = "console-sessions.json"
 REVOCATIONS_FILE = "revoked-links.json"
@@ -48,29 +48,6 @@ async def revoke_links(revocations: Revocations, signer: Signer, request: dict[s
         raise CrisisbotError("give a link, or an incident id and a person")
     await revocations.revoke_recipient(str(incident_id), str(person), reason)
     return {"ok": True, "incident_id": incident_id, "person": person, "scope": "person"}
-
-
-async def control(runtime: "Runtime", sessions: Sessions, request: dict[str, Any]) -> dict[str, Any] | None:
-    """The daemon's control-socket operations on sessions and links; None when not ours."""
-    from crisisbot.lifecycle.acks import signer_of
-
-    op, by = request.get("op"), str(request.get("by", "cli"))
-    if op == "sessions-list":
-        return {"ok": True, "sessions": [s.public() for s in sessions.list()]}
-    if op == "sessions-revoke":
-        gone = await sessions.revoke(request.get("session_id"), request.get("user"))
-        for session in gone:
-            await runtime.store.audit("console.session_revoked", None,
-                                      {"session": session.id, "user": session.user, "by": by, "via": "cli"})
-        return {"ok": True, "revoked": len(gone)}
-    if op == "links-revoke":
-        if runtime.revocations is None:
-            raise CrisisbotError("link revocation is not available")
-        reply = await revoke_links(runtime.revocations, signer_of(runtime), request)
-        await runtime.store.audit("links.revoked", reply["incident_id"], {
-            "person": reply["person"], "scope": reply["scope"], "by": by, "via": "cli"})
-        return reply
-    return None
 
 
 def offline_sessions(bundle: "Bundle") -> Sessions:

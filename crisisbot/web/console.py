@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from crisisbot.commands import Acknowledge, ListSessions, RevokeLinks, RevokeSessions, StandDown
 from crisisbot.executors import PoolFull
 from crisisbot.models import IncidentStatus
 from crisisbot.web.forms import request_fields
@@ -29,6 +30,7 @@ from crisisbot.web.sessions import Session, SessionFile, Sessions
 from crisisbot.web.throttle import LoginThrottle, Refused
 
 if TYPE_CHECKING:
+    from crisisbot.command_bus import CommandBus
     from crisisbot.runtime import Runtime
 
 COOKIE = "crisisbot_session"
@@ -47,8 +49,9 @@ _PAGES = Environment(
 
 
 class Console:
-    def __init__(self, runtime: "Runtime", refusals: RefusalAudit) -> None:
+    def __init__(self, runtime: "Runtime", refusals: RefusalAudit, commands: "CommandBus") -> None:
         self.runtime = runtime
+        self.commands = commands  # every state change goes through it, as from the CLI
         self.refusals = refusals
         self.throttle = LoginThrottle()
         from crisisbot.lifecycle.acks import clock_of
@@ -181,18 +184,15 @@ class Console:
         return self._page("sessions.html", user=user, admin=True, sessions=self.sessions.list(),
                           notice=request.query_params.get("notice"))
 
-    async def _revoke_session(self, session_id: str, by: str) -> int:
-        gone = await self.sessions.revoke(session_id=session_id)
-        for session in gone:
-            await self.runtime.store.audit("console.session_revoked", None,
-                                           {"session": session.id, "user": session.user, "by": by})
-        return len(gone)
+    async def _revoke_session(self, session_id: str, by: str, via: str) -> int:
+        done = await self.commands.dispatch(RevokeSessions(session_id=session_id, actor=by, via=via))
+        return done.revoked  # type: ignore[attr-defined]
 
     async def revoke_session(self, request: Request) -> Response:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        if not await self._revoke_session(request.path_params["session_id"], user):
+        if not await self._revoke_session(request.path_params["session_id"], user, "console"):
             return self._page("message.html", 404, title="Unknown session", message="No such session.")
         return RedirectResponse("/console/sessions?notice=revoked", 303)
 
@@ -200,13 +200,14 @@ class Console:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        return JSONResponse([s.public() for s in self.sessions.list()])
+        listed = await self.commands.dispatch(ListSessions(actor=user, via="api"))
+        return JSONResponse(listed.sessions)  # type: ignore[attr-defined]
 
     async def api_revoke_session(self, request: Request) -> Response:
         user = await self._guard(request, admin=True)
         if isinstance(user, Response):
             return user
-        if not await self._revoke_session(request.path_params["session_id"], user):
+        if not await self._revoke_session(request.path_params["session_id"], user, "api"):
             return JSONResponse({"error": "unknown session"}, 404)
         return JSONResponse({"ok": True})
 
@@ -244,8 +245,6 @@ class Console:
                           can_ack=account.person is not None, notice=request.query_params.get("notice"), **details)
 
     async def acknowledge(self, request: Request) -> Response:
-        from crisisbot.lifecycle.acks import acknowledge
-
         user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
@@ -255,14 +254,13 @@ class Console:
             return self._page("message.html", 400, title="Refused", message="Your account is not linked to a contact.")
         form = await request_fields(request)
         try:
-            await acknowledge(self.runtime, incident_id, person, str(form.get("response", "on_it")), via="console")
+            await self.commands.dispatch(Acknowledge(incident_id=incident_id, person=person, actor=user, via="console",
+                                                     response=str(form.get("response", "on_it"))))
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=acknowledged", 303)
 
     async def stand_down(self, request: Request) -> Response:
-        from crisisbot.lifecycle.standdown import stand_down
-
         user = await self._guard(request, write=True)
         if isinstance(user, Response):
             return user
@@ -270,7 +268,8 @@ class Console:
         form = await request_fields(request)
         try:
             outcome = IncidentStatus(str(form.get("outcome", "")))
-            await stand_down(self.runtime, incident_id, outcome, str(form.get("reason", "")), by=user, via="console")
+            await self.commands.dispatch(StandDown(incident_id=incident_id, outcome=outcome, actor=user, via="console",
+                                                   reason=str(form.get("reason", ""))))
         except Exception as exc:  # noqa: BLE001 - shown to the operator, who can act on it
             return self._page("message.html", 409, title="Refused", message=str(exc))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=ended", 303)
@@ -285,8 +284,8 @@ class Console:
         revocations = self.runtime.revocations
         if revocations is None or not person or await self.runtime.store.get_incident(incident_id) is None:
             return self._page("message.html", 400, title="Refused", message="Choose a person of this incident.")
-        await revocations.revoke_recipient(incident_id, person, f"revoked by {user} (console)")
-        await self.runtime.store.audit("links.revoked", incident_id, {"person": person, "by": user, "via": "console"})
+        await self.commands.dispatch(RevokeLinks(incident_id=incident_id, person=person, actor=user, via="console",
+                                                 reason=f"revoked by {user} (console)"))
         return RedirectResponse(f"/console/incidents/{incident_id}?notice=revoked", 303)
 
     # -- JSON API ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from crisisbot.web.console import Console
 from crisisbot.web.refusals import RefusalAudit, Refusals
 
 if TYPE_CHECKING:
+    from crisisbot.command_bus import CommandBus
     from crisisbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -34,17 +35,16 @@ SECURITY_HEADERS = {
 }
 
 
-def build_app(runtime: "Runtime", console: Console | None = None, refusals: Refusals | None = None) -> Starlette:
+def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = None) -> Starlette:
     from crisisbot.lifecycle.acks import clock_of, signer_of
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
     refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
-    console = console or Console(runtime, refusals.audit)
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
         *console.routes(),
-        *ack_routes(runtime, refusals),
+        *ack_routes(runtime, console.commands, refusals),
     ]
     if runtime.image_store is not None:
         routes.append(liveview_routes(signer_of(runtime), runtime.image_store, runtime.store.audit,
@@ -113,12 +113,12 @@ class SecurityHeaders:
 
 
 class WebServer:
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: "Runtime", commands: "CommandBus") -> None:
         self.runtime = runtime
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self.refusals = Refusals(RefusalAudit(runtime.store.audit))
-        self.console = Console(runtime, self.refusals.audit)
+        self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:
         web = self.runtime.bundle.config.web
@@ -133,9 +133,3 @@ class WebServer:
         if self._server is not None:
             await self._server.stop()
         await self.refusals.audit.stop()
-
-    async def control(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        """Control-socket operations on sessions and links; None when the op is not ours."""
-        from crisisbot.web import admin
-
-        return await admin.control(self.runtime, self.console.sessions, request)

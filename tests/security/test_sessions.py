@@ -58,7 +58,7 @@ async def test_an_admin_lists_and_revokes_sessions_in_the_console(workspace):
     assert page.status_code == 200 and target["id"] in page.text
     assert not_admin.status_code == 403
     assert revoked.status_code == 200 and after.status_code == 401 and again.status_code == 404
-    assert audit == [{"session": target["id"], "user": "operator", "by": "admin"}]
+    assert audit == [{"session": target["id"], "user": "operator", "by": "admin", "via": "api"}]
 
 
 async def test_the_cli_lists_and_revokes_sessions_through_the_daemon(workspace, capsys):

@@ -1,14 +1,11 @@
-"""Messages to people over an ordered list of channels, retried until they get through.
+"""Messages still undelivered at their deadline, retried in the background until they get through.
 
-A playbook step waits for its messages only until its deadline; what is still
-undelivered then is handed over here. Each message is kept in the store's outgoing
-spool (the frozen bytes: a resend carries the same Message-ID and body) and retried
-in the background over every channel of its chain, with exponential backoff capped
-at `mail.retry_cap`, until it is delivered, refused for good (5xx), or its incident
+A message waits for its delivery only until its deadline; what is still undelivered
+then is handed over here. Each message is kept in the store's outgoing spool (the
+frozen bytes: a resend carries the same Message-ID and body) and retried in the
+background over every channel of its chain, with exponential backoff capped at
+`mail.retry_cap`, until it is delivered, refused for good (5xx), or its incident
 ends (stood down or cancelled). The spool survives restarts: `start` resumes it.
-
-This is the seam of the notify service: today its channels are mail connectors;
-escalations, stand-downs and follow-ups can move onto it without a change of shape.
 """
 
 from __future__ import annotations
@@ -16,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.base import Mailer
 from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
-from crisisbot.health import Check
-from crisisbot.models import DeliveryResult, DeliveryStatus, IncidentStatus, OutgoingEmail
+from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
+from crisisbot.notify.channels import channels_of
+from crisisbot.notify.shortfall import ENDED, Shortfalls
 from crisisbot.store.base import DeliveryRecord, SpooledMessage
 
 if TYPE_CHECKING:
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENDED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
-SHORTFALL_KEY = "delivery_shortfall"  # in Incident.data: steps short of their `require` rule
 LOOK_EVERY = 2.0  # seconds: how soon a stood-down incident's messages stop waiting, at most
 
 
@@ -46,30 +42,15 @@ class Waiting:
     next_at: float = 0.0
 
 
-@dataclass
-class Shortfall:
-    """A step reached fewer people than its rule requires; cleared when enough are reached."""
-
-    incident_id: str
-    step_id: str
-    required: int
-    reached: int
-    total: int
-
-    def describe(self) -> str:
-        return f"incident {self.incident_id} step {self.step_id}: reached {self.reached} of {self.total}, {self.required} required"
-
-
-class Notify:
-    def __init__(self, runtime: "Runtime") -> None:
+class Spool:
+    def __init__(self, runtime: "Runtime", journal: VerdictJournal, shortfalls: Shortfalls) -> None:
         self.runtime = runtime
-        self.journal = VerdictJournal(runtime.store)
+        self.journal = journal
+        self.shortfalls = shortfalls
         self.waiting: dict[str, Waiting] = {}
-        self.shortfalls: dict[tuple[str, str], Shortfall] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.spool_error: str | None = None
-        runtime.health.add("deliveries", self._check)
+        self.error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -87,7 +68,7 @@ class Notify:
             self.waiting[item.key] = Waiting(item, outgoing.decode(item.message), attempts.get(item.key, 0))
         if spooled:
             log.info("resuming %d undelivered message(s) from the outgoing spool", len(spooled))
-        await self._load_shortfalls()
+        await self.shortfalls.load()
         self._task = asyncio.create_task(self._run(), name="crisisbot-notify")
 
     async def stop(self) -> None:
@@ -95,13 +76,8 @@ class Notify:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        try:
-            await asyncio.wait_for(self.journal.flush(), 5)
-        except TimeoutError:
-            pass
-        await self.journal.close()
 
-    # -- hand-over from a step -------------------------------------------------------
+    # -- hand-over ---------------------------------------------------------------
     async def hand_over(self, incident_id: str, step_id: str, sender: str, channels: list[str],
                         messages: list[OutgoingEmail], records: list[DeliveryRecord]) -> None:
         """Keep `messages` (their records say `retrying`) until delivered or the incident ends."""
@@ -116,35 +92,6 @@ class Notify:
             waiting.next_at = loop.time() + self._pause(0)
             self.waiting[item.key] = waiting
         self._wake.set()
-
-    async def note_shortfall(self, shortfall: Shortfall) -> None:
-        """Remember (in the incident's data too, so a restart keeps /health degraded)."""
-        self.shortfalls[(shortfall.incident_id, shortfall.step_id)] = shortfall
-        await self._save_shortfalls(shortfall.incident_id)
-
-    async def _save_shortfalls(self, incident_id: str) -> None:
-        mine = {step: {"required": s.required, "reached": s.reached, "total": s.total}
-                for (incident, step), s in self.shortfalls.items() if incident == incident_id}
-        await self.runtime.store.update_incident_data(incident_id, {SHORTFALL_KEY: mine})
-
-    async def _load_shortfalls(self) -> None:
-        for incident in await self.runtime.store.list_incidents(limit=1000):
-            if incident.status in ENDED:
-                continue
-            for step, s in (incident.data.get(SHORTFALL_KEY) or {}).items():
-                self.shortfalls[(incident.id, step)] = Shortfall(incident.id, step, s["required"], s["reached"],
-                                                                 s["total"])
-
-    # -- health ------------------------------------------------------------------
-    async def _check(self) -> Check:
-        """GET /health: degraded while messages wait or a step is short of its rule,
-        down while delivery verdicts cannot be written."""
-        body: dict[str, Any] = {"waiting": len(self.waiting),
-                                "short_of_rule": [s.describe() for s in self.shortfalls.values()]}
-        problem = self.journal.error or self.spool_error
-        if problem:
-            return Check("down", {**body, "error": problem})
-        return Check("degraded" if self.waiting or self.shortfalls else "up", body)
 
     # -- background retries -----------------------------------------------------------
     def _pause(self, tries: int) -> float:
@@ -170,17 +117,16 @@ class Notify:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the retry loop must outlive a failing store
-                self.spool_error = f"background delivery: {type(exc).__name__}: {exc}"
+                self.error = f"background delivery: {type(exc).__name__}: {exc}"
                 log.exception("background delivery round failed; trying again")
                 await asyncio.sleep(LOOK_EVERY)
             else:
-                self.spool_error = None
+                self.error = None
 
     async def _forget_ended(self) -> None:
         """Messages of an incident that was stood down or cancelled are not sent any more."""
         store = self.runtime.store
-        incidents = {w.spooled.incident_id for w in self.waiting.values()}
-        incidents |= {incident_id for incident_id, _ in self.shortfalls}
+        incidents = {w.spooled.incident_id for w in self.waiting.values()} | self.shortfalls.incidents()
         for incident_id in incidents:
             incident = await store.get_incident(incident_id)
             if incident is not None and incident.status not in ENDED:
@@ -190,8 +136,7 @@ class Notify:
             await self.journal.write([self._record(w, DeliveryStatus.failed, why, "") for w in dropped])
             for w in dropped:
                 self.waiting.pop(w.spooled.key, None)
-            for key in [k for k in self.shortfalls if k[0] == incident_id]:
-                del self.shortfalls[key]
+            self.shortfalls.forget(incident_id)
             if dropped:
                 log.info("%d undelivered message(s) of incident %s dropped: %s", len(dropped), incident_id, why)
 
@@ -202,7 +147,7 @@ class Notify:
             chains.setdefault((w.spooled.sender, tuple(w.spooled.channels)), []).append(w)
         timeout = self.runtime.bundle.config.incidents.step_timeout
         for (sender, channels), items in chains.items():
-            mailers = [c for c in (self.runtime.connectors.get(n) for n in channels) if isinstance(c, Mailer)]
+            mailers = channels_of(self.runtime.connectors, list(channels))
             by_key = {w.spooled.key: w for w in items}
             if not mailers:
                 log.error("no mail connector left of %s for %d waiting message(s)", ", ".join(channels), len(items))
@@ -220,7 +165,7 @@ class Notify:
                 status = result.status if result.status in FINAL else DeliveryStatus.retrying
                 await self.journal.write([self._record(w, status, result.detail, result.transport)])
                 if result.status is DeliveryStatus.sent:
-                    await self._reached(w)
+                    await self.shortfalls.reached(w.spooled.incident_id, w.spooled.step_id)
 
             results = await deliver([w.message for w in items], mailers, sender=sender,
                                     deadline=loop.time() + timeout, retries=0, backoff=0.0,
@@ -235,21 +180,6 @@ class Notify:
     def _later(self, w: Waiting, now: float) -> None:
         w.next_at = now + self._pause(w.tries)
         w.tries += 1
-
-    async def _reached(self, w: Waiting) -> None:
-        shortfall = self.shortfalls.get((w.spooled.incident_id, w.spooled.step_id))
-        if shortfall is None:
-            return
-        shortfall.reached += 1
-        if shortfall.reached >= shortfall.required:
-            del self.shortfalls[(shortfall.incident_id, shortfall.step_id)]
-            log.info("%s: rule met", shortfall.describe())
-            # The playbook's outcome was judged at its end and stays as it was (the step did
-            # miss its deadline); the timeline says that the rule was met afterwards.
-            await self.runtime.store.audit("delivery.rule_met", shortfall.incident_id, {
-                "step": shortfall.step_id, "reached": shortfall.reached, "required": shortfall.required,
-                "of": shortfall.total})
-        await self._save_shortfalls(shortfall.incident_id)
 
     @staticmethod
     def _record(w: Waiting, status: DeliveryStatus, detail: str, transport: str) -> DeliveryRecord:
