@@ -9,6 +9,7 @@ the measure shows."""
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ def addresses(first: int, count: int) -> Iterator[str]:
 class FloodResult:
     codes: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    cpu: float = 0.0  # seconds of CPU the attacker's process used (FloodProcess only)
 
     @property
     def answered(self) -> int:
@@ -100,7 +102,7 @@ class IdleConnections:
         self.writers.clear()
 
 
-def _flood_main(port: int, count: int, sources: int, first_block: int, under_way, results) -> None:
+def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int, under_way, results) -> None:
     """Child process body: run the flood, signal once 100 answers came back, report codes."""
     async def run() -> FloodResult:
         result = FloodResult()
@@ -113,22 +115,33 @@ def _flood_main(port: int, count: int, sources: int, first_block: int, under_way
         return result
 
     raise_open_files()
+    if nice:
+        os.nice(nice)
     result = asyncio.run(run())
     under_way.set()
-    results.send((dict(result.codes), dict(result.errors)))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results.send((dict(result.codes), dict(result.errors), usage.ru_utime + usage.ru_stime))
 
 
 class FloodProcess:
-    """The login flood from another process: the attacker's CPU is not the measurer's."""
+    """The login flood from another process: the attacker's CPU is not the measurer's.
 
-    def __init__(self, port: int, count: int = 1500, sources: int = 250, first_block: int = 1) -> None:
+    `nice`: the attacker's CPU priority. A real attacker's requests are made on another
+    machine; here the flood's process shares the daemon's two cores, and at the same
+    priority it took most of them in the very moments the daemon had stopped serving it
+    (the daemon's own main thread used 25-40 ms during a 300 ms dispatch). At nice 19 it
+    uses what the daemon and the measuring SMTP server leave, as a remote attacker would
+    cost them nothing; what the daemon does for the flood is still all charged to it."""
+
+    def __init__(self, port: int, count: int = 1500, sources: int = 250, first_block: int = 1,
+                 nice: int = 19) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.under_way = context.Event()
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_flood_main, daemon=True,
-                                        args=(port, count, sources, first_block, self.under_way, send))
+                                        args=(port, count, sources, first_block, nice, self.under_way, send))
         self._process.start()
 
     async def started(self) -> None:
@@ -138,6 +151,6 @@ class FloodProcess:
     async def result(self) -> FloodResult:
         while not self._receive.poll():
             await asyncio.sleep(0.02)
-        codes, errors = self._receive.recv()
+        codes, errors, cpu = self._receive.recv()
         self._process.join()
-        return FloodResult(Counter(codes), Counter(errors))
+        return FloodResult(Counter(codes), Counter(errors), cpu)

@@ -20,10 +20,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable, ClassVar
+from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from crisisbot.hubs import Hubs
 from crisisbot.models import Attachment, DeliveryResult, Meeting, OutgoingEmail, Recipient
 
 
@@ -55,6 +56,7 @@ class Services:
     organization: str = "crisisbot"
     sender: str = "crisisbot <crisisbot@localhost>"
     extras: dict[str, object] = field(default_factory=dict)
+    hubs: Hubs = field(default_factory=Hubs)  # device connections shared with triggers (Modbus)
 
 
 @dataclass(slots=True)
@@ -73,6 +75,13 @@ class MeetingProvider(Connector):
     @abstractmethod
     async def open_meeting(self, request: MeetingRequest) -> Meeting:
         """Open (or find again, for the same incident id) the crisis meeting."""
+
+
+@runtime_checkable
+class EndsMeetings(Protocol):
+    """A meeting provider that can close its meeting at stand-down (`stand_down.meeting: end`)."""
+
+    async def end_meeting(self, meeting: Meeting) -> None: ...
 
 
 ResultCallback = Callable[[DeliveryResult], Awaitable[None]]
@@ -105,6 +114,27 @@ class Mailer(Connector):
 
 
 @dataclass(slots=True)
+class AlertCard:
+    """What a channel post shows; built by the channel_card step from the incident."""
+
+    title: str
+    facts: list[tuple[str, str]]
+    join_url: str | None = None
+    snapshots: tuple["Snapshot", ...] = ()
+    drill: bool = False
+
+
+class CardPoster(Connector):
+    """A chat channel the people on watch read (a Teams channel's Workflows webhook)."""
+
+    kind = "channel"
+
+    @abstractmethod
+    async def post_alert(self, alert: AlertCard) -> dict[str, Any]:
+        """Post the alert; returns the payload sent (for the incident log)."""
+
+
+@dataclass(slots=True)
 class Snapshot:
     camera: str
     taken_at: datetime
@@ -117,3 +147,11 @@ class Camera(Connector):
     @abstractmethod
     async def snapshot(self) -> Snapshot:
         """Grab one current JPEG frame."""
+
+
+@runtime_checkable
+class BuffersFrames(Protocol):
+    """A camera that keeps a ring of recent frames, so the snapshot step can add those
+    from just before the alarm (the intruder is often gone by the time it fires)."""
+
+    def prealarm(self, since: datetime) -> list[Snapshot]: ...

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ import httpx
 from PIL import Image
 from pydantic import Field, SecretStr
 
-from connectors.base import Connector, Services, Snapshot
+from connectors.base import AlertCard, CardPoster, Services
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import PermanentError, TransientError
 from crisisbot.retry import RetryPolicy
@@ -42,18 +41,7 @@ class TeamsChannelConfig(Strict):
     ca_bundle: Path | None = Field(None, description="extra CA file (TLS-inspecting proxy, tests)")
 
 
-@dataclass(slots=True)
-class AlertCard:
-    """What the card shows; built by the channel_card step from the incident."""
-
-    title: str
-    facts: list[tuple[str, str]]
-    join_url: str | None = None
-    snapshots: tuple[Snapshot, ...] = ()
-    drill: bool = False
-
-
-class TeamsChannel(Connector):
+class TeamsChannel(CardPoster):
     """Posts Adaptive Cards to one channel's Workflows webhook."""
 
     kind = "channel"

@@ -287,11 +287,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from crisisbot.extras import require
+    from crisisbot.plugins import CHECKS, load
 
-    require("teams", "crisisbot check teams")
-    from crisisbot.preflight.teams import check_teams
-
+    check_teams = load(CHECKS, "teams")  # connectors/teams_check.py, shipped with the Teams connectors
     bundle = _bundle(args)
     results = asyncio.run(check_teams(bundle.config, create_test_meeting=args.create_test_meeting, root=bundle.root))
     if not results:

@@ -27,6 +27,7 @@ from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.runtime import Runtime, same_plugin
+from triggers.base import Trigger
 from triggers.state import TriggerState
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Daemon:
     async def _start_trigger(self, name: str, pc: Any) -> None:
         """Start one input with what it remembered (kept across reloads, loaded from the store)."""
         assert self.runtime and self.engine
-        if getattr(pc.cls, "demo_only", False) and not self.demo:
+        if issubclass(pc.cls, Trigger) and pc.cls.demo_only and not self.demo:
             log.info("trigger %s presses a demo button only under `crisisbot demo`; not started", name)
             return
         state = self._states.get(name)
@@ -112,6 +113,7 @@ class Daemon:
         else:  # a third-party trigger written before `state` existed: lend it afterwards
             trigger = pc.cls(name, pc.config, self.engine)
             trigger.state = state
+        trigger.hubs = self.runtime.hubs  # one connection per device, shared with connectors
         try:
             await trigger.start()
         except BaseException:

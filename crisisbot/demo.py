@@ -16,6 +16,7 @@ from crisisbot.daemon import Daemon, _handle_signals
 from crisisbot.errors import CrisisbotError
 from crisisbot.models import Incident, IncidentStatus, PlaybookOutcome
 from crisisbot.store.base import Store
+from triggers.base import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ CLOSED_BY_DEMO = "closed by a new `crisisbot demo` run"
 
 def demo_sources(bundle: Bundle) -> set[str]:
     """Names of the configured demo buttons (`type: demo` triggers)."""
-    return {name for name, pc in bundle.triggers.items() if getattr(pc.cls, "demo_only", False)}
+    return {name for name, pc in bundle.triggers.items() if issubclass(pc.cls, Trigger) and pc.cls.demo_only}
 
 
 async def close_earlier_demos(store: Store, bundle: Bundle) -> list[str]:
@@ -48,7 +49,7 @@ async def close_earlier_demos(store: Store, bundle: Bundle) -> list[str]:
 
 async def _played(daemon: Daemon, timeout: float) -> Incident:
     assert daemon.runtime is not None and daemon.engine is not None
-    buttons = [t for t in daemon.runtime.triggers.values() if getattr(t, "demo_only", False)]
+    buttons = [t for t in daemon.runtime.triggers.values() if t.demo_only]
     if not buttons:
         raise CrisisbotError("no demo button in the configuration: add a trigger with `type: demo`")
     alarm_id = await buttons[0].pressed  # type: ignore[attr-defined]

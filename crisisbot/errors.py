@@ -99,11 +99,22 @@ class Undecodable(InputRejected):
 
 class UnknownPlugin(CrisisbotError, LookupError):
     def __init__(self, group: str, name: str, known: list[str]):
-        from crisisbot.plugins import TRIGGERS  # deferred: plugins imports this module
+        from crisisbot.plugins import CHECKS, TRIGGERS  # deferred: plugins imports this module
 
         self.known = known
-        kind = "trigger" if group == TRIGGERS else "connector"
-        super().__init__(f"unknown {kind} type '{name}'; known: {', '.join(known) or 'none'}")
+        kind = {TRIGGERS: "trigger type", CHECKS: "check"}.get(group, "connector type")
+        super().__init__(f"unknown {kind} '{name}'; known: {', '.join(known) or 'none'}")
+
+
+class StepsNotInstalled(CrisisbotError, LookupError):
+    """The installed metadata lists no `crisisbot.steps` entry point: an install older
+    than the checkout (entry points come from the install, not from the source tree)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no playbook step is registered: crisisbot's installed metadata predates the "
+            "`crisisbot.steps` entry points; reinstall it (`./dev crisisbot --help`, or "
+            "`pip install -e .` in its directory)")
 
 
 class MissingExtra(CrisisbotError, ModuleNotFoundError):

@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 ALARM_THREADS = 16  # the alarm path: image work, outbox files, name lookups
 BACKGROUND_NICE = 19  # CPU priority of the non-alarm pools' threads
+HOLD = 3.0  # seconds at most that the console's work waits for an alarm's dispatch
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,16 @@ def _lower_priority(nice: int) -> None:
 
 
 class Pool:
-    """A named thread pool with at most `workers + queue` jobs accepted at a time."""
+    """A named thread pool with at most `workers + queue` jobs accepted at a time.
 
-    def __init__(self, name: str, workers: int, queue: int, nice: int = 0) -> None:
+    With `hold`, a job waits (HOLD s at most) to *start* while an alarm is dispatched: a
+    scrypt hash is 16 MB of memory traffic, so even at nice 19 two of them slow the
+    alarm path through the shared caches; a job already started is not interrupted."""
+
+    def __init__(self, name: str, workers: int, queue: int, nice: int = 0,
+                 hold: "AlarmPriority | None" = None) -> None:
         self.name = name
+        self.hold = hold
         self.workers = workers
         self.capacity = workers + queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crisisbot-{name}",
@@ -76,6 +83,8 @@ class Pool:
 
         def job() -> T:
             try:
+                if self.hold is not None:
+                    self.hold.quiet.wait(HOLD)
                 return fn(*args)
             finally:
                 with self._lock:
@@ -112,6 +121,11 @@ class Executors:
         max_workers=ALARM_THREADS, thread_name_prefix="crisisbot-alarm"))
     priority: "AlarmPriority" = field(default_factory=lambda: AlarmPriority())
 
+    def __post_init__(self) -> None:
+        # strangers' hashes never start during a dispatch; the web pool is not held: it
+        # also serves logged-in operators' sessions, and they are never held back
+        self.hashing.hold = self.priority
+
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make the alarm pool the loop's default, so every existing `to_thread` of the
         alarm path uses it, and nothing else does."""
@@ -130,25 +144,48 @@ class AlarmPriority:
     web server can hold back what strangers send meanwhile.
 
     Separate pools keep threads apart, but every HTTP request is also handled on the
-    daemon's one event loop: 1,500 concurrent logins cost it about a second of parsing
-    and answering, interleaved with the alarm's own steps. While `busy`, the console's
-    listener stops reading new connections (crisisbot/web/priority.py) until the dispatch
-    is over, or a few seconds at most: the kernel keeps their bytes meanwhile, for free."""
+    daemon's one event loop: 1,500 concurrent logins cost it about a second of accepting,
+    parsing and answering, interleaved with the alarm's own steps. When a dispatch
+    begins, the console's listener stops accepting (crisisbot/web/background.py), its
+    open connections stop being read (crisisbot/web/guarded_http.py) and the hashing
+    pool starts no new hash, until the dispatch is over, or HOLD seconds at most: the
+    kernel keeps the waiting connections and their bytes meanwhile, for free.
+
+    A dispatch is several urgent sections back to back (intake, processing, then each
+    step), a few milliseconds apart: the hold ends GRACE seconds after the last one, not
+    in each gap, or every gap would let the whole waiting flood in at once."""
+
+    GRACE = 0.05
 
     def __init__(self) -> None:
         self._active = 0
+        self._holding = False
+        self._release: asyncio.TimerHandle | None = None
         self._waiting: list[Callable[[], None]] = []
+        self._on_busy: list[Callable[[], None]] = []
+        self.quiet = threading.Event()  # for pool threads: set while no alarm is dispatched
+        self.quiet.set()
 
     @property
     def busy(self) -> bool:
-        return self._active > 0
+        return self._holding
+
+    def on_busy(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (on the event loop) each time a dispatch begins; returns an
+        unsubscribe function."""
+        self._on_busy.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._on_busy:
+                self._on_busy.remove(callback)
+        return unsubscribe
 
     def urgent(self) -> "_Urgent":
         return _Urgent(self)
 
     def when_quiet(self, callback: Callable[[], None], at_most: float) -> None:
         """Call `callback` once: when no alarm is being dispatched, or after `at_most` s."""
-        if not self._active:
+        if not self._holding:
             callback()
             return
         done = False
@@ -163,7 +200,36 @@ class AlarmPriority:
         timer = asyncio.get_running_loop().call_later(at_most, once)
         self._waiting.append(once)
 
+    def _enter(self) -> None:
+        self._active += 1
+        if self._release is not None:  # the next section of the same dispatch
+            self._release.cancel()
+            self._release = None
+        if self._holding:
+            return
+        self._holding = True
+        self.quiet.clear()
+        for callback in list(self._on_busy):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - holding strangers back is an optimisation, never a failure
+                log.exception("alarm priority: a busy callback failed")
+
+    def _exit(self) -> None:
+        self._active -= 1
+        if self._active:
+            return
+        try:
+            self._release = asyncio.get_running_loop().call_later(self.GRACE, self._quiet)
+        except RuntimeError:  # no event loop (a synchronous caller): release at once
+            self._quiet()
+
     def _quiet(self) -> None:
+        self._release = None
+        if self._active:
+            return
+        self._holding = False
+        self.quiet.set()
         waiting, self._waiting = self._waiting, []
         for callback in waiting:
             callback()
@@ -174,9 +240,7 @@ class _Urgent:
         self._priority = priority
 
     def __enter__(self) -> None:
-        self._priority._active += 1
+        self._priority._enter()
 
     def __exit__(self, *exc: object) -> None:
-        self._priority._active -= 1
-        if self._priority._active == 0:
-            self._priority._quiet()
+        self._priority._exit()

@@ -20,10 +20,9 @@ def input_counters(runtime: "Runtime") -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, trigger in sorted(runtime.triggers.items()):
         entry: dict[str, Any] = {"type": getattr(trigger.config, "type", type(trigger).__name__),
-                                 "counters": dict(getattr(trigger, "stats", {}))}
-        state = getattr(trigger, "state", None)
-        if state is not None and state.write_errors:
-            entry["state_write_errors"] = state.write_errors
+                                 "counters": dict(trigger.stats)}
+        if trigger.state.write_errors:  # every Trigger has stats and a state (triggers/base.py)
+            entry["state_write_errors"] = trigger.state.write_errors
         out[name] = entry
     return out
 

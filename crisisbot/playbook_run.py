@@ -14,7 +14,7 @@ from crisisbot.config.playbook import Playbook
 from crisisbot.lifecycle.outcome import judge
 from crisisbot.models import Alarm, Incident, PlaybookOutcome, utcnow
 from crisisbot.runtime import Runtime
-from crisisbot.steps import STEP_MODULES
+from crisisbot.steps import kept_output, step_type
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec
 from crisisbot.store.base import StepRecord
 
@@ -33,7 +33,7 @@ def dependencies(playbook: Playbook) -> dict[str, list[str]]:
         if step.needs is not None:
             deps[step.id] = list(step.needs)
         else:
-            deps[step.id] = list(producers) if getattr(step, "consumes", False) else []
+            deps[step.id] = list(producers) if step.consumes else []
         if step.produces:
             producers.append(step.id)
     return deps
@@ -60,14 +60,15 @@ class PlaybookRun:
             record = journal.get(step.id)  # type: ignore[arg-type]
             if record is None or step.id not in ended:
                 continue
-            module = STEP_MODULES[step.action]
-            if record.status == "done" and step.produces and not hasattr(module, "from_json"):
-                # its output (e.g. snapshots) was not kept: run it again if a step that
-                # uses it has yet to run, so the resumed emails still carry the images
-                if any(step.id in deps[other.id] and other.id not in ended for other in self.playbook.steps):
+            if record.status == "done":
+                output = kept_output(step, record)
+                if output is not None:
+                    self.ctx.outputs[step.id] = output  # type: ignore[index]
+                elif step.produces and any(step.id in deps[other.id] and other.id not in ended
+                                           for other in self.playbook.steps):
+                    # its output (e.g. snapshots) was not kept: run it again, since a step that
+                    # uses it has yet to run, so the resumed emails still carry the images
                     continue
-            if record.status == "done" and record.output is not None and hasattr(module, "from_json"):
-                self.ctx.outputs[step.id] = module.from_json(record.output)  # type: ignore[index]
             if record.status == "failed" and not step.continue_on_error:
                 self.halted_at = index if self.halted_at is None else min(self.halted_at, index)
             self.finished[step.id].set()  # type: ignore[index]
@@ -97,7 +98,7 @@ class PlaybookRun:
 
     async def _execute(self, index: int, step: StepSpec, previous: StepRecord | None) -> None:
         assert step.id is not None
-        module = STEP_MODULES[step.action]
+        kind = step_type(step.action)
         started = previous.started_at if previous else utcnow()
         await self._save(step, "running", started=started)
         timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
@@ -106,7 +107,7 @@ class PlaybookRun:
         try:
             with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
                 async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
-                    output = await module.run(step, self.ctx)
+                    output = await kind.run(self.ctx, step)
         except (StepFailed, TimeoutError, Exception) as exc:  # noqa: BLE001 - recorded, never silent
             detail = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TimeoutError):
@@ -117,9 +118,7 @@ class PlaybookRun:
                 self.halted_at = index if self.halted_at is None else min(self.halted_at, index)
             return
         self.ctx.outputs[step.id] = output
-        to_json = getattr(module, "to_json", None)
-        stored = to_json(output) if to_json and output is not None else (output if isinstance(output, dict) else None)
-        await self._save(step, "done", output=stored, started=started)
+        await self._save(step, "done", output=kind.dump(output), started=started)
 
     async def _save(self, step: StepSpec, status: str, *, detail: str = "", output=None, started=None) -> None:
         assert step.id is not None

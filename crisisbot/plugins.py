@@ -1,4 +1,4 @@
-"""Find trigger and connector classes through entry points.
+"""Find trigger and connector classes and playbook steps through entry points.
 
 Built-in and third-party plugins are registered the same way (pyproject entry
 points), so a third party needs no change here. Nothing is imported until asked for,
@@ -17,6 +17,9 @@ from crisisbot.extras import extra_of, require
 
 TRIGGERS = "crisisbot.triggers"
 CONNECTORS = "crisisbot.connectors"
+STEPS = "crisisbot.steps"
+CHECKS = "crisisbot.checks"  # `crisisbot check <service>`
+KINDS = {TRIGGERS: "trigger", CONNECTORS: "connector", STEPS: "step", CHECKS: "check"}  # for messages
 
 
 @lru_cache(maxsize=None)
@@ -29,7 +32,7 @@ def load(group: str, name: str) -> type:
     eps = available(group)
     if name not in eps:
         raise UnknownPlugin(group, name, sorted(eps))
-    ep, what = eps[name], f"{'trigger' if group == TRIGGERS else 'connector'} '{name}'"
+    ep, what = eps[name], f"{KINDS.get(group, 'plugin')} '{name}'"
     ours = getattr(ep.dist, "name", None) == "crisisbot"  # a third party's extras are its own to name
     for extra in ep.extras if ours else ():
         require(extra, what)  # before importing: some import their heavy packages only once started

@@ -14,6 +14,7 @@ from connectors.base import Camera, Connector, Services
 from crisisbot.config.bundle import Bundle, PluginConfig
 from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
+from crisisbot.hubs import Hubs
 from crisisbot.store.images import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.notify import Notify
@@ -45,6 +46,7 @@ class Runtime:
     instance_lock: InstanceLock | None = None  # this process's claim on the data directory
     executors: Executors = field(default_factory=Executors)  # pools kept apart from the alarm path
     health: HealthChecks = field(default_factory=HealthChecks)  # named checks behind GET /health
+    hubs: Hubs = field(default_factory=Hubs)  # device connections triggers and connectors share (Modbus)
 
     @property
     def templates(self) -> TemplateSet:
@@ -77,6 +79,7 @@ class Runtime:
                 organization=bundle.config.organization.name,
                 sender=bundle.config.mail.sender,
                 extras={"secret_key": load_or_create_key(data_dir)},
+                hubs=runtime.hubs,
             )
             runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
             await runtime.image_store.start()

@@ -1,7 +1,7 @@
 """What a trigger, connector or step author may import from crisisbot: the plugin API.
 
 Why one module: plugins live outside this repository and are loaded by entry point
-(`crisisbot.triggers`, `crisisbot.connectors`). Everything listed in `__all__` is kept
+(`crisisbot.triggers`, `crisisbot.connectors`, `crisisbot.steps`). Everything listed in `__all__` is kept
 stable across minor releases; anything else in crisisbot is internal and may move (the
 core redesign of issue 13 moves a lot). Import from here, not from the modules below:
 
@@ -13,8 +13,29 @@ pyproject.toml ([tool.importlinter]): a trigger imports no connector and the rev
 
 from __future__ import annotations
 
-from connectors.base import Camera, Connector, Mailer, MeetingProvider, MeetingRequest, Services, Snapshot
-from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict, TimeZoneName
+from connectors.base import (
+    AlertCard,
+    BuffersFrames,
+    Camera,
+    CardPoster,
+    Connector,
+    EndsMeetings,
+    Mailer,
+    MeetingProvider,
+    MeetingRequest,
+    Services,
+    Snapshot,
+)
+from crisisbot.config.types import (
+    Identifier,
+    Language,
+    PlainText,
+    Reference,
+    Seconds,
+    Strict,
+    Templated,
+    TimeZoneName,
+)
 from crisisbot.errors import (
     ConfigError,
     ConnectorError,
@@ -26,6 +47,7 @@ from crisisbot.errors import (
     StepFailed,
     TransientError,
 )
+from crisisbot.hubs import Hubs
 from crisisbot.models import (
     Alarm,
     AlarmAction,
@@ -41,7 +63,7 @@ from crisisbot.models import (
     Severity,
 )
 from crisisbot.retry import RetryPolicy
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.store.base import Nonce
 from triggers.base import AlarmSink, Trigger
 from triggers.state import TriggerState
@@ -51,13 +73,18 @@ __all__ = [
     "Trigger", "AlarmSink", "TriggerState", "Nonce",
     # connectors: an output provider
     "Connector", "Mailer", "MeetingProvider", "MeetingRequest", "Camera", "Snapshot", "Services",
+    "CardPoster", "AlertCard", "BuffersFrames", "EndsMeetings",
+    # device connections a trigger and a connector share (crisisbot.hubs.modbus: the Modbus hub)
+    "Hubs",
     # steps: a playbook action
-    "StepSpec", "StepContext",
+    "StepSpec", "StepContext", "StepType",
     # the data every part exchanges
     "Alarm", "AlarmAction", "EventKind", "Severity", "Incident", "IncidentStatus", "Meeting",
     "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",
     # config types for a plugin's `Config` model
     "Strict", "Seconds", "Identifier", "Language", "PlainText", "TimeZoneName",
+    # a step field naming a contact, connector, template, camera or earlier step: checked by `validate`
+    "Reference", "Templated",
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed",

@@ -218,16 +218,16 @@ async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(c
         {"action": "follow_up_snapshots", "id": "followup", "every": "100ms", "duration": "300ms",
          "capture_timeout": "1s"})
     assert spec.timeout is not None and spec.timeout > spec.duration  # not cut by the default step deadline
-    out = await run(spec, ctx)
-    n = out["rounds"]
-    assert 1 <= n <= 3 and out["images"] == n and "gate" in out["failures"]  # a slow round skips ticks
+    out = await run(ctx, spec)
+    n = out.rounds
+    assert 1 <= n <= 3 and out.images == n and "gate" in out.failures  # a slow round skips ticks
     assert [i.camera for i in await images.images("inc42")] == ["hall"] * n
     audited = [e.data for e in await store.audit_entries("inc42") if e.kind == "followup.round"]
     assert [e["round"] for e in audited] == list(range(1, n + 1)) and all("gate" in e["failures"] for e in audited)
 
     await store.set_incident_status("inc42", IncidentStatus.resolved, "all clear")
-    again = await run(spec.model_copy(update={"id": "followup2"}), ctx)
-    assert again["rounds"] == 0
+    again = await run(ctx, spec.model_copy(update={"id": "followup2"}))
+    assert again.rounds == 0
     for cam in cameras.values():
         await cam.stop()
     await store.close()
@@ -295,12 +295,12 @@ async def test_follow_up_rounds_are_emailed_once_each_through_the_email_step(
         spec = FollowUpSnapshotsStep.model_validate({
             "action": "follow_up_snapshots", "id": "suivi", "cameras": "site", "every": "400ms",
             "duration": "800ms", "to": ["comite-crise"], "template": "committee_alert"})
-        out = await run(spec, ctx)
-        again = await run(spec, ctx)  # as after a restart: same round ids, nothing sent twice
+        out = await run(ctx, spec)
+        again = await run(ctx, spec)  # as after a restart: same round ids, nothing sent twice
         deliveries = await runtime.store.get_deliveries(incident.id)
-    assert out["rounds"] >= 1 and out["images"] == 2 * out["rounds"] and again["rounds"] >= 1
+    assert out.rounds >= 1 and out.images == 2 * out.rounds and again.rounds >= 1
     rounds = {k.split(":")[1] for k in deliveries if k.split(":")[1].startswith("suivi-")}
-    assert rounds == {f"suivi-{n}" for n in range(1, max(out["rounds"], again["rounds"]) + 1)}
+    assert rounds == {f"suivi-{n}" for n in range(1, max(out.rounds, again.rounds) + 1)}
     followups = smtp_server.handler.to("alice.martin@exemple.fr")[before:]
     assert len(followups) == len(rounds)  # one email per round, none sent twice by the second run
     for received in followups:

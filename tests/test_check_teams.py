@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crisisbot.preflight import CheckResult
-from crisisbot.preflight.teams import check_teams
+from connectors.teams_check import check_teams
 from tests.graph_server import CLIENT_SECRET, ORGANIZER_ID, GraphServer
 
 

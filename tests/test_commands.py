@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from security.console_helpers import client, console_daemon, enable_console, login
@@ -22,7 +23,7 @@ from crisisbot.commands import (
 from crisisbot.config.bundle import load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import CommandInvalid
-from crisisbot.lifecycle.acks import ACK, STAND_DOWN, signer_of
+from crisisbot.lifecycle.acks import ACK, CANCEL, STAND_DOWN, signer_of
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.store import opened_store
 from daemon_helpers import fire_manual, running_daemon
@@ -241,3 +242,36 @@ async def test_session_revocation_audits_the_same_entry_from_cli_console_and_api
 def test_a_command_built_from_bad_input_says_which_field():
     with pytest.raises(CommandInvalid, match="bad fields for command 'acknowledge': response: Input should be 'on_it' or 'joining'"):
         Acknowledge(incident_id="i1", person="alice", response="maybe")
+
+
+async def test_cancel_audits_the_same_entry_from_the_cli_and_a_cancel_token(tmp_path):
+    from lifecycle_helpers import Workspace, lifecycle_daemon, smtp_recorder, start_clock
+    from test_lifecycle_parts import CANCEL_PLAYBOOK, button
+
+    ws = Workspace(tmp_path)
+    ws.write("playbooks/bouton.yaml", CANCEL_PLAYBOOK)
+    with smtp_recorder() as (smtp, port):
+        ws.setup(port)
+        async with lifecycle_daemon(ws, start_clock()) as daemon:  # a manual clock: the windows stay open
+            store = daemon.runtime.store
+            cancelled = []
+            for door in ("cli", "token"):
+                alarm = button()
+                await daemon.engine.submit(alarm)
+                incident = await daemon.engine.wait_processed(alarm.id)
+                while "cancel_until" not in (await store.get_incident(incident.id)).data:
+                    await asyncio.sleep(0.01)
+                if door == "cli":
+                    argv = ["-c", str(ws.config_path), "cancel", incident.id, "--by", "bruno"]
+                    assert await asyncio.to_thread(main, argv) == 0
+                else:
+                    token = signer_of(daemon.runtime).sign(incident.id, "bruno", CANCEL, 600)
+                    async with httpx.AsyncClient() as http:
+                        answer = await http.post(f"http://127.0.0.1:{ws.web_port}/incidents/{incident.id}/cancel",
+                                                 headers={"authorization": f"Bearer {token}",
+                                                          "accept": "application/json"})
+                    assert answer.status_code == 200, answer.text
+                await daemon.engine.wait_incident(incident.id)
+                cancelled += [e.data for e in await store.audit_entries(incident.id) if e.kind == "incident.cancelled"]
+    assert smtp.messages == []
+    assert cancelled == [{"by": "bruno", "via": "cli"}, {"by": "bruno", "via": "console"}]

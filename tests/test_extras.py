@@ -58,7 +58,7 @@ def test_the_core_imports_and_validates_a_smtp_and_webhook_site_without_any_extr
     # and every module of the core imports (the daemon, the console, the store, the steps)
     walk = ("import importlib, pkgutil, crisisbot\n"
             "for m in pkgutil.walk_packages(crisisbot.__path__, 'crisisbot.'):\n"
-            "    if not m.name.endswith(('__main__', 'preflight.teams')):\n"
+            "    if not m.name.endswith('__main__'):\n"
             "        importlib.import_module(m.name)\n"
             "import triggers.webhook, connectors.smtp, connectors.outbox, connectors.jitsi, connectors.camera_http\n")
     result = run_without(tmp_path, list(EXTRA_MODULES), "-c", walk)
@@ -68,6 +68,7 @@ def test_the_core_imports_and_validates_a_smtp_and_webhook_site_without_any_extr
 @pytest.mark.parametrize(("section", "kind", "name", "extra"), [
     ("connectors", "connector", "teams", "teams"),
     ("connectors", "connector", "graph-mail", "teams"),
+    ("connectors", "connector", "modbus-coil", "modbus"),
     ("triggers", "trigger", "modbus", "modbus"),
     ("triggers", "trigger", "sia-dc09", "sia"),
     ("triggers", "trigger", "mqtt", "mqtt"),
@@ -108,5 +109,5 @@ def test_cameras_for_external_people_need_the_blur_extra(workspace, tmp_path):
 def test_check_teams_without_the_teams_extra_says_what_to_install(workspace, tmp_path):
     result = run_without(tmp_path, ["teams"], "-m", "crisisbot", "-c", str(workspace.config_path), "check", "teams")
     assert result.returncode != 0
-    assert "crisisbot check teams needs the 'teams' extra: pip install 'crisisbot[teams]'" in result.stderr
+    assert "check 'teams' needs the 'teams' extra: pip install 'crisisbot[teams]'" in result.stderr
     assert "Traceback" not in result.stderr

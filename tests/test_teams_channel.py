@@ -157,7 +157,7 @@ async def test_step_posts_the_card_with_meeting_and_snapshots(hook: WebhookServe
     ctx = context(channel, {"1-meeting": meeting, "2-snapshot": snaps})
     spec = ChannelCardStep.model_validate({"action": "channel_card", "connector": "ops", "thumbnails": 1})
 
-    summary = await run(spec, ctx)
+    summary = await run(ctx, spec)
 
     card = hook.posts[0]["attachments"][0]["content"]
     assert card["body"][0]["text"] == "Panic button - Paris HQ"
@@ -165,7 +165,7 @@ async def test_step_posts_the_card_with_meeting_and_snapshots(hook: WebhookServe
     assert {"title": "Time", "value": "01/05/2030 10:00:00 CEST"} in card["body"][1]["facts"]
     assert [i["altText"] for i in card["body"][2]["images"]] == ["dock 08:00:02"]  # newest first, capped
     assert card["actions"][0]["url"] == JOIN
-    assert summary["join_url"] == JOIN
+    assert summary.join_url == JOIN
     assert ctx.runtime.store.audits[0][:2] == ("channel_card.posted", "inc-42")
     assert ChannelCardStep.consumes is True
 
@@ -175,10 +175,10 @@ async def test_step_without_meeting_still_posts_and_failures_are_step_failures(
 ) -> None:
     ctx = context(channel, {})
     spec = ChannelCardStep.model_validate({"action": "channel_card", "connector": "ops"})
-    await run(spec, ctx)
+    await run(ctx, spec)
     facts = hook.posts[0]["attachments"][0]["content"]["body"][1]["facts"]
     assert {"title": "Meeting", "value": "not available yet"} in facts
 
     hook.fail_next(400)
     with pytest.raises(StepFailed, match="teams channel ops: .*HTTP 400"):
-        await run(spec, ctx)
+        await run(ctx, spec)

@@ -18,7 +18,10 @@ from pydantic import ValidationError
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from connectors.base import Services
+from connectors.modbus_coil import ModbusCoil
 from crisisbot.errors import PermanentError
+from crisisbot.hubs import Hubs
 from crisisbot.models import EventKind
 from crisisbot.steps import modbus_write
 from crisisbot.steps.base import StepFailed
@@ -221,21 +224,58 @@ async def test_devices_polled_concurrently_with_unit_ids_on_one_gateway(sink: Re
         await other.stop()
 
 
-async def test_write_coil_and_the_playbook_step(plc: Plc, make_trigger: Any) -> None:
-    trigger = await make_trigger({"hall": device(plc.port, [{"name": "btn", "address": 0}])})
-    await trigger.write_coil("hall", 12, True)
-    assert await plc.get(COIL, 12) is True
-    with pytest.raises(PermanentError):
-        await trigger.write_coil("nowhere", 1, True)
-    with pytest.raises(PermanentError):
-        await trigger.write_coil("hall", 5000, True)  # beyond the device's coils: exception response
+async def test_coil_connector_and_step_share_the_triggers_connection(plc: Plc, sink: RecordingSink,
+                                                                     tmp_path: Path) -> None:
+    """One connection per device (crisisbot/hubs/modbus.py): the trigger polls and the
+    `modbus-coil` connector (or the step's older trigger/device form) writes through it."""
+    hubs = Hubs()
+    trigger = ModbusTrigger("plcs", ModbusConfig.model_validate(
+        {"type": "modbus", "devices": {"hall": device(plc.port, [{"name": "btn", "address": 0}])}}), sink)
+    trigger.hubs = hubs
+    coil = ModbusCoil("relays", ModbusCoil.Config.model_validate(
+        {"type": "modbus-coil", "host": "127.0.0.1", "port": plc.port, "timeout": "300ms"}),
+        Services(data_dir=tmp_path, root=tmp_path, hubs=hubs))
+    await trigger.start()
+    await coil.start()
+    link = ("modbus", "tcp", "127.0.0.1", plc.port)
+    try:
+        await coil.write_coil(12, True)
+        assert await plc.get(COIL, 12) is True
+        with pytest.raises(PermanentError):
+            await coil.write_coil(5000, True)  # beyond the device's coils: exception response
+        await polls(trigger)  # still polling, on the same connection
+        assert plc.server is not None and len(plc.server.active_connections) == 1
 
-    ctx = SimpleNamespace(runtime=SimpleNamespace(triggers={"plcs": trigger}), log=logging.getLogger("t"))
-    spec = modbus_write.ModbusWriteStep(action="modbus_write", trigger="plcs", device="hall", address=12, value=False)
-    assert (await modbus_write.run(spec, ctx))["attempts"] == 1  # type: ignore[arg-type]
-    assert await plc.get(COIL, 12) is False
-    with pytest.raises(StepFailed):
-        await modbus_write.run(spec.model_copy(update={"trigger": "nope"}), ctx)  # type: ignore[arg-type]
+        runtime = SimpleNamespace(connectors={"relays": coil}, hubs=hubs,
+                                  bundle=SimpleNamespace(triggers={"plcs": SimpleNamespace(config=trigger.config)}))
+        ctx = SimpleNamespace(runtime=runtime, log=logging.getLogger("t"))
+        spec = modbus_write.ModbusWriteStep(action="modbus_write", connector="relays", address=12, value=False)
+        assert (await modbus_write.run(ctx, spec)).attempts == 1  # type: ignore[arg-type]
+        assert await plc.get(COIL, 12) is False
+        older = modbus_write.ModbusWriteStep(action="modbus_write", trigger="plcs", device="hall", address=12, value=True)
+        assert (await modbus_write.run(ctx, older)).attempts == 1  # type: ignore[arg-type]
+        assert await plc.get(COIL, 12) is True
+        assert len(plc.server.active_connections) == 1
+        for wrong, why in [({"connector": "nope"}, "no modbus-coil connector named 'nope'"),
+                           ({"connector": None, "trigger": "nope", "device": "hall"}, "no modbus trigger named 'nope'"),
+                           ({"connector": None, "trigger": "plcs", "device": "nowhere"}, "has no device 'nowhere'"),
+                           ({"address": 5000}, "refused to write coil 5000")]:
+            with pytest.raises(StepFailed, match=why):
+                await modbus_write.run(ctx, spec.model_copy(update=wrong))  # type: ignore[arg-type]
+    finally:
+        await coil.stop()
+        assert link in hubs  # the trigger still uses it
+        await trigger.stop()
+    assert link not in hubs  # closed with its last user
+
+
+def test_the_step_names_a_connector_or_a_trigger_device() -> None:
+    with pytest.raises(ValidationError, match="give `connector`"):
+        modbus_write.ModbusWriteStep.model_validate({"action": "modbus_write", "address": 1, "value": True})
+    with pytest.raises(ValidationError, match="give `connector`"):
+        modbus_write.ModbusWriteStep.model_validate(
+            {"action": "modbus_write", "connector": "relays", "trigger": "plcs", "device": "hall",
+             "address": 1, "value": True})
 
 
 @pytest.mark.skipif(shutil.which("socat") is None, reason="socat is needed to make a virtual serial cable")

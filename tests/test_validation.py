@@ -52,6 +52,13 @@ steps:
     # unknown camera
     (lambda p: p + "  - action: snapshot\n    cameras: [roof]\n",
      "playbooks/test.yaml:12:15: steps[2].cameras[0]: unknown camera 'roof'; known: hall, parking"),
+    # declared references nested in a step (escalation tiers), mail connectors, earlier steps
+    (lambda p: p + "  - action: escalate\n    tiers:\n      - to: [comite-crise]\n        template: comittee\n",
+     "playbooks/test.yaml:14:19: steps[2].tiers[0].template: unknown template 'comittee'; did you mean 'committee_alert'?"),
+    (lambda p: p.replace("template: committee_alert", "template: committee_alert\n    via: [outbx]"),
+     "playbooks/test.yaml:11:11: steps[1].via[0]: unknown mail connector 'outbx'; did you mean 'outbox'?"),
+    (lambda p: p.replace("template: committee_alert", "template: committee_alert\n    attach: [1-meeting, photos]"),
+     "playbooks/test.yaml:11:25: steps[1].attach[1]: unknown earlier snapshot step 'photos'"),
     # unknown enum value
     (lambda p: p.replace("kinds: [panic]", "kinds: [panik]"),
      "playbooks/test.yaml:4:11: match.kinds[0]: 'panik' is not one of panic, intrusion, fire, tamper, trouble, "

@@ -17,6 +17,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from crisisbot.hubs import Hubs
 from crisisbot.models import Alarm
 from crisisbot.store.base import Nonce
 from triggers.state import TriggerState
@@ -41,6 +42,7 @@ class Trigger(ABC):
     and restarts (see triggers/state.py)."""
 
     Config: ClassVar[type[BaseModel]]
+    demo_only: ClassVar[bool] = False  # True: started under `crisisbot demo` only (triggers/demo.py)
 
     def __init__(self, name: str, config: BaseModel, sink: AlarmSink, *, state: TriggerState | None = None) -> None:
         self.name = name
@@ -48,6 +50,9 @@ class Trigger(ABC):
         self.sink = sink
         self.state = state if state is not None else TriggerState(name)
         self.stats: dict[str, int] = {}
+        # device connections shared with connectors (a Modbus hub): the daemon lends the
+        # runtime's before start(); a trigger built on its own has its own
+        self.hubs = Hubs()
         self.log = logging.getLogger(f"crisisbot.trigger.{name}")
 
     @abstractmethod

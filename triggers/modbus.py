@@ -11,8 +11,8 @@ Link supervision: a device that has not answered for `offline_after` raises one
 `restore` when it answers again. Failed reads never change an input's state, and
 the state from before the outage is kept, so a button held through the outage does
 not fire again; a button first seen pressed after it does (it is real), flagged
-`after_link_loss`. pymodbus's own background reconnect is turned off
-(`reconnect_delay=0`) so that this backoff is the only one.
+`after_link_loss`. The connection is the device's shared hub (crisisbot/hubs/modbus.py),
+through which the `modbus-coil` connector writes coils too.
 
 Input states (held, latched) and reported faults live in the trigger's `state`, so
 a reload or a restart of the daemon neither fires a held button again nor reports a
@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from crisisbot.config.types import Identifier, Seconds, Strict
-from crisisbot.errors import PermanentError, TransientError
+from crisisbot.hubs.modbus import FAILURES, ModbusHub, ModbusLink, SerialSettings, acquire
 from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.retry import RetryPolicy
 from triggers.base import Trigger
@@ -44,7 +42,6 @@ BIT_TABLES = {"discrete_input", "coil"}
 MAX_COUNT = {"discrete_input": 2000, "coil": 2000, "input_register": 125, "holding_register": 125}
 READ = {"discrete_input": "read_discrete_inputs", "coil": "read_coils",
         "input_register": "read_input_registers", "holding_register": "read_holding_registers"}
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
 class ModbusInput(Strict):
@@ -71,57 +68,29 @@ class ModbusInput(Strict):
         return self
 
 
-class SerialSettings(Strict):
-    port: str = Field(description="e.g. /dev/ttyUSB0")
-    baudrate: int = 19200
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
+__all__ = ["ModbusConfig", "ModbusDevice", "ModbusInput", "ModbusTrigger", "SerialSettings"]
 
 
-class ModbusDevice(Strict):
-    transport: Literal["tcp", "rtu"] = "tcp"
-    host: str | None = None
-    port: int = Field(502, ge=1, le=65535)
-    serial: SerialSettings | None = None
-    unit: int = Field(1, ge=0, le=247, description="Modbus unit / device id")
+class ModbusDevice(ModbusLink):
+    """A polled device: where it answers (transport, host/serial, unit, timeout) and its inputs."""
+
     site: Identifier
     poll: Seconds = Field(0.2, ge=0.01, description="poll interval")
-    timeout: Seconds = Field(1.0, gt=0, description="answer timeout of one request")
     offline_after: Seconds = Field(3.0, gt=0, description="no answer for this long raises input_fault")
     backoff_max: Seconds = Field(30.0, gt=0, description="longest wait between reconnection attempts")
     inputs: list[ModbusInput] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _link(self) -> "ModbusDevice":
-        if self.transport == "tcp" and not self.host:
-            raise ValueError("a tcp device needs `host`")
-        if self.transport == "rtu" and self.serial is None:
-            raise ValueError("an rtu device needs `serial` settings")
+    def _unique_inputs(self) -> "ModbusDevice":
         names = [i.name for i in self.inputs]
         if len(names) != len(set(names)):
             raise ValueError("input names must be unique on a device")
         return self
 
-    def link_key(self) -> tuple[Any, ...]:
-        """Devices behind one gateway or on one RS-485 bus share a connection."""
-        if self.transport == "rtu":
-            assert self.serial is not None
-            return ("rtu", self.serial.port)
-        return ("tcp", self.host, self.port)
-
 
 class ModbusConfig(Strict):
     type: Literal["modbus"]
     devices: dict[Identifier, ModbusDevice] = Field(min_length=1)
-
-
-@dataclass(slots=True)
-class _Link:
-    """One connection; requests on it are serialized (one RS-485 bus answers one at a time)."""
-
-    client: Client
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(slots=True)
@@ -145,7 +114,7 @@ class _Block:
 class _Device:
     name: str
     config: ModbusDevice
-    link: _Link
+    link: ModbusHub
     blocks: list[_Block]
     inputs: list[_InputState]
     last_ok: float
@@ -186,23 +155,21 @@ class ModbusTrigger(Trigger):
         super().__init__(*args, **kwargs)
         self.clock = clock
         self.stats: dict[str, int] = dict.fromkeys(
-            ("polls", "read_errors", "connect_errors", "alarms", "faults", "restores", "submit_errors",
-             "writes", "write_errors"), 0)
+            ("polls", "read_errors", "connect_errors", "alarms", "faults", "restores", "submit_errors"), 0)
         self._devices: dict[str, _Device] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._held: list[tuple[Any, ...]] = []  # hub keys this trigger uses
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         self._stopping = False
-        links: dict[tuple[Any, ...], _Link] = {}
         now = self.clock()
         for name, dc in self.config.devices.items():
-            key = dc.link_key()
-            if key not in links:
-                links[key] = _Link(self._client(dc))
             states = [_InputState(i) for i in dc.inputs]
-            self._devices[name] = dev = _Device(name, dc, links[key], _blocks(states), states, now)
+            hub = acquire(self.hubs, dc)  # one user per device, released in stop()
+            self._held.append(dc.link_key())
+            self._devices[name] = dev = _Device(name, dc, hub, _blocks(states), states, now)
             self._restore(dev)
         self._tasks = [asyncio.create_task(self._run(d), name=f"modbus-{self.name}-{d.name}")
                        for d in self._devices.values()]
@@ -239,39 +206,8 @@ class ModbusTrigger(Trigger):
             for task in pending:
                 task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1.0)
-        for link in {id(d.link): d.link for d in self._devices.values()}.values():
-            link.client.close()
-
-    @staticmethod
-    def _client(dc: ModbusDevice) -> Client:
-        if dc.transport == "rtu":
-            s = dc.serial
-            assert s is not None
-            return AsyncModbusSerialClient(s.port, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
-                                           stopbits=s.stopbits, timeout=dc.timeout, retries=0, reconnect_delay=0)
-        assert dc.host is not None
-        return AsyncModbusTcpClient(dc.host, port=dc.port, timeout=dc.timeout, retries=0, reconnect_delay=0)
-
-    # -- playbook actions --------------------------------------------------------
-    async def write_coil(self, device: str, address: int, value: bool) -> None:
-        """Switch a relay (the 'help is coming' lamp, a siren); raises Transient/PermanentError."""
-        dev = self._devices.get(device)
-        if dev is None:
-            raise PermanentError(f"modbus trigger {self.name} has no device {device!r}")
-        async with dev.link.lock:
-            try:
-                if not dev.link.client.connected and not await dev.link.client.connect():
-                    raise TransientError(f"device {device} is unreachable")
-                reply = await dev.link.client.write_coil(address, value, device_id=dev.config.unit)
-            except (ModbusException, OSError, asyncio.TimeoutError) as exc:
-                self.stats["write_errors"] += 1
-                dev.link.client.close()
-                raise TransientError(f"writing coil {address} on {device} failed: {exc}") from exc
-        if reply.isError():
-            self.stats["write_errors"] += 1
-            raise PermanentError(f"device {device} refused to write coil {address}: {reply}")
-        self.stats["writes"] += 1
-        self.log.info("coil %s of %s set to %s", address, device, value)
+        while self._held:  # once per device acquired, however often stop() is called
+            self.hubs.release(self._held.pop())
 
     def reset_latches(self, device: str) -> None:
         dev = self._devices[device]
@@ -314,10 +250,11 @@ class ModbusTrigger(Trigger):
 
     async def _read(self, dev: _Device) -> list[list[int] | list[bool]] | None:
         """One value list per block, or None if the device did not answer properly."""
-        client = dev.link.client
-        async with dev.link.lock:
+        hub = dev.link
+        client = hub.client
+        async with hub.lock:
             try:
-                if not client.connected and not await client.connect():
+                if not await hub.connected():
                     self.stats["connect_errors"] += 1
                     dev.last_error = "connection refused or timed out"
                     return None
@@ -330,10 +267,10 @@ class ModbusTrigger(Trigger):
                         dev.last_error = f"exception response reading {block.table} {block.start}: {reply}"
                         return None
                     values.append(reply.bits if block.table in BIT_TABLES else reply.registers)
-            except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+            except FAILURES as exc:
                 self.stats["read_errors"] += 1
                 dev.last_error = str(exc) or type(exc).__name__
-                client.close()
+                hub.drop()
                 return None
         self.stats["polls"] += 1
         return values

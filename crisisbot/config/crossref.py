@@ -9,7 +9,10 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from connectors.base import Camera, Mailer, MeetingProvider
+from pydantic import BaseModel
+
+from connectors.base import Camera, Mailer
+from crisisbot.config.types import Reference
 from crisisbot.config.yamlpos import Located
 from crisisbot.errors import Problem
 
@@ -34,10 +37,11 @@ def check_references(
     config = bundle.config
     contact_ids = set(bundle.people) | set(bundle.groups)
 
-    def connectors_of(base: type) -> set[str]:
-        return {n for n, pc in bundle.connectors.items() if issubclass(pc.cls, base)}
+    def connectors_of(kind: str | None) -> set[str]:
+        """Connector names, of one capability (`Connector.kind`: mail, meeting…) or all."""
+        return {n for n, pc in bundle.connectors.items() if kind is None or getattr(pc.cls, "kind", None) == kind}
 
-    mailers, meetings = connectors_of(Mailer), connectors_of(MeetingProvider)
+    mailers = connectors_of(Mailer.kind)
 
     # config.yaml
     for index, name in enumerate(config.mail.via):
@@ -80,8 +84,27 @@ def check_references(
     trigger_zones = {z for pc in bundle.triggers.values() for z in _static_zones(pc.config.model_dump())}
     all_cameras = {cam for site in config.sites.values() for cam in site.cameras}
     templates = bundle.templates.names()
+
+    def lookup(ref: Reference, name: str, step_id: str | None, step_ids: dict[str, int],
+               match_sites: list[str]) -> tuple[str, Iterable[str], bool]:
+        """(what it is called in messages, the names it may take, whether `name` is one)."""
+        if ref.what == "contacts":
+            return "contact group or person", contact_ids, name in contact_ids
+        if ref.what == "templates":
+            return "template", templates, name in templates
+        if ref.what == "cameras":  # a camera of one of the sites the playbook matches
+            found = any(name in config.sites[s].cameras for s in match_sites if s in config.sites)
+            return "camera", all_cameras, found
+        if ref.what == "steps":  # an earlier step (this one is already in step_ids)
+            label = f"earlier {ref.of} step" if ref.of else "earlier step"
+            return label, step_ids, name in step_ids and name != step_id
+        kinds = connectors_of(ref.of)
+        return (f"{ref.of} connector" if ref.of else "connector"), kinds, name in kinds
+
     for playbook in bundle.playbooks:
         doc = playbook_docs[playbook.id]
+        match_sites = playbook.match.sites or list(config.sites)
+        step_ids: dict[str, int] = {}
         for index, site in enumerate(playbook.match.sites or []):
             if site not in config.sites:
                 problems.append(doc.problem(("match", "sites", index), _unknown("site", site, config.sites)))
@@ -103,8 +126,6 @@ def check_references(
         for index, source in enumerate(playbook.match.sources or []):
             if source not in config.triggers and source != "manual":
                 problems.append(doc.problem(("match", "sources", index), _unknown("alarm source", source, [*config.triggers, "manual"])))
-        match_sites = playbook.match.sites or list(config.sites)
-        step_ids: dict[str, int] = {}
         for s_index, step in enumerate(playbook.steps):
             at = ("steps", s_index)
             if step.id in step_ids:
@@ -113,36 +134,34 @@ def check_references(
                 if need not in step_ids:
                     problems.append(doc.problem(at + ("needs", n_index), _unknown("earlier step", need, step_ids)))
             step_ids[step.id] = s_index  # type: ignore[index]
-            for field_name in ("to", "attendees"):
-                for r_index, ref in enumerate(getattr(step, field_name, None) or []):
-                    if ref not in contact_ids:
-                        problems.append(doc.problem(at + (field_name, r_index), _unknown("contact group or person", ref, contact_ids)))
-            template = getattr(step, "template", None)
-            if template is not None and template not in templates:
-                problems.append(doc.problem(at + ("template",), _unknown("template", template, templates)))
-            if step.action == "meeting":
-                for key, name in [("connector", step.connector)] + [(("fallback", i), n) for i, n in enumerate(step.fallback)]:  # type: ignore[attr-defined]
-                    if name not in meetings:
-                        path = at + (key if isinstance(key, tuple) else (key,))
-                        problems.append(doc.problem(path, _unknown("meeting connector", name, meetings)))
-            for v_index, name in enumerate(getattr(step, "via", None) or []):
-                if name not in mailers:
-                    problems.append(doc.problem(at + ("via", v_index), _unknown("mail connector", name, mailers)))
-            connector = getattr(step, "connector", None)
-            if step.action not in ("meeting",) and isinstance(connector, str) and connector not in bundle.connectors:
-                problems.append(doc.problem(at + ("connector",), _unknown("connector", connector, bundle.connectors)))
-            cameras = getattr(step, "cameras", None)
-            if isinstance(cameras, list):
-                for c_index, cam in enumerate(cameras):
-                    if not any(cam in config.sites[s].cameras for s in match_sites if s in config.sites):
-                        problems.append(doc.problem(at + ("cameras", c_index), _unknown("camera", cam, all_cameras)))
-            for a_index, ref in enumerate(getattr(step, "attach", None) or []):
-                if ref not in step_ids or ref == step.id:
-                    problems.append(doc.problem(at + ("attach", a_index), _unknown("earlier snapshot step", ref, step_ids)))
+            for path, ref, name in declared_references(step, at):
+                label, known, found = lookup(ref, name, step.id, step_ids, match_sites)
+                if not found:
+                    problems.append(doc.problem(path, _unknown(label, name, known)))
     from crisisbot.lifecycle.validation import check_lifecycle  # tiers, duty slots, drills
 
     problems.extend(check_lifecycle(bundle, config_doc, playbook_docs, contact_docs))
     return problems
+
+
+def declared_references(model: BaseModel, at: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Reference, str]]:
+    """(field path, its Reference, a name it gives) for every name in a step, nested models
+    (escalation tiers) included: what a step declares is what gets checked."""
+    for field_name, info in type(model).model_fields.items():
+        value = getattr(model, field_name)
+        path = at + (field_name,)
+        ref = next((m for m in info.metadata if isinstance(m, Reference)), None)
+        if ref is not None:
+            if isinstance(value, str) and value not in ref.keywords:
+                yield path, ref, value
+            elif isinstance(value, list):
+                yield from ((path + (i,), ref, v) for i, v in enumerate(value) if isinstance(v, str))
+        elif isinstance(value, BaseModel):
+            yield from declared_references(value, path)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from declared_references(item, path + (index,))
 
 
 def _known_inputs(bundle: "Bundle", sources: list[str] | None) -> set[str] | None:

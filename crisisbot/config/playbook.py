@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from crisisbot.config.types import Identifier, Language, PlainText, Seconds, Strict
 from crisisbot.lifecycle.schema import PlaybookLifecycle
 from crisisbot.models import EventKind, Severity
-from crisisbot.steps import STEP_SPECS
+from crisisbot.steps import step_specs
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -52,7 +52,8 @@ class Match(Strict):
         return self.__pydantic_private__["_sets"]  # type: ignore[index]
 
 
-Step = Annotated[Union[tuple(STEP_SPECS.values())], Field(discriminator="action")]  # type: ignore[valid-type]
+# every installed step's Config, told apart by `action` (entry points: crisisbot/steps/__init__.py)
+Step = Annotated[Union[tuple(step_specs().values())], Field(discriminator="action")]  # type: ignore[valid-type]
 
 
 class Playbook(Strict):

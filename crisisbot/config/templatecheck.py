@@ -20,7 +20,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
 from jinja2 import TemplateSyntaxError
+from pydantic import BaseModel
 
+from crisisbot.config.types import Templated
 from crisisbot.config.yamlpos import Located
 from crisisbot.errors import Problem
 from crisisbot.models import Alarm, EventKind, Incident, IncidentStatus, Meeting, Recipient, Severity
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
     from crisisbot.config.playbook import Playbook
 
-# step action -> fields rendered with Jinja at run time
-TEMPLATED_FIELDS: dict[str, tuple[str, ...]] = {"meeting": ("subject",), "channel_card": ("title",)}
 
 SAMPLE_TIME = datetime(2026, 3, 3, 9, 30, tzinfo=timezone.utc)
 
@@ -52,6 +52,12 @@ class _DryRuntime:
     def __init__(self, bundle: "Bundle"):
         self.bundle = bundle
         self.templates = bundle.templates
+
+
+def templated_fields(step: BaseModel) -> list[str]:
+    """The fields a step declares `Templated` (rendered with Jinja at run time)."""
+    return [name for name, info in type(step).model_fields.items()
+            if any(isinstance(m, Templated) for m in info.metadata)]
 
 
 def email_variables(language: str) -> dict[str, Any]:
@@ -114,7 +120,7 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
                         *_template_names(playbook.lifecycle.model_dump())} & templates.names())
         fields: list[tuple[tuple[Any, ...], str]] = []
         for index, step in enumerate(playbook.steps):
-            for name in TEMPLATED_FIELDS.get(step.action, ()):
+            for name in templated_fields(step):
                 source = getattr(step, name, None)
                 if not isinstance(source, str):
                     continue

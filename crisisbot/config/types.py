@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -70,3 +71,27 @@ def _one_line(value: str) -> str:
 
 
 PlainText = Annotated[str, AfterValidator(_one_line)]
+
+
+@dataclass(frozen=True, slots=True)
+class Templated:
+    """Marks a step field holding a Jinja2 expression rendered at run time (a meeting
+    subject, a card title): `validate` compiles it and renders it with sample alarms
+    (config/templatecheck.py), e.g. `subject: Annotated[str, Templated()] = "{{ incident.title }}"`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Marks a field whose value names something defined elsewhere, so that cross-reference
+    checking (config/crossref.py) finds every such field without a list of step fields:
+
+        to: Annotated[list[Identifier], Reference("contacts")]
+        via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = None
+
+    `of` narrows what is named: a connector kind (`Connector.kind`: mail, meeting, camera…)
+    or, for `steps`, the action of the earlier step. `keywords` are values of the field that
+    are not names (`cameras: zone`). The marker goes on the whole field, `None` included."""
+
+    what: Literal["contacts", "connectors", "templates", "cameras", "steps"]
+    of: str | None = None
+    keywords: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ from typing import Any
 from crisisbot.errors import IncidentNotFound  # noqa: F401 - re-exported for existing importers
 from crisisbot.models import Incident
 from crisisbot.runtime import Runtime
-from crisisbot.steps import STEP_MODULES
+from crisisbot.steps import kept_output
 from crisisbot.steps.base import StepContext
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,9 @@ async def incident_context(runtime: Runtime, incident: Incident, extra: dict[str
     outputs: dict[str, Any] = {}
     for step_id, record in (await runtime.store.get_steps(incident.id)).items():
         spec = next((s for s in playbook.steps if s.id == step_id), None)
-        module = STEP_MODULES.get(spec.action) if spec else None
-        if record.status == "done" and record.output is not None and module and hasattr(module, "from_json"):
-            outputs[step_id] = module.from_json(record.output)
+        output = kept_output(spec, record) if spec is not None and record.status == "done" else None
+        if output is not None:
+            outputs[step_id] = output
     return LifecycleContext(
         runtime=runtime, incident=incident, alarm=alarms[0], playbook=playbook,
         site=runtime.bundle.config.sites.get(alarms[0].site), outputs=outputs, log=log, extra=extra or {},

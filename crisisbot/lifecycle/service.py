@@ -12,16 +12,14 @@ import logging
 from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
-from crisisbot.lifecycle.acks import acknowledge
 from crisisbot.lifecycle.cancelwindow import CancelWindows, applies, pressed_again
 from crisisbot.lifecycle.clock import Clock, SystemClock
 from crisisbot.lifecycle.drills import Drills
 from crisisbot.lifecycle.hooks import Handled
 from crisisbot.lifecycle.maintenance import Maintenance
-from crisisbot.lifecycle.standdown import stand_down
 from crisisbot.lifecycle.supervision import Supervision
 from crisisbot.lifecycle.timers import TimerService
-from crisisbot.models import Alarm, Incident, IncidentStatus
+from crisisbot.models import Alarm, Incident
 
 if TYPE_CHECKING:
     from crisisbot.config.playbook import Playbook
@@ -127,10 +125,3 @@ class Lifecycle:
             return True
         assert window is not None
         return await self.cancel_windows.wait(incident, alarm, window)
-
-    # -- operations (the command bus calls the same functions) ------------------------
-    async def acknowledge(self, incident_id: str, person_id: str, response: str, via: str) -> Any:
-        return await acknowledge(self.runtime, incident_id, person_id, response, via)
-
-    async def stand_down(self, incident_id: str, outcome: IncidentStatus, reason: str, by: str, via: str) -> Any:
-        return await stand_down(self.runtime, incident_id, outcome, reason, by, via)

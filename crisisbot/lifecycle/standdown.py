@@ -12,10 +12,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from connectors.base import EndsMeetings
 from crisisbot.errors import StandDownRefused, StepFailed
 from crisisbot.lifecycle.acks import CLOSED, clock_of
 from crisisbot.lifecycle.context import get_incident, incident_context
-from crisisbot.models import DeliveryStatus, IncidentStatus, PlaybookOutcome
+from crisisbot.models import DeliveryStatus, IncidentStatus, Meeting, PlaybookOutcome
 from crisisbot.notify import Request, notify_of
 
 if TYPE_CHECKING:
@@ -90,14 +91,13 @@ async def alerted(runtime: "Runtime", incident_id: str) -> list[str]:
 
 
 async def _meeting(runtime: "Runtime", ctx: Any, incident_id: str) -> str:
-    meeting = next((o for o in ctx.outputs.values() if hasattr(o, "join_url")), None)
+    meeting = next((o for o in ctx.outputs.values() if isinstance(o, Meeting)), None)
     if meeting is None:
         return "none"
     wanted = ctx.playbook.lifecycle.stand_down.meeting
     provider = runtime.connectors.get(meeting.provider)
-    end = getattr(provider, "end_meeting", None)
-    if wanted == "end" and end is not None:
-        await end(meeting)
+    if wanted == "end" and isinstance(provider, EndsMeetings):
+        await provider.end_meeting(meeting)
         await runtime.store.audit("meeting.ended", incident_id, {"provider": meeting.provider})
         return "ended"
     why = "playbook says leave" if wanted == "leave" else f"{meeting.provider} cannot end meetings"

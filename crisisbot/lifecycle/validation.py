@@ -1,5 +1,4 @@
-"""Cross-reference checks of the lifecycle options, so a typo in a tier, a duty slot
-or a drill is refused at validation rather than discovered when nobody is alerted."""
+"""Cross-reference checks of the lifecycle options, so a typo in a duty slot or a drill is refused at validation rather than discovered when nobody is alerted."""
 
 from __future__ import annotations
 
@@ -32,17 +31,6 @@ def check_lifecycle(bundle: "Bundle", config_doc: Located, playbook_docs: dict[s
         if playbook.lifecycle.stand_down.template not in templates:
             problems.append(doc.problem(("lifecycle", "stand_down", "template"),
                                         _unknown("template", playbook.lifecycle.stand_down.template, templates)))
-        for s_index, step in enumerate(playbook.steps):
-            for t_index, tier in enumerate(getattr(step, "tiers", None) or []):
-                at = ("steps", s_index, "tiers", t_index)
-                for r_index, ref in enumerate(tier.to):
-                    if ref not in contacts:
-                        problems.append(doc.problem(at + ("to", r_index), _unknown("contact group or person", ref, contacts)))
-                if tier.template not in templates:
-                    problems.append(doc.problem(at + ("template",), _unknown("template", tier.template, templates)))
-                if tier.reminders and tier.reminders.template not in templates:
-                    problems.append(doc.problem(at + ("reminders", "template"),
-                                                _unknown("template", tier.reminders.template, templates)))
     for group_id, group in bundle.groups.items():
         doc = contact_docs[("id", group_id)]
         if group.site is not None and group.site not in config.sites:

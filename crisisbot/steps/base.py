@@ -1,15 +1,17 @@
-"""What every playbook step shares: its YAML fields and the context it runs in."""
+"""What every playbook step shares: its YAML fields, the context it runs in, and the
+`StepType` a step module registers under the `crisisbot.steps` entry-point group."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, TypeVar
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from crisisbot.config.types import Identifier, Seconds, Strict
-from crisisbot.models import Alarm, Incident
+from crisisbot.models import Alarm, Incident, Meeting
 from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing importers
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ class StepContext:
 
         site = self.site
         alarm = clean_alarm(self.alarm)
-        meeting = next((o for o in self.outputs.values() if hasattr(o, "join_url")), None)
+        meeting = next((o for o in self.outputs.values() if isinstance(o, Meeting)), None)
         view = site_view(alarm.site, site)
         return {
             "incident": self.incident,
@@ -70,3 +72,46 @@ class StepContext:
             "organization": self.runtime.bundle.config.organization.name,
             "drill": self.incident.drill,
         }
+
+
+C = TypeVar("C", bound=StepSpec)
+O = TypeVar("O")
+
+
+@dataclass(frozen=True)
+class StepType(Generic[C, O]):
+    """One playbook action as a plugin, e.g. in pyproject.toml:
+
+        [project.entry-points."crisisbot.steps"]
+        meeting = "crisisbot.steps.meeting:STEP"
+
+    `Config` is its YAML schema (a StepSpec whose `action: Literal["meeting"]` equals the
+    entry-point name), `run(ctx, config)` does the work and returns an `Output` (a pydantic
+    model or a dataclass). The output is written to the step journal as JSON and read back
+    after a restart, so a done step is not run again (a meeting is not opened twice);
+    `journal=False` for outputs too big to keep (images): a producer step is then run again
+    when a step that needs it has yet to run."""
+
+    Config: type[C]
+    run: Callable[[StepContext, C], Awaitable[O]]
+    Output: type[O]
+    journal: bool = True
+
+    @property
+    def action(self) -> str:
+        return self.Config.model_fields["action"].annotation.__args__[0]  # type: ignore[union-attr]
+
+    @cached_property
+    def _adapter(self) -> TypeAdapter[O]:
+        return TypeAdapter(self.Output)
+
+    def dump(self, output: O) -> dict[str, Any] | None:
+        """The output as stored in the journal (JSON types), or None when not journaled."""
+        if not self.journal or output is None:
+            return None
+        return self._adapter.dump_python(output, mode="json")  # type: ignore[no-any-return]
+
+    def load(self, stored: Any) -> O:
+        """A journaled output back as its type; raises pydantic's ValidationError on a row
+        this version cannot read (the caller then treats the output as not kept)."""
+        return self._adapter.validate_python(stored)

@@ -1,5 +1,8 @@
 """Post the alert to a Teams channel: title, site, time, join button, snapshot thumbnails.
 
+Through any `CardPoster` connector (connectors.base; today `teams-channel`), so the core
+imports no Teams module.
+
 It consumes the meeting and snapshot outputs, so by default it waits for the earlier
 meeting/snapshot steps; a channel post without the join link is still posted when
 the meeting step failed, because the people watching the channel must know anyway.
@@ -8,24 +11,24 @@ the meeting step failed, because the people watching the channel must know anywa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from connectors.base import Snapshot
-from connectors.teams_channel import AlertCard, TeamsChannel
-from crisisbot.config.types import Identifier
+from connectors.base import AlertCard, CardPoster, Snapshot
+from crisisbot.config.types import Identifier, Reference, Templated
 from crisisbot.errors import ConnectorError
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
+from crisisbot.steps.snapshot import SnapshotSet
 
 
 class ChannelCardStep(StepSpec):
     consumes: ClassVar[bool] = True
 
     action: Literal["channel_card"]
-    connector: Identifier = Field(description="a teams-channel connector")
-    title: str = Field(
+    connector: Annotated[Identifier, Reference("connectors")] = Field(description="a teams-channel connector")
+    title: Annotated[str, Templated()] = Field(
         "{{ alarm.label or alarm.kind.value }} - {{ site_name }}", description="Jinja2 expression for the card title"
     )
     thumbnails: int = Field(4, ge=0, le=8, description="at most this many snapshot thumbnails")
@@ -35,7 +38,7 @@ def _snapshots(ctx: StepContext) -> list[Snapshot]:
     """Snapshots of every earlier snapshot step (a SnapshotSet or a plain list), newest first."""
     found: list[Snapshot] = []
     for output in ctx.outputs.values():
-        items = getattr(output, "snapshots", output)
+        items = output.snapshots if isinstance(output, SnapshotSet) else output
         if isinstance(items, (list, tuple)):
             found.extend(s for s in items if isinstance(s, Snapshot))
     return sorted(found, key=lambda s: s.taken_at, reverse=True)
@@ -66,16 +69,26 @@ def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
     )
 
 
-async def run(spec: ChannelCardStep, ctx: StepContext) -> dict[str, Any]:
+class CardPosted(BaseModel):
+    connector: str
+    title: str
+    join_url: str | None
+    thumbnails: int
+
+
+async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
     channel = ctx.runtime.connectors.get(spec.connector)
-    if not isinstance(channel, TeamsChannel):
+    if not isinstance(channel, CardPoster):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
     card = alert_card(spec, ctx)
     try:
         await channel.post_alert(card)
     except ConnectorError as exc:
         raise StepFailed(f"teams channel {spec.connector}: {exc}") from exc
-    summary = {"connector": spec.connector, "title": card.title, "join_url": card.join_url,
-               "thumbnails": len(card.snapshots)}
-    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, summary)
-    return summary
+    posted = CardPosted(connector=spec.connector, title=card.title, join_url=card.join_url,
+                        thumbnails=len(card.snapshots))
+    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, posted.model_dump())
+    return posted
+
+
+STEP = StepType(ChannelCardStep, run, CardPosted)

@@ -9,32 +9,46 @@ people than `require` were reached (then the step fails).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from crisisbot.config.types import Identifier
+from crisisbot.config.types import Identifier, Reference
 from crisisbot.imaging import EmailImages
 from crisisbot.models import OutgoingEmail, Recipient
 from crisisbot.notify import Request, notify_of
 from crisisbot.notify.render import build_messages as render_messages
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 
 class EmailStep(StepSpec):
     consumes = True
 
     action: Literal["email"]
-    to: list[Identifier] = Field(min_length=1, description="contact groups or people")
-    template: Identifier = Field(description="directory under templates/")
-    attach: list[Identifier] | None = Field(
+    to: Annotated[list[Identifier], Reference("contacts")] = Field(min_length=1, description="contact groups or people")
+    template: Annotated[Identifier, Reference("templates")] = Field(description="directory under templates/")
+    attach: Annotated[list[Identifier] | None, Reference("steps", of="snapshot")] = Field(
         None, description="snapshot step ids whose images to attach (default: all)"
     )
-    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+    via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = Field(
+        None, description="mail connectors (default: mail.via)")
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="total image budget per email")
     require: Literal["any", "all"] | Annotated[int, Field(ge=1)] = Field(
         "any", description="how many people must be reached; fewer raises the mail.fallback meta-alert"
     )
+
+
+class Delivered(BaseModel):
+    """Who the step reached, as the journal keeps it (lifecycle/outcome.py judges by it)."""
+
+    recipients: int
+    reached: int
+    required: int
+    sent: int
+    rejected: list[str]
+    retrying: list[str]
+    failed: list[str]
+    resumed: bool = False
 
 
 def request_of(spec: EmailStep, ctx: StepContext) -> Request:
@@ -49,5 +63,8 @@ def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient
     return render_messages(ctx.runtime, request_of(spec, ctx), recipients, images, fallbacks)
 
 
-async def run(spec: EmailStep, ctx: StepContext) -> dict[str, Any]:
-    return await notify_of(ctx.runtime).send(request_of(spec, ctx))
+async def run(ctx: StepContext, spec: EmailStep) -> Delivered:
+    return Delivered.model_validate(await notify_of(ctx.runtime).send(request_of(spec, ctx)))
+
+
+STEP = StepType(EmailStep, run, Delivered)

@@ -12,15 +12,15 @@ fired again after a crash resends nothing. The lifecycle fires the timers
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.notify import Request, notify_of
 from crisisbot.notify.links import now_of
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.store.records import TimerRecord
 
 TIER, REMINDER = "escalate.tier", "escalate.reminder"  # timer kinds, fired by the lifecycle
@@ -29,13 +29,14 @@ TIER, REMINDER = "escalate.tier", "escalate.reminder"  # timer kinds, fired by t
 class Reminders(Strict):
     every: Seconds = Field(description="remind those of the tier who have not answered, e.g. 5m")
     count: int = Field(1, ge=1, le=20)
-    template: Identifier = "reminder"
+    template: Annotated[Identifier, Reference("templates")] = "reminder"
 
 
 class Tier(Strict):
-    to: list[Identifier] = Field(min_length=1, description="groups (duty schedules apply) or people")
+    to: Annotated[list[Identifier], Reference("contacts")] = Field(
+        min_length=1, description="groups (duty schedules apply) or people")
     after: Seconds = Field(0.0, description="delay since the escalation started, e.g. 10m")
-    template: Identifier = "committee_alert"
+    template: Annotated[Identifier, Reference("templates")] = "committee_alert"
     reminders: Reminders | None = None
 
 
@@ -45,7 +46,8 @@ class EscalateStep(StepSpec):
     action: Literal["escalate"]
     tiers: list[Tier] = Field(min_length=1)
     until: AckRule = Field(default_factory=AckRule, description="acknowledgements that stop the escalation")
-    via: list[Identifier] | None = Field(None, description="mail connectors (default: mail.via)")
+    via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = Field(
+        None, description="mail connectors (default: mail.via)")
 
 
 def plan(spec: EscalateStep, incident_id: str, start: datetime) -> list[TimerRecord]:
@@ -62,7 +64,14 @@ def plan(spec: EscalateStep, incident_id: str, start: datetime) -> list[TimerRec
     return timers
 
 
-async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
+class Escalation(BaseModel):
+    """What the step leaves in the journal: later tiers are timers of their own."""
+
+    scheduled: int = Field(0, description="timers set for the later tiers and reminders")
+    tier1: dict[str, Any] = Field(default_factory=dict, description="delivery summary of the first tier")
+
+
+async def run(ctx: StepContext, spec: EscalateStep) -> Escalation:
     """Schedule the later tiers first (a failing tier 1 must not stop them), then alert tier 1."""
     runtime = ctx.runtime
     start = now_of(runtime)()
@@ -76,7 +85,7 @@ async def run(spec: EscalateStep, ctx: StepContext) -> dict[str, Any]:
             "next": min((t.due_at for t in timers), default=None),
         })
     summary = await send_tier(ctx, spec, 0)
-    return {"scheduled": added, "tier1": summary}
+    return Escalation(scheduled=added, tier1=summary)
 
 
 def on_duty(ctx: StepContext, refs: list[str], at: datetime) -> list[str]:
@@ -103,3 +112,6 @@ async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, remin
                               {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
     return await notify_of(runtime).send(Request(context=ctx, step_id=step_id, to=people or tier.to,
                                                  template=template, via=spec.via, timeout=spec.timeout))
+
+
+STEP = StepType(EscalateStep, run, Escalation)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Callable, Literal
+from typing import Annotated, Awaitable, Callable, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from crisisbot.config.types import Identifier, Seconds
+from crisisbot.config.types import Identifier, Reference, Seconds
 from crisisbot.models import IncidentStatus
 from crisisbot.notify import Request, notify_of
-from crisisbot.steps.base import StepContext, StepSpec
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.steps.snapshot import SnapshotSet, capture_all, select_cameras
 
 CLOSED = {IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled}
@@ -28,13 +28,15 @@ class FollowUpSnapshotsStep(StepSpec):
     consumes = True  # waits for the meeting, so the follow-up emails carry its link
 
     action: Literal["follow_up_snapshots"]
-    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+    cameras: Annotated[list[Identifier] | Literal["zone", "site"], Reference("cameras", keywords=("zone", "site"))] = Field(
         "zone", description="camera ids of the alarm's site, 'zone' or 'site' (as in `snapshot`)")
     every: Seconds = Field(60.0, gt=0, description="one round every ... (e.g. 30s)")
     duration: Seconds = Field(600.0, gt=0, description="for how long (e.g. 10m)")
     capture_timeout: Seconds = Field(10.0, gt=0, description="deadline of each camera in a round")
-    to: list[Identifier] | None = Field(None, description="contact groups or people to email each round")
-    template: Identifier | None = Field(None, description="email template of the rounds (with `to`)")
+    to: Annotated[list[Identifier] | None, Reference("contacts")] = Field(
+        None, description="contact groups or people to email each round")
+    template: Annotated[Identifier | None, Reference("templates")] = Field(
+        None, description="email template of the rounds (with `to`)")
     max_attachment_bytes: int = Field(10_000_000, ge=0, description="image budget of each email")
 
     @model_validator(mode="after")
@@ -65,13 +67,19 @@ async def rounds(every: float, duration: float, one_round: Callable[[int], Await
         slot = max(slot, int((loop.time() - start) // every))
 
 
-async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
+class FollowUpTotals(BaseModel):
+    rounds: int = 0
+    images: int = 0
+    failures: dict[str, str] = Field(default_factory=dict, description="camera: why its last failure")
+
+
+async def run(ctx: StepContext, spec: FollowUpSnapshotsStep) -> FollowUpTotals:
     runtime = ctx.runtime
     step_id = spec.id or "follow_up_snapshots"
     names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
     cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
-    image_store = getattr(runtime, "image_store", None)  # optional until the daemon builds one
-    totals: dict[str, Any] = {"rounds": 0, "images": 0, "failures": {}}
+    image_store = runtime.image_store  # None: no live view (a one-shot command)
+    totals = FollowUpTotals()
     if not cameras:
         return totals
 
@@ -83,8 +91,8 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
         result = await capture_all(cameras, spec.capture_timeout)
         if image_store is not None:
             await image_store.put_many(ctx.incident.id, result.snapshots)
-        totals["images"] += len(result.snapshots)
-        totals["failures"].update(result.failures)
+        totals.images += len(result.snapshots)
+        totals.failures.update(result.failures)
         for name, reason in result.failures.items():
             ctx.log.warning("follow-up round %d, camera %s: %s", number, name, reason)
         await runtime.store.audit("followup.round", ctx.incident.id, {
@@ -93,7 +101,7 @@ async def run(spec: FollowUpSnapshotsStep, ctx: StepContext) -> dict[str, Any]:
         if spec.to and result.snapshots:
             await _email(spec, ctx, f"{step_id}-{number}", result)
 
-    totals["rounds"] = await rounds(spec.every, spec.duration, one_round, keep_going=keep_going)
+    totals.rounds = await rounds(spec.every, spec.duration, one_round, keep_going=keep_going)
     return totals
 
 
@@ -105,3 +113,6 @@ async def _email(spec: FollowUpSnapshotsStep, ctx: StepContext, round_id: str, i
     await notify_of(ctx.runtime).send(Request(
         context=dataclasses.replace(ctx, outputs={**others, round_id: images}), step_id=round_id,
         to=list(spec.to), template=spec.template, max_attachment_bytes=spec.max_attachment_bytes))
+
+
+STEP = StepType(FollowUpSnapshotsStep, run, FollowUpTotals)

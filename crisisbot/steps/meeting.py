@@ -1,7 +1,7 @@
 """Open the crisis meeting, falling back to the next provider when one fails.
 
 The meeting is a produced output: message steps wait for it (up to its deadline)
-so the join link is in the first email. The result is journaled, so a restart
+so the join link is in the first email. The result is journaled (as its `Meeting` fields), so a restart
 reuses the meeting instead of opening a second one.
 """
 
@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from connectors.base import MeetingProvider, MeetingRequest
-from crisisbot.config.types import Identifier, Seconds
+from crisisbot.config.types import Identifier, Reference, Seconds, Templated
 from crisisbot.models import Meeting, utcnow
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 
 class MeetingStep(StepSpec):
     produces = True
 
     action: Literal["meeting"]
-    connector: Identifier = Field(description="meeting connector, e.g. teams or jitsi")
-    fallback: list[Identifier] = Field(default_factory=list, description="tried in order if it fails")
-    subject: str = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
+    connector: Annotated[Identifier, Reference("connectors", of="meeting")] = Field(
+        description="meeting connector, e.g. teams or jitsi")
+    fallback: Annotated[list[Identifier], Reference("connectors", of="meeting")] = Field(
+        default_factory=list, description="tried in order if it fails")
+    subject: Annotated[str, Templated()] = Field("{{ incident.title }}", description="Jinja2 expression for the subject")
     duration: Seconds = 7200.0
-    attendees: list[Identifier] = Field(
+    attendees: Annotated[list[Identifier], Reference("contacts")] = Field(
         default_factory=list, description="groups/people invited by providers that send invitations"
     )
     attempt_timeout: Seconds | None = Field(
@@ -35,7 +37,7 @@ class MeetingStep(StepSpec):
     )
 
 
-async def run(spec: MeetingStep, ctx: StepContext) -> Meeting:
+async def run(ctx: StepContext, spec: MeetingStep) -> Meeting:
     runtime = ctx.runtime
     subject = runtime.templates.render_field(spec.subject, ctx.template_context(), "meeting subject")
     start = utcnow()
@@ -84,20 +86,4 @@ async def run(spec: MeetingStep, ctx: StepContext) -> Meeting:
     raise StepFailed("no meeting could be opened (" + "; ".join(errors) + ")")
 
 
-def to_json(meeting: Meeting) -> dict[str, Any]:
-    return {
-        "provider": meeting.provider, "join_url": meeting.join_url, "meeting_id": meeting.meeting_id,
-        "subject": meeting.subject, "start": meeting.start.isoformat(), "end": meeting.end.isoformat(),
-        "dial_in": meeting.dial_in, "ics": meeting.ics.decode() if meeting.ics else None,
-    }
-
-
-def from_json(data: dict[str, Any]) -> Meeting:
-    from datetime import datetime
-
-    return Meeting(
-        provider=data["provider"], join_url=data["join_url"], meeting_id=data["meeting_id"],
-        subject=data["subject"], start=datetime.fromisoformat(data["start"]),
-        end=datetime.fromisoformat(data["end"]), dial_in=data.get("dial_in"),
-        ics=data["ics"].encode() if data.get("ics") else None,
-    )
+STEP = StepType(MeetingStep, run, Meeting)  # journaled: a restart reuses the meeting

@@ -1,48 +1,97 @@
 """Switch a Modbus coil from a playbook: light the 'help is coming' lamp, silence a siren.
 
-Goes through the Modbus trigger that already polls the device, so one connection
-(and one RS-485 bus master) serves both. Writing a coil is idempotent, so an
-unreachable device is retried until the step deadline.
+Writes through a `modbus-coil` connector, whose connection is the device's shared hub: a
+`modbus` trigger polling the same gateway or bus takes turns on it (crisisbot/hubs/modbus.py).
+The older form, `trigger:` + `device:`, names a device of a modbus trigger and writes
+through the same hub, never through the running trigger. Writing a coil is idempotent, so
+an unreachable device is retried until the step deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Awaitable, Callable, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
-from crisisbot.config.types import Identifier
-from crisisbot.errors import TransientError
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.config.types import Identifier, Reference
+from crisisbot.errors import PermanentError, TransientError
+from crisisbot.hubs.modbus import CoilWriter, ModbusDevices, acquire
+from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class ModbusWriteStep(StepSpec):
     action: Literal["modbus_write"]
-    trigger: Identifier = Field(description="name of the modbus trigger under `triggers:`")
-    device: Identifier = Field(description="device name in that trigger's `devices:`")
+    connector: Annotated[Identifier | None, Reference("connectors", of="coil")] = Field(
+        None, description="a modbus-coil connector under `connectors:`")
+    trigger: Identifier | None = Field(
+        None, description="older form, with `device`: a modbus trigger under `triggers:`")
+    device: Identifier | None = Field(None, description="older form: a device in that trigger's `devices:`")
     address: int = Field(ge=0, le=65535, description="0-based coil address")
     value: bool = Field(description="true: switch on, false: switch off")
 
+    @model_validator(mode="after")
+    def _target(self) -> "ModbusWriteStep":
+        if (self.connector is None) == (self.trigger is None) or (self.trigger is None) != (self.device is None):
+            raise ValueError("give `connector` (a modbus-coil connector), or `trigger` and `device`")
+        return self
 
-async def run(spec: ModbusWriteStep, ctx: StepContext) -> dict[str, Any]:
-    trigger = ctx.runtime.triggers.get(spec.trigger)
-    write = getattr(trigger, "write_coil", None)
-    if write is None:
-        raise StepFailed(f"no running modbus trigger named {spec.trigger!r}")
+
+class CoilWritten(BaseModel):
+    connector: str | None = None
+    trigger: str | None = None
+    device: str | None = None
+    address: int
+    value: bool
+    attempts: int
+
+
+def _writer(ctx: StepContext, spec: ModbusWriteStep) -> Callable[[], Awaitable[None]]:
+    """How to switch the coil: through the connector, or the hub of the trigger's device."""
+    runtime = ctx.runtime
+    if spec.connector is not None:
+        coil = runtime.connectors.get(spec.connector)
+        if not isinstance(coil, CoilWriter):
+            raise StepFailed(f"no modbus-coil connector named {spec.connector!r}")
+        return lambda: coil.write_coil(spec.address, spec.value)
+    pc = runtime.bundle.triggers.get(spec.trigger)
+    if pc is None or not isinstance(pc.config, ModbusDevices):
+        raise StepFailed(f"no modbus trigger named {spec.trigger!r}")
+    link = pc.config.devices.get(spec.device)
+    if link is None:
+        raise StepFailed(f"modbus trigger {spec.trigger} has no device {spec.device!r}")
+
+    async def write() -> None:
+        hub = acquire(runtime.hubs, link)
+        try:
+            await hub.write_coil(link.unit, spec.address, spec.value)
+        finally:
+            runtime.hubs.release(link.link_key())
+
+    return write
+
+
+async def run(ctx: StepContext, spec: ModbusWriteStep) -> CoilWritten:
+    write = _writer(ctx, spec)
+    target = spec.connector or f"{spec.trigger}/{spec.device}"
     attempt = 0
     while True:
         attempt += 1
         try:
-            await write(spec.device, spec.address, spec.value)
+            await write()
         except TransientError as exc:
             if attempt > len(RETRY_DELAYS):
-                raise StepFailed(f"coil {spec.address} on {spec.device}: {exc} ({attempt} attempts)") from exc
+                raise StepFailed(f"coil {spec.address} on {target}: {exc} ({attempt} attempts)") from exc
             delay = RETRY_DELAYS[attempt - 1]
-            ctx.log.warning("coil %s on %s: %s; retrying in %.1fs", spec.address, spec.device, exc, delay)
+            ctx.log.warning("coil %s on %s: %s; retrying in %.1fs", spec.address, target, exc, delay)
             await asyncio.sleep(delay)
             continue
-        return {"trigger": spec.trigger, "device": spec.device, "address": spec.address,
-                "value": spec.value, "attempts": attempt}
+        except PermanentError as exc:
+            raise StepFailed(f"coil {spec.address} on {target}: {exc}") from exc
+        return CoilWritten(connector=spec.connector, trigger=spec.trigger, device=spec.device,
+                           address=spec.address, value=spec.value, attempts=attempt)
+
+
+STEP = StepType(ModbusWriteStep, run, CoilWritten)

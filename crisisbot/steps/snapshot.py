@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping
 
 from pydantic import Field
 
-from connectors.base import Camera, Snapshot
-from crisisbot.config.types import Identifier
-from crisisbot.steps.base import StepContext, StepSpec
+from connectors.base import BuffersFrames, Camera, Snapshot
+from crisisbot.config.types import Identifier, Reference
+from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 
 class SnapshotStep(StepSpec):
     produces = True
 
     action: Literal["snapshot"]
-    cameras: list[Identifier] | Literal["zone", "site"] = Field(
+    cameras: Annotated[list[Identifier] | Literal["zone", "site"], Reference("cameras", keywords=("zone", "site"))] = Field(
         "zone",
         description="camera ids of the alarm's site, 'zone' (cameras of the alarm's zone, "
         "else of the site) or 'site' (every camera of the site)",
@@ -32,6 +32,8 @@ class SnapshotStep(StepSpec):
 
 @dataclass(slots=True)
 class SnapshotSet:
+    """The images of one snapshot step and why each missing camera is missing."""
+
     snapshots: list[Snapshot] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
@@ -47,7 +49,7 @@ def select_cameras(spec: SnapshotStep, ctx: StepContext) -> list[str]:
     return list(site.cameras)
 
 
-async def run(spec: SnapshotStep, ctx: StepContext) -> SnapshotSet:
+async def run(ctx: StepContext, spec: SnapshotStep) -> SnapshotSet:
     names = select_cameras(spec, ctx)
     if not names:
         return SnapshotSet()
@@ -76,7 +78,7 @@ async def capture_all(cameras: Mapping[str, Camera | None], timeout: float,
         if not isinstance(camera, Camera):
             result.failures[name] = "camera is not configured for this site"
             return
-        if prealarm_since is not None and hasattr(camera, "prealarm"):
+        if prealarm_since is not None and isinstance(camera, BuffersFrames):
             result.snapshots.extend(camera.prealarm(prealarm_since))
         try:
             async with asyncio.timeout(timeout):
@@ -88,3 +90,8 @@ async def capture_all(cameras: Mapping[str, Camera | None], timeout: float,
 
     await asyncio.gather(*(grab(n, c) for n, c in cameras.items()))
     return result
+
+
+# not journaled: the images are kept encrypted in the image store, not in the step journal;
+# after a restart the step runs again if a message that needs them has yet to go out
+STEP = StepType(SnapshotStep, run, SnapshotSet, journal=False)

@@ -17,13 +17,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from crisisbot.commands import Acknowledge, Cancel, StandDown
-from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, IncidentClosed, signer_of
-from crisisbot.lifecycle.cancelwindow import CancelRefused
-from crisisbot.lifecycle.context import IncidentNotFound
-from crisisbot.lifecycle.standdown import StandDownRefused
+from crisisbot.errors import CancelRefused, IncidentClosed, IncidentNotFound, StandDownRefused, StepFailed
+from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, signer_of
 from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
-from crisisbot.steps.base import StepFailed
 from crisisbot.web.forms import request_fields
 from crisisbot.web.health import health_route
 from crisisbot.web.refusals import RefusalAudit, Refusals

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from crisisbot.executors import AlarmPriority
+from crisisbot.executors import HOLD, AlarmPriority
 from crisisbot.listeners import ACCEPT_BACKLOG, ConnectionGate, ListenerLimits
 from crisisbot.web.guarded_http import guarded_protocol
 
@@ -27,6 +28,51 @@ def _quiet_disconnects(app: ASGIApp, name: str) -> ASGIApp:
     return wrapped
 
 
+class AcceptPause:
+    """Stops taking new connections off listening sockets for a while: they wait in the
+    kernel's accept queue (the listener's backlog), costing this process nothing, and are
+    accepted when `resume()` comes. Past the backlog, the kernel drops new SYNs and the
+    clients retry a second later: a flood slows itself down.
+
+    Written by hand because asyncio has no public way to pause a server's accept loop
+    (`Server.close()` would reset every waiting connection). It removes the loop's accept
+    reader and puts the very same callback back; on an event loop that does not work
+    this way, it does nothing and the per-connection hold still applies."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._paused: list[tuple[Any, int, Any, tuple[Any, ...]]] = []
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._paused)
+
+    def pause(self, sockets: list[Any]) -> bool:
+        if self._paused:
+            return True
+        loop = asyncio.get_running_loop()
+        try:
+            selector = loop._selector  # type: ignore[attr-defined]
+            for sock in sockets:
+                fd = sock.fileno()
+                handle = selector.get_key(fd).data[0]  # (reader, writer) of a selector event loop
+                self._paused.append((sock, fd, handle._callback, handle._args))
+            for _, fd, _, _ in self._paused:
+                loop.remove_reader(fd)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            log.debug("%s: cannot pause accepting on this event loop (%s)", self._name, exc)
+            self._paused.clear()
+            return False
+        return True
+
+    def resume(self) -> None:
+        paused, self._paused = self._paused, []
+        loop = asyncio.get_running_loop()
+        for sock, fd, callback, args in paused:
+            if sock.fileno() == fd:  # still the open listening socket (not closed by a stop)
+                loop.add_reader(fd, callback, *args)
+
+
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
@@ -42,6 +88,9 @@ class BackgroundServer:
         self._name = name
         self._task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self._hold = hold
+        self._accepts = AcceptPause(name)
+        self._unsubscribe: Any = None
 
     async def start(self) -> int:
         self._task = asyncio.create_task(self._serve(), name=self._name)
@@ -51,7 +100,17 @@ class BackgroundServer:
                 raise OSError(f"{self._name} stopped before listening")
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        if self._hold is not None:
+            self._unsubscribe = self._hold.on_busy(self._hold_new_connections)
         return self.port
+
+    def _hold_new_connections(self) -> None:
+        """A dispatch begins: accept nothing until it is over, HOLD seconds at most."""
+        if self._server.should_exit or self._accepts.paused:
+            return
+        if self._accepts.pause([sock for server in self._server.servers for sock in server.sockets]):
+            assert self._hold is not None
+            self._hold.when_quiet(self._accepts.resume, HOLD)
 
     async def _serve(self) -> None:
         """uvicorn reports a failed bind with sys.exit(), which asyncio would raise out of
@@ -63,6 +122,9 @@ class BackgroundServer:
             raise OSError(f"{self._name}: cannot listen on {config.host}:{config.port} (port in use?)") from exc
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._accepts.resume()  # uvicorn closes the listening sockets itself
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -133,3 +133,34 @@ class LoginThrottle:
         now = self._clock()
         return any((r := self._records.get(key)) is not None and r.locked_until > now
                    for key, _ in self._limits(account, address))
+
+
+class HashBudget:
+    """A token bucket on login hashes across every client: `rate` per second, `burst` at once.
+
+    The per-address rules cannot stop a flood spread over many addresses (1,500 guesses
+    from 250 addresses are 6 each): without a global bound, each failing login costs a
+    scrypt hash, 16 MB of memory traffic and ~30 ms of CPU, so a flood could take a core
+    of a small machine. Past the budget a login is refused before hashing (429), whatever
+    the account name, so the answer still tells nothing about which names exist. Hand-written:
+    one bucket is a dozen lines, a rate-limiting dependency would bring far more."""
+
+    def __init__(self, rate: float = 4.0, burst: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst = rate, burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> float:
+        """0.0 when a hash may start now (and counts it), else the seconds until one may."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    def give_back(self) -> None:
+        """The hash did not run after all (its pool was full)."""
+        self._tokens = min(float(self.burst), self._tokens + 1.0)

@@ -13,6 +13,7 @@ import httpx
 
 from console_helpers import client, console_daemon, enable_console, login, manual_clock
 from crisisbot.cli import main
+from crisisbot.commands import StandDown
 from crisisbot.models import IncidentStatus
 from daemon_helpers import fire_manual
 
@@ -40,7 +41,8 @@ async def test_live_links_stop_after_stand_down_and_its_grace(workspace):
         live = link_of(workspace, "alice")
         async with httpx.AsyncClient() as http:
             during = await http.get(live)
-            await daemon.lifecycle.stand_down(incident.id, IncidentStatus.resolved, "Levée de doute", "alice", "test")
+            await daemon.commands.dispatch(StandDown(incident_id=incident.id, outcome=IncidentStatus.resolved,
+                                                     reason="Levée de doute", actor="alice", via="test"))
             await clock.advance(minutes=9)
             grace = await http.get(live)
             await clock.advance(minutes=2)

@@ -1,5 +1,8 @@
 """`crisisbot check teams`: verify each teams / graph-mail / teams-channel connector.
 
+Shipped with the Teams connectors (entry point `crisisbot.checks`: teams), so the core
+imports none of them.
+
 Read-only unless asked: it gets a token, compares the token's `roles` with the
 permissions the configured mode needs, looks up the mailbox, probes calendar access
 (Exchange RBAC / application access policy scope) and the Teams application access

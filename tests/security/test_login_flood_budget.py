@@ -1,0 +1,96 @@
+"""A login flood spread over many addresses costs a bounded number of password hashes, and
+nothing of the console's starts while an alarm is dispatched: no new connection is
+accepted, no new hash begins (the alarm path gets the CPU and the caches)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+from console_helpers import PASSWORD, client, console_daemon, enable_console, login
+from crisisbot.executors import AlarmPriority, Pool
+from crisisbot.web.throttle import HashBudget
+
+
+def test_the_hash_budget_allows_a_burst_then_a_steady_rate():
+    now = [0.0]
+    budget = HashBudget(rate=4.0, burst=8, clock=lambda: now[0])
+    assert [budget.take() for _ in range(8)] == [0.0] * 8
+    assert budget.take() == 0.25  # the next hash may start in a quarter of a second
+    now[0] += 0.5
+    assert budget.take() == 0.0 and budget.take() == 0.0 and budget.take() > 0
+    budget.give_back()  # a hash that did not run after all is not charged
+    assert budget.take() == 0.0
+    now[0] += 3600
+    assert [budget.take() for _ in range(9)].count(0.0) == 8  # a long quiet spell refills to the burst only
+
+
+async def test_a_flood_from_many_addresses_is_refused_before_hashing_past_the_budget(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        daemon.web.console.hash_budget = HashBudget(rate=4.0, burst=8, clock=lambda: 0.0)  # time stands still
+        hashing = daemon.runtime.executors.hashing
+        before = hashing.completed
+        clients = [client(daemon, f"127.0.9.{i + 1}") for i in range(30)]
+        try:
+            answers = await asyncio.gather(*(login(http, f"intrus{i}", "wrong")
+                                             for i, http in enumerate(clients)))
+        finally:
+            await asyncio.gather(*(http.aclose() for http in clients))
+        hashed = hashing.completed - before
+        async with client(daemon, "127.0.0.1") as operator:  # the budget refills: the operator gets in
+            daemon.web.console.hash_budget = HashBudget()
+            operator_answer = await login(operator, "operator", PASSWORD)
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {401, 429, 503}, codes
+    assert hashed <= 8 and codes.count(429) >= 30 - 8
+    refused = next(a for a in answers if a.status_code == 429)
+    assert "Too many login attempts on this console" in refused.text and int(refused.headers["Retry-After"]) >= 1
+    assert operator_answer.status_code == 303
+
+
+async def test_no_new_console_connection_is_accepted_during_a_dispatch(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        gate = daemon.web._server.gate
+        with priority.urgent():
+            raw = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", daemon.web.port), 5)
+            raw.sendall(b"GET /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            await asyncio.sleep(0.3)
+            admitted_during = gate.open  # the kernel holds the connection; the daemon has not taken it
+        raw.settimeout(10)
+        answer = await asyncio.to_thread(raw.recv, 64)
+        raw.close()
+    assert admitted_during == 0
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_no_new_hash_starts_during_a_dispatch():
+    priority = AlarmPriority()
+    pool = Pool("hashing", workers=2, queue=4, hold=priority)
+    started = threading.Event()
+    try:
+        with priority.urgent():
+            job = asyncio.ensure_future(pool.run(started.set))
+            await asyncio.sleep(0.3)
+            during = started.is_set()
+        await job
+    finally:
+        pool.shutdown()
+    assert not during and started.is_set()
+
+
+async def test_the_hold_spans_the_gaps_between_the_sections_of_one_dispatch():
+    priority = AlarmPriority()
+    began: list[int] = []
+    priority.on_busy(lambda: began.append(1))
+    with priority.urgent():  # intake
+        pass
+    with priority.urgent():  # processing, a moment later: the same dispatch
+        pass
+    held_between = priority.busy
+    await asyncio.sleep(AlarmPriority.GRACE * 4)
+    assert held_between and not priority.busy and priority.quiet.is_set()
+    assert began == [1]
