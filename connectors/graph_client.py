@@ -241,7 +241,7 @@ class GraphConnector(Connector):
     config: GraphSettings
 
     def __init__(self, name: str, config: GraphSettings, services: Services, *, credential: Any | None = None) -> None:
-        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
+        super().__init__(name, with_root(config, services.root), services)
         self._credential = credential  # tests inject one; otherwise built from config
         self._graph: GraphConnection | None = None
         self._opening: asyncio.Task[GraphConnection] | None = None

@@ -199,7 +199,7 @@ def preload(connection: "GraphConnection") -> int:
             body = json.dumps({"value": [_SAMPLES["Event" if wrapper is m.EventCollectionResponse else "OnlineMeeting"]]})
             factory.get_root_parse_node("application/json", body.encode()).get_object_value(wrapper)
     writer = JsonSerializationWriter()
-    for body in (
+    for model in (
         m.CreateOrGetPostRequestBody(external_id="x", participants=m.MeetingParticipants(
             attendees=[m.MeetingParticipantInfo(upn="a@b", role=m.OnlineMeetingRole.Attendee)])),
         m.OnlineMeeting(lobby_bypass_settings=m.LobbyBypassSettings(scope=m.LobbyBypassScope.Organization),
@@ -210,5 +210,5 @@ def preload(connection: "GraphConnection") -> int:
             attachments=[m.FileAttachment(name="a", content_bytes=b"x")],
             internet_message_headers=[m.InternetMessageHeader(name="X-A", value="b")])),
     ):
-        writer.write_object_value(None, body)
+        writer.write_object_value(None, model)
     return len(sys.modules) - before

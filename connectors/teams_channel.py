@@ -49,9 +49,8 @@ class TeamsChannel(CardPoster):
     config: TeamsChannelConfig
 
     def __init__(self, name: str, config: TeamsChannelConfig, services: Services) -> None:
-        root = getattr(services, "root", None)
-        if config.ca_bundle and root and not config.ca_bundle.is_absolute():
-            config = config.model_copy(update={"ca_bundle": Path(root) / config.ca_bundle})
+        if config.ca_bundle and not config.ca_bundle.is_absolute():
+            config = config.model_copy(update={"ca_bundle": Path(services.root) / config.ca_bundle})
         super().__init__(name, config, services)
         self._http: httpx.AsyncClient | None = None
 
@@ -165,8 +164,8 @@ def message(card: dict[str, Any]) -> dict[str, Any]:
 def thumbnail(data: bytes, width: int) -> str | None:
     """A small JPEG data URI (Teams renders data URIs in cards; URLs would need public hosting)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
+        with Image.open(io.BytesIO(data)) as source:
+            img = source.convert("RGB")
             img.thumbnail((width, width))
             out = io.BytesIO()
             img.save(out, "JPEG", quality=50, optimize=True)

@@ -8,6 +8,7 @@ processed and incidents whose playbook did not finish are picked up again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from datetime import timedelta
@@ -45,12 +46,12 @@ class Engine:
 
     # -- AlarmSink ---------------------------------------------------------
     async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
-        """Durably store (with its replay nonce, in the same transaction), then queue;
-        returns once the alarm is safe on disk. Raises `Replayed` for a used nonce."""
+        """Durably store (with its replay nonce, in the same transaction); returns once the
+        alarm is safe on disk. Raises `Replayed` for a used nonce. The alarm is queued as
+        soon as it is committed: its dispatch overlaps the disk flush (store.add_alarm)."""
         alarm = clean_alarm(alarm)  # no control/bidi characters past this point
         with self.runtime.executors.priority.urgent():  # the web server holds strangers back meanwhile
-            if await self.runtime.store.add_alarm(alarm, nonce):
-                self._queue.put_nowait(alarm)
+            await self.runtime.store.add_alarm(alarm, nonce, on_commit=lambda: self._queue.put_nowait(alarm))
         return alarm.id
 
     def known_site(self, site: str) -> bool:
@@ -201,7 +202,10 @@ class Engine:
         finally:
             current_incident.reset(token)
         self._runs[incident.id] = task
-        task.add_done_callback(lambda _t, i=incident.id: self._runs.pop(i, None))
+        task.add_done_callback(functools.partial(self._forget_run, incident.id))
+
+    def _forget_run(self, incident_id: str, _task: "asyncio.Task[None]") -> None:
+        self._runs.pop(incident_id, None)
 
     async def _run(self, incident: Incident, alarm: Alarm | None) -> None:
         runtime = self.runtime

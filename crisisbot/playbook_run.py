@@ -21,7 +21,6 @@ from crisisbot.store.base import StepRecord
 log = logging.getLogger(__name__)
 
 GUARD_FACTOR, GUARD_EXTRA = 1.5, 2.0  # outer safety net around a step's own deadline
-URGENT = {"meeting", "snapshot", "email", "channel_card", "escalate"}  # the dispatch, not the long follow-ups
 
 
 def dependencies(playbook: Playbook) -> dict[str, list[str]]:
@@ -103,7 +102,7 @@ class PlaybookRun:
         await self._save(step, "running", started=started)
         timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
         executors = getattr(self.runtime, "executors", None)
-        urgent = executors.priority.urgent() if executors and step.action in URGENT else contextlib.nullcontext()
+        urgent = executors.priority.urgent() if executors and step.urgent else contextlib.nullcontext()
         try:
             with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
                 async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):

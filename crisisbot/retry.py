@@ -68,10 +68,11 @@ class RetryPolicy:
             return pause if deadline is None else min(pause, max(0.0, deadline - clock()))
 
         def report(state: RetryCallState) -> None:
-            if before_sleep is not None and state.outcome is not None and state.next_action is not None:
-                before_sleep(state.outcome.exception(), state.next_action.sleep)
+            error = state.outcome.exception() if state.outcome is not None else None
+            if before_sleep is not None and error is not None and state.next_action is not None:
+                before_sleep(error, state.next_action.sleep)
 
-        return AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception(predicate),  # type: ignore[arg-type]
+        return AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception(predicate),
                              before_sleep=report, sleep=sleep, reraise=True)
 
     async def call(self, fn: Callable[[], Awaitable[T]], *, retry_on: RetryOn, **options: Any) -> T:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from crisisbot.config.types import Identifier, Seconds, Strict
-from crisisbot.hubs.modbus import FAILURES, ModbusHub, ModbusLink, SerialSettings, acquire
+from crisisbot.hubs.modbus import ModbusHub, ModbusLink, SerialSettings, acquire
 from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.retry import RetryPolicy
 from triggers.base import Trigger
@@ -267,7 +267,7 @@ class ModbusTrigger(Trigger):
                         dev.last_error = f"exception response reading {block.table} {block.start}: {reply}"
                         return None
                     values.append(reply.bits if block.table in BIT_TABLES else reply.registers)
-            except FAILURES as exc:
+            except hub.failures as exc:
                 self.stats["read_errors"] += 1
                 dev.last_error = str(exc) or type(exc).__name__
                 hub.drop()

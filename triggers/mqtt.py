@@ -37,6 +37,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,8 +89,13 @@ class MqttRule(Strict):
             raise ValueError("`kind_field` needs a `kinds` table (payload value -> kind)")
         return self
 
+    @cached_property
+    def wildcard(self) -> aiomqtt.Wildcard:
+        """The filter, parsed once (`Topic.matches(str)` parses and validates it per message)."""
+        return aiomqtt.Wildcard(self.topic)
+
     def accepts(self, topic: aiomqtt.Topic, payload: dict[str, Any]) -> bool:
-        if not topic.matches(self.topic):
+        if not topic.matches(self.wildcard):
             return False
         for path, expected in self.match.items():
             value = field(payload, path)
@@ -368,7 +374,7 @@ class MqttTrigger(Trigger):
             return True
         device = self._devices.get(topic.value)
         if device is None:
-            rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.topic)), None)
+            rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.wildcard)), None)
             if rule is None or payload is None:
                 return True
             values = {"topic": topic.value.split("/"), "payload": payload}
@@ -445,7 +451,7 @@ class MqttTrigger(Trigger):
         for key, saved in self.state.items("device:"):
             topic = key[len("device:"):]
             rule = next((r for r in self.config.rules if r.offline_after and r.topic == saved.get("rule")
-                         and aiomqtt.Topic(topic).matches(r.topic)), None)
+                         and aiomqtt.Topic(topic).matches(r.wildcard)), None)
             if rule is None or not rule.offline_after:
                 self.state.put(key, None)  # no longer supervised
                 continue

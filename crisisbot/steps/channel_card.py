@@ -25,6 +25,8 @@ from crisisbot.steps.snapshot import SnapshotSet
 
 class ChannelCardStep(StepSpec):
     consumes: ClassVar[bool] = True
+    urgent: ClassVar[bool] = True
+    notifies: ClassVar[bool] = True
 
     action: Literal["channel_card"]
     connector: Annotated[Identifier, Reference("connectors")] = Field(description="a teams-channel connector")

@@ -23,6 +23,8 @@ from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 class EmailStep(StepSpec):
     consumes = True
+    urgent = True
+    notifies = True
 
     action: Literal["email"]
     to: Annotated[list[Identifier], Reference("contacts")] = Field(min_length=1, description="contact groups or people")

@@ -42,6 +42,8 @@ class Tier(Strict):
 
 class EscalateStep(StepSpec):
     consumes = True
+    urgent = True
+    notifies = True
 
     action: Literal["escalate"]
     tiers: list[Tier] = Field(min_length=1)

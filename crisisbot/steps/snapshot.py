@@ -20,6 +20,7 @@ from crisisbot.steps.base import StepContext, StepSpec, StepType
 
 class SnapshotStep(StepSpec):
     produces = True
+    urgent = True
 
     action: Literal["snapshot"]
     cameras: Annotated[list[Identifier] | Literal["zone", "site"], Reference("cameras", keywords=("zone", "site"))] = Field(

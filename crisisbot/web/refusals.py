@@ -6,6 +6,12 @@ the store's single writer busy while alarms waited. Now the first refusal of a k
 from an address in a window is audited at once (someone sees it start), the rest of
 that window become one entry with a count when the window ends; and an address past
 `limit` refusals in a window is answered 429 before any work is done.
+
+A flood spread over many addresses would still make one immediate entry per address
+(1,500 logins from 250 addresses: 250 to 500 hash-chained writes in the middle of an
+alarm's own). So at most FIRST_AT_ONCE entries per window are written at once, the
+others wait for the window's end like the rest of their counts, and an immediate entry
+waits while an alarm is being dispatched (`hold`, a few seconds at most).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ log = logging.getLogger(__name__)
 
 Audit = Callable[[str, "str | None", dict[str, Any]], Awaitable[object]]
 MAX_KEYS = 1000  # beyond this many (kind, incident, address) keys in a window, one "*" key
+FIRST_AT_ONCE = 20  # immediate "it starts" entries per window, over all keys
 
 
 @dataclass
@@ -33,10 +40,13 @@ class _Count:
 class RefusalAudit:
     """Aggregates refusals per (kind, incident, client address) and window."""
 
-    def __init__(self, audit: Audit, window: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, audit: Audit, window: float = 60.0, clock: Callable[[], float] = time.time,
+                 hold: Callable[[], Awaitable[None]] | None = None) -> None:
         self._audit = audit
         self.window = window
         self._clock = clock
+        self._hold = hold  # waits while an alarm is dispatched (executors.AlarmPriority)
+        self._firsts = 0
         self._counts: dict[tuple[str, str | None, str], _Count] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -59,7 +69,8 @@ class RefusalAudit:
         entry.count += 1
         if sample is not None and len(entry.samples) < 10:
             entry.samples.add(sample[:64])
-        if entry.count == 1:
+        if entry.count == 1 and self._firsts < FIRST_AT_ONCE:
+            self._firsts += 1
             entry.written = 1
             self._spawn(self._write(key, 1, entry, first=True))
 
@@ -73,6 +84,8 @@ class RefusalAudit:
         data: dict[str, Any] = {"client": client, "count": count, "window_s": self.window}
         if first:
             data["first"] = True
+            if self._hold is not None:
+                await self._hold()
         if entry.samples:
             data["samples"] = sorted(entry.samples)
         try:
@@ -83,6 +96,7 @@ class RefusalAudit:
     async def flush(self) -> None:
         """Write the counts of the window that ends now; start a new window."""
         counts, self._counts = self._counts, {}
+        self._firsts = 0
         for key, entry in counts.items():
             rest = entry.count - entry.written
             if rest > 0:

@@ -6,7 +6,6 @@ proxy in front for anything but loopback).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
@@ -84,9 +83,7 @@ class AlarmFirst:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.priority.busy and not self.has_session(scope):
-            resumed = asyncio.get_running_loop().create_future()
-            self.priority.when_quiet(lambda: resumed.done() or resumed.set_result(None), self.HOLD)
-            await resumed
+            await self.priority.wait_quiet(self.HOLD)
         await self.app(scope, receive, send)
 
 

@@ -94,3 +94,42 @@ async def test_the_hold_spans_the_gaps_between_the_sections_of_one_dispatch():
     await asyncio.sleep(AlarmPriority.GRACE * 4)
     assert held_between and not priority.busy and priority.quiet.is_set()
     assert began == [1]
+
+
+async def test_refusals_from_many_addresses_are_written_at_once_only_up_to_a_cap_and_never_lost():
+    from crisisbot.web.refusals import FIRST_AT_ONCE, RefusalAudit
+
+    written: list[tuple[str, dict]] = []
+
+    async def audit(kind, incident_id, data):
+        written.append((kind, data))
+
+    refusals = RefusalAudit(audit)
+    for i in range(250):  # a flood spread over 250 addresses, two refusals each
+        refusals.note("console.login_busy", None, f"127.0.1.{i}")
+        refusals.note("console.login_busy", None, f"127.0.1.{i}")
+    await asyncio.sleep(0)
+    await asyncio.gather(*refusals._tasks)
+    at_once = len(written)
+    await refusals.flush()  # the window ends
+    assert at_once == FIRST_AT_ONCE
+    assert sum(data["count"] for _, data in written) == 500  # every refusal is counted
+    assert {data["client"] for _, data in written} == {f"127.0.1.{i}" for i in range(250)}
+
+
+async def test_an_immediate_refusal_entry_waits_for_the_dispatch():
+    from crisisbot.web.refusals import RefusalAudit
+
+    priority = AlarmPriority()
+    written: list[str] = []
+
+    async def audit(kind, incident_id, data):
+        written.append(kind)
+
+    refusals = RefusalAudit(audit, hold=priority.wait_quiet)
+    with priority.urgent():
+        refusals.note("console.login_failed", None, "127.0.0.9", "intrus")
+        await asyncio.sleep(0.3)
+        during = list(written)
+    await asyncio.gather(*refusals._tasks)
+    assert during == [] and written == ["console.login_failed"]
