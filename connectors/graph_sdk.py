@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
@@ -37,7 +38,7 @@ from crisisbot.errors import PermanentError
 log = logging.getLogger(__name__)
 
 
-def build_credential(settings: GraphSettings) -> Any:
+def build_credential(settings: GraphSettings) -> AsyncTokenCredential:
     """An azure-identity async credential; it caches and refreshes tokens itself."""
     from azure.identity import aio
 
@@ -95,7 +96,7 @@ class _BudgetRetryHandler(RetryHandler):
 class GraphConnection:
     """One credential + one HTTP pool + the SDK client, opened and closed with the connector."""
 
-    def __init__(self, settings: GraphSettings, credential: Any | None = None) -> None:
+    def __init__(self, settings: GraphSettings, credential: AsyncTokenCredential | None = None) -> None:
         self.settings = settings
         self.credential = credential if credential is not None else build_credential(settings)
         self._owns_credential = credential is None
