@@ -206,7 +206,7 @@ class SmtpMailer(Mailer):
                     # the session's state is unknown now: fail this message, leave the rest to others
                     await report(self._result(message, DeliveryStatus.failed, f"{type(exc).__name__}: {exc}"))
                     return
-                committing = asyncio.create_task(report(result))
+                committing = asyncio.ensure_future(report(result))  # the verdict commits while the next DATA is prepared
             if committing is not None:
                 await committing
                 committing = None

@@ -36,6 +36,8 @@ from crisisbot.config.types import Seconds
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
     from connectors import graph_models as m
 else:
     m = sdk_models  # msgraph's models, imported on first use (see connectors/graph_client.py)
@@ -98,7 +100,7 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
     Config = TeamsConfig
     config: TeamsConfig
 
-    def __init__(self, name: str, config: TeamsConfig, services: Services, *, credential: Any | None = None) -> None:
+    def __init__(self, name: str, config: TeamsConfig, services: Services, *, credential: "AsyncTokenCredential | None" = None) -> None:
         super().__init__(name, config, services, credential=credential)
         self._organizer_id = config.organizer_id
 

@@ -139,8 +139,8 @@ def message(card: dict[str, Any]) -> dict[str, Any]:
 def thumbnail(data: bytes, width: int) -> str | None:
     """A small JPEG data URI (Teams renders data URIs in cards; URLs would need public hosting)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
+        with Image.open(io.BytesIO(data)) as source:
+            img = source.convert("RGB")
             img.thumbnail((width, width))
             out = io.BytesIO()
             img.save(out, "JPEG", quality=50, optimize=True)

@@ -264,7 +264,7 @@ class Daemon:
 
 
 def _accepts_state(cls: type) -> bool:
-    parameters = inspect.signature(cls.__init__).parameters.values()
+    parameters = inspect.signature(cls).parameters.values()
     return any(p.name == "state" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 

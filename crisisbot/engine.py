@@ -8,6 +8,7 @@ processed and incidents whose playbook did not finish are picked up again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from datetime import timedelta
@@ -201,7 +202,10 @@ class Engine:
         finally:
             current_incident.reset(token)
         self._runs[incident.id] = task
-        task.add_done_callback(lambda _t, i=incident.id: self._runs.pop(i, None))
+        task.add_done_callback(functools.partial(self._forget_run, incident.id))
+
+    def _forget_run(self, incident_id: str, _task: "asyncio.Task[None]") -> None:
+        self._runs.pop(incident_id, None)
 
     async def _run(self, incident: Incident, alarm: Alarm | None) -> None:
         runtime = self.runtime

@@ -44,7 +44,7 @@ def wire_size(raw: int) -> int:
 
 
 def decode(data: bytes, max_side: int | None = None) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
+    image: Image.Image = Image.open(io.BytesIO(data))
     if max_side and image.format == "JPEG":
         image.draft("RGB", (max_side, max_side))  # let libjpeg scale down while decoding: far cheaper
     image = image.convert("RGB")
@@ -69,7 +69,8 @@ class FaceDetector:
     def __post_init__(self) -> None:
         import cv2
 
-        self._cascades = [cv2.CascadeClassifier(cv2.data.haarcascades + name) for name in CASCADES]
+        folder = cv2.data.haarcascades  # type: ignore[attr-defined]  # cv2's stubs omit cv2.data
+        self._cascades = [cv2.CascadeClassifier(folder + name) for name in CASCADES]
         if any(c.empty() for c in self._cascades):
             raise RuntimeError("OpenCV's Haar cascades are missing; install opencv-python-headless 4.x")
 
@@ -243,7 +244,7 @@ def _blur_all(frames: list[tuple[bytes, int]], mode: BlurMode) -> list[Image.Ima
     def work(worker: int) -> None:
         for index in range(worker, len(frames), workers):
             data, side = frames[index]
-            out[index] = blur_image(decode(data, side), detectors[worker], mode)[0]  # type: ignore[arg-type]
+            out[index] = blur_image(decode(data, side), detectors[worker], mode)[0]
 
     if workers == 1:
         work(0)

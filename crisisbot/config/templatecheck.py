@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 SAMPLE_TIME = datetime(2026, 3, 3, 9, 30, tzinfo=timezone.utc)
 
 
-class AnyDetails(dict):  # type: ignore[type-arg]
+class AnyDetails(dict):
     """`alarm.details` in a pre-flight render: every key exists, as a placeholder."""
 
     def __missing__(self, key: Any) -> str:
@@ -79,10 +79,11 @@ def _samples(bundle: "Bundle", playbook: "Playbook") -> Iterator[Alarm]:
     sites = match.sites or list(bundle.config.sites) or ["sample-site"]
     site_id = sites[0]
     site = bundle.config.sites.get(site_id)
-    zone = (match.zones or list(site.zones if site else []) or [None])[0]
+    zones: list[str | None] = [*(match.zones or list(site.zones if site else []))]
+    zone = (zones or [None])[0]
     for kind in match.kinds or [EventKind.panic]:
         alarm = Alarm(source=(match.sources or ["manual"])[0], site=site_id, zone=zone,
-                      input=(match.inputs or [None])[0], kind=kind,
+                      input=match.inputs[0] if match.inputs else None, kind=kind,
                       severity=match.min_severity or Severity.critical, label="Sample alarm",
                       occurred_at=SAMPLE_TIME, received_at=SAMPLE_TIME, drill=bool(match.drill))
         alarm.details = AnyDetails()

@@ -139,4 +139,4 @@ class ModbusDevices(Protocol):
 
 def acquire(hubs: Any, link: ModbusLink) -> ModbusHub:
     """The hub of this link from `hubs` (crisisbot.hubs.Hubs), opened on first use."""
-    return hubs.acquire(link.link_key(), lambda: ModbusHub(link))  # type: ignore[no-any-return]
+    return hubs.acquire(link.link_key(), lambda: ModbusHub(link))

@@ -25,12 +25,12 @@ async def find_incident(runtime: "Runtime", alarm: Alarm) -> Incident | None:
     """The open incident this follow-up is about: same dedup key, else same site and input/zone."""
     store = runtime.store
     if alarm.dedup_key:
-        found = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key,  # type: ignore[arg-type]
+        found = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key,
                                                drill=alarm.drill)
         if found is not None:
             return found
     for incident in reversed(await store.active_incidents(alarm.site)):  # the latest first
-        first = (await store.incident_alarms(incident.id) or [None])[0]
+        first = next(iter(await store.incident_alarms(incident.id)), None)
         if first is None or incident.drill != alarm.drill:
             continue
         same_point = (alarm.input and alarm.input == first.input) or (

@@ -115,7 +115,7 @@ class Lifecycle:
         window = playbook.lifecycle.cancel_window if playbook else None
         if window is None or not self.cancel_windows.open_for(incident):
             return
-        first = (await self.runtime.store.incident_alarms(incident.id) or [None])[0]
+        first = next(iter(await self.runtime.store.incident_alarms(incident.id)), None)
         if first is not None and pressed_again(window, first, alarm, self.runtime):
             await self.cancel_windows.cancel(incident.id, by=f"{alarm.source} pressed again", via="input")
 

@@ -160,8 +160,8 @@ class Notify:
         # (the step's outer guard leaves half a deadline more)
         alerted = await self.meta_alert(ctx, step_id, summary, 0.4 * timeout)
         raise NotReached(
-            f"reached {reached} of {len(recipients)} ({needed} required): {len(summary['rejected'])} rejected, "
-            f"{len(summary['retrying'])} retrying in the background; {alerted}"
+            f"reached {reached} of {len(recipients)} ({needed} required): {len(by_status[DeliveryStatus.rejected])} "
+            f"rejected, {len(by_status[DeliveryStatus.retrying])} retrying in the background; {alerted}"
         )
 
     def _frozen(self, request: Request, recipients: list[Recipient], images: EmailImages,

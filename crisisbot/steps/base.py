@@ -65,7 +65,8 @@ class StepContext:
             "incident": self.incident,
             "alarm": alarm,
             "site": view,
-            "zone_name": view.zones[alarm.zone].name if view and alarm.zone in view.zones else alarm.zone,
+            "zone_name": view.zones[alarm.zone].name if view and alarm.zone is not None and alarm.zone in view.zones
+            else alarm.zone,
             "site_id": alarm.site,
             "site_name": site.name if site else alarm.site,
             "timezone": site.timezone if site else "UTC",
@@ -111,7 +112,7 @@ class StepType(Generic[C, O]):
         """The output as stored in the journal (JSON types), or None when not journaled."""
         if not self.journal or output is None:
             return None
-        return self._adapter.dump_python(output, mode="json")  # type: ignore[no-any-return]
+        return self._adapter.dump_python(output, mode="json")
 
     def load(self, stored: Any) -> O:
         """A journaled output back as its type; raises pydantic's ValidationError on a row

@@ -56,10 +56,10 @@ def _writer(ctx: StepContext, spec: ModbusWriteStep) -> Callable[[], Awaitable[N
         if not isinstance(coil, CoilWriter):
             raise StepFailed(f"no modbus-coil connector named {spec.connector!r}")
         return lambda: coil.write_coil(spec.address, spec.value)
-    pc = runtime.bundle.triggers.get(spec.trigger)
+    pc = runtime.bundle.triggers.get(spec.trigger) if spec.trigger is not None else None
     if pc is None or not isinstance(pc.config, ModbusDevices):
         raise StepFailed(f"no modbus trigger named {spec.trigger!r}")
-    link = pc.config.devices.get(spec.device)
+    link = pc.config.devices.get(spec.device) if spec.device is not None else None
     if link is None:
         raise StepFailed(f"modbus trigger {spec.trigger} has no device {spec.device!r}")
 

@@ -16,6 +16,7 @@ when other processes flush), a NORMAL commit ~0.02 ms.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -70,6 +71,11 @@ def _ts(value: datetime) -> str:
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _at(value: str) -> datetime:
+    """A NOT NULL timestamp column."""
+    return datetime.fromisoformat(value)
 
 
 def _run(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -351,7 +357,12 @@ class SqliteStore(Store):
         """Run statements and audit appends in one committed transaction;
         `durable` waits for the disk (power-cut safe) before returning."""
         statements, audits = list(statements), list(audits)
-        return await self._transaction(lambda conn: (_run(conn, statements), audits)[1], durable)
+
+        def work(conn: sqlite3.Connection) -> Audits:
+            _run(conn, statements)
+            return audits
+
+        return await self._transaction(work, durable)
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
                            retry: bool = True) -> list[AuditEntry]:
@@ -478,7 +489,7 @@ class SqliteStore(Store):
             batches, self._unsynced = self._unsynced, []
             sync = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
             self._syncs.add(sync)
-            sync.add_done_callback(lambda done, batches=batches: self._synced(batches, done))
+            sync.add_done_callback(functools.partial(self._synced, batches))
 
     def _synced(self, batches: list[tuple[AlarmBatch, list[bool | Replayed]]], sync: asyncio.Future[None]) -> None:
         self._syncs.discard(sync)
@@ -520,7 +531,7 @@ class SqliteStore(Store):
     def _incident(row: aiosqlite.Row) -> Incident:
         return Incident(
             id=row["id"], site=row["site"], playbook=row["playbook"], status=IncidentStatus(row["status"]),
-            opened_at=_dt(row["opened_at"]), updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
+            opened_at=_at(row["opened_at"]), updated_at=_at(row["updated_at"]),
             title=row["title"], drill=bool(row["drill"]), data=json.loads(row["data"]),
             outcome=PlaybookOutcome(row["outcome"]),
         )
@@ -581,7 +592,8 @@ class SqliteStore(Store):
     async def set_incident_status(self, incident_id: str, status: IncidentStatus, reason: str = "",
                                   only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
-            sql, params = "UPDATE incidents SET status=?, updated_at=? WHERE id=?", (status.value, _ts(utcnow()), incident_id)
+            sql = "UPDATE incidents SET status=?, updated_at=? WHERE id=?"
+            params: tuple[Any, ...] = (status.value, _ts(utcnow()), incident_id)
             if only_from is not None:
                 sql, params = sql + " AND status=?", (*params, only_from.value)
             changed = conn.execute(sql, params).rowcount
@@ -652,8 +664,12 @@ class SqliteStore(Store):
 
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
         statements, audits = self._delivery_writes(records, audit)
-        if len(records) > INLINE_RECORDS or not self._transaction_inline(
-                lambda conn: (_run(conn, statements), audits)[1]):
+
+        def work(conn: sqlite3.Connection) -> Audits:
+            _run(conn, statements)
+            return audits
+
+        if len(records) > INLINE_RECORDS or not self._transaction_inline(work):
             await self._write(statements, audits)
 
     def _transaction_inline(self, work: Callable[[sqlite3.Connection], Audits]) -> bool:
@@ -680,7 +696,7 @@ class SqliteStore(Store):
     def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
             list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
         now = _ts(utcnow())
-        statements = [
+        statements: list[tuple[str, tuple[Any, ...]]] = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
              "attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
              "status=excluded.status, detail=excluded.detail, transport=excluded.transport, "
@@ -689,7 +705,7 @@ class SqliteStore(Store):
               r.transport, r.attempts, now))
             for r in records
         ]
-        audits = [
+        audits: list[tuple[str, str | None, dict[str, Any]]] = [
             ("delivery." + r.status.value, r.incident_id,
              {"step": r.step_id, "person": r.person_id, "address": r.address, "transport": r.transport,
               "detail": r.detail, "attempts": r.attempts})
@@ -724,7 +740,7 @@ class SqliteStore(Store):
         if limit:
             sql += f" LIMIT {int(limit)}"
         rows = await self._rows(sql, params)
-        return [AuditEntry(r["seq"], _dt(r["at"]), r["kind"], r["incident_id"], json.loads(r["data"]),  # type: ignore[arg-type]
+        return [AuditEntry(r["seq"], _at(r["at"]), r["kind"], r["incident_id"], json.loads(r["data"]),
                            r["prev_hash"], r["hash"]) for r in rows]
 
     async def verify_audit(self) -> AuditReport:
@@ -749,7 +765,7 @@ class SqliteStore(Store):
     # -- lifecycle: timers, acknowledgements, silences ---------------------------
     @staticmethod
     def _timer(r: aiosqlite.Row) -> TimerRecord:
-        return TimerRecord(r["id"], r["kind"], _dt(r["due_at"]), r["incident_id"],  # type: ignore[arg-type]
+        return TimerRecord(r["id"], r["kind"], _at(r["due_at"]), r["incident_id"],
                            json.loads(r["payload"]), r["status"])
 
     async def _change(self, sql: str, params: tuple[Any, ...]) -> int:
@@ -826,7 +842,7 @@ class SqliteStore(Store):
 
     async def get_acks(self, incident_id: str) -> list[AckRecord]:
         rows = await self._rows("SELECT * FROM acks WHERE incident_id=? ORDER BY at", (incident_id,))
-        return [AckRecord(r["incident_id"], r["person_id"], r["response"], r["via"], _dt(r["at"]))  # type: ignore[arg-type]
+        return [AckRecord(r["incident_id"], r["person_id"], r["response"], r["via"], _at(r["at"]))
                 for r in rows]
 
     async def add_silence(self, silence: SilenceRecord) -> None:
@@ -856,7 +872,7 @@ class SqliteStore(Store):
         else:
             rows = await self._rows("SELECT * FROM silences WHERE ended_at IS NULL AND ends_at>? ORDER BY starts_at",
                                     (_ts(active_at),))
-        return [SilenceRecord(r["id"], r["site"], _dt(r["starts_at"]), _dt(r["ends_at"]),  # type: ignore[arg-type]
+        return [SilenceRecord(r["id"], r["site"], _at(r["starts_at"]), _at(r["ends_at"]),
                               r["reason"], r["created_by"], r["input"], r["playbook"], _dt(r["ended_at"]))
                 for r in rows]
 

@@ -103,7 +103,7 @@ def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | 
                           "Bad request")
         try:
             outcome = await commands.dispatch(Acknowledge(
-                incident_id=found.incident_id, person=found.recipient_id, response=response,  # type: ignore[arg-type]
+                incident_id=found.incident_id, person=found.recipient_id, response=response,
                 actor=found.recipient_id, via="link"))
         except IncidentClosed as exc:
             return _reply(request, 409, {"error": "closed", "message": str(exc)}, "Incident closed")

@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crisisbot.health import Check
+from crisisbot.health import Check, Status
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
 
-SUPERVISION = {"ok": "up", "degraded": "degraded"}  # anything else the supervisor says is "down"
+SUPERVISION: dict[str, Status] = {"ok": "up", "degraded": "degraded"}  # anything else the supervisor says is "down"
 
 
 def supervision_check(runtime: "Runtime"):
@@ -26,7 +26,7 @@ def supervision_check(runtime: "Runtime"):
             return Check("down", {"state": "starting"})
         _, body = await lifecycle.supervision.health()
         details = {k: v for k, v in body.items() if k != "status"}
-        return Check(SUPERVISION.get(str(body.get("status")), "down"), details)  # type: ignore[arg-type]
+        return Check(SUPERVISION.get(str(body.get("status")), "down"), details)
 
     return check
 
