@@ -29,6 +29,8 @@ from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import ConnectorError, PermanentError, TransientError, CredentialRefused
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
     from connectors.graph_sdk import GraphConnection
 
 OPEN_AFTER = 2.0  # seconds after start() the background opening begins, if nothing needs Graph sooner
@@ -240,8 +242,8 @@ class GraphConnector(Connector):
 
     config: GraphSettings
 
-    def __init__(self, name: str, config: GraphSettings, services: Services, *, credential: Any | None = None) -> None:
-        super().__init__(name, with_root(config, getattr(services, "root", None)), services)
+    def __init__(self, name: str, config: GraphSettings, services: Services, *, credential: "AsyncTokenCredential | None" = None) -> None:
+        super().__init__(name, with_root(config, services.root), services)
         self._credential = credential  # tests inject one; otherwise built from config
         self._graph: GraphConnection | None = None
         self._opening: asyncio.Task[GraphConnection] | None = None

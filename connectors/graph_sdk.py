@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
@@ -37,7 +38,7 @@ from crisisbot.errors import PermanentError
 log = logging.getLogger(__name__)
 
 
-def build_credential(settings: GraphSettings) -> Any:
+def build_credential(settings: GraphSettings) -> AsyncTokenCredential:
     """An azure-identity async credential; it caches and refreshes tokens itself."""
     from azure.identity import aio
 
@@ -95,7 +96,7 @@ class _BudgetRetryHandler(RetryHandler):
 class GraphConnection:
     """One credential + one HTTP pool + the SDK client, opened and closed with the connector."""
 
-    def __init__(self, settings: GraphSettings, credential: Any | None = None) -> None:
+    def __init__(self, settings: GraphSettings, credential: AsyncTokenCredential | None = None) -> None:
         self.settings = settings
         self.credential = credential if credential is not None else build_credential(settings)
         self._owns_credential = credential is None
@@ -199,7 +200,7 @@ def preload(connection: "GraphConnection") -> int:
             body = json.dumps({"value": [_SAMPLES["Event" if wrapper is m.EventCollectionResponse else "OnlineMeeting"]]})
             factory.get_root_parse_node("application/json", body.encode()).get_object_value(wrapper)
     writer = JsonSerializationWriter()
-    for body in (
+    for model in (
         m.CreateOrGetPostRequestBody(external_id="x", participants=m.MeetingParticipants(
             attendees=[m.MeetingParticipantInfo(upn="a@b", role=m.OnlineMeetingRole.Attendee)])),
         m.OnlineMeeting(lobby_bypass_settings=m.LobbyBypassSettings(scope=m.LobbyBypassScope.Organization),
@@ -210,5 +211,5 @@ def preload(connection: "GraphConnection") -> int:
             attachments=[m.FileAttachment(name="a", content_bytes=b"x")],
             internet_message_headers=[m.InternetMessageHeader(name="X-A", value="b")])),
     ):
-        writer.write_object_value(None, body)
+        writer.write_object_value(None, model)
     return len(sys.modules) - before

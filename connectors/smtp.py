@@ -12,6 +12,7 @@ import asyncio
 import ssl
 from collections import deque
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any, Literal
 
 import aiosmtplib
@@ -38,6 +39,7 @@ class SmtpConfig(Strict):
     keep_alive: Seconds = Field(30.0, description="keep idle sessions open this long for the next batch (0: close)")
 
 
+@lru_cache(maxsize=64)  # one sender for a whole committee: parse it once
 def _bare(sender: str) -> str:
     """Envelope sender: the address part of a 'Name <address>' From."""
     return parseaddr(sender)[1] or sender
@@ -204,7 +206,7 @@ class SmtpMailer(Mailer):
                     # the session's state is unknown now: fail this message, leave the rest to others
                     await report(self._result(message, DeliveryStatus.failed, f"{type(exc).__name__}: {exc}"))
                     return
-                committing = asyncio.create_task(report(result))
+                committing = asyncio.ensure_future(report(result))  # the verdict commits while the next DATA is prepared
             if committing is not None:
                 await committing
                 committing = None

@@ -12,7 +12,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Coroutine, Sequence, cast
 
 from crisisbot import __version__, cli_lifecycle, cli_status, cli_web, logs
 from crisisbot.config.bundle import Bundle, load_bundle
@@ -20,6 +20,7 @@ from crisisbot.commands import AlarmTaken, TriggerAlarm
 from crisisbot.control import send
 from crisisbot.errors import CommandRefused, ConfigError, CrisisbotError, Problem
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.store.base import BacksUp
 from crisisbot.store.files import restrict_umask
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -46,10 +47,10 @@ def _store_location(args: argparse.Namespace) -> tuple[str, Path]:
     store, found_store = validate_model(StoreConfig, doc, ("store",)) if "store" in data else (StoreConfig(), [])
     paths, found_paths = validate_model(Paths, doc, ("paths",)) if "paths" in data else (Paths(), [])
     problems += found_store + found_paths
-    if problems:
+    if problems or store is None or paths is None:
         raise ConfigError(problems)
-    data_dir = Path(paths.data)  # type: ignore[union-attr]
-    return store.url, data_dir if data_dir.is_absolute() else path.parent / data_dir  # type: ignore[union-attr]
+    data_dir = Path(paths.data)
+    return store.url, data_dir if data_dir.is_absolute() else path.parent / data_dir
 
 
 def _setup_logging(bundle: Bundle, args: argparse.Namespace) -> None:
@@ -269,10 +270,9 @@ async def _backup(url: str, data_dir: Path, target: Path) -> int:
     if target.exists():
         raise CrisisbotError(f"{target} already exists; give a new file name (a backup never overwrites)")
     async with opened_store(url, data_dir) as store:
-        backup = getattr(store, "backup", None)
-        if backup is None:
+        if not isinstance(store, BacksUp):
             raise CrisisbotError("this store has no built-in backup; use the database's own tools")
-        await backup(target)
+        await store.backup(target)
     print(f"backup written to {target} ({target.stat().st_size} bytes, integrity checked); "
           "restore: see \"Backup and restore\" in docs/operations.md")
     return EXIT_OK
@@ -288,8 +288,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from crisisbot.plugins import CHECKS, load
+    from crisisbot.preflight import CheckResult
 
-    check_teams = load(CHECKS, "teams")  # connectors/teams_check.py, shipped with the Teams connectors
+    # connectors/teams_check.py, shipped with the Teams connectors: a function, not a plugin class
+    check_teams = cast(Callable[..., Coroutine[Any, Any, list[CheckResult]]], load(CHECKS, "teams"))
     bundle = _bundle(args)
     results = asyncio.run(check_teams(bundle.config, create_test_meeting=args.create_test_meeting, root=bundle.root))
     if not results:
@@ -423,9 +425,9 @@ def run_to_exit(argv: Sequence[str] | None = None) -> None:
     lingering = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     for thread in lingering:
         thread.join(LINGER)
-    lingering = [t.name for t in lingering if t.is_alive()]
-    if lingering:
-        print(f"crisisbot: exiting although thread(s) {', '.join(lingering)} still run", file=sys.stderr)
+    names = [t.name for t in lingering if t.is_alive()]
+    if names:
+        print(f"crisisbot: exiting although thread(s) {', '.join(names)} still run", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -8,12 +8,17 @@ A command whose `needs_daemon` says why is refused in-process.
 
 A command resent with the same `command_id` (a client that timed out, a peer instance
 retrying) gets the first answer back instead of acting twice, for as long as this
-process remembers it (the last REMEMBERED commands).
+process remembers it (the last REMEMBERED commands). Beyond that memory — another
+process, a restart — the handlers are idempotent where the operation is: an
+acknowledgement is recorded once, a stand-down sends only what is missing, a cancelled
+incident stays cancelled, and a silence or a drill run takes an id derived from the
+command's, so the store refuses the second one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
@@ -147,14 +152,22 @@ async def _stand_down(bus: CommandBus, command: StandDown) -> StoodDown:
 
 
 async def _cancel(bus: CommandBus, command: Cancel) -> Cancelled:
+    from crisisbot.models import IncidentStatus
+
+    done = await bus.runtime.store.get_incident(command.incident_id)
+    if done is not None and done.status is IncidentStatus.cancelled:  # asked again: what was wanted is done
+        return Cancelled(incident_id=done.id)
     incident = await bus.lifecycle.cancel_windows.cancel(command.incident_id, command.actor, command.via)
     return Cancelled(incident_id=incident.id)
 
 
 async def _silence_add(bus: CommandBus, command: SilenceAdd) -> SilenceAdded:
-    silence = await bus.lifecycle.maintenance.add(command.site, command.duration, command.reason, command.actor,
-                                                  input=command.input, playbook=command.playbook,
-                                                  starts_at=command.starts_at)
+    silence_id = _derived_id("silence", command)
+    silence = next((s for s in await bus.runtime.store.list_silences() if s.id == silence_id), None)
+    if silence is None:
+        silence = await bus.lifecycle.maintenance.add(command.site, command.duration, command.reason, command.actor,
+                                                      input=command.input, playbook=command.playbook,
+                                                      starts_at=command.starts_at, silence_id=silence_id)
     return SilenceAdded(silence_id=silence.id, ends_at=silence.ends_at)
 
 
@@ -166,7 +179,8 @@ async def _run_drill(bus: CommandBus, command: RunDrill) -> DrillStarted:
     drills = bus.runtime.bundle.config.lifecycle.drills
     if command.drill not in drills:
         raise CommandInvalid(f"unknown drill '{command.drill}'; known: {', '.join(drills) or 'none'}")
-    return DrillStarted(drill=command.drill, alarm_id=await bus.lifecycle.drills.run_now(command.drill))
+    run_key = f"command:{command.command_id}"  # the alarm id derives from it: a resent run is refused by the store
+    return DrillStarted(drill=command.drill, alarm_id=await bus.lifecycle.drills.run_now(command.drill, run_key))
 
 
 async def _list_sessions(bus: CommandBus, command: ListSessions) -> SessionsListed:
@@ -195,6 +209,11 @@ async def _revoke_links(bus: CommandBus, command: RevokeLinks) -> LinksRevoked:
     await bus.runtime.store.audit("links.revoked", done["incident_id"], {
         "person": done["person"], "scope": done["scope"], "by": command.actor, "via": command.via})
     return LinksRevoked(incident_id=done["incident_id"], person=done["person"], scope=done["scope"])
+
+
+def _derived_id(kind: str, command: Command) -> str:
+    """A record id that is the same each time this command is carried out."""
+    return hashlib.sha256(f"{kind}:{command.command_id}".encode()).hexdigest()[:12]
 
 
 HANDLERS: dict[type[Command], Callable[[CommandBus, Any], Awaitable[Result]]] = {

@@ -25,6 +25,7 @@ The stdlib ThreadPoolExecutor has no queue bound, hence the semaphore in `Pool`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -64,8 +65,7 @@ class Pool:
         self.workers = workers
         self.capacity = workers + queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"crisisbot-{name}",
-                                            initializer=_lower_priority if nice else None,
-                                            initargs=(nice,) if nice else ())
+                                            initializer=functools.partial(_lower_priority, nice) if nice else None)
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -218,8 +218,13 @@ class AlarmPriority:
         """Return when no alarm is being dispatched, or after `at_most` seconds."""
         if not self._holding:
             return
-        resumed = asyncio.get_running_loop().create_future()
-        self.when_quiet(lambda: resumed.done() or resumed.set_result(None), at_most)
+        resumed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def resume() -> None:
+            if not resumed.done():
+                resumed.set_result(None)
+
+        self.when_quiet(resume, at_most)
         await resumed
 
     def _enter(self) -> None:

@@ -246,7 +246,7 @@ class ConnectionGate:
 class Deadline:
     """One timer per connection: idle, header/frame, or none while a request is handled."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], object]) -> None:
         self._loop = loop
         self._on_expiry = on_expiry
         self._handle: asyncio.TimerHandle | None = None
@@ -267,7 +267,7 @@ class AcceptErrorThrottle:
     """Event-loop exception handler that summarises accept() failures (EMFILE/ENFILE):
     asyncio reports each one with a traceback, which filled 200 MB of log in 30 s."""
 
-    def __init__(self, previous: Any) -> None:
+    def __init__(self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None) -> None:
         self.previous = previous
         self.burst = BurstLog(log, "accepting a connection failed")
 

@@ -18,7 +18,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 from zoneinfo import ZoneInfo
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, Undefined, select_autoescape
+from jinja2 import (FileSystemLoader, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError, Undefined,
+                    select_autoescape)
 from crisisbot.errors import Problem
 from crisisbot.render_limits import BoundedSandbox, TemplateTimeout, render_capped, time_budget
 
@@ -161,6 +162,7 @@ class TemplateSet:
         self.strict_env = _environment(directory, StrictUndefined)
         self._languages: dict[str, set[str]] = {}
         self._too_slow: dict[tuple[str, str], tuple[float, TemplateTimeout]] = {}
+        self._strings: dict[str, Template] = {}  # templated playbook fields (meeting subject, card title)
 
     def display(self, path: Path) -> str:
         return _display(path, self.display_root)
@@ -246,8 +248,11 @@ class TemplateSet:
         return Rendered(subject=subject, text=out["body.txt"], html=out["body.html"])
 
     def render_string(self, source: str, context: dict[str, Any]) -> str:
+        template = self._strings.get(source)
+        if template is None:  # compiled once per configuration: compiling costs ~1 ms, rendering ~20 µs
+            template = self._strings[source] = self.env.from_string(source)
         with time_budget():
-            return render_capped(self.env.from_string(source), context)
+            return render_capped(template, context)
 
     def render_field(self, source: str, context: dict[str, Any], what: str) -> str:
         """A templated playbook field (meeting subject, card title): one line, and ""

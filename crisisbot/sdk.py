@@ -41,6 +41,7 @@ from crisisbot.errors import (
     ConnectorError,
     CrisisbotError,
     InputRejected,
+    NotReached,
     PermanentError,
     Problem,
     Replayed,
@@ -62,6 +63,9 @@ from crisisbot.models import (
     Recipient,
     Severity,
 )
+from crisisbot.retry import RetryPolicy
+from crisisbot.notify import Request as NotifyRequest
+from crisisbot.notify import notify_of
 from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.store.base import Nonce
 from triggers.base import AlarmSink, Trigger
@@ -77,6 +81,8 @@ __all__ = [
     "Hubs",
     # steps: a playbook action
     "StepSpec", "StepContext", "StepType",
+    # a step that sends a message: `await notify_of(...).send(NotifyRequest(...))` (crisisbot.notify)
+    "NotifyRequest", "notify_of",
     # the data every part exchanges
     "Alarm", "AlarmAction", "EventKind", "Severity", "Incident", "IncidentStatus", "Meeting",
     "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",
@@ -86,5 +92,7 @@ __all__ = [
     "Reference", "Templated",
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
-    "InputRejected", "Replayed", "StepFailed",
+    "InputRejected", "Replayed", "StepFailed", "NotReached",
+    # trying again: the one retry policy (backoff, attempts, deadline, Retry-After)
+    "RetryPolicy",
 ]

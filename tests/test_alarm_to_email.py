@@ -3,6 +3,7 @@ received by a real SMTP server."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from conftest import RecordingHandler, SmtpServer, free_port
@@ -141,3 +142,33 @@ async def test_hanging_primary_meeting_falls_back_within_deadline(workspace, smt
     assert kinds == [("meeting.failed", "slow-meet"), ("meeting.opened", "jitsi")]
     text = smtp_server.handler.to("alice.martin@exemple.fr")[0].message.get_body(("plain",)).get_content()
     assert "https://meet.jit.si/crise-" in text
+
+
+async def test_committee_is_emailed_while_the_alarm_is_still_being_flushed_to_disk(workspace, smtp_server, monkeypatch):
+    """The dispatch starts once the alarm is committed (safe from a crash of the daemon);
+    the sender's acknowledgement still waits for the disk flush (safe from a power cut)."""
+    import threading
+
+    from crisisbot.models import Alarm
+    from crisisbot.store import sqlite as sqlite_store
+
+    flush = threading.Event()
+    real = sqlite_store._datasync
+
+    def held(fd: int) -> None:
+        flush.wait(30)
+        real(fd)
+
+    workspace.use_smtp(smtp_server.port)
+    async with running_daemon(workspace, monkeypatch) as daemon:
+        monkeypatch.setattr(sqlite_store, "_datasync", held)
+        alarm = Alarm(source="test", site="paris-hq", zone="accueil", label="Bouton panique accueil")
+        submitted = asyncio.ensure_future(daemon.engine.submit(alarm))
+        try:
+            incident = await daemon.engine.wait_processed(alarm.id)
+            await daemon.engine.wait_incident(incident.id)
+            assert {r for m in smtp_server.handler.messages for r in m.rcpt} == COMMITTEE
+            assert not submitted.done()  # not acknowledged yet: the flush is held
+        finally:
+            flush.set()
+        assert await submitted == alarm.id

@@ -275,3 +275,34 @@ async def test_cancel_audits_the_same_entry_from_the_cli_and_a_cancel_token(tmp_
                 cancelled += [e.data for e in await store.audit_entries(incident.id) if e.kind == "incident.cancelled"]
     assert smtp.messages == []
     assert cancelled == [{"by": "bruno", "via": "cli"}, {"by": "bruno", "via": "console"}]
+
+
+async def test_a_command_carried_out_again_elsewhere_acts_once(tmp_path):
+    """Another instance (here: a second bus with no memory of the first) receiving the same
+    command adds no second silence, raises no second drill alarm, and a cancel twice is no refusal."""
+    from crisisbot.command_bus import CommandBus
+    from lifecycle_helpers import Workspace, lifecycle_daemon, smtp_recorder, start_clock
+    from test_lifecycle_parts import CANCEL_PLAYBOOK, button
+    from test_lifecycle_safety import DRILL
+
+    ws = Workspace(tmp_path)
+    ws.write("playbooks/bouton.yaml", CANCEL_PLAYBOOK)
+    with smtp_recorder() as (smtp, port):
+        ws.setup(port, drills=DRILL)
+        async with lifecycle_daemon(ws, start_clock()) as daemon:
+            store = daemon.runtime.store
+            other = CommandBus(daemon.runtime, daemon.engine, daemon.lifecycle)
+            alarm = button()
+            await daemon.engine.submit(alarm)
+            incident = await daemon.engine.wait_processed(alarm.id)
+            while "cancel_until" not in (await store.get_incident(incident.id)).data:
+                await asyncio.sleep(0.01)
+            commands = [SilenceAdd(site="paris-hq", duration=3600, reason="travaux", input="porte-9"),
+                        RunDrill(drill="accueil"), Cancel(incident_id=incident.id, actor="bruno")]
+            answers = [(await daemon.commands.dispatch(c), await other.dispatch(c)) for c in commands]
+            await daemon.engine.wait_processed(answers[1][0].alarm_id)  # the drill waits in its cancel window
+            silences = await store.list_silences()
+            drills = [i for i in await store.list_incidents() if i.drill]
+            cancelled = [e for e in await store.audit_entries(incident.id) if e.kind == "incident.cancelled"]
+    assert all(first == again for first, again in answers)
+    assert len(silences) == 1 and len(drills) == 1 and len(cancelled) == 1

@@ -27,6 +27,13 @@ def test_import_layers_of_docs_architecture_hold():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_shipped_code_type_checks():
+    """mypy over crisisbot/, triggers/ and connectors/ ([tool.mypy] in pyproject.toml)."""
+    result = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--no-error-summary"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_concrete_plugin_is_in_the_core_contracts():
     """A new trigger or connector module must be added to its 'core imports no concrete …' contract."""
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]

@@ -29,6 +29,14 @@ def test_built_in_steps_come_from_the_installed_entry_points() -> None:
     assert all(step.action == name and step.Config.model_fields["action"] for name, step in found.items())
 
 
+def test_built_in_steps_declare_what_the_runner_and_the_judge_used_to_list() -> None:
+    found = steps.step_types()
+    urgent = {name for name in BUILT_IN if found[name].Config.urgent}
+    notifies = {name for name in BUILT_IN if found[name].Config.notifies}
+    assert urgent == {"meeting", "snapshot", "email", "channel_card", "escalate"}  # not the long follow-ups
+    assert notifies == {"email", "escalate", "channel_card"}
+
+
 def test_a_meeting_journaled_by_an_older_release_is_read_back() -> None:
     """The shape meeting.to_json wrote before steps had typed outputs."""
     old = {"provider": "jitsi", "join_url": "https://meet.example/room", "meeting_id": "room",
@@ -134,3 +142,16 @@ def test_an_install_without_step_entry_points_says_how_to_fix_it(monkeypatch) ->
             steps.step_types()
     finally:
         steps.step_types.cache_clear()
+
+
+def test_the_modbus_step_and_connector_load_without_pymodbus() -> None:
+    """pymodbus is imported when a hub opens: a site without the Modbus extra still loads
+    every step (the modbus_write step among them) and validates its playbooks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, crisisbot.steps.modbus_write, connectors.modbus_coil, crisisbot.hubs.modbus; "
+            "print('pymodbus' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+

@@ -140,3 +140,34 @@ async def test_alarms_are_answered_only_after_the_wal_sync_and_not_when_it_fails
         assert (await store.verify_audit()).ok
     finally:
         await store.close()
+
+
+async def test_delivery_verdicts_wait_out_another_writer_and_keep_the_audit_chain(tmp_path):
+    """Verdicts are committed on the event loop when the store is free (no thread hop), and
+    through the store's thread, which waits for the lock, when another process writes."""
+    import sqlite3
+
+    from crisisbot.store.base import DeliveryRecord
+
+    def verdict(n: int) -> DeliveryRecord:
+        return DeliveryRecord(f"i:email:p{n}", "i", "email", f"p{n}", f"p{n}@exemple.fr", DeliveryStatus.sent,
+                              "accepted", "relay", 1)
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        await store.save_deliveries([verdict(1)])
+        assert other.execute("SELECT status FROM deliveries WHERE key='i:email:p1'").fetchone() == ("sent",)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        saving = asyncio.ensure_future(store.save_deliveries([verdict(2)]))
+        await asyncio.sleep(0.3)
+        assert not saving.done()  # waits (on the store's thread), does not fail
+        other.execute("COMMIT")
+        await asyncio.wait_for(saving, 10)
+        assert set(await store.get_deliveries("i")) == {"i:email:p1", "i:email:p2"}
+        assert [e.kind for e in await store.audit_entries("i")] == ["delivery.sent", "delivery.sent"]
+        assert (await store.verify_audit()).ok
+    finally:
+        other.close()
+        await store.close()

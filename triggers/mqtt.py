@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.retry import RetryPolicy
 from triggers.base import Trigger
 from triggers.state import monotonic_from_wall, wall_from_monotonic
 
@@ -88,8 +89,13 @@ class MqttRule(Strict):
             raise ValueError("`kind_field` needs a `kinds` table (payload value -> kind)")
         return self
 
+    @cached_property
+    def wildcard(self) -> aiomqtt.Wildcard:
+        """The filter, parsed once (`Topic.matches(str)` parses and validates it per message)."""
+        return aiomqtt.Wildcard(self.topic)
+
     def accepts(self, topic: aiomqtt.Topic, payload: dict[str, Any]) -> bool:
-        if not topic.matches(self.topic):
+        if not topic.matches(self.wildcard):
             return False
         for path, expected in self.match.items():
             value = field(payload, path)
@@ -202,7 +208,8 @@ class MqttTrigger(Trigger):
         )
 
     async def _run(self) -> None:
-        backoff = 0.0
+        # spread out: after a broker restart, every client must not come back at once
+        reconnect, failures = RetryPolicy(first=0.5, cap=self.config.backoff_max, jitter=0.2), 0
         while not self._stopping:
             try:
                 async with self._client() as client:
@@ -214,7 +221,7 @@ class MqttTrigger(Trigger):
                     self.subscribed.set()
                     self.log.info("subscribed to %d topic filter(s) on %s:%s", len(self.config.rules),
                                   self.config.host, self.config.port)
-                    backoff = 0.0
+                    failures = 0
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 self.stats["connection_errors"] += 1
@@ -228,8 +235,8 @@ class MqttTrigger(Trigger):
             self._listening_since = None
             if self._stopping:
                 return
-            backoff = min(max(0.5, backoff * 2), self.config.backoff_max)
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
+            failures += 1
+            await asyncio.sleep(reconnect.pause(failures))
 
     # -- one session: receive, store concurrently, acknowledge in order ------------
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -367,7 +374,7 @@ class MqttTrigger(Trigger):
             return True
         device = self._devices.get(topic.value)
         if device is None:
-            rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.topic)), None)
+            rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.wildcard)), None)
             if rule is None or payload is None:
                 return True
             values = {"topic": topic.value.split("/"), "payload": payload}
@@ -444,7 +451,7 @@ class MqttTrigger(Trigger):
         for key, saved in self.state.items("device:"):
             topic = key[len("device:"):]
             rule = next((r for r in self.config.rules if r.offline_after and r.topic == saved.get("rule")
-                         and aiomqtt.Topic(topic).matches(r.topic)), None)
+                         and aiomqtt.Topic(topic).matches(r.wildcard)), None)
             if rule is None or not rule.offline_after:
                 self.state.put(key, None)  # no longer supervised
                 continue

@@ -492,6 +492,7 @@ class _TcpConnection(asyncio.Protocol):
         self._closed = False
         self._paused = False
         self.peer: Any = None
+        self.gate: ConnectionGate  # the started trigger's, set in connection_made
 
     # -- asyncio.Protocol -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -499,8 +500,9 @@ class _TcpConnection(asyncio.Protocol):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         self.deadline = Deadline(asyncio.get_running_loop(), self._expired)
-        self.gate = self.trigger.gate
-        assert self.gate is not None
+        gate = self.trigger.gate
+        assert gate is not None  # connections arrive only once start() built it
+        self.gate = gate
         if not self.gate.admit(self, str(self.peer[0]) if self.peer else "?"):
             self._closed = True
             transport.abort()

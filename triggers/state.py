@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,14 @@ WRITE_EVERY = 0.2  # seconds between two commits while values keep changing
 RETRY_AFTER = 1.0  # seconds before trying again when the store refused a write
 
 Save = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class StateStore(Protocol):
+    """The two store calls a trigger's state needs (crisisbot.store.base.Store has them)."""
+
+    async def load_trigger_state(self, trigger: str) -> dict[str, Any]: ...
+
+    async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None: ...
 
 
 class TriggerState:
@@ -41,7 +49,7 @@ class TriggerState:
         self.write_errors = 0
 
     @classmethod
-    async def load(cls, store: Any, trigger: str) -> "TriggerState":
+    async def load(cls, store: "StateStore", trigger: str) -> "TriggerState":
         """The state the trigger left in the store (empty for a new trigger)."""
         try:
             values = await store.load_trigger_state(trigger)

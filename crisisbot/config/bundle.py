@@ -16,14 +16,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel
 
-from crisisbot import plugins
+from crisisbot import extras, plugins
 from crisisbot.config.contacts import ContactsFile, Group, Person
 from crisisbot.config.settings import DaemonConfig
 from crisisbot.config.errors import validate_model
 from crisisbot.config.playbook import Playbook
 from crisisbot.config.secrets import Policy, model_policy, never, resolve_refs
 from crisisbot.config.yamlpos import Located, load_yaml
-from crisisbot.errors import ConfigError, Problem
+from crisisbot.errors import ConfigError, MissingExtra, Problem
 from crisisbot.lifecycle import schedules
 from crisisbot.models import Recipient, utcnow
 from crisisbot.rendering import TemplateSet
@@ -158,7 +158,7 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
         parsed, found = validate_model(DaemonConfig, config_doc)
         problems.extend(found)
         config_ok = parsed is not None
-        config = parsed if parsed is not None else config  # type: ignore[assignment]
+        config = parsed if parsed is not None else config
     docs: dict[str, Located] = {config_doc.file: config_doc} if config_doc else {}
 
     def under(name: str) -> Path:
@@ -173,11 +173,13 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
         if doc is None:
             continue
         docs[doc.file] = doc
-        parsed, found = validate_model(ContactsFile, doc)
+        contacts, found = validate_model(ContactsFile, doc)
         problems.extend(found)
-        if parsed is None:
+        if contacts is None:
             continue
-        for section, target, entries in (("people", people, parsed.people), ("groups", groups, parsed.groups)):  # type: ignore[attr-defined]
+        sections: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (  # the same rule for both kinds of id
+            ("people", people, contacts.people), ("groups", groups, contacts.groups))
+        for section, target, entries in sections:
             for key, value in entries.items():
                 if key in people or key in groups:
                     first = origin[("id", key)]
@@ -193,15 +195,15 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
         if doc is None:
             continue
         docs[doc.file] = doc
-        parsed, found = validate_model(Playbook, doc)
+        playbook, found = validate_model(Playbook, doc)
         problems.extend(found)
-        if parsed is None:
+        if playbook is None:
             continue
-        if parsed.id in playbook_docs:  # type: ignore[attr-defined]
-            problems.append(doc.problem(("id",), f"duplicate playbook id '{parsed.id}' (already defined in {playbook_docs[parsed.id].file})"))  # type: ignore[attr-defined]
+        if playbook.id in playbook_docs:
+            problems.append(doc.problem(("id",), f"duplicate playbook id '{playbook.id}' (already defined in {playbook_docs[playbook.id].file})"))
             continue
-        playbook_docs[parsed.id] = doc  # type: ignore[attr-defined]
-        playbooks.append(parsed)  # type: ignore[arg-type]
+        playbook_docs[playbook.id] = doc
+        playbooks.append(playbook)
 
     templates = TemplateSet(under(config.paths.templates), root)
     template_problems = templates.check(root)  # kept apart: the checks below do not depend on them
@@ -213,9 +215,11 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
                     digest=hasher.hexdigest(), files=files)
     if config_doc is not None:
         problems.extend(_load_plugins(bundle, config_doc))
+        problems.extend(_check_blur_installed(bundle, config_doc))
     if config_ok and not problems:
         # cross-references only mean something once every file is valid on its own;
         # before that they would mostly repeat the problems above
+        assert config_doc is not None  # config_ok implies config.yaml was read
         problems.extend(check_references(bundle, config_doc, playbook_docs, origin))
     if config_ok and not problems:
         from crisisbot.config.templatecheck import check_templates  # renders: only once names resolve
@@ -244,7 +248,7 @@ def _plugin_owner(raw: Any) -> Callable[[tuple[Any, ...]], tuple[Any, tuple[Any,
         else:
             return None
         try:
-            return plugins.load(group, str(node["type"])).Config, rest  # type: ignore[index]
+            return plugins.load(group, str(node["type"])).Config, rest
         except Exception:  # noqa: BLE001 - no or unknown type: reported by _load_plugins
             return None, rest
 
@@ -272,7 +276,7 @@ def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
             return None
         try:
             cls = plugins.load(group, str(mapping["type"]))
-        except plugins.UnknownPlugin as exc:
+        except (plugins.UnknownPlugin, plugins.MissingExtra) as exc:
             problems.append(doc.problem(path + ("type",), str(exc)))
             return None
         except ImportError as exc:
@@ -293,6 +297,18 @@ def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
             if (pc := one(plugins.CONNECTORS, mapping, ("sites", site_id, "cameras", cam_id))) is not None:
                 bundle.cameras[(site_id, cam_id)] = pc
     return problems
+
+
+def _check_blur_installed(bundle: Bundle, doc: Located) -> list[Problem]:
+    """Snapshots reach external people only with their faces blurred, which needs OpenCV:
+    without the 'blur' extra such a site must not validate (it would fail at the alarm)."""
+    if not bundle.cameras or extras.installed("blur"):
+        return []
+    if not any(r.external for r in bundle.recipients(list(bundle.people))):
+        return []
+    site_id, _ = next(iter(bundle.cameras))
+    why = "blurring faces in the snapshots sent to external people"
+    return [doc.problem(("sites", site_id, "cameras"), str(MissingExtra(why, "blur", "cv2")), at_key=True)]
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from pydantic import BaseModel
 
-from connectors.base import Camera, Mailer
+from connectors.base import Camera, Connector, Mailer
 from crisisbot.config.types import Reference
 from crisisbot.config.yamlpos import Located
 from crisisbot.errors import Problem
@@ -39,7 +39,8 @@ def check_references(
 
     def connectors_of(kind: str | None) -> set[str]:
         """Connector names, of one capability (`Connector.kind`: mail, meeting…) or all."""
-        return {n for n, pc in bundle.connectors.items() if kind is None or getattr(pc.cls, "kind", None) == kind}
+        return {n for n, pc in bundle.connectors.items()
+                if kind is None or (issubclass(pc.cls, Connector) and pc.cls.kind == kind)}
 
     mailers = connectors_of(Mailer.kind)
 

@@ -6,7 +6,7 @@ import difflib
 import re
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -145,7 +145,8 @@ def problems_from(exc: ValidationError, doc: Located, prefix: PathKey = (),
     out: list[Problem] = []
     seen: set[tuple[PathKey, str]] = set()
     root = _at(doc.data, prefix)
-    for err in exc.errors(include_url=False):
+    for details in exc.errors(include_url=False):
+        err = cast(dict[str, Any], details)  # read and trimmed as a plain dict below
         if err["type"] not in ("enum", "literal_error"):
             err.pop("input", None)  # only choices are echoed back: a value may be a secret
         path = prefix + data_path(root, tuple(err["loc"]))
@@ -159,9 +160,12 @@ def problems_from(exc: ValidationError, doc: Located, prefix: PathKey = (),
     return out
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
 def validate_model(
-    model: type[BaseModel], doc: Located, prefix: PathKey = ()
-) -> tuple[BaseModel | None, list[Problem]]:
+    model: type[Model], doc: Located, prefix: PathKey = ()
+) -> tuple[Model | None, list[Problem]]:
     data = _at(doc.data, prefix)
     try:
         return model.model_validate(data), []

@@ -43,7 +43,7 @@ class Hubs:
         if held is None:
             held = self._held[key] = _Held(make(), 0)
         held.users += 1
-        return held.hub  # type: ignore[no-any-return]
+        return held.hub
 
     def release(self, key: Hashable) -> None:
         held = self._held.get(key)

@@ -6,26 +6,37 @@ a reconnect on the next request after a failure. The `modbus` trigger polls thro
 the `modbus-coil` connector writes coils through it: a coil write never reaches through a
 running input. pymodbus's own background reconnect is off (`reconnect_delay=0`): the
 trigger's backoff is the only one.
+
+pymodbus is imported when a hub opens, not with this module: the `modbus_write` step and
+`validate` use the models and Protocols below on an install without the Modbus extra.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import PermanentError, TransientError
 
+if TYPE_CHECKING:
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+    Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
 log = logging.getLogger(__name__)
 
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 LinkKey = tuple[Any, ...]
-FAILURES = (ModbusException, OSError, asyncio.TimeoutError)  # the link is broken: reconnect
+
+
+def failures() -> tuple[type[BaseException], ...]:
+    """What means the link is broken (drop it, reconnect on the next request)."""
+    from pymodbus.exceptions import ModbusException
+
+    return (ModbusException, OSError, asyncio.TimeoutError)
 
 
 class SerialSettings(Strict):
@@ -65,7 +76,9 @@ class ModbusLink(Strict):
         return self.serial.port if self.transport == "rtu" and self.serial else f"{self.host}:{self.port}"
 
 
-def client_for(link: ModbusLink) -> Client:
+def client_for(link: ModbusLink) -> "Client":
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
     if link.transport == "rtu":
         s = link.serial
         assert s is not None
@@ -80,7 +93,8 @@ class ModbusHub:
 
     def __init__(self, link: ModbusLink) -> None:
         self.where = link.where()
-        self.client: Client = client_for(link)
+        self.client: "Client" = client_for(link)
+        self.failures = failures()
         self.lock = asyncio.Lock()
 
     async def connected(self) -> bool:
@@ -102,7 +116,7 @@ class ModbusHub:
                 if not await self.connected():
                     raise TransientError(f"Modbus device at {self.where} is unreachable")
                 reply = await self.client.write_coil(address, value, device_id=unit)
-            except FAILURES as exc:
+            except self.failures as exc:
                 self.drop()
                 raise TransientError(f"writing coil {address} at {self.where} failed: {exc}") from exc
         if reply.isError():
@@ -125,4 +139,4 @@ class ModbusDevices(Protocol):
 
 def acquire(hubs: Any, link: ModbusLink) -> ModbusHub:
     """The hub of this link from `hubs` (crisisbot.hubs.Hubs), opened on first use."""
-    return hubs.acquire(link.link_key(), lambda: ModbusHub(link))  # type: ignore[no-any-return]
+    return hubs.acquire(link.link_key(), lambda: ModbusHub(link))

@@ -68,7 +68,7 @@ class Drills:
         drills = self.runtime.bundle.config.lifecycle.drills
         kept: set[str] = set()
         for timer in [t for t in await store.list_timers() if t.kind == RUN]:
-            drill_id = timer.payload.get("drill")
+            drill_id = str(timer.payload.get("drill", ""))
             spec = drills.get(drill_id)
             if spec is not None and spec.enabled and drill_id not in kept and \
                     timer.payload.get("when", self._when(spec)) == self._when(spec):

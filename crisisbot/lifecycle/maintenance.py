@@ -35,7 +35,9 @@ class Maintenance:
         timers.register(END, self._expire, wall_clock=True)
 
     async def add(self, site: str, duration: float, reason: str, by: str, *, input: str | None = None,
-                  playbook: str | None = None, starts_at: datetime | None = None) -> SilenceRecord:
+                  playbook: str | None = None, starts_at: datetime | None = None,
+                  silence_id: str | None = None) -> SilenceRecord:
+        """`silence_id`: chosen by the caller so that asking twice adds one silence."""
         bundle = self.runtime.bundle
         if site not in bundle.config.sites:
             raise SilenceRefused(f"unknown site '{site}'")
@@ -44,7 +46,7 @@ class Maintenance:
         if duration <= 0 or not reason.strip():
             raise SilenceRefused("a silence needs a positive duration and a reason")
         start = starts_at or self.clock.now()
-        silence = SilenceRecord(new_id()[:12], site, start, start + timedelta(seconds=duration), reason, by,
+        silence = SilenceRecord(silence_id or new_id()[:12], site, start, start + timedelta(seconds=duration), reason, by,
                                 input, playbook)
         await self.runtime.store.add_silence(silence)
         await self.timers.schedule([TimerRecord(f"silence:{silence.id}:end", END, silence.ends_at, None,

@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from crisisbot.config.playbook import Playbook
     from crisisbot.store.base import StepRecord
 
-NOTIFY_ACTIONS = frozenset({"email", "escalate", "channel_card"})
-
-
 def _missed(output: dict[str, Any]) -> int:
     """Recipients a finished notification step did not reach (lists or counts, per step)."""
     total = 0
@@ -43,7 +40,7 @@ def judge(playbook: "Playbook", journal: dict[str, "StepRecord"]) -> tuple[Playb
     partial: list[str] = []
     for step in playbook.steps:
         record = journal.get(step.id)  # type: ignore[arg-type]
-        notifies = step.action in NOTIFY_ACTIONS
+        notifies = step.notifies  # declared by the step (StepSpec.notifies)
         if record is None or record.status not in ("done", "failed", "skipped"):
             fatal.append(f"step {step.id} did not run")
         elif record.status == "skipped":

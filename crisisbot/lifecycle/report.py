@@ -11,14 +11,14 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from crisisbot.errors import CrisisbotError, ReportError
+from crisisbot.errors import CrisisbotError, MissingExtra, ReportError
 from crisisbot.lifecycle.context import get_incident, incident_context
-from crisisbot.models import DeliveryStatus, Incident
+from crisisbot.models import Alarm, DeliveryStatus, Incident
 from crisisbot.rendering import clean_text
 from crisisbot.timeline import _describe
 from crisisbot.runtime import Runtime
 from crisisbot.steps.snapshot import SnapshotSet
-from crisisbot.store.base import Store
+from crisisbot.store.base import DeliveryRecord, Store
 
 FORMATS = ("md", "html", "pdf")
 _SKIP = {"step.running", "delivery.sending"}
@@ -27,10 +27,10 @@ _SKIP = {"step.running", "delivery.sending"}
 @dataclass
 class Report:
     incident: Incident
-    alarms: list[Any]
+    alarms: list[Alarm]
     timeline: list[dict[str, Any]]
-    deliveries: list[Any]
-    failed: list[Any]
+    deliveries: list[DeliveryRecord]
+    failed: list[DeliveryRecord]
     acks: list[dict[str, Any]]
     meeting: dict[str, Any] | None
     snapshots: list[dict[str, Any]]
@@ -125,5 +125,6 @@ def render(report: Report, fmt: str) -> bytes:
     try:
         from weasyprint import HTML  # optional: PDF only where the package is installed
     except ImportError as exc:
-        raise ReportError("PDF needs the optional 'weasyprint' package; use --format html and print it") from exc
+        missing = MissingExtra("a PDF report", "pdf", "weasyprint")
+        raise ReportError(f"{missing} (or use --format html and print it)") from exc
     return HTML(string=page).write_pdf()

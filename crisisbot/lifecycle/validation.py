@@ -36,7 +36,7 @@ def check_lifecycle(bundle: "Bundle", config_doc: Located, playbook_docs: dict[s
         if group.site is not None and group.site not in config.sites:
             problems.append(doc.problem(("groups", group_id, "site"), _unknown("site", group.site, config.sites)))
         for d_index, slot in enumerate(group.duty):
-            names = [((("members", i)), m) for i, m in enumerate(slot.members or [])]
+            names: list[tuple[tuple[str | int, ...], str]] = [(("members", i), m) for i, m in enumerate(slot.members or [])]
             if slot.rota:
                 names += [(("rota", "shifts", k, i), m) for k, shift in enumerate(slot.rota.shifts) for i, m in enumerate(shift)]
             for path, ref in names:

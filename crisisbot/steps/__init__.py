@@ -23,13 +23,13 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
-def step_types() -> dict[str, StepType]:  # type: ignore[type-arg]
+def step_types() -> dict[str, StepType]:
     """Every installed step by action name. A plugin that fails to load is logged and left
     out (its action is then an unknown action in `validate`), never a crash of the daemon."""
     entries = available(STEPS)
     if not entries:
         raise StepsNotInstalled()
-    found: dict[str, StepType] = {}  # type: ignore[type-arg]
+    found: dict[str, StepType] = {}
     for name, entry in sorted(entries.items()):  # a stable order: the JSON schema is committed
         try:
             step = entry.load()
@@ -46,7 +46,7 @@ def step_types() -> dict[str, StepType]:  # type: ignore[type-arg]
     return found
 
 
-def step_type(action: str) -> StepType:  # type: ignore[type-arg]
+def step_type(action: str) -> StepType:
     return step_types()[action]
 
 

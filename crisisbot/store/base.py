@@ -12,7 +12,8 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from crisisbot.errors import Replayed  # noqa: F401 - re-exported for existing importers
 from crisisbot.store.records import AckRecord, SilenceRecord, TimerRecord
@@ -96,6 +97,14 @@ def entry_hash(prev_hash: str, seq: int, at: str, kind: str, incident_id: str | 
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+@runtime_checkable
+class BacksUp(Protocol):
+    """A store with a built-in online backup (SQLite's backup API); a store without one is
+    backed up with its database's own tools."""
+
+    async def backup(self, target: Path) -> None: ...
+
+
 class Store(ABC):
     # Seconds a write failing for a transient reason (a lock held by another process,
     # a full disk) is tried again before the error reaches the caller. Commands fail
@@ -111,8 +120,12 @@ class Store(ABC):
 
     # alarms ---------------------------------------------------------------
     @abstractmethod
-    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None) -> bool:
+    async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None,
+                        on_commit: Callable[[], None] | None = None) -> bool:
         """Durably record the alarm (and its audit entry); False if the id was already stored.
+
+        `on_commit()` is called once a new alarm is committed (crash-safe), possibly before
+        it is power-cut safe; the return waits for the latter.
 
         With a `nonce`, the nonce is recorded in the same transaction, so an alarm the
         store failed to record never burns its nonce (the sender's retry gets in);

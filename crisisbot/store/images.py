@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,13 +33,17 @@ log = logging.getLogger(__name__)
 class Snapshot(Protocol):
     """What a camera hands over (connectors.base.Snapshot); named here so the store needs no connector."""
 
-    camera: str
-    taken_at: datetime
-    image: "_Image"
+    @property
+    def camera(self) -> str: ...
+    @property
+    def taken_at(self) -> datetime: ...
+    @property
+    def image(self) -> "_Image": ...
 
 
 class _Image(Protocol):
-    data: bytes
+    @property
+    def data(self) -> bytes: ...
 
 SUFFIX = ".jpg.aes"
 _INCIDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -104,7 +108,7 @@ class ImageStore:
         await asyncio.to_thread(self._write, folder, image_id + SUFFIX, sealed)
         return StoredImage(image_id, incident_id, snapshot.camera, snapshot.taken_at, stored_at)
 
-    async def put_many(self, incident_id: str, snapshots: list[Snapshot]) -> list[StoredImage]:
+    async def put_many(self, incident_id: str, snapshots: Sequence[Snapshot]) -> list[StoredImage]:
         return [await self.put(incident_id, s) for s in snapshots]
 
     @staticmethod

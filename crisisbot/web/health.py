@@ -9,24 +9,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crisisbot.health import Check
+from crisisbot.health import Check, Status
 
 if TYPE_CHECKING:
+    from crisisbot.lifecycle.service import Lifecycle
     from crisisbot.runtime import Runtime
 
-SUPERVISION = {"ok": "up", "degraded": "degraded"}  # anything else the supervisor says is "down"
+SUPERVISION: dict[str, Status] = {"ok": "up", "degraded": "degraded"}  # anything else the supervisor says is "down"
 
 
-def supervision_check(runtime: "Runtime"):
+def supervision_check(lifecycle: "Lifecycle | None"):
     """The lifecycle supervisor's verdict (store, queue, timers) as a named check."""
 
     async def check() -> Check:
-        lifecycle = runtime.lifecycle
         if lifecycle is None:
             return Check("down", {"state": "starting"})
         _, body = await lifecycle.supervision.health()
         details = {k: v for k, v in body.items() if k != "status"}
-        return Check(SUPERVISION.get(str(body.get("status")), "down"), details)  # type: ignore[arg-type]
+        return Check(SUPERVISION.get(str(body.get("status")), "down"), details)
 
     return check
 
@@ -52,8 +52,8 @@ def authorized(request: Request, runtime: "Runtime") -> bool:
     return hmac.compare_digest(given[7:].strip().encode(), token.get_secret_value().encode())
 
 
-def health_route(runtime: "Runtime") -> Route:
-    runtime.health.add("supervision", supervision_check(runtime))
+def health_route(runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> Route:
+    runtime.health.add("supervision", supervision_check(lifecycle))
     runtime.health.add("pools", pools_check(runtime))
 
     async def health(request: Request) -> Response:

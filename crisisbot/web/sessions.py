@@ -12,6 +12,7 @@ refreshing every few seconds does not rewrite the file each time.
 
 from __future__ import annotations
 
+import builtins  # `Sessions.list` shadows the builtin inside the class
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
 from crisisbot.models import utcnow
 
@@ -83,8 +84,8 @@ class Sessions:
         self._touched: dict[str, datetime] = {}
 
     async def load(self) -> None:
-        sessions = await self._offload(self._file.read)
-        self._by_key = {s.key: s for s in sessions}  # type: ignore[union-attr]
+        sessions = cast("list[Session]", await self._offload(self._file.read))
+        self._by_key = {s.key: s for s in sessions}
         self._prune()
 
     async def _save(self) -> None:
@@ -136,7 +137,7 @@ class Sessions:
     def known(self, token: str | None) -> bool:
         """A cookie of a session we hold (no expiry check, no side effect): cheap enough to
         look at before any other work on a request."""
-        return bool(token) and _key(token) in self._by_key  # type: ignore[arg-type]
+        return token is not None and token != "" and _key(token) in self._by_key
 
     async def end(self, token: str | None) -> Session | None:
         """Logout: the session is gone server-side, whatever the browser keeps."""
@@ -149,7 +150,7 @@ class Sessions:
         self._prune()
         return sorted(self._by_key.values(), key=lambda s: s.created_at)
 
-    async def revoke(self, session_id: str | None = None, user: str | None = None) -> list[Session]:
+    async def revoke(self, session_id: str | None = None, user: str | None = None) -> builtins.list[Session]:
         """End one session by its public id, or every session of a user."""
         gone = [s for s in self._by_key.values()
                 if (session_id is not None and s.id == session_id) or (user is not None and s.user == user)]
@@ -159,7 +160,7 @@ class Sessions:
             await self._save()
         return gone
 
-    async def keep_only(self, users: set[str]) -> list[Session]:
+    async def keep_only(self, users: set[str]) -> builtins.list[Session]:
         """Drop the sessions of accounts no longer configured (after a reload)."""
         gone = [s for s in self._by_key.values() if s.user not in users]
         for session in gone:
