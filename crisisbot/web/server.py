@@ -114,7 +114,7 @@ class WebServer:
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
-        self.refusals = Refusals(RefusalAudit(runtime.store.audit))
+        self.refusals = Refusals(RefusalAudit(runtime.store.audit, hold=runtime.executors.priority.wait_quiet))
         self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:

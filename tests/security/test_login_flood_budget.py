@@ -163,3 +163,21 @@ async def test_only_an_alarm_input_s_bytes_pulse_the_alarm_priority():
         gate.close()
         console.close()
     assert not after_console and after_input
+
+
+async def test_the_console_s_refusal_audit_waits_for_the_dispatch(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        refusals = daemon.web.refusals.audit
+
+        async def failed_logins() -> list:
+            return [e for e in await daemon.runtime.store.audit_entries() if e.kind == "console.login_failed"]
+
+        with priority.urgent():
+            refusals.note("console.login_failed", None, "127.0.0.9", "intrus")
+            await asyncio.sleep(0.3)
+            during = await failed_logins()
+        await asyncio.gather(*refusals._tasks)
+        after = await failed_logins()
+    assert during == [] and len(after) == 1
