@@ -64,6 +64,7 @@ from crisisbot.models import (
     Severity,
 )
 from crisisbot.clock import Clock, ManualClock
+from crisisbot.retry import RetryPolicy
 from crisisbot.notify import Request as NotifyRequest
 from crisisbot.notify import notify_of
 from crisisbot.steps.base import StepContext, StepServices, StepSpec, StepType
@@ -95,4 +96,6 @@ __all__ = [
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed", "NotReached",
+    # trying again: the one retry policy (backoff, attempts, deadline, Retry-After)
+    "RetryPolicy",
 ]
