@@ -38,6 +38,12 @@ def dependencies(playbook: Playbook) -> dict[str, list[str]]:
     return deps
 
 
+def step_id(step: StepSpec) -> str:
+    """A step's id: the playbook model gives every step one (default '<position>-<action>')."""
+    assert step.id is not None
+    return step.id
+
+
 class PlaybookRun:
     """`priority`: the dispatch steps (`StepSpec.urgent`) mark the alarm path busy while they run,
     so the web server holds strangers' requests back (executors.AlarmPriority)."""
@@ -52,7 +58,7 @@ class PlaybookRun:
             services=services, incident=incident, alarm=alarm, playbook=playbook,
             site=services.bundle.config.sites.get(alarm.site), log=log,
         )
-        self.finished: dict[str, asyncio.Event] = {s.id: asyncio.Event() for s in playbook.steps}  # type: ignore[misc]
+        self.finished: dict[str, asyncio.Event] = {step_id(s): asyncio.Event() for s in playbook.steps}
         self.halted_at: int | None = None
 
     async def run(self) -> None:
@@ -61,23 +67,24 @@ class PlaybookRun:
         deps = dependencies(self.playbook)
         ended = {sid for sid, r in journal.items() if r.status in ("done", "failed", "skipped")}
         for index, step in enumerate(self.playbook.steps):
-            record = journal.get(step.id)  # type: ignore[arg-type]
-            if record is None or step.id not in ended:
+            sid = step_id(step)
+            record = journal.get(sid)
+            if record is None or sid not in ended:
                 continue
             if record.status == "done":
                 output = kept_output(step, record)
                 if output is not None:
-                    self.ctx.outputs[step.id] = output  # type: ignore[index]
-                elif step.produces and any(step.id in deps[other.id] and other.id not in ended
+                    self.ctx.outputs[sid] = output
+                elif step.produces and any(sid in deps[step_id(other)] and other.id not in ended
                                            for other in self.playbook.steps):
                     # its output (e.g. snapshots) was not kept: run it again, since a step that
                     # uses it has yet to run, so the resumed emails still carry the images
                     continue
             if record.status == "failed" and not step.continue_on_error:
                 self.halted_at = index if self.halted_at is None else min(self.halted_at, index)
-            self.finished[step.id].set()  # type: ignore[index]
+            self.finished[sid].set()
         await asyncio.gather(*(
-            self._step(index, step, deps[step.id], journal)  # type: ignore[index]
+            self._step(index, step, deps[step_id(step)], journal)
             for index, step in enumerate(self.playbook.steps)
         ))
         outcome, reason = judge(self.playbook, await store.get_steps(self.incident.id))
