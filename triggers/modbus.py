@@ -327,20 +327,11 @@ class ModbusTrigger(Trigger):
         details: dict[str, Any] = {"device": dev.name, "unit": dev.config.unit, "address": target}
         if faulted:
             details["error"] = dev.last_error
-        else:
-            details["restores"] = EventKind.input_fault.value
-        alarm = Alarm(
-            source=self.name, site=dev.config.site, input=dev.name, kind=kind,
-            severity=Severity.major if faulted else Severity.info,
-            label=f"Modbus device {dev.name} {'not answering' if faulted else 'answering again'}",
-            details=details, raw=f"{dev.name}: {dev.last_error if faulted else 'answered'}",
-        )
-        try:
-            await self.sink.submit(alarm)
-        except Exception:
-            self.stats["submit_errors"] += 1
-            self.log.exception("could not store the link alarm of %s", dev.name)
+        if not await self.submit_link_alarm(
+                kind, site=dev.config.site, input=dev.name, what=dev.name, errors="submit_errors",
+                counted="faults" if faulted else "restores", details=details,
+                label=f"Modbus device {dev.name} {'not answering' if faulted else 'answering again'}",
+                raw=f"{dev.name}: {dev.last_error if faulted else 'answered'}"):
             return False
-        self.stats["faults" if faulted else "restores"] += 1
         self.log.warning("Modbus device %s %s", dev.name, "stopped answering" if faulted else "answers again")
         return True

@@ -444,22 +444,11 @@ class SiaDc09Trigger(Trigger):
     async def _link_alarm(self, panel: _Panel, kind: EventKind) -> bool:
         account = panel.config.account
         silent = kind is EventKind.input_fault
-        details: dict[str, Any] = {"account": account, "supervision": panel.config.supervision}
-        if not silent:
-            details["restores"] = EventKind.input_fault.value
-        alarm = Alarm(
-            source=self.name, site=panel.config.site, input=account, kind=kind, severity=SEVERITY[kind],
-            label=f"Panel {account} {'silent' if silent else 'reporting again'}", details=details,
-            raw=f"supervision: account {account} {'silent' if silent else 'heard'}",
-        )
-        try:
-            await self.sink.submit(alarm)
-        except Exception:
-            self.stats["store_errors"] += 1
-            self.log.exception("could not store the supervision alarm of account %s", account)
-            return False
-        self.stats["alarms"] += 1
-        return True
+        return await self.submit_link_alarm(
+            kind, site=panel.config.site, input=account, what=f"account {account}", errors="store_errors",
+            counted="alarms", label=f"Panel {account} {'silent' if silent else 'reporting again'}",
+            details={"account": account, "supervision": panel.config.supervision},
+            raw=f"supervision: account {account} {'silent' if silent else 'heard'}")
 
 
 class _Udp(asyncio.DatagramProtocol):
