@@ -306,3 +306,17 @@ async def test_a_command_carried_out_again_elsewhere_acts_once(tmp_path):
             cancelled = [e for e in await store.audit_entries(incident.id) if e.kind == "incident.cancelled"]
     assert all(first == again for first, again in answers)
     assert len(silences) == 1 and len(drills) == 1 and len(cancelled) == 1
+
+
+async def test_reload_from_the_cli_answers_whether_the_daemon_took_the_files(workspace, capsys):
+    argv = ["-c", str(workspace.config_path), "reload"]
+    async with running_daemon(workspace) as daemon:
+        playbook = workspace.root / "playbooks" / "panic.yaml"
+        playbook.write_text(playbook.read_text().replace("priority: 10", "priority: 20"))
+        assert await asyncio.to_thread(main, argv) == 0
+        out = capsys.readouterr().out
+        priority = daemon.runtime.bundle.playbook("panic").priority
+        digest = daemon.runtime.bundle.digest
+    assert priority == 20 and f"runs configuration {digest[:12]}" in out
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "no crisisbot daemon answers on" in capsys.readouterr().err
