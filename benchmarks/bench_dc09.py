@@ -11,6 +11,10 @@ ratios hold on a noisy machine:
 
 The SqliteStore sink also runs paced at --rate (ACK latency at the target load).
 
+Each run also reports the receiver's CPU time per frame (this process, all its threads;
+the panels run in a child process): on a machine shared with other work the rates move
+with whatever else runs, the CPU a frame costs much less.
+
     python -m benchmarks.bench_dc09 [--seconds 5] [--panels 50] [--rate 2000]
 """
 
@@ -19,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
+import resource
 import socket
 import statistics
 import tempfile
@@ -92,15 +98,22 @@ def run_panels(port: int, accounts: list[str], seconds: float, interval: float) 
     return asyncio.run(all_panels())
 
 
+def process_cpu() -> float:
+    """CPU seconds of this process, every thread (the panels' child process excluded)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def drive(port: int, accounts: list[str], seconds: float, rate: float | None) -> dict[str, float]:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), process_cpu()
     # the panels run in another process so their CPU does not count against the receiver
     with ProcessPoolExecutor(1) as pool:
         counts, latencies = await asyncio.get_running_loop().run_in_executor(
             pool, run_panels, port, accounts, seconds, len(accounts) / rate if rate else 0.0)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, process_cpu() - cpu
     cuts = statistics.quantiles(latencies, n=100)
-    return {"rate": sum(counts) / elapsed, "p50": cuts[49] * 1000, "p99": cuts[98] * 1000}
+    return {"rate": sum(counts) / elapsed, "p50": cuts[49] * 1000, "p99": cuts[98] * 1000,
+            "cpu_us": used / max(1, sum(counts)) * 1e6}
 
 
 def bench_accounts(panels: int) -> list[str]:
@@ -182,12 +195,16 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
     print(f"  baseline: SqliteStore.add_alarm alone, {panels} writers: {baseline:8.0f} alarms/s")
     for name, r in runs.items():
         print(f"  {name:34s} {r['rate']:7.0f} frames/s  ACK p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms"
-              f"  (errors {r['errors']:.0f})")
+              f"  CPU {r['cpu_us']:5.0f} us/frame  (errors {r['errors']:.0f})")
     best = runs["SqliteStore sink, flat out"]["rate"]
     peer = runs["pysiaalarm receiver, flat out"]["rate"]
     paced = runs[f"SqliteStore sink, paced {rate:.0f}/s"]
     print(f"  ratio receiver+store / store alone: {best / baseline:.2f}")
     print(f"  ratio receiver+store / pysiaalarm receiver (no store): {best / peer:.2f}  (target >= 2)")
+    peer_cpu = runs["pysiaalarm receiver, flat out"]["cpu_us"]
+    print(f"  CPU per frame, pysiaalarm receiver / receiver+store: {peer_cpu / runs['SqliteStore sink, flat out']['cpu_us']:.2f}"
+          f"  (null sink: {peer_cpu / runs['null sink, flat out']['cpu_us']:.2f}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"  target {rate:.0f} frames/s with ACK p99 < 15 ms after storage: "
           f"{'met' if paced['rate'] >= 0.98 * rate and paced['p99'] < 15 else 'NOT met'} on this machine")
 

@@ -55,7 +55,9 @@ class Services:
     root: Path  # directory of config.yaml: relative paths in connector configs start here
     organization: str = "crisisbot"
     sender: str = "crisisbot <crisisbot@localhost>"
-    extras: dict[str, object] = field(default_factory=dict)
+    # the installation's secret (var/secret.key): a connector that must derive something
+    # stable and unguessable from it (Jitsi room names) gets it typed, not from a bag of extras
+    secret_key: bytes | None = None
     hubs: Hubs = field(default_factory=Hubs)  # device connections shared with triggers (Modbus)
 
 

@@ -64,8 +64,8 @@ class JitsiMeetings(MeetingProvider):
     config: JitsiConfig
 
     def room_name(self, incident_id: str) -> str:
-        key = self.services.extras.get("secret_key")
-        if not isinstance(key, bytes):
+        key = self.services.secret_key
+        if key is None:
             raise RuntimeError("the Jitsi connector needs the installation's secret key")
         digest = hmac.new(key, f"jitsi-room:{incident_id}".encode(), hashlib.sha256).hexdigest()[:24]
         return f"{self.config.room_prefix}-{digest}" if self.config.room_prefix else digest

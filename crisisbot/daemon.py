@@ -22,7 +22,7 @@ from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import answer
 from crisisbot.engine import Engine
 from crisisbot.inputs_status import inputs_check
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
@@ -38,7 +38,7 @@ class Daemon:
     def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False) -> None:
         self.config_path = config_path
         self.demo = demo  # `crisisbot demo`: the only mode that starts demo-only triggers
-        self.clock = clock  # lifecycle timers read it; tests pass a ManualClock
+        self.clock = clock  # the runtime's one clock (None: the system's); tests pass a ManualClock
         self.lifecycle: Lifecycle | None = None
         self.bundle = bundle
         self.runtime: Runtime | None = None
@@ -56,7 +56,7 @@ class Daemon:
         try:
             raise_open_files_limit()  # before any listener: an idle-connection flood needs descriptors
             throttle_accept_errors(asyncio.get_running_loop())
-            self.runtime = await Runtime.build(self.bundle)
+            self.runtime = await Runtime.build(self.bundle, clock=self.clock)
             self.runtime.executors.install(asyncio.get_running_loop())
             lock = self.runtime.instance_lock  # which process wrote what, in the audit chain itself
             log.info("%s claimed the data directory %s", lock.instance.describe() if lock else "this process",
@@ -69,12 +69,11 @@ class Daemon:
 
                 await close_earlier_demos(self.runtime.store, self.bundle)
             self.engine = Engine(self.runtime)
-            self.lifecycle = Lifecycle(self.runtime, self.engine, self.clock)
+            self.lifecycle = Lifecycle(self.runtime, self.engine)
             self.commands = CommandBus(self.runtime, self.engine, self.lifecycle, reload=self.reload)
             await self.lifecycle.start()
             await self.engine.start()
-            if self.runtime.notify is not None:
-                await self.runtime.notify.start()  # messages left undelivered before a restart
+            await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
             if self.bundle.config.web.enabled:

@@ -8,7 +8,6 @@ processed and incidents whose playbook did not finish are picked up again.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import OrderedDict
 from datetime import timedelta
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from crisisbot import matching
 from crisisbot.logs import current_incident
-from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, PlaybookOutcome, new_id, utcnow
+from crisisbot.models import Alarm, AlarmAction, Incident, IncidentStatus, PlaybookOutcome, new_id
 from crisisbot.playbook_run import PlaybookRun
 from crisisbot.rendering import clean_alarm
 from crisisbot.runtime import Runtime
@@ -37,7 +36,7 @@ class Engine:
         self.runtime = runtime
         self._queue: asyncio.Queue[Alarm] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._runs = runtime.runs  # shared: a stand-down anywhere interrupts a run through it
         # outcome of recent alarms, for callers that wait on one (control socket, tests);
         # bounded so a long-running daemon does not keep every alarm in memory
         self._recent: OrderedDict[str, Incident | None] = OrderedDict()
@@ -74,7 +73,7 @@ class Engine:
         if self._worker:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        runs = list(self._runs.values())
+        runs = self._runs.tasks()
         if runs:
             await asyncio.wait(runs, timeout=grace)
             for task in runs:
@@ -97,7 +96,7 @@ class Engine:
         """Wait until every queued alarm is processed and every playbook finished."""
         await self._queue.join()
         while self._runs:
-            await asyncio.gather(*self._runs.values(), return_exceptions=True)
+            await asyncio.gather(*self._runs.tasks(), return_exceptions=True)
 
     # -- processing --------------------------------------------------------
     async def _work(self) -> None:
@@ -128,18 +127,19 @@ class Engine:
         bundle = runtime.bundle
         if self.hooks is not None and (handled := await self.hooks.intercept(alarm)) is not None:
             return handled.incident
-        playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, utcnow())
+        now = runtime.clock.now()  # join windows and schedules by the daemon's one clock
+        playbook = matching.select(alarm, bundle.playbooks, bundle.config.sites, now)
         if self.hooks is not None:
             playbook = await self.hooks.route(alarm, playbook)
         # drills and real incidents never join each other: a real alarm during a drill
         # must reach the committee as real, and a drill must not land in a real crisis
         existing = None
         if alarm.dedup_key:  # a follow-up (re-trigger, acknowledge, resolve) of a known event
-            existing = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key, drill=alarm.drill)
+            existing = await store.find_open_incident(alarm.site, None, now, alarm.dedup_key, drill=alarm.drill)
         if existing is None and playbook is not None:
             window = playbook.join_window if playbook.join_window is not None else bundle.config.incidents.join_window
             existing = await store.find_open_incident(
-                alarm.site, playbook.id, utcnow() - timedelta(seconds=window), alarm.dedup_key, drill=alarm.drill
+                alarm.site, playbook.id, now - timedelta(seconds=window), alarm.dedup_key, drill=alarm.drill
             )
         if existing is not None:
             token = current_incident.set(existing.id)
@@ -161,7 +161,7 @@ class Engine:
         label = alarm.label or alarm.kind.value
         incident = Incident(
             id=new_id(), site=alarm.site, playbook=playbook.id, status=IncidentStatus.open,
-            opened_at=utcnow(), updated_at=utcnow(), drill=alarm.drill,
+            opened_at=now, updated_at=now, drill=alarm.drill,
             title=f"{label} — {site.name if site else alarm.site}",
         )
         token = current_incident.set(incident.id)
@@ -190,10 +190,7 @@ class Engine:
 
     async def interrupt(self, incident_id: str) -> None:
         """Stop a playbook still running for an incident that was stood down or cancelled."""
-        task = self._runs.get(incident_id)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._runs.interrupt(incident_id)
 
     def _launch(self, incident: Incident, alarm: Alarm | None = None) -> None:
         token = current_incident.set(incident.id)
@@ -201,11 +198,7 @@ class Engine:
             task = asyncio.create_task(self._run(incident, alarm), name=f"incident-{incident.id}")
         finally:
             current_incident.reset(token)
-        self._runs[incident.id] = task
-        task.add_done_callback(functools.partial(self._forget_run, incident.id))
-
-    def _forget_run(self, incident_id: str, _task: "asyncio.Task[None]") -> None:
-        self._runs.pop(incident_id, None)
+        self._runs.add(incident.id, task)
 
     async def _run(self, incident: Incident, alarm: Alarm | None) -> None:
         runtime = self.runtime
@@ -221,7 +214,7 @@ class Engine:
         if self.hooks is not None and not await self.hooks.before_run(incident, alarm, playbook):
             return
         try:
-            await PlaybookRun(runtime, incident, alarm, playbook).run()
+            await PlaybookRun(runtime.step_services(), runtime.executors.priority, incident, alarm, playbook).run()
         except asyncio.CancelledError:
             log.warning("playbook of incident %s interrupted; it resumes at next start", incident.id)
             raise

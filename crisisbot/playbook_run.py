@@ -11,11 +11,11 @@ import contextlib
 import logging
 
 from crisisbot.config.playbook import Playbook
+from crisisbot.executors import AlarmPriority
 from crisisbot.lifecycle.outcome import judge
-from crisisbot.models import Alarm, Incident, PlaybookOutcome, utcnow
-from crisisbot.runtime import Runtime
+from crisisbot.models import Alarm, Incident, PlaybookOutcome
 from crisisbot.steps import kept_output, step_type
-from crisisbot.steps.base import StepContext, StepFailed, StepSpec
+from crisisbot.steps.base import StepContext, StepFailed, StepServices, StepSpec
 from crisisbot.store.base import StepRecord
 
 log = logging.getLogger(__name__)
@@ -39,19 +39,24 @@ def dependencies(playbook: Playbook) -> dict[str, list[str]]:
 
 
 class PlaybookRun:
-    def __init__(self, runtime: Runtime, incident: Incident, alarm: Alarm, playbook: Playbook):
-        self.runtime = runtime
+    """`priority`: the dispatch steps (`StepSpec.urgent`) mark the alarm path busy while they run,
+    so the web server holds strangers' requests back (executors.AlarmPriority)."""
+
+    def __init__(self, services: StepServices, priority: AlarmPriority | None, incident: Incident, alarm: Alarm,
+                 playbook: Playbook):
+        self.services = services
+        self.priority = priority
         self.incident = incident
         self.playbook = playbook
         self.ctx = StepContext(
-            runtime=runtime, incident=incident, alarm=alarm, playbook=playbook,
-            site=runtime.bundle.config.sites.get(alarm.site), log=log,
+            services=services, incident=incident, alarm=alarm, playbook=playbook,
+            site=services.bundle.config.sites.get(alarm.site), log=log,
         )
         self.finished: dict[str, asyncio.Event] = {s.id: asyncio.Event() for s in playbook.steps}  # type: ignore[misc]
         self.halted_at: int | None = None
 
     async def run(self) -> None:
-        store = self.runtime.store
+        store = self.services.store
         journal = await store.get_steps(self.incident.id)
         deps = dependencies(self.playbook)
         ended = {sid for sid, r in journal.items() if r.status in ("done", "failed", "skipped")}
@@ -98,11 +103,10 @@ class PlaybookRun:
     async def _execute(self, index: int, step: StepSpec, previous: StepRecord | None) -> None:
         assert step.id is not None
         kind = step_type(step.action)
-        started = previous.started_at if previous else utcnow()
+        started = previous.started_at if previous else self.services.clock.now()
         await self._save(step, "running", started=started)
-        timeout = step.timeout or self.runtime.bundle.config.incidents.step_timeout
-        executors = getattr(self.runtime, "executors", None)
-        urgent = executors.priority.urgent() if executors and step.urgent else contextlib.nullcontext()
+        timeout = step.timeout or self.services.bundle.config.incidents.step_timeout
+        urgent = self.priority.urgent() if self.priority and step.urgent else contextlib.nullcontext()
         try:
             with urgent:  # the web server holds back strangers' requests meanwhile (executors.AlarmPriority)
                 async with asyncio.timeout(timeout * GUARD_FACTOR + GUARD_EXTRA):
@@ -121,7 +125,8 @@ class PlaybookRun:
 
     async def _save(self, step: StepSpec, status: str, *, detail: str = "", output=None, started=None) -> None:
         assert step.id is not None
-        ended = utcnow() if status in ("done", "failed", "skipped") else None
-        await self.runtime.store.save_step(
-            StepRecord(self.incident.id, step.id, status, output, detail, started or utcnow(), ended)
+        now = self.services.clock.now()
+        ended = now if status in ("done", "failed", "skipped") else None
+        await self.services.store.save_step(
+            StepRecord(self.incident.id, step.id, status, output, detail, started or now, ended)
         )

@@ -1,24 +1,48 @@
-"""The typed container of everything alive while the daemon runs.
+"""The daemon's services, built once at start-up in one fixed order and torn down at stop.
 
-Built once at start-up and torn down at stop; steps and the engine receive it
-instead of reaching for module-level state.
+Each service is a typed field, set when the runtime is built and never after:
+
+    clock        the one clock (engine join windows, duty rosters, timers, links, images)
+    store        the incidents, alarms, deliveries and audit chain (stamped by the clock)
+    signer       personal links, keyed by the installation's secret (var/secret.key)
+    services     what connectors get (data directory, sender, the secret key)
+    image_store  encrypted originals behind the live-view links (retention by the clock)
+    revocations  revoked personal links
+    hubs         device connections (Modbus) shared by triggers and connectors
+    timers       persistent one-shot timers (escalation, drills, silences); the lifecycle
+                 registers their handlers and runs them
+    executors    pools kept apart from the alarm path
+    health       named checks behind GET /health
+    runs         the playbooks running, by incident (the engine starts, a stand-down interrupts)
+    notify       verdict journal and background retries (made from the runtime: issue 13 item 1)
+    connectors, cameras   started last; a reload swaps their entries in place
+
+Parts receive the services they use, not the runtime: steps get `step_services()`,
+the web routes their signer, store and clock (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Camera, Connector, Services
+from crisisbot.notify.links import AlertLinks
+from crisisbot.clock import Clock, SystemClock
 from crisisbot.config.bundle import Bundle, PluginConfig
 from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks
+from crisisbot.lifecycle.timers import TimerService
+from crisisbot.links import Signer
 from crisisbot.hubs import Hubs
 from crisisbot.store.images import ImageStore
 from crisisbot.models import Recipient
 from crisisbot.notify import Notify
 from crisisbot.rendering import TemplateSet
+from crisisbot.runs import PlaybookRuns
+from crisisbot.services import StepServices
 from crisisbot.store import open_store
 from crisisbot.store.base import Store
 from crisisbot.store.files import load_or_create_key, private_dir, warn_if_open  # noqa: F401 - load_or_create_key re-exported
@@ -34,57 +58,72 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     bundle: Bundle
+    clock: Clock
     store: Store
+    signer: Signer
+    services: Services
+    image_store: ImageStore
+    revocations: Revocations
+    timers: TimerService
+    instance_lock: InstanceLock | None = None  # this process's claim on the data directory
+    executors: Executors = field(default_factory=Executors)
+    health: HealthChecks = field(default_factory=HealthChecks)
+    runs: PlaybookRuns = field(default_factory=PlaybookRuns)  # the playbooks running, by incident
     connectors: dict[str, Connector] = field(default_factory=dict)
     cameras: dict[tuple[str, str], Camera] = field(default_factory=dict)
     triggers: dict[str, "Trigger"] = field(default_factory=dict)
-    services: Services | None = None
-    lifecycle: Any = None  # crisisbot.lifecycle.service.Lifecycle while the daemon runs
-    image_store: ImageStore | None = None  # encrypted originals behind the live-view links
-    revocations: Revocations | None = None  # revoked personal links
-    notify: Notify | None = None  # verdict journal and background retries; retrying starts with the daemon
-    instance_lock: InstanceLock | None = None  # this process's claim on the data directory
-    executors: Executors = field(default_factory=Executors)  # pools kept apart from the alarm path
-    health: HealthChecks = field(default_factory=HealthChecks)  # named checks behind GET /health
     hubs: Hubs = field(default_factory=Hubs)  # device connections triggers and connectors share (Modbus)
+    notify: Notify = field(init=False)  # retrying starts with the daemon (Notify.start)
+
+    def __post_init__(self) -> None:
+        self.notify = Notify(self)
 
     @property
     def templates(self) -> TemplateSet:
         return self.bundle.templates
 
     def recipients(self, refs: list[str]) -> list[Recipient]:
-        return self.bundle.recipients(refs)
+        """The enabled people behind contact refs; duty rosters read at the clock's now."""
+        return self.bundle.recipients(refs, self.clock.now())
+
+    def step_services(self) -> StepServices:
+        """What a step may use, on the configuration in place now."""
+        return StepServices(
+            bundle=self.bundle, clock=self.clock, store=self.store, connectors=self.connectors,
+            cameras=self.cameras, links=AlertLinks.of(self.signer, self.bundle.config), notify=self.notify,
+            images=self.image_store, rendering=self.executors.rendering, timers=self.timers, hubs=self.hubs,
+        )
 
     @classmethod
-    async def build(cls, bundle: Bundle, *, exclusive: bool = True) -> "Runtime":
+    async def build(cls, bundle: Bundle, *, clock: Clock | None = None, exclusive: bool = True) -> "Runtime":
         """Claim the data directory (`exclusive`: one daemon per data), open the store and
         start every connector and camera of the bundle. On any failure what was opened
         is closed again before the error propagates, so the process can exit."""
+        clock = clock or SystemClock()
         data_dir = private_dir(bundle.data_dir)
-        lock = InstanceLock(data_dir).acquire() if exclusive else None
-        warn_if_open(data_dir)
-        try:
-            store = open_store(bundle.config.store.url, data_dir)
-            await store.open()
-        except BaseException:
+        async with AsyncExitStack() as undo:  # unwinds what was opened if a later part fails
+            lock = InstanceLock(data_dir).acquire() if exclusive else None
             if lock is not None:
-                lock.release()
-            raise
-        runtime = cls(bundle, store, instance_lock=lock)
-        runtime.notify = Notify(runtime)
-        try:
-            runtime.services = Services(
-                data_dir=data_dir,
-                root=bundle.root,
-                organization=bundle.config.organization.name,
-                sender=bundle.config.mail.sender,
-                extras={"secret_key": load_or_create_key(data_dir)},
-                hubs=runtime.hubs,
-            )
-            runtime.image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention)
-            await runtime.image_store.start()
+                undo.callback(lock.release)
+            warn_if_open(data_dir)
+            store = open_store(bundle.config.store.url, data_dir, now=clock.now)
+            await store.open()
+            undo.push_async_callback(store.close)
+            key = load_or_create_key(data_dir)
+            hubs = Hubs()  # device connections (Modbus) the triggers and connectors share
+            services = Services(data_dir=data_dir, root=bundle.root, organization=bundle.config.organization.name,
+                                sender=bundle.config.mail.sender, secret_key=key, hubs=hubs)
+            image_store = ImageStore.open(data_dir, retention=bundle.config.incidents.image_retention,
+                                          clock=clock.now)
+            await image_store.start()
+            undo.push_async_callback(image_store.stop)
             load, save = json_file(data_dir / "revoked-links.json")
-            runtime.revocations = await Revocations.load(load, save)
+            revocations = await Revocations.load(load, save, clock=clock.now)
+            timers = TimerService(store, clock, poll=bundle.config.lifecycle.timer_poll)  # started by the lifecycle
+            runtime = cls(bundle, clock, store, Signer(key, clock.now), services, image_store, revocations, timers,
+                          instance_lock=lock, hubs=hubs)
+            undo.pop_all()  # from here on, runtime.close() undoes it all
+        try:
             await runtime.start_connectors()
         except BaseException:
             await runtime.close()
@@ -92,11 +131,18 @@ class Runtime:
         return runtime
 
     async def start_connectors(self) -> None:
-        self.connectors, self.cameras = self._split(await self._started(bundle_items(self.bundle)))
+        self._install(await self._started(bundle_items(self.bundle)))
+
+    def _install(self, started: dict[Any, Connector]) -> None:
+        """Swap the running connectors and cameras in place: the tables lent to steps stay live."""
+        connectors, cameras = self._split(started)
+        self.connectors.clear()
+        self.connectors.update(connectors)
+        self.cameras.clear()
+        self.cameras.update(cameras)
 
     async def _started(self, items: dict[Any, PluginConfig]) -> dict[Any, Connector]:
         """Start the connectors and cameras given; on failure stop those started and raise."""
-        assert self.services is not None
         started: dict[Any, Connector] = {}
         try:
             for key, pc in items.items():
@@ -122,7 +168,7 @@ class Runtime:
                  if k not in running or not same_plugin(pc, type(running[k]), running[k].config)}
         started = await self._started(fresh)
         kept = {k: v for k, v in running.items() if k in wanted and k not in fresh}
-        self.connectors, self.cameras = self._split({**kept, **started})
+        self._install({**kept, **started})
         old = [v for k, v in running.items() if k not in kept]
         await _stop_all(old)
         changed = set(fresh) | {k for k in running if k not in wanted}
@@ -130,18 +176,16 @@ class Runtime:
 
     async def stop_connectors(self) -> None:
         old = [*self.connectors.values(), *self.cameras.values()]
-        self.connectors, self.cameras = {}, {}
+        self._install({})
         await _stop_all(old)
 
     async def close(self) -> None:
         """Stop everything; the store is closed and the data directory released whatever
         fails before (a process whose store thread is left running never exits)."""
         try:
-            if self.notify is not None:
-                await self.notify.stop()
+            await self.notify.stop()
             await self.stop_connectors()
-            if self.image_store is not None:
-                await self.image_store.stop()
+            await self.image_store.stop()
         finally:
             try:
                 await self.store.close()

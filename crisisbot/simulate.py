@@ -11,19 +11,7 @@ from typing import Iterator
 from crisisbot import matching
 from crisisbot.config.bundle import Bundle
 from crisisbot.models import Alarm, Incident, IncidentStatus, Meeting
-from crisisbot.steps.base import StepContext
-
-
-class _DryRuntime:
-    """Just what rendering needs: the bundle and its templates."""
-
-    services = None  # no keys, hence no personal links in a dry run
-    lifecycle = None
-
-    def __init__(self, bundle: Bundle):
-        self.bundle = bundle
-        self.templates = bundle.templates
-        self.recipients = bundle.recipients
+from crisisbot.steps.base import StepContext, StepServices
 
 
 def simulate(bundle: Bundle, alarm: Alarm, at: datetime, show_bodies: bool = True) -> Iterator[str]:
@@ -41,7 +29,8 @@ def simulate(bundle: Bundle, alarm: Alarm, at: datetime, show_bodies: bool = Tru
     incident = Incident(id="SIMULATION", site=alarm.site, playbook=playbook.id, status=IncidentStatus.open,
                         opened_at=at, updated_at=at, drill=alarm.drill,
                         title=f"{alarm.label or alarm.kind.value} — {site.name if site else alarm.site}")
-    ctx = StepContext(runtime=_DryRuntime(bundle), incident=incident, alarm=alarm, playbook=playbook, site=site)  # type: ignore[arg-type]
+    # no keys, hence no personal links in a dry run; duty rosters read at `at`
+    ctx = StepContext(StepServices.dry(bundle, at), incident=incident, alarm=alarm, playbook=playbook, site=site)
     for step in playbook.steps:
         yield ""
         yield f"Step {step.id} ({step.action})" + (f", waits for {', '.join(step.needs)}" if step.needs else "")

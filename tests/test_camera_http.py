@@ -196,7 +196,8 @@ async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(c
 
     from crisisbot.store.images import ImageStore
     from crisisbot.models import Alarm, Incident, IncidentStatus, utcnow
-    from crisisbot.steps.base import StepContext
+    from crisisbot.clock import SystemClock
+    from crisisbot.steps.base import StepContext, StepServices
     from crisisbot.steps.follow_up import FollowUpSnapshotsStep, run
     from crisisbot.store.sqlite import SqliteStore
 
@@ -210,7 +211,7 @@ async def test_follow_up_rounds_store_frames_and_stop_when_the_incident_closes(c
     incident = Incident("inc42", "hq", "panic", IncidentStatus.open, utcnow(), utcnow())
     await store.create_incident(incident, alarm)
     ctx = StepContext(
-        runtime=SimpleNamespace(cameras=cameras, store=store, image_store=images),  # type: ignore[arg-type]
+        StepServices(bundle=None, clock=SystemClock(), store=store, cameras=cameras, images=images),  # type: ignore[arg-type]
         incident=incident, alarm=alarm, playbook=None,  # type: ignore[arg-type]
         site=SimpleNamespace(cameras={"hall": {}, "gate": {}}, zones={"lobby": SimpleNamespace(cameras=["hall", "gate"])}),  # type: ignore[arg-type]
     )
@@ -288,7 +289,7 @@ async def test_follow_up_rounds_are_emailed_once_each_through_the_email_step(
         await daemon.engine.wait_incident(incident.id)
         runtime = daemon.runtime
         alarm = (await runtime.store.incident_alarms(incident.id))[0]
-        ctx = StepContext(runtime=runtime, incident=incident, alarm=alarm,
+        ctx = StepContext(runtime.step_services(), incident=incident, alarm=alarm,
                           playbook=runtime.bundle.playbook(incident.playbook),
                           site=runtime.bundle.config.sites[alarm.site])
         before = len(smtp_server.handler.to("alice.martin@exemple.fr"))

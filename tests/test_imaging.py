@@ -83,6 +83,30 @@ def test_blur_faces_full_resolution_and_full_mode(astronaut: bytes) -> None:
     assert face < 0.05 and background > 10
 
 
+SMALLEST_FACE = 60  # px on a 1080p frame: the size crisisbot/imaging.py documents as found (FaceDetector)
+
+
+@pytest.mark.parametrize("x, y", [(0, 0), (873, 262), (1455, 655)])
+def test_a_60px_face_on_a_1080p_frame_is_blurred_for_external_recipients(x: int, y: int) -> None:
+    """Detection runs on a downscaled copy: the smallest documented face must survive it."""
+    from tests.camera_server import make_jpeg
+
+    scale = SMALLEST_FACE / FACE[3]
+    photo = cv2.resize(skdata.astronaut(), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.asarray(Image.open(io.BytesIO(make_jpeg(1920, 1080, "hall"))).convert("RGB")).copy()
+    frame[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+    original = jpeg(frame, quality=90)
+    external = prepare_for_email([snap("hall", original)], external=True, budget_bytes=10_000_000)[0].data
+    fx, fy = x + round(FACE[0] * scale), y + round(FACE[1] * scale)
+
+    def detail(data: bytes) -> float:
+        face = pixels(data)[fy:fy + SMALLEST_FACE, fx:fx + SMALLEST_FACE].astype(np.uint8)
+        return float(cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+    assert detail(external) / detail(original) < 0.05  # the face's detail is gone
+    assert pixels(external).shape == pixels(original).shape  # blurred at full size
+
+
 def noisy_frame(seed: int, width: int = 1920, height: int = 1080) -> bytes:
     """A large frame that compresses badly (noise over a gradient), like a grainy night image."""
     rng = np.random.default_rng(seed)

@@ -21,7 +21,8 @@ from connectors.teams_channel import AlertCard, TeamsChannel, TeamsChannelConfig
 from crisisbot.config.settings import Site, Zone
 from crisisbot.errors import PermanentError, TransientError
 from crisisbot.models import Alarm, Attachment, EventKind, Incident, IncidentStatus, Meeting
-from crisisbot.steps.base import StepContext, StepFailed
+from crisisbot.clock import SystemClock
+from crisisbot.steps.base import StepContext, StepFailed, StepServices
 from crisisbot.steps.channel_card import ChannelCardStep, run
 from crisisbot.steps.snapshot import SnapshotSet
 from tests.graph_server import WebhookServer
@@ -139,16 +140,18 @@ def context(channel: Any, outputs: dict[str, Any]) -> StepContext:
     async def audit(kind: str, incident_id: str, data: dict[str, Any]) -> None:
         audits.append((kind, incident_id, data))
 
-    runtime = SimpleNamespace(
+    services = StepServices(
+        bundle=SimpleNamespace(  # type: ignore[arg-type]
+            templates=SimpleNamespace(render_string=lambda src, ctx: jinja2.Environment().from_string(src).render(ctx)),
+            config=SimpleNamespace(organization=SimpleNamespace(name="ACME"))),
+        clock=SystemClock(),
+        store=SimpleNamespace(audit=audit, audits=audits),  # type: ignore[arg-type]
         connectors={"ops": channel},
-        templates=SimpleNamespace(render_string=lambda src, ctx: jinja2.Environment().from_string(src).render(ctx)),
-        store=SimpleNamespace(audit=audit, audits=audits),
-        bundle=SimpleNamespace(config=SimpleNamespace(organization=SimpleNamespace(name="ACME"))),
     )
     site = Site(name="Paris HQ", timezone="Europe/Paris", zones={"hall": Zone(name="Main hall")})
     alarm = Alarm(source="webhook", site="paris", zone="hall", kind=EventKind.panic, label="Panic button", occurred_at=AT)
     incident = Incident("inc-42", "paris", "panic", IncidentStatus.open, AT, AT, title="Panic at Paris HQ")
-    return StepContext(runtime=runtime, incident=incident, alarm=alarm, playbook=None, site=site, outputs=outputs)  # type: ignore[arg-type]
+    return StepContext(services, incident=incident, alarm=alarm, playbook=None, site=site, outputs=outputs)  # type: ignore[arg-type]
 
 
 async def test_step_posts_the_card_with_meeting_and_snapshots(hook: WebhookServer, channel: TeamsChannel) -> None:
@@ -166,7 +169,7 @@ async def test_step_posts_the_card_with_meeting_and_snapshots(hook: WebhookServe
     assert [i["altText"] for i in card["body"][2]["images"]] == ["dock 08:00:02"]  # newest first, capped
     assert card["actions"][0]["url"] == JOIN
     assert summary.join_url == JOIN
-    assert ctx.runtime.store.audits[0][:2] == ("channel_card.posted", "inc-42")
+    assert ctx.store.audits[0][:2] == ("channel_card.posted", "inc-42")
     assert ChannelCardStep.consumes is True
 
 

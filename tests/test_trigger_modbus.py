@@ -246,9 +246,9 @@ async def test_coil_connector_and_step_share_the_triggers_connection(plc: Plc, s
         await polls(trigger)  # still polling, on the same connection
         assert plc.server is not None and len(plc.server.active_connections) == 1
 
-        runtime = SimpleNamespace(connectors={"relays": coil}, hubs=hubs,
-                                  bundle=SimpleNamespace(triggers={"plcs": SimpleNamespace(config=trigger.config)}))
-        ctx = SimpleNamespace(runtime=runtime, log=logging.getLogger("t"))
+        services = SimpleNamespace(hubs=hubs, bundle=SimpleNamespace(
+            triggers={"plcs": SimpleNamespace(config=trigger.config)}))
+        ctx = SimpleNamespace(services=services, connector={"relays": coil}.get, log=logging.getLogger("t"))
         spec = modbus_write.ModbusWriteStep(action="modbus_write", connector="relays", address=12, value=False)
         assert (await modbus_write.run(ctx, spec)).attempts == 1  # type: ignore[arg-type]
         assert await plc.get(COIL, 12) is False

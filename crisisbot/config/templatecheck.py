@@ -28,7 +28,7 @@ from crisisbot.errors import Problem
 from crisisbot.models import Alarm, EventKind, Incident, IncidentStatus, Meeting, Recipient, Severity
 from crisisbot.render_limits import render_capped, time_budget
 from crisisbot.rendering import PARTS, error_line
-from crisisbot.steps.base import StepContext
+from crisisbot.steps.base import StepContext, StepServices
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
@@ -43,15 +43,6 @@ class AnyDetails(dict):
 
     def __missing__(self, key: Any) -> str:
         return f"<details.{key}>"
-
-
-class _DryRuntime:
-    services = None
-    lifecycle = None
-
-    def __init__(self, bundle: "Bundle"):
-        self.bundle = bundle
-        self.templates = bundle.templates
 
 
 def templated_fields(step: BaseModel) -> list[str]:
@@ -107,7 +98,7 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
     env = templates.strict_env
     problems: list[Problem] = []
     seen: set[tuple[str, int, str]] = set()
-    runtime = _DryRuntime(bundle)
+    services = StepServices.dry(bundle, SAMPLE_TIME)
 
     def report(file: str, line: int, why: str, playbook_id: str, kind: str) -> None:
         if (file, line, why) not in seen:  # once, for the first playbook that shows it
@@ -139,7 +130,7 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
                                 title=f"{alarm.label} — {site.name if site else alarm.site}")
             meeting = Meeting("sample", "https://meet.example/sample-room", "sample", incident.title,
                               SAMPLE_TIME, SAMPLE_TIME + timedelta(hours=2))
-            ctx = StepContext(runtime=runtime, incident=incident, alarm=alarm, playbook=playbook,  # type: ignore[arg-type]
+            ctx = StepContext(services=services, incident=incident, alarm=alarm, playbook=playbook,
                               site=site, outputs={"meeting": meeting})
             base = ctx.template_context()
             for path, source in fields:

@@ -9,19 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from crisisbot.errors import IncidentClosed, IncidentNotFound
-from crisisbot.lifecycle.clock import Clock, SystemClock
+from crisisbot.clock import Clock
 from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.models import IncidentStatus
-from crisisbot.notify.links import (  # noqa: F401 - re-exported: personal links moved to the notify service
-    ACK,
-    CANCEL,
-    STAND_DOWN,
-    ack_url,
-    public_url,
-    signer_of,
-    stand_down_url,
-)
+from crisisbot.notify.links import ACK, CANCEL, STAND_DOWN, signer_of  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
@@ -35,8 +27,7 @@ CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.ca
 
 
 def clock_of(runtime: "Runtime") -> Clock:
-    lifecycle = getattr(runtime, "lifecycle", None)
-    return lifecycle.clock if lifecycle is not None else SystemClock()
+    return runtime.clock
 
 
 def rule_of(playbook: "Playbook | None") -> AckRule:

@@ -39,7 +39,7 @@ async def incident_context(runtime: Runtime, incident: Incident, extra: dict[str
         if output is not None:
             outputs[step_id] = output
     return LifecycleContext(
-        runtime=runtime, incident=incident, alarm=alarms[0], playbook=playbook,
+        services=runtime.step_services(), incident=incident, alarm=alarms[0], playbook=playbook,
         site=runtime.bundle.config.sites.get(alarms[0].site), outputs=outputs, log=log, extra=extra or {},
     )
 

@@ -5,11 +5,11 @@ acknowledge is noted. Not handled (None) when no open incident is found."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from crisisbot.lifecycle.acks import CLOSED
 from crisisbot.lifecycle.standdown import stand_down
-from crisisbot.models import Alarm, AlarmAction, EventKind, Incident, IncidentStatus, utcnow
+from crisisbot.models import Alarm, AlarmAction, EventKind, Incident, IncidentStatus
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -25,7 +25,7 @@ async def find_incident(runtime: "Runtime", alarm: Alarm) -> Incident | None:
     """The open incident this follow-up is about: same dedup key, else same site and input/zone."""
     store = runtime.store
     if alarm.dedup_key:
-        found = await store.find_open_incident(alarm.site, None, utcnow(), alarm.dedup_key,
+        found = await store.find_open_incident(alarm.site, None, runtime.clock.now(), alarm.dedup_key,
                                                drill=alarm.drill)
         if found is not None:
             return found
@@ -40,7 +40,9 @@ async def find_incident(runtime: "Runtime", alarm: Alarm) -> Incident | None:
     return None
 
 
-async def handle(runtime: "Runtime", alarm: Alarm) -> Incident | None:
+async def handle(runtime: "Runtime", alarm: Alarm,
+                 spawn: "Callable[[Coroutine[Any, Any, Any], str], None] | None" = None) -> Incident | None:
+    """`spawn`: runs the all-clear beside the alarm queue (the lifecycle's); None: awaited here."""
     incident = await find_incident(runtime, alarm)
     if incident is None or incident.status in CLOSED:
         return None
@@ -57,8 +59,8 @@ async def handle(runtime: "Runtime", alarm: Alarm) -> Incident | None:
         closing = stand_down(runtime, incident.id, IncidentStatus.resolved,
                              f"restore received from {alarm.source}" + (f" ({alarm.input})" if alarm.input else ""),
                              by=alarm.source, via="restore")
-        if runtime.lifecycle is not None:  # the end-of-alert emails must not hold the alarm queue
-            runtime.lifecycle.spawn(closing, f"stand-down of {incident.id} after a restore")
+        if spawn is not None:  # the end-of-alert emails must not hold the alarm queue
+            spawn(closing, f"stand-down of {incident.id} after a restore")
         else:
             await closing
     log.info("incident %s: restore from %s (%s)", incident.id, alarm.source, mode)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
 from crisisbot.lifecycle.cancelwindow import CancelWindows, applies, pressed_again
-from crisisbot.lifecycle.clock import Clock, SystemClock
+from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.drills import Drills
 from crisisbot.lifecycle.hooks import Handled
 from crisisbot.lifecycle.maintenance import Maintenance
@@ -30,12 +30,11 @@ log = logging.getLogger(__name__)
 
 
 class Lifecycle:
-    def __init__(self, runtime: "Runtime", engine: "Engine", clock: Clock | None = None) -> None:
+    def __init__(self, runtime: "Runtime", engine: "Engine") -> None:
         self.runtime = runtime
         self.engine = engine
-        self.clock: Clock = clock or SystemClock()
-        config = runtime.bundle.config.lifecycle
-        self.timers = TimerService(runtime.store, self.clock, poll=config.timer_poll)
+        self.clock: Clock = runtime.clock
+        self.timers: TimerService = runtime.timers
         for kind, handler in escalation.handlers(runtime).items():
             self.timers.register(kind, handler)
         self.maintenance = Maintenance(runtime, self.clock, self.timers)
@@ -63,7 +62,6 @@ class Lifecycle:
             log.exception("%s failed", name)
 
     async def start(self) -> None:
-        self.runtime.lifecycle = self
         self.engine.hooks = self
         await self.timers.start()
         await self.drills.start()
@@ -79,12 +77,11 @@ class Lifecycle:
         await self.supervision.stop()
         await self.timers.stop()
         self.engine.hooks = None
-        self.runtime.lifecycle = None
 
     # -- engine hooks ------------------------------------------------------------
     async def intercept(self, alarm: Alarm) -> Handled | None:
         if restores.is_follow_up(alarm):
-            incident = await restores.handle(self.runtime, alarm)
+            incident = await restores.handle(self.runtime, alarm, self.spawn)
             if incident is not None:
                 return Handled(incident)
         silence = await self.maintenance.active_for(alarm)

@@ -17,7 +17,7 @@ from crisisbot.errors import StandDownRefused, StepFailed
 from crisisbot.lifecycle.acks import CLOSED, clock_of
 from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import DeliveryStatus, IncidentStatus, Meeting, PlaybookOutcome
-from crisisbot.notify import Request, notify_of
+from crisisbot.notify import Request
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
@@ -57,9 +57,7 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     cancelled = await store.cancel_timers(incident.id)
     if cancelled:
         await store.audit("escalation.stopped", incident.id, {"reason": "stood down", "timers_cancelled": cancelled})
-    lifecycle = getattr(runtime, "lifecycle", None)
-    if lifecycle is not None:
-        await lifecycle.engine.interrupt(incident.id)
+    await runtime.runs.interrupt(incident.id)  # its playbook, if it still runs in this process
     await store.finish_playbook(incident.id, PlaybookOutcome.stopped, f"stood down as {outcome.value} before it ended")
     incident = await get_incident(runtime, incident.id)
     data = incident.data.get("stand_down", {})
@@ -73,7 +71,7 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     if people:
         request = Request(context=ctx, step_id=STEP_ID, to=people, template=ctx.playbook.lifecycle.stand_down.template)
         try:
-            summary = await notify_of(runtime).send(request)
+            summary = await runtime.notify.send(request)
         except StepFailed as exc:
             await store.audit("stand_down.failed", incident.id, {"error": str(exc)})
             raise

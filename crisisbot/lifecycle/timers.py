@@ -22,7 +22,7 @@ import logging
 from datetime import timedelta
 from typing import Awaitable, Callable
 
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.store.records import TimerRecord
 from crisisbot.store.base import Store
 from crisisbot.errors import UnknownTimer  # noqa: F401 - re-exported for existing importers

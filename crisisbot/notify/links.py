@@ -1,63 +1,64 @@
 """Personal signed links in a message: acknowledge, stand down, live view.
 
 Each link names one incident and one person and expires; it is signed with the
-daemon's key, so the web routes trust nobody's word but the signature.
+daemon's key (the runtime's `signer`, on the daemon's clock), so the web routes trust
+nobody's word but the signature. `AlertLinks` is the one object a message needs:
+built from the signer and the settings, None when no web address answers links.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from crisisbot.links import Signer
-from crisisbot.models import Recipient, utcnow
+from crisisbot.models import Recipient
 from crisisbot.web.liveview import liveview_link
 
-ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"
-LIVEVIEW_TTL = 86400.0
+if TYPE_CHECKING:
+    from crisisbot.config.settings import DaemonConfig
+    from crisisbot.runtime import Runtime
+
+ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"  # the purposes a token is signed for
+LIVEVIEW_TTL = 86400.0  # a live-view link serves the incident's images for a day
 
 
-def now_of(runtime: Any) -> Callable[[], datetime]:
-    """The lifecycle's clock while the daemon runs (tests drive it), else the wall clock."""
-    lifecycle = getattr(runtime, "lifecycle", None)
-    return lifecycle.clock.now if lifecycle is not None else utcnow
+def signer_of(runtime: "Runtime") -> Signer:
+    """The runtime's signer (kept for importers: `runtime.signer` says the same)."""
+    return runtime.signer
 
 
-def signer_of(runtime: Any) -> Signer:
-    assert runtime.services is not None
-    return Signer(runtime.services.extras["secret_key"], now_of(runtime))
-
-
-def public_url(runtime: Any) -> str | None:
+def public_url(config: "DaemonConfig") -> str | None:
     """Base URL of the web routes, or None when no web server answers (then no links)."""
-    web = runtime.bundle.config.web
+    web = config.web
     if not web.enabled and not web.public_url:
         return None
     return (web.public_url or f"http://{web.host}:{web.port}").rstrip("/")
 
 
-def ack_url(runtime: Any, incident_id: str, person_id: str) -> str | None:
-    base = public_url(runtime)
-    if base is None or runtime.services is None:
-        return None
-    token = signer_of(runtime).sign(incident_id, person_id, ACK, runtime.bundle.config.lifecycle.ack_link_ttl)
-    return f"{base}/ack/{token}"
+@dataclass(frozen=True, slots=True)
+class AlertLinks:
+    signer: Signer
+    base_url: str
+    ttl: float  # acknowledge and stand-down links (lifecycle.ack_link_ttl)
+    stand_down_roles: frozenset[str]
 
+    @classmethod
+    def of(cls, signer: Signer, config: "DaemonConfig") -> "AlertLinks | None":
+        base = public_url(config)
+        if base is None:
+            return None
+        return cls(signer, base, config.lifecycle.ack_link_ttl, frozenset(config.lifecycle.stand_down_roles))
 
-def stand_down_url(runtime: Any, incident_id: str, person_id: str) -> str | None:
-    """Only for people whose role may end an incident (lifecycle.stand_down_roles)."""
-    base = public_url(runtime)
-    person = runtime.bundle.people.get(person_id)
-    allowed = set(runtime.bundle.config.lifecycle.stand_down_roles)
-    if base is None or runtime.services is None or person is None or not allowed & set(person.roles):
-        return None
-    token = signer_of(runtime).sign(incident_id, person_id, STAND_DOWN, runtime.bundle.config.lifecycle.ack_link_ttl)
-    return f"{base}/stand-down/{token}"
+    def ack(self, incident_id: str, person_id: str) -> str:
+        return f"{self.base_url}/ack/{self.signer.sign(incident_id, person_id, ACK, self.ttl)}"
 
+    def stand_down(self, incident_id: str, person: Recipient) -> str | None:
+        """Only for people whose role may end an incident (lifecycle.stand_down_roles)."""
+        if not self.stand_down_roles & set(person.roles):
+            return None
+        return f"{self.base_url}/stand-down/{self.signer.sign(incident_id, person.person_id, STAND_DOWN, self.ttl)}"
 
-def liveview_url(runtime: Any, incident_id: str, person: Recipient) -> str | None:
-    """Personal live-view link (blurred for external people), when the web server is public."""
-    base = public_url(runtime)
-    if base is None or getattr(runtime, "services", None) is None:
-        return None
-    return liveview_link(signer_of(runtime), base, incident_id, person, ttl=LIVEVIEW_TTL)
+    def liveview(self, incident_id: str, person: Recipient) -> str:
+        """Personal live-view link (blurred images for external people)."""
+        return liveview_link(self.signer, self.base_url, incident_id, person, ttl=LIVEVIEW_TTL)

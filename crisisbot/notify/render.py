@@ -1,7 +1,8 @@
 """Render one message per person: language, personal links, images, drill marking.
 
 Pure work (no I/O): the service runs it on the rendering pool, `simulate` and the
-template pre-flight call it directly with a dry runtime (no keys, hence no links).
+template pre-flight call it directly with dry step services (no keys, hence no links).
+Templates, settings and links come from the message context's `services`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any
 
 from crisisbot.imaging import EmailImages
 from crisisbot.models import Attachment, Meeting, OutgoingEmail, Recipient
-from crisisbot.notify import links
 from crisisbot.notify.keys import delivery_key, message_id
 from crisisbot.notify.request import ImageOutput, MessageContext, Request
 
@@ -33,12 +33,13 @@ def drill_marked(subject: str, drill: bool, language: str) -> str:
     return subject
 
 
-def build_messages(runtime: Any, request: Request, recipients: list[Recipient],
+def build_messages(request: Request, recipients: list[Recipient],
                    images: EmailImages | None = None, fallbacks: list[str] | None = None) -> list[OutgoingEmail]:
     """Render each recipient's message; pass `images` prepared off the event loop
     (the service does) or they are sized here, synchronously (`simulate` does). Why a
     template failed (and the built-in message went instead) is added to `fallbacks`."""
     ctx = request.context
+    templates, config, links = ctx.services.bundle.templates, ctx.services.bundle.config, ctx.services.links
     images = images or images_of(request)
     base = ctx.template_context()
     failures = {name: why for group in image_outputs(request) for name, why in group.failures.items()}
@@ -48,19 +49,19 @@ def build_messages(runtime: Any, request: Request, recipients: list[Recipient],
     )
     messages = []
     for person in recipients:
-        language = runtime.templates.pick_language(
+        language = templates.pick_language(
             request.template,
             [person.language, ctx.playbook.language, ctx.site.language if ctx.site else None,
-             runtime.bundle.config.organization.language],
+             config.organization.language],
         )
         context: dict[str, Any] = {
             **base, "recipient": person, "language": language,
             "camera_failures": failures, "meeting_failed": meeting_failed and meeting is None,
-            "ack_url": links.ack_url(runtime, ctx.incident.id, person.person_id),
-            "stand_down_url": links.stand_down_url(runtime, ctx.incident.id, person.person_id),
-            "liveview_url": links.liveview_url(runtime, ctx.incident.id, person) if images.snapshots else None,
+            "ack_url": links.ack(ctx.incident.id, person.person_id) if links else None,
+            "stand_down_url": links.stand_down(ctx.incident.id, person) if links else None,
+            "liveview_url": links.liveview(ctx.incident.id, person) if links and images.snapshots else None,
         }
-        rendered = runtime.templates.render(request.template, language, context)
+        rendered = templates.render(request.template, language, context)
         if rendered.fallback and fallbacks is not None and rendered.fallback not in fallbacks:
             fallbacks.append(rendered.fallback)
         attachments = images.for_recipient(person.external)
@@ -75,12 +76,11 @@ def build_messages(runtime: Any, request: Request, recipients: list[Recipient],
     return messages
 
 
-def meta_message(runtime: Any, ctx: MessageContext, step_id: str, person: Recipient,
-                 summary: dict[str, Any]) -> OutgoingEmail:
+def meta_message(ctx: MessageContext, step_id: str, person: Recipient, summary: dict[str, Any]) -> OutgoingEmail:
     """A built-in plain message: it must go out even when templates are the problem."""
     incident = ctx.incident
     base = ctx.template_context()
-    french = runtime.bundle.config.organization.language == "fr"
+    french = ctx.services.bundle.config.organization.language == "fr"
     if french:
         subject = f"[crisisbot] ALERTE NON TRANSMISE : {incident.title}"
         lines = [f"La cellule de crise n'a pas pu être jointe pour l'incident « {incident.title} ».",

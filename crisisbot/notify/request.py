@@ -19,13 +19,16 @@ from crisisbot.models import Incident
 if TYPE_CHECKING:
     from crisisbot.config.playbook import Playbook
     from crisisbot.config.settings import Site
+    from crisisbot.services import StepServices
 
 DEFAULT_IMAGE_BUDGET = 10_000_000  # bytes of images per message
 
 
 class MessageContext(Protocol):
-    """The incident a message is about, as a step context presents it (StepContext is one)."""
+    """The incident a message is about, as a step context presents it (StepContext is one),
+    with the services it is rendered through (templates, settings, personal links)."""
 
+    services: "StepServices"
     incident: Incident
     playbook: "Playbook"
     site: "Site | None"

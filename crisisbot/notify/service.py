@@ -36,6 +36,7 @@ from crisisbot.store.base import DeliveryRecord
 
 if TYPE_CHECKING:
     from crisisbot.runtime import Runtime
+    from crisisbot.services import StepServices
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Notify:
     def _frozen(self, request: Request, recipients: list[Recipient], images: EmailImages,
                 fallbacks: list[str], sender: str) -> list[OutgoingEmail]:
         """Render and serialize some messages (on the rendering pool: CPU work, off the loop)."""
-        return [freeze(m, sender) for m in build_messages(self.runtime, request, recipients, images, fallbacks)]
+        return [freeze(m, sender) for m in build_messages(request, recipients, images, fallbacks)]
 
     async def _render(self, request: Request, todo: list[Recipient], channels: list[str],
                       sender: str) -> list[OutgoingEmail]:
@@ -181,12 +182,10 @@ class Notify:
             await asyncio.to_thread(images.for_recipient, external)  # resize/blur off the event loop
         messages: list[OutgoingEmail] = []
         fallbacks: list[str] = []
-        rendering = runtime.executors.rendering if hasattr(runtime, "executors") else None
+        rendering = runtime.executors.rendering
         for start in range(0, len(todo), RENDER_CHUNK):
             chunk = todo[start:start + RENDER_CHUNK]
             try:  # off the event loop, on the rendering pool (time budget and cap: render_limits.py)
-                if rendering is None:
-                    raise PoolFull("no pool")
                 messages += await rendering.run(self._frozen, request, chunk, images, fallbacks, sender)
             except PoolFull:  # hundreds of incidents rendering at once: render here rather than wait
                 messages += self._frozen(request, chunk, images, fallbacks, sender)
@@ -215,7 +214,7 @@ class Notify:
         done = await runtime.store.get_deliveries(incident.id, fallback_step)
         todo = [p for p in people if (rec := done.get(delivery_key(incident.id, fallback_step, p.person_id))) is None
                 or rec.status in RESEND]
-        messages = [freeze(meta_message(runtime, ctx, fallback_step, person, summary), mail.sender) for person in todo]
+        messages = [freeze(meta_message(ctx, fallback_step, person, summary), mail.sender) for person in todo]
         await runtime.store.audit("delivery.meta_alert", incident.id, {**detail, "to": [p.email for p in people],
                                                                         "via": list(fallback.via)})
         by_key = {m.key: m for m in messages}
@@ -245,9 +244,8 @@ class Notify:
             f", {len(undelivered)} retrying" if undelivered else "")
 
 
-def notify_of(runtime: Any) -> Notify:
-    """The runtime's notify service (the daemon and one-shot commands both build one)."""
-    notify = getattr(runtime, "notify", None)
-    if notify is None:
-        raise StepFailed("no notify service on this runtime: messages cannot be sent")
-    return notify
+def notify_of(services: "StepServices") -> Notify:
+    """The notify service lent to a step (the daemon and one-shot commands both build one)."""
+    if services.notify is None:
+        raise StepFailed("no notify service lent to this step: messages cannot be sent")
+    return services.notify

@@ -1,5 +1,11 @@
 """What every playbook step shares: its YAML fields, the context it runs in, and the
-`StepType` a step module registers under the `crisisbot.steps` entry-point group."""
+`StepType` a step module registers under the `crisisbot.steps` entry-point group.
+
+A step sees the incident it acts for and a narrow set of services (`StepServices`:
+clock, store, notify, connectors and cameras by name, images, personal links,
+templates and contacts of the configuration) — never the daemon's runtime, so a
+step is tested with exactly what it uses and cannot reach for anything else.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,16 @@ from pydantic import Field, TypeAdapter
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.models import Alarm, Incident, Meeting
 from crisisbot.errors import StepFailed  # noqa: F401 - re-exported for existing importers
+from crisisbot.services import StepServices  # noqa: F401 - re-exported: a step's services come with its context
 
 if TYPE_CHECKING:
-    from crisisbot.config.settings import Site
+    from connectors.base import Camera, Connector
+    from crisisbot.clock import Clock
     from crisisbot.config.playbook import Playbook
-    from crisisbot.runtime import Runtime
+    from crisisbot.config.settings import DaemonConfig, Site
+    from crisisbot.models import Recipient
+    from crisisbot.rendering import TemplateSet
+    from crisisbot.store.base import Store
 
 
 class StepSpec(Strict):
@@ -43,15 +54,44 @@ class StepSpec(Strict):
 
 @dataclass
 class StepContext:
-    """Everything a step may use; the step itself does no lookup of globals."""
+    """Everything a step may use: the incident it acts for and `services`; the step
+    itself does no lookup of globals."""
 
-    runtime: "Runtime"
+    services: StepServices
     incident: Incident
     alarm: Alarm
     playbook: "Playbook"
     site: "Site | None"
     outputs: dict[str, Any] = field(default_factory=dict)
     log: logging.LoggerAdapter | logging.Logger = logging.getLogger("crisisbot.step")
+
+    # -- the services, by their names (what a step reads most) ---------------------
+    @property
+    def store(self) -> "Store":
+        return self.services.store
+
+    @property
+    def clock(self) -> "Clock":
+        return self.services.clock
+
+    @property
+    def config(self) -> "DaemonConfig":
+        return self.services.bundle.config
+
+    @property
+    def templates(self) -> "TemplateSet":
+        return self.services.bundle.templates
+
+    def recipients(self, refs: list[str]) -> "list[Recipient]":
+        """The enabled people behind contact refs, duty rosters read at the clock's now."""
+        return self.services.bundle.recipients(refs, self.services.clock.now())
+
+    def connector(self, name: str) -> "Connector | None":
+        return self.services.connectors.get(name)
+
+    def camera(self, name: str) -> "Camera | None":
+        """A camera of the alarm's site."""
+        return self.services.cameras.get((self.alarm.site, name))
 
     def template_context(self) -> dict[str, Any]:
         """The variables every template sees: read-only views, nothing with credentials."""
@@ -72,7 +112,7 @@ class StepContext:
             "timezone": site.timezone if site else "UTC",
             "meeting": meeting,
             "join_url": meeting.join_url if meeting else None,
-            "organization": self.runtime.bundle.config.organization.name,
+            "organization": self.config.organization.name,
             "drill": self.incident.drill,
         }
 

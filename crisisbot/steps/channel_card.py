@@ -53,7 +53,7 @@ def _local(moment: datetime, timezone: str) -> str:
 def alert_card(spec: ChannelCardStep, ctx: StepContext) -> AlertCard:
     variables = ctx.template_context()
     alarm = ctx.alarm
-    title = ctx.runtime.templates.render_string(spec.title, variables).strip() or ctx.incident.title
+    title = ctx.templates.render_string(spec.title, variables).strip() or ctx.incident.title
     facts = [("Site", str(variables["site_name"]))]
     if alarm.zone:
         zone = ctx.site.zones.get(alarm.zone) if ctx.site else None
@@ -79,7 +79,7 @@ class CardPosted(BaseModel):
 
 
 async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
-    channel = ctx.runtime.connectors.get(spec.connector)
+    channel = ctx.connector(spec.connector)
     if not isinstance(channel, CardPoster):
         raise StepFailed(f"{spec.connector} is not a teams-channel connector")
     card = alert_card(spec, ctx)
@@ -89,7 +89,7 @@ async def run(ctx: StepContext, spec: ChannelCardStep) -> CardPosted:
         raise StepFailed(f"teams channel {spec.connector}: {exc}") from exc
     posted = CardPosted(connector=spec.connector, title=card.title, join_url=card.join_url,
                         thumbnails=len(card.snapshots))
-    await ctx.runtime.store.audit("channel_card.posted", ctx.incident.id, posted.model_dump())
+    await ctx.store.audit("channel_card.posted", ctx.incident.id, posted.model_dump())
     return posted
 
 

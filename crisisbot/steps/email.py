@@ -62,11 +62,11 @@ def request_of(spec: EmailStep, ctx: StepContext) -> Request:
 def build_messages(spec: EmailStep, ctx: StepContext, recipients: list[Recipient],
                    images: EmailImages | None = None, fallbacks: list[str] | None = None) -> list[OutgoingEmail]:
     """The messages the step would send (`simulate` shows them; nothing is sent)."""
-    return render_messages(ctx.runtime, request_of(spec, ctx), recipients, images, fallbacks)
+    return render_messages(request_of(spec, ctx), recipients, images, fallbacks)
 
 
 async def run(ctx: StepContext, spec: EmailStep) -> Delivered:
-    return Delivered.model_validate(await notify_of(ctx.runtime).send(request_of(spec, ctx)))
+    return Delivered.model_validate(await notify_of(ctx.services).send(request_of(spec, ctx)))
 
 
 STEP = StepType(EmailStep, run, Delivered)

@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.notify import Request, notify_of
-from crisisbot.notify.links import now_of
 from crisisbot.steps.base import StepContext, StepSpec, StepType
 from crisisbot.store.records import TimerRecord
 
@@ -75,13 +74,12 @@ class Escalation(BaseModel):
 
 async def run(ctx: StepContext, spec: EscalateStep) -> Escalation:
     """Schedule the later tiers first (a failing tier 1 must not stop them), then alert tier 1."""
-    runtime = ctx.runtime
-    start = now_of(runtime)()
+    start = ctx.clock.now()
     timers = plan(spec, ctx.incident.id, start)
-    lifecycle = runtime.lifecycle  # the timer service while the daemon runs; else the store keeps them
-    added = await (lifecycle.timers.schedule(timers) if lifecycle else runtime.store.add_timers(timers))
+    scheduler = ctx.services.timers  # None (a bare test context): straight into the store
+    added = await (scheduler.schedule(timers) if scheduler is not None else ctx.store.add_timers(timers))
     if added:
-        await runtime.store.audit("escalation.scheduled", ctx.incident.id, {
+        await ctx.store.audit("escalation.scheduled", ctx.incident.id, {
             "step": spec.id, "tiers": len(spec.tiers), "timers": added,
             "rule": {"count": spec.until.count, "roles": spec.until.roles},
             "next": min((t.due_at for t in timers), default=None),
@@ -92,16 +90,15 @@ async def run(ctx: StepContext, spec: EscalateStep) -> Escalation:
 
 def on_duty(ctx: StepContext, refs: list[str], at: datetime) -> list[str]:
     """Person ids behind refs at `at` (groups and their duty schedules expanded), each once."""
-    bundle = ctx.runtime.bundle
+    bundle = ctx.services.bundle
     return list(dict.fromkeys(person for ref in refs for person in bundle.members(ref, at=at)))
 
 
 async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, reminder: int = 0) -> dict[str, Any]:
-    runtime = ctx.runtime
     tier = spec.tiers[tier_index]
-    people = on_duty(ctx, tier.to, now_of(runtime)())
+    people = on_duty(ctx, tier.to, ctx.clock.now())
     if reminder:
-        acked = {a.person_id for a in await runtime.store.get_acks(ctx.incident.id)}
+        acked = {a.person_id for a in await ctx.store.get_acks(ctx.incident.id)}
         people = [p for p in people if p not in acked]
         if not people:
             return {"recipients": 0, "sent": 0}
@@ -110,10 +107,10 @@ async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, remin
     extra = getattr(ctx, "extra", None)  # a lifecycle context: its templates see the tier
     if extra is not None:
         extra.update({"tier": tier_index + 1, "reminder": reminder, "escalated": tier_index > 0})
-    await runtime.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
-                              {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
-    return await notify_of(runtime).send(Request(context=ctx, step_id=step_id, to=people or tier.to,
-                                                 template=template, via=spec.via, timeout=spec.timeout))
+    await ctx.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
+                          {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
+    return await notify_of(ctx.services).send(Request(context=ctx, step_id=step_id, to=people or tier.to,
+                                                      template=template, via=spec.via, timeout=spec.timeout))
 
 
 STEP = StepType(EscalateStep, run, Escalation)

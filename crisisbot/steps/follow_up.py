@@ -74,17 +74,16 @@ class FollowUpTotals(BaseModel):
 
 
 async def run(ctx: StepContext, spec: FollowUpSnapshotsStep) -> FollowUpTotals:
-    runtime = ctx.runtime
     step_id = spec.id or "follow_up_snapshots"
     names = select_cameras(spec, ctx)  # type: ignore[arg-type]  # same `cameras` field as SnapshotStep
-    cameras = {n: runtime.cameras.get((ctx.alarm.site, n)) for n in names}
-    image_store = runtime.image_store  # None: no live view (a one-shot command)
+    cameras = {n: ctx.camera(n) for n in names}
+    image_store = ctx.services.images  # None: no live view (a bare test context)
     totals = FollowUpTotals()
     if not cameras:
         return totals
 
     async def keep_going() -> bool:
-        incident = await runtime.store.get_incident(ctx.incident.id)
+        incident = await ctx.store.get_incident(ctx.incident.id)
         return incident is None or incident.status not in CLOSED
 
     async def one_round(number: int) -> None:
@@ -95,7 +94,7 @@ async def run(ctx: StepContext, spec: FollowUpSnapshotsStep) -> FollowUpTotals:
         totals.failures.update(result.failures)
         for name, reason in result.failures.items():
             ctx.log.warning("follow-up round %d, camera %s: %s", number, name, reason)
-        await runtime.store.audit("followup.round", ctx.incident.id, {
+        await ctx.store.audit("followup.round", ctx.incident.id, {
             "step": step_id, "round": number, "images": len(result.snapshots), "failures": result.failures,
         })
         if spec.to and result.snapshots:
@@ -110,7 +109,7 @@ async def _email(spec: FollowUpSnapshotsStep, ctx: StepContext, round_id: str, i
     as the email step; the round's images replace the earlier snapshots."""
     assert spec.to is not None and spec.template is not None
     others = {k: v for k, v in ctx.outputs.items() if not isinstance(v, SnapshotSet)}
-    await notify_of(ctx.runtime).send(Request(
+    await notify_of(ctx.services).send(Request(
         context=dataclasses.replace(ctx, outputs={**others, round_id: images}), step_id=round_id,
         to=list(spec.to), template=spec.template, max_attachment_bytes=spec.max_attachment_bytes))
 

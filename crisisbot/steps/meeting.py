@@ -15,7 +15,7 @@ from pydantic import Field
 
 from connectors.base import MeetingProvider, MeetingRequest
 from crisisbot.config.types import Identifier, Reference, Seconds, Templated
-from crisisbot.models import Meeting, utcnow
+from crisisbot.models import Meeting
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 
@@ -39,22 +39,21 @@ class MeetingStep(StepSpec):
 
 
 async def run(ctx: StepContext, spec: MeetingStep) -> Meeting:
-    runtime = ctx.runtime
-    subject = runtime.templates.render_field(spec.subject, ctx.template_context(), "meeting subject")
-    start = utcnow()
+    subject = ctx.templates.render_field(spec.subject, ctx.template_context(), "meeting subject")
+    start = ctx.clock.now()
     request = MeetingRequest(
         incident_id=ctx.incident.id,
         subject=subject or ctx.incident.title,
         start=start,
         end=start + timedelta(seconds=spec.duration),
-        attendees=runtime.recipients(spec.attendees),
+        attendees=ctx.recipients(spec.attendees),
     )
     providers = [spec.connector, *spec.fallback]
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + (spec.timeout or runtime.bundle.config.incidents.meeting_timeout)
+    deadline = loop.time() + (spec.timeout or ctx.config.incidents.meeting_timeout)
     errors: list[str] = []
     for index, name in enumerate(providers):
-        provider = runtime.connectors.get(name)
+        provider = ctx.connector(name)
         if not isinstance(provider, MeetingProvider):
             errors.append(f"{name}: not a meeting connector")
             continue
@@ -72,17 +71,17 @@ async def run(ctx: StepContext, spec: MeetingStep) -> Meeting:
         except Exception as exc:  # noqa: BLE001 - any provider failure means: try the next one
             reason = f"{type(exc).__name__}: {exc}"
         else:
-            await runtime.store.audit(
+            await ctx.store.audit(
                 "meeting.opened", ctx.incident.id,
                 {"provider": name, "join_url": meeting.join_url, "meeting_id": meeting.meeting_id,
                  "fallback": index > 0, "failed_before": errors},
             )
             for warning in meeting.warnings:  # the meeting is usable, but not as configured
-                await runtime.store.audit("meeting.degraded", ctx.incident.id, {"provider": name, "reason": warning})
+                await ctx.store.audit("meeting.degraded", ctx.incident.id, {"provider": name, "reason": warning})
                 ctx.log.warning("meeting provider %s: %s", name, warning)
             return meeting
         errors.append(f"{name}: {reason}")
-        await runtime.store.audit("meeting.failed", ctx.incident.id, {"provider": name, "reason": reason})
+        await ctx.store.audit("meeting.failed", ctx.incident.id, {"provider": name, "reason": reason})
         ctx.log.warning("meeting provider %s failed: %s", name, reason)
     raise StepFailed("no meeting could be opened (" + "; ".join(errors) + ")")
 

@@ -50,25 +50,26 @@ class CoilWritten(BaseModel):
 
 def _writer(ctx: StepContext, spec: ModbusWriteStep) -> Callable[[], Awaitable[None]]:
     """How to switch the coil: through the connector, or the hub of the trigger's device."""
-    runtime = ctx.runtime
     if spec.connector is not None:
-        coil = runtime.connectors.get(spec.connector)
+        coil = ctx.connector(spec.connector)
         if not isinstance(coil, CoilWriter):
             raise StepFailed(f"no modbus-coil connector named {spec.connector!r}")
         return lambda: coil.write_coil(spec.address, spec.value)
-    pc = runtime.bundle.triggers.get(spec.trigger) if spec.trigger is not None else None
+    pc = ctx.services.bundle.triggers.get(spec.trigger) if spec.trigger is not None else None
     if pc is None or not isinstance(pc.config, ModbusDevices):
         raise StepFailed(f"no modbus trigger named {spec.trigger!r}")
     link = pc.config.devices.get(spec.device) if spec.device is not None else None
     if link is None:
         raise StepFailed(f"modbus trigger {spec.trigger} has no device {spec.device!r}")
 
+    hubs = ctx.services.hubs
+
     async def write() -> None:
-        hub = acquire(runtime.hubs, link)
+        hub = acquire(hubs, link)
         try:
             await hub.write_coil(link.unit, spec.address, spec.value)
         finally:
-            runtime.hubs.release(link.link_key())
+            hubs.release(link.link_key())
 
     return write
 

@@ -54,15 +54,15 @@ async def run(ctx: StepContext, spec: SnapshotStep) -> SnapshotSet:
     names = select_cameras(spec, ctx)
     if not names:
         return SnapshotSet()
-    timeout = spec.timeout or ctx.runtime.bundle.config.incidents.step_timeout
+    timeout = spec.timeout or ctx.config.incidents.step_timeout
 
-    cameras = {name: ctx.runtime.cameras.get((ctx.alarm.site, name)) for name in names}
+    cameras = {name: ctx.camera(name) for name in names}
     result = await capture_all(cameras, timeout, ctx.alarm.occurred_at if spec.prealarm else None)
-    if ctx.runtime.image_store is not None and result.snapshots:  # originals for the live view
-        await ctx.runtime.image_store.put_many(ctx.incident.id, result.snapshots)
+    if ctx.services.images is not None and result.snapshots:  # originals for the live view
+        await ctx.services.images.put_many(ctx.incident.id, result.snapshots)
     for name, reason in result.failures.items():
         ctx.log.warning("camera %s: %s", name, reason)
-    await ctx.runtime.store.audit(
+    await ctx.store.audit(
         "snapshot.taken", ctx.incident.id,
         {"cameras": names, "images": len(result.snapshots), "failures": result.failures},
     )

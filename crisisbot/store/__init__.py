@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from crisisbot.store.base import Store
 
 
-def open_store(url: str, data_dir: Path) -> Store:
-    """`sqlite:///path` (default, `{data}` is the data directory); other backends plug in here."""
+def open_store(url: str, data_dir: Path, now: Callable[[], datetime] | None = None) -> Store:
+    """`sqlite:///path` (default, `{data}` is the data directory); other backends plug in here.
+    `now`: the daemon's clock, for the times the store stamps (default: the wall clock)."""
     url = url.replace("{data}", str(data_dir))
     if url.startswith("sqlite:///"):
         from crisisbot.store.sqlite import SqliteStore
 
-        return SqliteStore(Path(url[len("sqlite:///"):]))
+        path = Path(url[len("sqlite:///"):])
+        return SqliteStore(path) if now is None else SqliteStore(path, now=now)
     raise ValueError(f"unsupported store URL scheme '{url.split(':', 1)[0]}'; use sqlite:///path")
 
 

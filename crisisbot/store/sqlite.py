@@ -22,6 +22,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -105,7 +106,7 @@ def _dump(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
+def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime) -> list[AuditEntry]:
     """Append audit entries after the chain head read *inside* the caller's write
     transaction: whatever else wrote to the file (a second process, a caller cancelled
     mid-hop), the next entry always links to the last one committed.
@@ -117,7 +118,6 @@ def _chain(conn: sqlite3.Connection, audits: Audits) -> list[AuditEntry]:
         return []
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, head = (row[0], row[1]) if row else (0, GENESIS)
-    when = utcnow()
     at = _ts(when)
     entries: list[AuditEntry] = []
     rows: list[tuple[Any, ...]] = []
@@ -191,9 +191,10 @@ def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: Path, *, check: bool = True):
+    def __init__(self, path: Path, *, check: bool = True, now: Callable[[], datetime] = utcnow):
         self.path = Path(path)
         self.check = check  # PRAGMA quick_check at open
+        self.now = now  # the daemon's clock: join windows compare last_alarm_at with the engine's time
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
         self._alarm_queue: AlarmBatch = []
@@ -202,7 +203,11 @@ class SqliteStore(Store):
         self._alarm_writer: asyncio.Task[None] | None = None
         self._syncer: ThreadPoolExecutor | None = None  # WAL syncs, off the connection's thread
         self._syncs: set[asyncio.Future[None]] = set()
-        self._unsynced: list[tuple[AlarmBatch, list[bool | Replayed]]] = []  # committed, awaiting a sync
+        # committed batches awaiting a sync, numbered in commit order: a sync started after
+        # batch N was committed makes batches 1..N durable, whichever sync began first
+        self._unanswered: deque[tuple[int, AlarmBatch, list[bool | Replayed]]] = deque()
+        self._committed = 0  # number of the last batch committed
+        self._sync_asked = 0  # number of the last batch a started sync covers
         self._wal_dir_synced = False
         self._inline: sqlite3.Connection | None = None  # the event loop's own, for delivery verdicts
 
@@ -367,7 +372,7 @@ class SqliteStore(Store):
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
                            retry: bool = True) -> list[AuditEntry]:
         """`work` runs inside the transaction and returns the audit entries to chain."""
-        return await self._locked(lambda conn: _chain(conn, work(conn)), durable, retry)
+        return await self._locked(lambda conn: _chain(conn, work(conn), self.now()), durable, retry)
 
     async def _locked(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False, retry: bool = True) -> T:
         """One write transaction; a transient failure (lock held elsewhere, full disk) is
@@ -470,7 +475,8 @@ class SqliteStore(Store):
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            self._unsynced.append((batch, list(outcome)))
+            self._committed += 1
+            self._unanswered.append((self._committed, batch, list(outcome)))
             self._start_syncs()
             for (_, _, _, on_commit), fresh in zip(batch, outcome):
                 if on_commit is not None and fresh is True:
@@ -482,18 +488,24 @@ class SqliteStore(Store):
     def _start_syncs(self) -> None:
         """Group commit of the syncs too: one sync answers every batch committed before it
         started; while `SYNC_THREADS` are in flight, newly committed batches wait for the
-        next one rather than each queueing a flush of its own."""
-        while self._unsynced and len(self._syncs) < SYNC_THREADS:
+        next one rather than each queueing a flush of its own. Whichever sync ends first
+        answers every batch it covers, also those an earlier, slower sync was started for:
+        fdatasync returns once everything written to the file before the call is on disk,
+        so one stalled flush does not hold up the answers a later one already made safe."""
+        if self._sync_asked < self._committed and len(self._syncs) < SYNC_THREADS:
             if self._syncer is None:
                 self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sqlite-wal-sync")
-            batches, self._unsynced = self._unsynced, []
+            upto = self._sync_asked = self._committed
             sync = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
             self._syncs.add(sync)
-            sync.add_done_callback(functools.partial(self._synced, batches))
+            sync.add_done_callback(functools.partial(self._synced, upto))
 
-    def _synced(self, batches: list[tuple[AlarmBatch, list[bool | Replayed]]], sync: asyncio.Future[None]) -> None:
+    def _synced(self, upto: int, sync: asyncio.Future[None]) -> None:
+        """Answer the batches up to number `upto` (failed: with the error; a failed sync
+        is never taken as proof for a batch it covered, even if an earlier one may pass)."""
         self._syncs.discard(sync)
-        for batch, outcome in batches:
+        while self._unanswered and self._unanswered[0][0] <= upto:
+            _, batch, outcome = self._unanswered.popleft()
             _answer(batch, outcome, sync)
         self._start_syncs()
 
@@ -564,7 +576,7 @@ class SqliteStore(Store):
         return [self._incident(r) for r in rows]
 
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write(
             [
                 ("INSERT INTO incidents(id, site, playbook, status, title, drill, opened_at, updated_at, "
@@ -579,7 +591,7 @@ class SqliteStore(Store):
         )
 
     async def join_incident(self, incident_id: str, alarm: Alarm) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write(
             [
                 ("UPDATE incidents SET last_alarm_at=?, updated_at=? WHERE id=?", (now, now, incident_id)),
@@ -593,7 +605,7 @@ class SqliteStore(Store):
                                   only_from: IncidentStatus | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> list[tuple[str, str | None, dict[str, Any]]]:
             sql = "UPDATE incidents SET status=?, updated_at=? WHERE id=?"
-            params: tuple[Any, ...] = (status.value, _ts(utcnow()), incident_id)
+            params: tuple[Any, ...] = (status.value, _ts(self.now()), incident_id)
             if only_from is not None:
                 sql, params = sql + " AND status=?", (*params, only_from.value)
             changed = conn.execute(sql, params).rowcount
@@ -606,7 +618,7 @@ class SqliteStore(Store):
             cur = conn.execute(
                 "UPDATE incidents SET outcome=?, data=json_set(data, '$.outcome_reason', ?), updated_at=? "
                 "WHERE id=? AND outcome=?",
-                (outcome.value, reason, _ts(utcnow()), incident_id, PlaybookOutcome.running.value))
+                (outcome.value, reason, _ts(self.now()), incident_id, PlaybookOutcome.running.value))
             return [("playbook.finished", incident_id, {"outcome": outcome.value, "reason": reason})] if cur.rowcount else []
 
         return bool(await self._transaction(work))
@@ -614,7 +626,7 @@ class SqliteStore(Store):
     async def update_incident_data(self, incident_id: str, data: dict[str, Any]) -> None:
         rows = await self._rows("SELECT data FROM incidents WHERE id=?", (incident_id,))
         merged = {**(json.loads(rows[0]["data"]) if rows else {}), **data}
-        await self._write([("UPDATE incidents SET data=?, updated_at=? WHERE id=?", (_dump(merged), _ts(utcnow()), incident_id))])
+        await self._write([("UPDATE incidents SET data=?, updated_at=? WHERE id=?", (_dump(merged), _ts(self.now()), incident_id))])
 
     async def get_incident(self, incident_id: str) -> Incident | None:
         rows = await self._rows("SELECT * FROM incidents WHERE id=? OR id LIKE ? LIMIT 2", (incident_id, incident_id + "%"))
@@ -688,14 +700,14 @@ class SqliteStore(Store):
         if self._inline is None or self._lock.locked():
             return False
         try:
-            _in_transaction(self._inline, lambda conn: _chain(conn, work(conn)), False)
+            _in_transaction(self._inline, lambda conn: _chain(conn, work(conn), self.now()), False)
         except sqlite3.Error:
             return False
         return True
 
     def _delivery_writes(self, records: list[DeliveryRecord], audit: bool) -> tuple[
             list[tuple[str, tuple[Any, ...]]], list[tuple[str, str | None, dict[str, Any]]]]:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         statements: list[tuple[str, tuple[Any, ...]]] = [
             ("INSERT INTO deliveries(key, incident_id, step_id, person_id, address, status, detail, transport, "
              "attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
@@ -716,7 +728,7 @@ class SqliteStore(Store):
 
     async def spool(self, messages: list[SpooledMessage], records: list[DeliveryRecord]) -> None:
         statements, audits = self._delivery_writes(records, True)
-        now = _ts(utcnow())
+        now = _ts(self.now())
         statements += [
             ("INSERT INTO spool(key, incident_id, step_id, sender, channels, message, added_at) VALUES (?,?,?,?,?,?,?) "
              "ON CONFLICT(key) DO UPDATE SET channels=excluded.channels, message=excluded.message",
@@ -886,7 +898,7 @@ class SqliteStore(Store):
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
     async def save_trigger_state(self, trigger: str, changes: dict[str, Any]) -> None:
-        now = _ts(utcnow())
+        now = _ts(self.now())
         await self._write([
             ("DELETE FROM trigger_state WHERE trigger=? AND key=?", (trigger, key)) if value is None else
             ("INSERT INTO trigger_state(trigger, key, value, updated_at) VALUES (?,?,?,?) ON CONFLICT(trigger, key) "

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from crisisbot.commands import Acknowledge, Cancel, StandDown
 from crisisbot.errors import CancelRefused, IncidentClosed, IncidentNotFound, StandDownRefused, StepFailed
-from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN, signer_of
+from crisisbot.lifecycle.acks import ACK, CANCEL, RESPONSES, STAND_DOWN
 from crisisbot.links import Claims, LinkError, LinkExpired
 from crisisbot.models import IncidentStatus
 from crisisbot.web.forms import request_fields
@@ -64,7 +64,7 @@ def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | 
                           "Too many attempts")
         incident_id = None
         try:
-            found = signer_of(runtime).verify(token, purpose)
+            found = runtime.signer.verify(token, purpose)
             incident_id = found.incident_id
             reason = runtime.revocations.reason(token, found) if runtime.revocations else None
             if reason is not None:
@@ -181,5 +181,5 @@ def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | 
         Route("/stand-down/{token}", stand_down_post, methods=["POST"]),
         Route("/incidents/{incident_id}/stand-down", incident_stand_down, methods=["POST"]),
         Route("/incidents/{incident_id}/cancel", incident_cancel, methods=["POST"]),
-        health_route(runtime),
+        health_route(runtime, commands.lifecycle),
     ]

@@ -62,12 +62,10 @@ class Console:
         self.refusals = refusals
         self.throttle = LoginThrottle()
         self.hash_budget = HashBudget()  # a login flood from many addresses costs a bounded share of CPU
-        from crisisbot.lifecycle.acks import clock_of
-
         web = runtime.bundle.config.web
         self.sessions = Sessions(SessionFile(runtime.bundle.data_dir / "console-sessions.json"),
                                  lifetime=web.session_ttl, idle=web.session_idle,
-                                 offload=runtime.executors.web.run, clock=lambda: clock_of(runtime).now())
+                                 offload=runtime.executors.web.run, clock=runtime.clock.now)
 
     @property
     def web(self):

@@ -12,16 +12,16 @@ from starlette.routing import Route
 from crisisbot.health import Check, Status
 
 if TYPE_CHECKING:
+    from crisisbot.lifecycle.service import Lifecycle
     from crisisbot.runtime import Runtime
 
 SUPERVISION: dict[str, Status] = {"ok": "up", "degraded": "degraded"}  # anything else the supervisor says is "down"
 
 
-def supervision_check(runtime: "Runtime"):
+def supervision_check(lifecycle: "Lifecycle | None"):
     """The lifecycle supervisor's verdict (store, queue, timers) as a named check."""
 
     async def check() -> Check:
-        lifecycle = runtime.lifecycle
         if lifecycle is None:
             return Check("down", {"state": "starting"})
         _, body = await lifecycle.supervision.health()
@@ -52,8 +52,8 @@ def authorized(request: Request, runtime: "Runtime") -> bool:
     return hmac.compare_digest(given[7:].strip().encode(), token.get_secret_value().encode())
 
 
-def health_route(runtime: "Runtime") -> Route:
-    runtime.health.add("supervision", supervision_check(runtime))
+def health_route(runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> Route:
+    runtime.health.add("supervision", supervision_check(lifecycle))
     runtime.health.add("pools", pools_check(runtime))
 
     async def health(request: Request) -> Response:

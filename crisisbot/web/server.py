@@ -35,7 +35,6 @@ SECURITY_HEADERS = {
 
 
 def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = None) -> Starlette:
-    from crisisbot.lifecycle.acks import clock_of, signer_of
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
@@ -45,12 +44,11 @@ def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = 
         *console.routes(),
         *ack_routes(runtime, console.commands, refusals),
     ]
-    if runtime.image_store is not None:
-        routes.append(liveview_routes(signer_of(runtime), runtime.image_store, runtime.store.audit,
-                                      revocations=runtime.revocations, refusals=refusals,
-                                      ended_at=lambda incident_id: ended_at(runtime, incident_id),
-                                      grace=runtime.bundle.config.web.liveview_grace,
-                                      now=lambda: clock_of(runtime).now(), offload=runtime.executors.web.run))
+    routes.append(liveview_routes(runtime.signer, runtime.image_store, runtime.store.audit,
+                                  revocations=runtime.revocations, refusals=refusals,
+                                  ended_at=lambda incident_id: ended_at(runtime, incident_id),
+                                  grace=runtime.bundle.config.web.liveview_grace,
+                                  now=runtime.clock.now, offload=runtime.executors.web.run))
     return Starlette(routes=routes, middleware=[
         Middleware(AlarmFirst, priority=runtime.executors.priority, has_session=console.has_session),
         Middleware(SecurityHeaders),
