@@ -34,6 +34,7 @@ from connectors.base import Meeting, MeetingProvider, MeetingRequest, Services
 from connectors.graph_client import GraphConnector, GraphSettings, graph_errors, sdk_models
 from crisisbot.config.types import Seconds
 from crisisbot.errors import ConnectorError, PermanentError, TransientError
+from crisisbot.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -139,18 +140,20 @@ class TeamsMeetings(GraphConnector, MeetingProvider):
         """createOrGet, sent again when the connection drops or hangs: the same externalId returns
         the same meeting, so a retry cannot open a second one. The step deadline bounds the loop."""
         builder = (await self.graph()).client.users.by_user_id(organizer).online_meetings.create_or_get
-        for attempt in range(self.config.max_retries + 1):
-            try:
+        policy = RetryPolicy(first=0.25, cap=self.config.max_retry_wait, attempts=self.config.max_retries + 1)
+
+        def connection_lost(exc: BaseException) -> bool:
+            return isinstance(exc, TransientError) and isinstance(exc.__cause__, httpx.TransportError)
+
+        def log_retry(exc: BaseException, pause: float) -> None:
+            self.log.info("createOrGet for %s lost its connection (%s); retrying in %.2fs",
+                          body.external_id, type(exc.__cause__).__name__, pause)
+
+        async for attempt in policy.retrying(retry_on=connection_lost, before_sleep=log_retry):
+            with attempt:
                 with graph_errors("create the Teams meeting", permission=MEETING_PERMISSION, mailbox=self.config.organizer):
-                    return await builder.post(body)
-            except TransientError as exc:
-                if not isinstance(exc.__cause__, httpx.TransportError) or attempt == self.config.max_retries:
-                    raise
-                delay = min(0.25 * 2**attempt, self.config.max_retry_wait)
-                self.log.info("createOrGet for %s lost its connection (%s); retrying in %.2fs",
-                              body.external_id, type(exc.__cause__).__name__, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                    online = await builder.post(body)
+        return online
 
     # -- mode calendar ---------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ message at about 28 KB: snapshot thumbnails are shrunk and dropped until the car
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -24,6 +23,7 @@ from pydantic import Field, SecretStr
 from connectors.base import AlertCard, CardPoster, Services
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.errors import PermanentError, TransientError
+from crisisbot.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +74,54 @@ class TeamsChannel(CardPoster):
             raise PermanentError(f"connector {self.name} used before start()")
         url = self.config.webhook_url.get_secret_value()
         what = f"post to the Teams channel webhook of {self.name}"
-        for attempt in range(self.config.max_retries + 1):
-            try:  # never put the URL (it holds the signature) in an error or a log line
-                response = await self._http.post(url, json=payload)
-            except httpx.TimeoutException:
-                raise TransientError(f"{what}: no answer within {self.config.timeout:.0f}s") from None
-            except httpx.TransportError as exc:
-                raise TransientError(f"{what}: {type(exc).__name__}") from None
-            status = response.status_code
-            if status < 300:
-                return
-            detail = f"HTTP {status} {_error_text(response)}".strip()
-            if status == 429 or status >= 500:
-                wait = _seconds(response.headers.get("retry-after"))
-                delay = wait if wait is not None else 0.5 * 2**attempt
-                if attempt < self.config.max_retries and delay <= self.config.max_retry_wait:
-                    log.info("%s: HTTP %s, retrying in %.1fs", self.name, status, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                raise TransientError(f"{what}: {detail}", retry_after=wait)
-            if status in (401, 403, 404):
-                raise PermanentError(f"{what}: {detail}; the flow was deleted or turned off, or the URL is "
-                                     "wrong: copy it again from the Workflows app")
-            raise PermanentError(f"{what}: {detail}")
+        policy = RetryPolicy(first=0.5, attempts=self.config.max_retries + 1)
+        failures = 0
+
+        def worth_waiting(exc: BaseException) -> bool:
+            """Throttled or failing server: wait in place if its Retry-After (or our backoff) is short."""
+            nonlocal failures
+            failures += 1
+            if not isinstance(exc, _Busy):
+                return False
+            pause = exc.retry_after if exc.retry_after is not None else policy.pause(failures)
+            return pause <= self.config.max_retry_wait
+
+        def log_retry(exc: BaseException, pause: float) -> None:
+            log.info("%s: %s, retrying in %.1fs", self.name, exc, pause)
+
+        try:
+            async for attempt in policy.retrying(retry_on=worth_waiting, before_sleep=log_retry):
+                with attempt:
+                    await self._post_once(url, payload, what)
+        except _Busy as busy:
+            raise TransientError(f"{what}: {busy}", retry_after=busy.retry_after) from None
+
+    async def _post_once(self, url: str, payload: dict[str, Any], what: str) -> None:
+        assert self._http is not None
+        try:  # never put the URL (it holds the signature) in an error or a log line
+            response = await self._http.post(url, json=payload)
+        except httpx.TimeoutException:
+            raise TransientError(f"{what}: no answer within {self.config.timeout:.0f}s") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status < 300:
+            return
+        detail = f"HTTP {status} {_error_text(response)}".strip()
+        if status == 429 or status >= 500:
+            raise _Busy(detail, _seconds(response.headers.get("retry-after")))
+        if status in (401, 403, 404):
+            raise PermanentError(f"{what}: {detail}; the flow was deleted or turned off, or the URL is "
+                                 "wrong: copy it again from the Workflows app")
+        raise PermanentError(f"{what}: {detail}")
+
+
+class _Busy(Exception):
+    """429 or 5xx: worth another try after `retry_after` (raised as TransientError past the loop)."""
+
+    def __init__(self, detail: str, retry_after: float | None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 def build_card(alert: AlertCard, thumbnail_width: int = 240, max_bytes: int = 26_000) -> dict[str, Any]:

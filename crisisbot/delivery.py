@@ -22,6 +22,7 @@ from typing import Awaitable, Callable, Sequence
 
 from connectors.base import Mailer
 from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
+from crisisbot.retry import RetryPolicy
 from crisisbot.store.base import DeliveryRecord, Store
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ FINAL = (DeliveryStatus.sent, DeliveryStatus.rejected)
 ResultSink = Callable[[DeliveryResult], Awaitable[None]]
 AttemptSink = Callable[[list[OutgoingEmail], Mailer], Awaitable[None]]
 
-COMMIT_RETRY_FIRST, COMMIT_RETRY_CAP = 0.05, 2.0  # seconds between attempts at a failing verdict commit
+COMMIT_RETRY = RetryPolicy(first=0.05, cap=2.0)  # pauses between attempts at a failing verdict commit
 COMMIT_STALL = 2.0  # seconds a commit may take before the sessions stop waiting for it
 
 
@@ -68,7 +69,7 @@ class VerdictJournal:
         """Wait until every queued record is on disk, or until the store is found failing
         (the writer keeps retrying; a step must not hang on its bookkeeping)."""
         while self._writer is not None and not self._writer.done() and self.error is None:
-            await asyncio.wait({self._writer}, timeout=COMMIT_RETRY_FIRST)
+            await asyncio.wait({self._writer}, timeout=COMMIT_RETRY.first)
 
     async def close(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -83,21 +84,23 @@ class VerdictJournal:
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            pause = COMMIT_RETRY_FIRST
-            while True:
-                records = [r for group, _ in batch for r in group]
-                try:
+            unwritten = 0
+
+            def failed(exc: BaseException, pause: float) -> None:
+                self.error = f"cannot record delivery verdicts: {type(exc).__name__}: {exc}"
+                self.unwritten = unwritten
+                log.error("%s; retrying in %.2fs", self.error, pause)
+                _release(batch)
+
+            # retried until written (no deadline: a verdict is never dropped), reported meanwhile
+            async for attempt in COMMIT_RETRY.retrying(retry_on=Exception, before_sleep=failed):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        batch += self._queue  # later verdicts join, in order: the last one wins
+                        self._queue = []
+                    records = [r for group, _ in batch for r in group]
+                    unwritten = len(records)
                     await self._commit(records, batch)
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried until written, reported meanwhile
-                    self.error = f"cannot record delivery verdicts: {type(exc).__name__}: {exc}"
-                    self.unwritten = len(records)
-                    log.error("%s; retrying in %.2fs", self.error, pause)
-                    _release(batch)
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, COMMIT_RETRY_CAP)
-                    batch += self._queue  # later verdicts join, in order: the last one wins
-                    self._queue = []
             if self.error is not None:
                 log.warning("delivery verdicts written again after a store failure")
             self.error, self.unwritten = None, 0
@@ -140,40 +143,61 @@ async def deliver(
     loop = asyncio.get_running_loop()
     last: dict[str, DeliveryResult] = {}
     pending = list(messages)
+    policy = RetryPolicy(first=backoff, attempts=retries + 1)
     for mailer in mailers:
-        for attempt in range(retries + 1):
-            if not pending:
-                return last
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            reported: set[str] = set()
+        if not pending:
+            return last
 
-            async def report(result: DeliveryResult, via: Mailer = mailer) -> None:
-                result.transport = result.transport or via.name
-                last[result.key] = result
-                reported.add(result.key)
-                await on_result(result)
+        def log_retry(exc: BaseException, pause: float, via: Mailer = mailer) -> None:
+            log.info("%d message(s) not delivered by %s; retrying in %.2fs", len(pending), via.name, pause)
 
-            try:
-                async with asyncio.timeout(remaining):
-                    if on_attempt is not None:
-                        await on_attempt(pending, mailer)
-                    await mailer.send_each(pending, sender, report)
-            except Exception as exc:  # noqa: BLE001 - a broken transport fails its batch, not the step
-                reason = ("no answer before the deadline" if isinstance(exc, TimeoutError)
-                          else f"{type(exc).__name__}: {exc}")
-                for m in pending:
-                    if m.key not in reported:
-                        await report(DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason))
-            pending = [m for m in pending if last.get(m.key) is None or last[m.key].status not in FINAL]
-            if any(not last[m.key].retryable for m in pending if m.key in reported):
-                log.info("%s cannot deliver on a later attempt either; moving on", mailer.name)
-                break
-            if pending and attempt < retries:
-                pause = min(backoff * (2**attempt), max(0.0, deadline - loop.time()))
-                log.info("%d message(s) not delivered by %s; retrying in %.2fs", len(pending), mailer.name, pause)
-                await asyncio.sleep(pause)
+        try:
+            async for attempt in policy.retrying(retry_on=_Undelivered, deadline=deadline, clock=loop.time,
+                                                 before_sleep=log_retry):
+                with attempt:
+                    if deadline - loop.time() <= 0:
+                        break
+                    pending, worth_again = await _attempt(pending, mailer, sender, deadline - loop.time(), last,
+                                                          on_result, on_attempt)
+                    if pending and worth_again:
+                        raise _Undelivered(len(pending))
+        except _Undelivered:
+            pass  # out of attempts or of time with this mailer
         if pending:
             log.warning("%d message(s) not delivered by %s; trying the next mailer", len(pending), mailer.name)
     return last
+
+
+class _Undelivered(Exception):
+    """Some messages are still to deliver, and another attempt with this mailer may do it."""
+
+
+async def _attempt(pending: list[OutgoingEmail], mailer: Mailer, sender: str, remaining: float,
+                   last: dict[str, DeliveryResult], on_result: ResultSink,
+                   on_attempt: AttemptSink | None) -> tuple[list[OutgoingEmail], bool]:
+    """One attempt of `mailer` at `pending`: what is still undelivered, and whether another
+    attempt of the same mailer may deliver it."""
+    reported: set[str] = set()
+
+    async def report(result: DeliveryResult) -> None:
+        result.transport = result.transport or mailer.name
+        last[result.key] = result
+        reported.add(result.key)
+        await on_result(result)
+
+    try:
+        async with asyncio.timeout(remaining):
+            if on_attempt is not None:
+                await on_attempt(pending, mailer)
+            await mailer.send_each(pending, sender, report)
+    except Exception as exc:  # noqa: BLE001 - a broken transport fails its batch, not the step
+        reason = ("no answer before the deadline" if isinstance(exc, TimeoutError)
+                  else f"{type(exc).__name__}: {exc}")
+        for m in pending:
+            if m.key not in reported:
+                await report(DeliveryResult(m.key, m.recipient.email, DeliveryStatus.failed, reason))
+    pending = [m for m in pending if last.get(m.key) is None or last[m.key].status not in FINAL]
+    if any(not last[m.key].retryable for m in pending if m.key in reported):
+        log.info("%s cannot deliver on a later attempt either; moving on", mailer.name)
+        return pending, False
+    return pending, True

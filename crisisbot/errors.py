@@ -117,6 +117,14 @@ class StepsNotInstalled(CrisisbotError, LookupError):
             "`pip install -e .` in its directory)")
 
 
+class MissingExtra(CrisisbotError, ModuleNotFoundError):
+    """An integration is used whose optional packages are not installed (pyproject's extras)."""
+
+    def __init__(self, what: str, extra: str, module: str | None = None):
+        self.what, self.extra = what, extra
+        super().__init__(f"{what} needs the '{extra}' extra: pip install 'crisisbot[{extra}]'", name=module)
+
+
 class TemplateLimit(CrisisbotError, TemplateRuntimeError):
     """A template went over its output cap."""
 

@@ -63,6 +63,7 @@ from crisisbot.models import (
     Recipient,
     Severity,
 )
+from crisisbot.retry import RetryPolicy
 from crisisbot.notify import Request as NotifyRequest
 from crisisbot.notify import notify_of
 from crisisbot.steps.base import StepContext, StepSpec, StepType
@@ -92,4 +93,6 @@ __all__ = [
     # errors a plugin raises or catches
     "CrisisbotError", "ConfigError", "Problem", "ConnectorError", "TransientError", "PermanentError",
     "InputRejected", "Replayed", "StepFailed", "NotReached",
+    # trying again: the one retry policy (backoff, attempts, deadline, Retry-After)
+    "RetryPolicy",
 ]

@@ -25,7 +25,6 @@ address, bit, value) rather than bytes.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from pydantic import Field, model_validator
 from crisisbot.config.types import Identifier, Seconds, Strict
 from crisisbot.hubs.modbus import ModbusHub, ModbusLink, SerialSettings, acquire
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.retry import RetryPolicy
 from triggers.base import Trigger
 
 Table = Literal["discrete_input", "coil", "input_register", "holding_register"]
@@ -217,7 +217,8 @@ class ModbusTrigger(Trigger):
 
     # -- polling -----------------------------------------------------------------
     async def _run(self, dev: _Device) -> None:
-        backoff = 0.0
+        # a device that stops answering is polled less and less often, spread out in time
+        reconnect, failures = RetryPolicy(first=dev.config.poll, cap=dev.config.backoff_max, jitter=0.2), 0
         while not self._stopping:
             started = self.clock()
             values = await self._read(dev)
@@ -226,7 +227,7 @@ class ModbusTrigger(Trigger):
             if values is not None:
                 answered_before = dev.last_ok
                 try:
-                    backoff = 0.0
+                    failures = 0
                     dev.last_ok = self.clock()
                     if not dev.faulted or await self._link_alarm(dev, EventKind.restore):
                         if dev.faulted:
@@ -244,8 +245,8 @@ class ModbusTrigger(Trigger):
                     dev.since_fault = 0
                     for state in dev.inputs:  # debounce afresh once it answers again
                         state.candidate, state.count = state.stable, 0
-            backoff = min(max(dev.config.poll, backoff * 2), dev.config.backoff_max)
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
+            failures += 1
+            await asyncio.sleep(reconnect.pause(failures))
 
     async def _read(self, dev: _Device) -> list[list[int] | list[bool]] | None:
         """One value list per block, or None if the device did not answer properly."""

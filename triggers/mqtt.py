@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import ssl
 import time
@@ -47,6 +46,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from crisisbot.config.types import Seconds, Strict
 from crisisbot.models import Alarm, EventKind, Severity
+from crisisbot.retry import RetryPolicy
 from triggers.base import Trigger
 from triggers.state import monotonic_from_wall, wall_from_monotonic
 
@@ -208,7 +208,8 @@ class MqttTrigger(Trigger):
         )
 
     async def _run(self) -> None:
-        backoff = 0.0
+        # spread out: after a broker restart, every client must not come back at once
+        reconnect, failures = RetryPolicy(first=0.5, cap=self.config.backoff_max, jitter=0.2), 0
         while not self._stopping:
             try:
                 async with self._client() as client:
@@ -220,7 +221,7 @@ class MqttTrigger(Trigger):
                     self.subscribed.set()
                     self.log.info("subscribed to %d topic filter(s) on %s:%s", len(self.config.rules),
                                   self.config.host, self.config.port)
-                    backoff = 0.0
+                    failures = 0
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 self.stats["connection_errors"] += 1
@@ -234,8 +235,8 @@ class MqttTrigger(Trigger):
             self._listening_since = None
             if self._stopping:
                 return
-            backoff = min(max(0.5, backoff * 2), self.config.backoff_max)
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
+            failures += 1
+            await asyncio.sleep(reconnect.pause(failures))
 
     # -- one session: receive, store concurrently, acknowledge in order ------------
     async def _session(self, client: aiomqtt.Client) -> None:

@@ -16,14 +16,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel
 
-from crisisbot import plugins
+from crisisbot import extras, plugins
 from crisisbot.config.contacts import ContactsFile, Group, Person
 from crisisbot.config.settings import DaemonConfig
 from crisisbot.config.errors import validate_model
 from crisisbot.config.playbook import Playbook
 from crisisbot.config.secrets import Policy, model_policy, never, resolve_refs
 from crisisbot.config.yamlpos import Located, load_yaml
-from crisisbot.errors import ConfigError, Problem
+from crisisbot.errors import ConfigError, MissingExtra, Problem
 from crisisbot.lifecycle import schedules
 from crisisbot.models import Recipient, utcnow
 from crisisbot.rendering import TemplateSet
@@ -215,6 +215,7 @@ def _load_bundle(config_path: Path, env: Mapping[str, str] | None) -> Bundle:
                     digest=hasher.hexdigest(), files=files)
     if config_doc is not None:
         problems.extend(_load_plugins(bundle, config_doc))
+        problems.extend(_check_blur_installed(bundle, config_doc))
     if config_ok and not problems:
         # cross-references only mean something once every file is valid on its own;
         # before that they would mostly repeat the problems above
@@ -275,7 +276,7 @@ def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
             return None
         try:
             cls = plugins.load(group, str(mapping["type"]))
-        except plugins.UnknownPlugin as exc:
+        except (plugins.UnknownPlugin, plugins.MissingExtra) as exc:
             problems.append(doc.problem(path + ("type",), str(exc)))
             return None
         except ImportError as exc:
@@ -296,6 +297,18 @@ def _load_plugins(bundle: Bundle, doc: Located) -> list[Problem]:
             if (pc := one(plugins.CONNECTORS, mapping, ("sites", site_id, "cameras", cam_id))) is not None:
                 bundle.cameras[(site_id, cam_id)] = pc
     return problems
+
+
+def _check_blur_installed(bundle: Bundle, doc: Located) -> list[Problem]:
+    """Snapshots reach external people only with their faces blurred, which needs OpenCV:
+    without the 'blur' extra such a site must not validate (it would fail at the alarm)."""
+    if not bundle.cameras or extras.installed("blur"):
+        return []
+    if not any(r.external for r in bundle.recipients(list(bundle.people))):
+        return []
+    site_id, _ = next(iter(bundle.cameras))
+    why = "blurring faces in the snapshots sent to external people"
+    return [doc.problem(("sites", site_id, "cameras"), str(MissingExtra(why, "blur", "cv2")), at_key=True)]
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from crisisbot.errors import CrisisbotError, ReportError
+from crisisbot.errors import CrisisbotError, MissingExtra, ReportError
 from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import Alarm, DeliveryStatus, Incident
 from crisisbot.rendering import clean_text
@@ -125,5 +125,6 @@ def render(report: Report, fmt: str) -> bytes:
     try:
         from weasyprint import HTML  # optional: PDF only where the package is installed
     except ImportError as exc:
-        raise ReportError("PDF needs the optional 'weasyprint' package; use --format html and print it") from exc
+        missing = MissingExtra("a PDF report", "pdf", "weasyprint")
+        raise ReportError(f"{missing} (or use --format html and print it)") from exc
     return HTML(string=page).write_pdf()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from connectors.base import Mailer
 from crisisbot import outgoing
 from crisisbot.delivery import FINAL, VerdictJournal, deliver
+from crisisbot.retry import RetryPolicy
 from crisisbot.models import DeliveryResult, DeliveryStatus, OutgoingEmail
 from crisisbot.notify.channels import channels_of
 from crisisbot.notify.shortfall import ENDED, Shortfalls
@@ -96,7 +97,7 @@ class Spool:
     # -- background retries -----------------------------------------------------------
     def _pause(self, tries: int) -> float:
         mail = self.runtime.bundle.config.mail
-        return min(mail.retry_cap, mail.backoff * (2 ** tries))
+        return RetryPolicy(first=mail.backoff, cap=mail.retry_cap).pause(tries + 1)  # the one backoff
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

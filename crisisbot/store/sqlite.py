@@ -46,6 +46,7 @@ from crisisbot.store.base import (
     Store,
     entry_hash,
 )
+from crisisbot.retry import RetryPolicy
 from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
 from crisisbot.store.migrations import SCHEMA_VERSION, migrate, refuse_newer
 
@@ -53,7 +54,7 @@ T = TypeVar("T")
 CHECKPOINT_EVERY = 1.0  # seconds between passive WAL checkpoints
 TRUNCATE_ABOVE = 256 << 10  # bytes: a fully checkpointed WAL larger than this is truncated
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
-RETRY_FIRST, RETRY_CAP = 0.05, 2.0  # backoff between tries of a transient failure
+STORE_RETRY = RetryPolicy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 INLINE_RECORDS = 16  # delivery records committed on the event loop at most (see `_transaction_inline`)
 SYNC_THREADS = 4  # WAL syncs in flight at once (the kernel merges concurrent flushes of one file)
@@ -178,6 +179,10 @@ def _answer(batch: AlarmBatch, outcome: list[bool | Replayed],
             future.set_exception(result)
         else:
             future.set_result(result)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and transient(exc)
 
 
 def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
@@ -379,40 +384,39 @@ class SqliteStore(Store):
         tried again with backoff for up to `retry_transient_for` seconds, the lock
         released in between so an alarm write can still fail fast and be answered."""
         give_up = time.monotonic() + (self.retry_transient_for if retry else 0.0)
-        delay, reported, failing_since = RETRY_FIRST, 0.0, None
-        while True:
-            try:
-                async with self._lock:
-                    result = await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
-            except sqlite3.Error as exc:
-                now = time.monotonic()
-                if not transient(exc) or now >= give_up:
-                    raise _operator_error(exc, self.path) from exc
-                failing_since = failing_since or now
-                self.problem = explain(exc, self.path)
-                if now - reported >= RETRY_REPORT_EVERY:
-                    reported = now
-                    log.warning("store write failed, retrying until it passes: %s", self.problem)
-                await asyncio.sleep(min(delay, max(0.0, give_up - now)))
-                delay = min(delay * 2, RETRY_CAP)
-                continue
-            if failing_since is not None:
-                log.warning("store writes pass again after %.1f s", time.monotonic() - failing_since)
-                self.problem = None
-            return result
+        reported, failing_since = 0.0, None
+
+        def failed(exc: BaseException, pause: float) -> None:
+            nonlocal reported, failing_since
+            now = time.monotonic()
+            failing_since = failing_since or now
+            self.problem = explain(exc, self.path)
+            if now - reported >= RETRY_REPORT_EVERY:
+                reported = now
+                log.warning("store write failed, retrying until it passes: %s", self.problem)
+
+        async def once() -> T:
+            async with self._lock:
+                return await self._in_thread(lambda conn: _in_transaction(conn, fn, durable))
+
+        try:
+            result = await STORE_RETRY.call(once, retry_on=_transient, deadline=give_up, before_sleep=failed)
+        except sqlite3.Error as exc:
+            raise _operator_error(exc, self.path) from exc
+        if failing_since is not None:
+            log.warning("store writes pass again after %.1f s", time.monotonic() - failing_since)
+            self.problem = None
+        return result
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
-        give_up = time.monotonic() + self.retry_transient_for
-        delay = RETRY_FIRST
-        while True:
-            try:
-                async with self.db.execute(sql, params) as cur:
-                    return list(await cur.fetchall())
-            except sqlite3.Error as exc:
-                if not transient(exc) or time.monotonic() >= give_up:
-                    raise _operator_error(exc, self.path) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP)
+        async def once() -> list[aiosqlite.Row]:
+            async with self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+        try:
+            return await STORE_RETRY.call(once, retry_on=_transient, deadline=time.monotonic() + self.retry_transient_for)
+        except sqlite3.Error as exc:
+            raise _operator_error(exc, self.path) from exc
 
     # -- alarms ------------------------------------------------------------
     async def add_alarm(self, alarm: Alarm, nonce: Nonce | None = None, on_commit: OnCommit = None) -> bool:

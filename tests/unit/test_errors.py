@@ -13,7 +13,7 @@ from pathlib import Path
 import crisisbot.errors as errors
 from crisisbot.errors import CrisisbotError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("crisisbot", "triggers", "connectors")
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}
