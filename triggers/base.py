@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
 from crisisbot.hubs import Hubs
-from crisisbot.models import Alarm
+from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.store.base import Nonce
 from triggers.state import TriggerState
 
@@ -69,3 +69,24 @@ class Trigger(ABC):
             await self.stop()
         finally:
             await self.state.flush()
+
+    async def submit_link_alarm(self, kind: EventKind, *, site: str, input: str, label: str, raw: str,
+                                details: dict[str, Any], what: str, errors: str, counted: str,
+                                zone: str | None = None) -> bool:
+        """Store the `input_fault` of a device or panel gone silent, or its `restore`
+        (`details` gets `restores: input_fault`); False if the store refused it (counted
+        under `errors`, logged; the caller tries again later). Each input keeps its own
+        counter names (`counted`, `errors`): `crisisbot status` shows them to users."""
+        silent = kind is EventKind.input_fault
+        if not silent:
+            details = {**details, "restores": EventKind.input_fault.value}
+        alarm = Alarm(source=self.name, site=site, zone=zone, input=input, kind=kind,
+                      severity=Severity.major if silent else Severity.info, label=label, details=details, raw=raw)
+        try:
+            await self.sink.submit(alarm)
+        except Exception:
+            self.stats[errors] += 1
+            self.log.exception("could not store the supervision alarm of %s", what)
+            return False
+        self.stats[counted] += 1
+        return True

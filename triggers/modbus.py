@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.hubs.modbus import ModbusHub, ModbusLink, SerialSettings, acquire
 from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.retry import RetryPolicy
@@ -53,7 +53,7 @@ class ModbusInput(Strict):
     debounce: int = Field(2, ge=1, le=100, description="consecutive identical reads before a change counts")
     role: Literal["alarm", "reset"] = Field("alarm", description="reset: operating it clears the device's latches")
     latch: bool = Field(False, description="after firing, stay in alarm until reset")
-    site: Identifier | None = Field(None, description="default: the device's site")
+    site: Annotated[Identifier | None, Reference("sites")] = Field(None, description="default: the device's site")
     zone: str | None = None
     label: str = ""
     kind: EventKind = EventKind.panic
@@ -74,7 +74,7 @@ __all__ = ["ModbusConfig", "ModbusDevice", "ModbusInput", "ModbusTrigger", "Seri
 class ModbusDevice(ModbusLink):
     """A polled device: where it answers (transport, host/serial, unit, timeout) and its inputs."""
 
-    site: Identifier
+    site: Annotated[Identifier, Reference("sites")]
     poll: Seconds = Field(0.2, ge=0.01, description="poll interval")
     offline_after: Seconds = Field(3.0, gt=0, description="no answer for this long raises input_fault")
     backoff_max: Seconds = Field(30.0, gt=0, description="longest wait between reconnection attempts")
@@ -327,20 +327,11 @@ class ModbusTrigger(Trigger):
         details: dict[str, Any] = {"device": dev.name, "unit": dev.config.unit, "address": target}
         if faulted:
             details["error"] = dev.last_error
-        else:
-            details["restores"] = EventKind.input_fault.value
-        alarm = Alarm(
-            source=self.name, site=dev.config.site, input=dev.name, kind=kind,
-            severity=Severity.major if faulted else Severity.info,
-            label=f"Modbus device {dev.name} {'not answering' if faulted else 'answering again'}",
-            details=details, raw=f"{dev.name}: {dev.last_error if faulted else 'answered'}",
-        )
-        try:
-            await self.sink.submit(alarm)
-        except Exception:
-            self.stats["submit_errors"] += 1
-            self.log.exception("could not store the link alarm of %s", dev.name)
+        if not await self.submit_link_alarm(
+                kind, site=dev.config.site, input=dev.name, what=dev.name, errors="submit_errors",
+                counted="faults" if faulted else "restores", details=details,
+                label=f"Modbus device {dev.name} {'not answering' if faulted else 'answering again'}",
+                raw=f"{dev.name}: {dev.last_error if faulted else 'answered'}"):
             return False
-        self.stats["faults" if faulted else "restores"] += 1
         self.log.warning("Modbus device %s %s", dev.name, "stopped answering" if faulted else "answers again")
         return True

@@ -417,24 +417,12 @@ class MqttTrigger(Trigger):
 
     async def _device_alarm(self, device: _Device, kind: EventKind) -> bool:
         silent = kind is EventKind.input_fault
-        details: dict[str, Any] = {"topic": device.topic, "rule": device.rule.topic,
-                                   "offline_after": device.rule.offline_after}
-        if not silent:
-            details["restores"] = EventKind.input_fault.value
-        alarm = Alarm(
-            source=self.name, site=device.site, zone=device.zone, input=device.topic, kind=kind,
-            severity=Severity.major if silent else Severity.info,
-            label=f"MQTT device {device.topic} {'silent' if silent else 'reporting again'}", details=details,
-            raw=f"supervision: {device.topic} {'silent' if silent else 'heard'}",
-        )
-        try:
-            await self.sink.submit(alarm)
-        except Exception:
-            self.stats["store_errors"] += 1
-            self.log.exception("could not store the supervision alarm of device %s", device.topic)
-            return False
-        self.stats["faults" if silent else "restores"] += 1
-        return True
+        return await self.submit_link_alarm(
+            kind, site=device.site, zone=device.zone, input=device.topic, what=f"device {device.topic}",
+            errors="store_errors", counted="faults" if silent else "restores",
+            label=f"MQTT device {device.topic} {'silent' if silent else 'reporting again'}",
+            details={"topic": device.topic, "rule": device.rule.topic, "offline_after": device.rule.offline_after},
+            raw=f"supervision: {device.topic} {'silent' if silent else 'heard'}")
 
     def _note(self, device: _Device) -> None:
         """Save the device (its silence timer to the second: few writes, whatever the traffic)."""

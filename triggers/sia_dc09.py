@@ -23,11 +23,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.listeners import ACCEPT_BACKLOG, BurstLog, ConnectionGate, Deadline, ListenerLimits
 from crisisbot.models import Alarm, EventKind, Severity, utcnow
@@ -47,7 +47,7 @@ PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
 class Dc09Account(Strict):
     account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$", description="account number the panel sends (#acct)")
-    site: Identifier
+    site: Annotated[Identifier, Reference("sites")]
     key: SecretStr | None = Field(None, description="AES-128/192/256 key, e.g. ${PANEL_PARIS_KEY}; none: plain text")
     key_format: Literal["hex", "ascii"] | None = Field(
         None, description="required with a key (a 32-character key reads both ways): hex = 32/48/64 hex "
@@ -444,22 +444,11 @@ class SiaDc09Trigger(Trigger):
     async def _link_alarm(self, panel: _Panel, kind: EventKind) -> bool:
         account = panel.config.account
         silent = kind is EventKind.input_fault
-        details: dict[str, Any] = {"account": account, "supervision": panel.config.supervision}
-        if not silent:
-            details["restores"] = EventKind.input_fault.value
-        alarm = Alarm(
-            source=self.name, site=panel.config.site, input=account, kind=kind, severity=SEVERITY[kind],
-            label=f"Panel {account} {'silent' if silent else 'reporting again'}", details=details,
-            raw=f"supervision: account {account} {'silent' if silent else 'heard'}",
-        )
-        try:
-            await self.sink.submit(alarm)
-        except Exception:
-            self.stats["store_errors"] += 1
-            self.log.exception("could not store the supervision alarm of account %s", account)
-            return False
-        self.stats["alarms"] += 1
-        return True
+        return await self.submit_link_alarm(
+            kind, site=panel.config.site, input=account, what=f"account {account}", errors="store_errors",
+            counted="alarms", label=f"Panel {account} {'silent' if silent else 'reporting again'}",
+            details={"account": account, "supervision": panel.config.supervision},
+            raw=f"supervision: account {account} {'silent' if silent else 'heard'}")
 
 
 class _Udp(asyncio.DatagramProtocol):
