@@ -8,11 +8,14 @@ of each is reported, so a burst of load on a shared machine does not decide alon
   null sink      the trigger matching rules and building alarms, storing nothing
   SqliteStore    the trigger storing every alarm before its PUBACK
 
+Each ratio is the median over the rounds of (bare run time / this run time), both runs
+of one round; the CPU the subscriber's process spent per message is printed beside it.
+
 A burst larger than Mosquitto's `max_queued_messages` (default 1000) is partly dropped
 by the broker for a subscriber that acknowledges only after storing, so the default
 burst stays below it; raise that broker setting in production.
 
-    python -m benchmarks.bench_mqtt [--messages 900] [--rounds 5]
+    python -m benchmarks.bench_mqtt [--messages 900] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import json
 import logging
+import resource
 import statistics
 import tempfile
 import time
@@ -64,6 +68,12 @@ def publish(topic: str, count: int) -> None:
                 body = json.dumps({"action": "single", "battery": 90, "linkquality": 120, "n": i})
                 await client.publish(f"{topic}/btn{i % 50}", body, qos=1)
     asyncio.run(run())
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (every thread: the store's too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def warm() -> None:
@@ -113,6 +123,7 @@ async def trigger_run(pool: ProcessPoolExecutor, topic: str, count: int, store: 
 async def bench(count: int, rounds: int) -> None:
     base = f"crisisbot-bench/{uuid.uuid4().hex[:8]}"
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(1) as pool:
         await asyncio.get_running_loop().run_in_executor(pool, warm)
         store = SqliteStore(Path(tmp) / "bench.db")
@@ -124,21 +135,27 @@ async def bench(count: int, rounds: int) -> None:
                     ("MqttTrigger, null sink", lambda t: trigger_run(pool, t, count, None)),
                     ("MqttTrigger, SqliteStore sink", lambda t: trigger_run(pool, t, count, store)),
                 )):
+                    used = _cpu()
                     runs.setdefault(name, []).append(await run(f"{base}/{n}/{index}"))
+                    cpu.setdefault(name, []).append((_cpu() - used) / count)
         finally:
             await store.close()
     print(f"MQTT QoS 1 through Mosquitto {BROKER[0]}:{BROKER[1]}, {count} messages, publisher in another process, "
           f"median of {rounds} round(s)")
-    rates = {name: count / statistics.median(seconds) for name, seconds in runs.items()}
-    baseline = rates["bare aiomqtt subscriber"]
-    for name, rate in rates.items():
-        print(f"  {name:30s} {rate:8.0f} messages/s  (ratio to bare {rate / baseline:.2f})")
+    bare_name = "bare aiomqtt subscriber"
+    for name, seconds in runs.items():
+        # the ratio of each round to the bare run of the same round: a slow moment of a shared
+        # machine touches both sides of a ratio, where the medians of each side may come from
+        # different moments; the subscriber's CPU per message does not depend on the load
+        ratio = statistics.median(b / s for b, s in zip(runs[bare_name], seconds))
+        print(f"  {name:30s} {count / statistics.median(seconds):8.0f} messages/s  (ratio to bare {ratio:.2f}, "
+              f"{statistics.median(cpu[name]) * 1e6:4.0f} µs CPU per message in this process)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=900)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     logging.getLogger("crisisbot").setLevel(logging.ERROR)
     try:

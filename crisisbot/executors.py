@@ -156,11 +156,13 @@ class AlarmPriority:
     in each gap, or every gap would let the whole waiting flood in at once."""
 
     GRACE = 0.05
+    PULSE = 0.25  # an input's bytes hold strangers back this long, or until the dispatch begins
 
     def __init__(self) -> None:
         self._active = 0
         self._holding = False
         self._release: asyncio.TimerHandle | None = None
+        self._pulse_until = 0.0
         self._waiting: list[Callable[[], None]] = []
         self._on_busy: list[Callable[[], None]] = []
         self.quiet = threading.Event()  # for pool threads: set while no alarm is dispatched
@@ -199,6 +201,18 @@ class AlarmPriority:
 
         timer = asyncio.get_running_loop().call_later(at_most, once)
         self._waiting.append(once)
+
+    def pulse(self) -> None:
+        """Bytes arrived on an alarm input: hold strangers back for PULSE seconds, so the
+        alarm is parsed and taken in without waiting behind them (listeners.INPUT_ACTIVITY).
+        Cheap when called for every frame: one clock read while a pulse is under way."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now + self.PULSE / 2 < self._pulse_until:
+            return
+        self._pulse_until = now + self.PULSE
+        self._enter()
+        loop.call_later(self.PULSE, self._exit)
 
     async def wait_quiet(self, at_most: float = HOLD) -> None:
         """Return when no alarm is being dispatched, or after `at_most` seconds."""

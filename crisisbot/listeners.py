@@ -135,12 +135,48 @@ class BurstLog:
             self.summarise()
 
 
-class ConnectionGate:
-    """Admission of a listener's connections (see the module docstring)."""
+class InputActivity:
+    """Bytes arriving on an alarm input (DC-09, webhook): an alarm may be on its way.
 
-    def __init__(self, name: str, limits: ListenerLimits, logger: logging.Logger | None = None) -> None:
+    The console holds strangers back while an alarm is dispatched, but the dispatch only
+    begins once the alarm is parsed and checked; under a login flood, the input's first
+    bytes used to wait behind the flood's requests on the event loop. Subscribers (the
+    web server: executors.AlarmPriority.pulse) hear of every input's bytes at once."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+        return unsubscribe
+
+    def note(self) -> None:
+        for callback in self._subscribers:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - an input never fails for the console's sake
+                log.exception("input activity: a subscriber failed")
+
+
+# one per process, like FD_BUDGET: the inputs and the console are built apart
+INPUT_ACTIVITY = InputActivity()
+
+
+class ConnectionGate:
+    """Admission of a listener's connections (see the module docstring).
+
+    `alarm_input`: its connections' bytes are noted in INPUT_ACTIVITY (every listener but
+    the console's)."""
+
+    def __init__(self, name: str, limits: ListenerLimits, logger: logging.Logger | None = None,
+                 alarm_input: bool = True) -> None:
         self.name = name
         self.limits = limits
+        self.alarm_input = alarm_input
         self._open: dict[Guarded, str] = {}  # admission order, moved to the end on activity
         self._per_peer: Counter[str] = Counter()
         self.stats = {"refused": 0, "evicted": 0}
@@ -169,6 +205,8 @@ class ConnectionGate:
 
     def touch(self, conn: Guarded) -> None:
         """Activity: the connection becomes the last to be closed to make room."""
+        if self.alarm_input:
+            INPUT_ACTIVITY.note()
         peer = self._open.pop(conn, None)
         if peer is not None:
             self._open[conn] = peer

@@ -26,7 +26,9 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Mapping, TypeVar, Union, cast
+
+from pydantic import BaseModel
 
 from connectors.base import Camera, Connector, Services
 from crisisbot.notify.links import AlertLinks
@@ -53,6 +55,9 @@ if TYPE_CHECKING:
     from triggers.base import Trigger
 
 log = logging.getLogger(__name__)
+
+OutputKey = Union[str, tuple[str, str]]  # a connector's name, or a camera's (site, camera)
+T = TypeVar("T")
 
 
 @dataclass
@@ -133,7 +138,7 @@ class Runtime:
     async def start_connectors(self) -> None:
         self._install(await self._started(bundle_items(self.bundle)))
 
-    def _install(self, started: dict[Any, Connector]) -> None:
+    def _install(self, started: dict[OutputKey, Connector]) -> None:
         """Swap the running connectors and cameras in place: the tables lent to steps stay live."""
         connectors, cameras = self._split(started)
         self.connectors.clear()
@@ -141,9 +146,9 @@ class Runtime:
         self.cameras.clear()
         self.cameras.update(cameras)
 
-    async def _started(self, items: dict[Any, PluginConfig]) -> dict[Any, Connector]:
+    async def _started(self, items: dict[OutputKey, PluginConfig]) -> dict[OutputKey, Connector]:
         """Start the connectors and cameras given; on failure stop those started and raise."""
-        started: dict[Any, Connector] = {}
+        started: dict[OutputKey, Connector] = {}
         try:
             for key, pc in items.items():
                 name = key[1] if isinstance(key, tuple) else key
@@ -154,15 +159,17 @@ class Runtime:
             raise
         return started
 
-    def _split(self, started: dict[Any, Connector]) -> tuple[dict[str, Connector], dict[tuple[str, str], Camera]]:
-        return ({k: v for k, v in started.items() if not isinstance(k, tuple)},
-                {k: v for k, v in started.items() if isinstance(k, tuple)})  # type: ignore[misc]
+    def _split(self, started: dict[OutputKey, Connector]) -> tuple[dict[str, Connector], dict[tuple[str, str], Camera]]:
+        connectors = {k: v for k, v in started.items() if isinstance(k, str)}
+        # entries under a site's `cameras:` are Camera plugins (config validation loads them as such)
+        cameras = {k: cast(Camera, v) for k, v in started.items() if isinstance(k, tuple)}
+        return connectors, cameras
 
     async def replace_connectors(self, bundle: Bundle) -> list[str]:
         """Restart only the outputs whose class or validated configuration changed; the new
         ones start before the old ones stop, so a step running meanwhile always finds one.
         Returns the names (re)started or removed (cameras as `site/camera`)."""
-        running: dict[Any, Connector] = {**self.connectors, **self.cameras}
+        running = outputs(self.connectors, self.cameras)
         wanted = bundle_items(bundle)
         fresh = {k: pc for k, pc in wanted.items()
                  if k not in running or not same_plugin(pc, type(running[k]), running[k].config)}
@@ -195,12 +202,20 @@ class Runtime:
                     self.instance_lock.release()
 
 
-def bundle_items(bundle: Bundle) -> dict[Any, PluginConfig]:
+def outputs(by_name: Mapping[str, T], by_camera: Mapping[tuple[str, str], T]) -> dict[OutputKey, T]:
+    """Connectors by name, then cameras by (site, camera), in one table (start order)."""
+    table: dict[OutputKey, T] = {}
+    table.update((name, item) for name, item in by_name.items())
+    table.update((key, item) for key, item in by_camera.items())
+    return table
+
+
+def bundle_items(bundle: Bundle) -> dict[OutputKey, PluginConfig]:
     """Connectors by name and cameras by (site, camera), in start order."""
-    return {**bundle.connectors, **bundle.cameras}
+    return outputs(bundle.connectors, bundle.cameras)
 
 
-def same_plugin(pc: PluginConfig | None, cls: type, config: Any) -> bool:
+def same_plugin(pc: PluginConfig | None, cls: type, config: BaseModel) -> bool:
     """Whether a running plugin is what `pc` asks for: same class, equal validated config
     (compared as models, so a changed secret counts: their JSON dumps are masked)."""
     return pc is not None and pc.cls is cls and type(pc.config) is type(config) and pc.config == config

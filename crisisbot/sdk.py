@@ -63,10 +63,11 @@ from crisisbot.models import (
     Recipient,
     Severity,
 )
+from crisisbot.clock import Clock, ManualClock
 from crisisbot.retry import RetryPolicy
 from crisisbot.notify import Request as NotifyRequest
 from crisisbot.notify import notify_of
-from crisisbot.steps.base import StepContext, StepSpec, StepType
+from crisisbot.steps.base import StepContext, StepServices, StepSpec, StepType
 from crisisbot.store.base import Nonce
 from triggers.base import AlarmSink, Trigger
 from triggers.state import TriggerState
@@ -80,9 +81,11 @@ __all__ = [
     # device connections a trigger and a connector share (crisisbot.hubs.modbus: the Modbus hub)
     "Hubs",
     # steps: a playbook action
-    "StepSpec", "StepContext", "StepType",
-    # a step that sends a message: `await notify_of(...).send(NotifyRequest(...))` (crisisbot.notify)
+    "StepSpec", "StepContext", "StepServices", "StepType",
+    # a step that sends a message: `await notify_of(ctx.services).send(NotifyRequest(...))` (crisisbot.notify)
     "NotifyRequest", "notify_of",
+    # time: every part reads the daemon's one clock; tests drive it with a ManualClock
+    "Clock", "ManualClock",
     # the data every part exchanges
     "Alarm", "AlarmAction", "EventKind", "Severity", "Incident", "IncidentStatus", "Meeting",
     "Attachment", "Recipient", "OutgoingEmail", "DeliveryResult", "DeliveryStatus",

@@ -84,13 +84,12 @@ def test_links_cannot_be_forged_moved_or_used_after_expiry():
 
 
 def test_cancel_window_never_applies_to_panels_unless_asked():
-    runtime = SimpleNamespace(bundle=SimpleNamespace(config=SimpleNamespace(
-        triggers={"centrale": {"type": "sia"}, "appli": {"type": "webhook"}})))
+    config = SimpleNamespace(triggers={"centrale": {"type": "sia"}, "appli": {"type": "webhook"}})
     window = CancelWindow(duration=5)
     panel, app = Alarm(source="centrale", site="s"), Alarm(source="appli", site="s")
-    assert applies(window, app, runtime) and not applies(window, panel, runtime)  # type: ignore[arg-type]
-    assert applies(CancelWindow(duration=5, panels=True), panel, runtime)  # type: ignore[arg-type]
-    assert not applies(None, app, runtime)  # type: ignore[arg-type]
+    assert applies(window, app, config) and not applies(window, panel, config)  # type: ignore[arg-type]
+    assert applies(CancelWindow(duration=5, panels=True), panel, config)  # type: ignore[arg-type]
+    assert not applies(None, app, config)  # type: ignore[arg-type]
 
 
 CANCEL_PLAYBOOK = """

@@ -294,3 +294,17 @@ def test_match_inputs_of_static_sources_are_checked(workspace, capsys):
     _edit(workspace, "playbooks/panic.yaml", "  sources: [plc]\n", "")
     _edit(workspace, "playbooks/panic.yaml", "plc1/btn-reception", "anything")
     assert run_validate(workspace, capsys)[0] == 0
+
+
+def test_sites_named_deep_in_an_inputs_configuration_are_checked(workspace, capsys):
+    """Input configurations declare their site fields (Reference("sites")): a Modbus device's
+    or input's site, a webhook routing key's, a DC-09 account's; each typo is located."""
+    workspace.edit_config(lambda d: d["triggers"].update({"plc": {"type": "modbus", "devices": {"plc1": {
+        "host": "127.0.0.1", "site": "paris_hq", "inputs": [
+            {"name": "btn", "address": 0}, {"name": "door", "address": 1, "site": "pariss-hq"}]}}}}))
+    code, errors, _ = run_validate(workspace, capsys)
+    assert code == 1
+    assert any("triggers.plc.devices.plc1.site: unknown site 'paris_hq'; did you mean 'paris-hq'?" in e
+               for e in errors), errors
+    assert any("triggers.plc.devices.plc1.inputs[1].site: unknown site 'pariss-hq'; did you mean 'paris-hq'?" in e
+               for e in errors), errors

@@ -8,18 +8,18 @@ a fake panic to the real committee at every start.
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from crisisbot.config.types import Seconds, Strict
+from crisisbot.config.types import Reference, Seconds, Strict
 from crisisbot.models import Alarm, EventKind, Severity
 from triggers.base import Trigger
 
 
 class DemoConfig(Strict):
     type: Literal["demo"]
-    site: str
+    site: Annotated[str, Reference("sites")]
     zone: str | None = None
     input: str | None = "demo-button"
     label: str = "Bouton panique (démo)"

@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.hubs.modbus import ModbusHub, ModbusLink, SerialSettings, acquire
 from crisisbot.models import Alarm, EventKind, Severity
 from crisisbot.retry import RetryPolicy
@@ -53,7 +53,7 @@ class ModbusInput(Strict):
     debounce: int = Field(2, ge=1, le=100, description="consecutive identical reads before a change counts")
     role: Literal["alarm", "reset"] = Field("alarm", description="reset: operating it clears the device's latches")
     latch: bool = Field(False, description="after firing, stay in alarm until reset")
-    site: Identifier | None = Field(None, description="default: the device's site")
+    site: Annotated[Identifier | None, Reference("sites")] = Field(None, description="default: the device's site")
     zone: str | None = None
     label: str = ""
     kind: EventKind = EventKind.panic
@@ -74,7 +74,7 @@ __all__ = ["ModbusConfig", "ModbusDevice", "ModbusInput", "ModbusTrigger", "Seri
 class ModbusDevice(ModbusLink):
     """A polled device: where it answers (transport, host/serial, unit, timeout) and its inputs."""
 
-    site: Identifier
+    site: Annotated[Identifier, Reference("sites")]
     poll: Seconds = Field(0.2, ge=0.01, description="poll interval")
     offline_after: Seconds = Field(3.0, gt=0, description="no answer for this long raises input_fault")
     backoff_max: Seconds = Field(30.0, gt=0, description="longest wait between reconnection attempts")

@@ -23,11 +23,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.listeners import ACCEPT_BACKLOG, BurstLog, ConnectionGate, Deadline, ListenerLimits
 from crisisbot.models import Alarm, EventKind, Severity, utcnow
@@ -47,7 +47,7 @@ PROTOCOLS = {"SIA-DCS": codec.decode_sia, "ADM-CID": codec.decode_cid}
 
 class Dc09Account(Strict):
     account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$", description="account number the panel sends (#acct)")
-    site: Identifier
+    site: Annotated[Identifier, Reference("sites")]
     key: SecretStr | None = Field(None, description="AES-128/192/256 key, e.g. ${PANEL_PARIS_KEY}; none: plain text")
     key_format: Literal["hex", "ascii"] | None = Field(
         None, description="required with a key (a 32-character key reads both ways): hex = 32/48/64 hex "

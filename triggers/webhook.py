@@ -20,7 +20,7 @@ import math
 import re
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crisisbot.config.types import Identifier, Seconds, Strict
+from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.errors import InputRejected
 from crisisbot.listeners import ListenerLimits
 from crisisbot.models import Alarm, AlarmAction, EventKind, Severity
@@ -45,7 +45,7 @@ PD_SEVERITY = {"critical": Severity.critical, "error": Severity.major, "warning"
 
 class RoutingKey(Strict):
     key: SecretStr
-    site: Identifier
+    site: Annotated[Identifier, Reference("sites")]
     kind: EventKind = EventKind.technical
 
 
@@ -60,7 +60,7 @@ class WebhookConfig(Strict):
     max_fields: int = Field(1000, ge=10, description="JSON bodies with more keys and items in total are refused (400)")
     limits: ListenerLimits = Field(default_factory=ListenerLimits, description="connection caps and timeouts")
     routing_keys: list[RoutingKey] = Field(default_factory=list, description="PagerDuty integration keys")
-    default_site: Identifier | None = None
+    default_site: Annotated[Identifier | None, Reference("sites")] = None
 
 
 class NativeAlarm(Strict):

@@ -67,10 +67,14 @@ def check_references(
             if pc is not None and not issubclass(pc.cls, Camera):
                 problems.append(config_doc.problem(("sites", site_id, "cameras", cam_id, "type"),
                                                    "connector type is not a camera"))
-    for name, pc in bundle.triggers.items():
-        site = getattr(pc.config, "site", None)
-        if isinstance(site, str) and site not in config.sites:
-            problems.append(config_doc.problem(("triggers", name, "site"), _unknown("site", site, config.sites)))
+    for name, pc in bundle.triggers.items():  # the sites an input's configuration declares (Reference("sites"))
+        sites = [(path, site) for path, ref, site in declared_references(pc.config, ("triggers", name))
+                 if ref.what == "sites"]
+        if not sites and isinstance(pc.config.model_dump().get("site"), str):  # an input that declares none
+            sites = [(("triggers", name, "site"), pc.config.model_dump()["site"])]
+        for path, site in sites:
+            if site not in config.sites:
+                problems.append(config_doc.problem(path, _unknown("site", site, config.sites)))
 
     # contacts
     for group_id, group in bundle.groups.items():
@@ -146,8 +150,9 @@ def check_references(
 
 
 def declared_references(model: BaseModel, at: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Reference, str]]:
-    """(field path, its Reference, a name it gives) for every name in a step, nested models
-    (escalation tiers) included: what a step declares is what gets checked."""
+    """(field path, its Reference, a name it gives) for every name in a step or an input's
+    configuration, nested models (escalation tiers, Modbus devices) included: what is
+    declared is what gets checked."""
     for field_name, info in type(model).model_fields.items():
         value = getattr(model, field_name)
         path = at + (field_name,)
@@ -159,10 +164,10 @@ def declared_references(model: BaseModel, at: tuple[str | int, ...]) -> Iterator
                 yield from ((path + (i,), ref, v) for i, v in enumerate(value) if isinstance(v, str))
         elif isinstance(value, BaseModel):
             yield from declared_references(value, path)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
+        elif isinstance(value, (list, dict)):  # a list of tiers, a mapping of Modbus devices
+            for key, item in (enumerate(value) if isinstance(value, list) else value.items()):
                 if isinstance(item, BaseModel):
-                    yield from declared_references(item, path + (index,))
+                    yield from declared_references(item, path + (key,))
 
 
 def _known_inputs(bundle: "Bundle", sources: list[str] | None) -> set[str] | None:

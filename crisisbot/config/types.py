@@ -88,10 +88,11 @@ class Reference:
         to: Annotated[list[Identifier], Reference("contacts")]
         via: Annotated[list[Identifier] | None, Reference("connectors", of="mail")] = None
 
+    Trigger configurations declare their `site` fields the same way (`Reference("sites")`).
     `of` narrows what is named: a connector kind (`Connector.kind`: mail, meeting, camera…)
     or, for `steps`, the action of the earlier step. `keywords` are values of the field that
     are not names (`cameras: zone`). The marker goes on the whole field, `None` included."""
 
-    what: Literal["contacts", "connectors", "templates", "cameras", "steps"]
+    what: Literal["contacts", "connectors", "templates", "cameras", "steps", "sites"]
     of: str | None = None
     keywords: tuple[str, ...] = ()

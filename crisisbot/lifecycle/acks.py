@@ -13,7 +13,8 @@ from crisisbot.clock import Clock
 from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.models import IncidentStatus
-from crisisbot.notify.links import ACK, CANCEL, STAND_DOWN, signer_of  # noqa: F401 - re-exported
+from crisisbot.links import Signer
+from crisisbot.notify.links import ACK, CANCEL, STAND_DOWN  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
@@ -28,6 +29,11 @@ CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.ca
 
 def clock_of(runtime: "Runtime") -> Clock:
     return runtime.clock
+
+
+def signer_of(runtime: "Runtime") -> Signer:
+    """The runtime's signer (kept for importers: `runtime.signer` says the same)."""
+    return runtime.signer
 
 
 def rule_of(playbook: "Playbook | None") -> AckRule:

@@ -15,27 +15,28 @@ from crisisbot.lifecycle.schema import CancelWindow
 from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome
 
 if TYPE_CHECKING:
-    from crisisbot.runtime import Runtime
+    from crisisbot.config.settings import DaemonConfig
+    from crisisbot.store.base import Store
 
 log = logging.getLogger(__name__)
 
 
-def from_panel(window: CancelWindow, alarm: Alarm, runtime: "Runtime") -> bool:
+def from_panel(window: CancelWindow, alarm: Alarm, config: "DaemonConfig") -> bool:
     """Raised by a panel-class input (DC-09, Modbus, Contact ID…), not by a person's button."""
-    trigger = runtime.bundle.config.triggers.get(alarm.source) or {}
+    trigger = config.triggers.get(alarm.source) or {}
     return str(trigger.get("type", "")) in window.panel_types
 
 
-def applies(window: CancelWindow | None, alarm: Alarm, runtime: "Runtime") -> bool:
+def applies(window: CancelWindow | None, alarm: Alarm, config: "DaemonConfig") -> bool:
     if window is None:
         return False
-    return window.panels or not from_panel(window, alarm, runtime)
+    return window.panels or not from_panel(window, alarm, config)
 
 
-def pressed_again(window: CancelWindow, first: Alarm, alarm: Alarm, runtime: "Runtime") -> bool:
+def pressed_again(window: CancelWindow, first: Alarm, alarm: Alarm, config: "DaemonConfig") -> bool:
     """A second press of the same button. A panel sending the same event again (new
     sequence number) or a sender resending one event (same dedup key) is a repeat, never a cancel."""
-    if first.id == alarm.id or from_panel(window, alarm, runtime):
+    if first.id == alarm.id or from_panel(window, alarm, config):
         return False
     if alarm.dedup_key is not None and alarm.dedup_key == first.dedup_key:
         return False
@@ -43,14 +44,14 @@ def pressed_again(window: CancelWindow, first: Alarm, alarm: Alarm, runtime: "Ru
 
 
 class CancelWindows:
-    def __init__(self, runtime: "Runtime", clock: Clock) -> None:
-        self.runtime = runtime
+    def __init__(self, store: "Store", clock: Clock) -> None:
+        self.store = store
         self.clock = clock
         self._events: dict[str, asyncio.Event] = {}
 
     async def wait(self, incident: Incident, alarm: Alarm, window: CancelWindow) -> bool:
         """True when the window closed without a cancel: the playbook may run."""
-        store = self.runtime.store
+        store = self.store
         fresh = await store.get_incident(incident.id)
         until_text = (fresh.data if fresh else incident.data).get("cancel_until")
         if until_text is None:
@@ -76,7 +77,7 @@ class CancelWindows:
         return True
 
     async def cancel(self, incident_id: str, by: str, via: str) -> Incident:
-        store = self.runtime.store
+        store = self.store
         incident = await store.get_incident(incident_id)
         if incident is None:
             raise CancelRefused(f"no incident '{incident_id}'")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from crisisbot.lifecycle.clock import Clock
 from crisisbot.lifecycle.crontab import next_fire
@@ -21,9 +21,10 @@ from crisisbot.lifecycle.schema import DrillSpec
 from crisisbot.models import Alarm
 
 if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
     from crisisbot.engine import Engine
     from crisisbot.lifecycle.timers import TimerService
-    from crisisbot.runtime import Runtime
+    from crisisbot.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,19 @@ def drill_alarm(drill_id: str, spec: DrillSpec, run_key: str | None = None) -> A
 
 
 class Drills:
-    def __init__(self, runtime: "Runtime", engine: "Engine", clock: Clock, timers: "TimerService") -> None:
-        self.runtime = runtime
+    """`bundle`: the configuration in place (a reload swaps it; `sync` follows it)."""
+
+    def __init__(self, store: "Store", bundle: "Callable[[], Bundle]", engine: "Engine", clock: Clock,
+                 timers: "TimerService") -> None:
+        self.store = store
+        self.bundle = bundle
         self.engine = engine
         self.clock = clock
         self.timers = timers
         timers.register(RUN, self._run, wall_clock=True)
 
     def _zone(self, spec: DrillSpec) -> str:
-        site = self.runtime.bundle.config.sites.get(spec.site)
+        site = self.bundle().config.sites.get(spec.site)
         return site.timezone if site else "UTC"
 
     async def start(self) -> None:
@@ -64,8 +69,8 @@ class Drills:
         """Each enabled drill has exactly its next run scheduled: at start, and after a
         reload added, changed, disabled or removed drills. A run due while the daemon was
         down stays scheduled (it runs once, late) unless its schedule changed."""
-        store = self.runtime.store
-        drills = self.runtime.bundle.config.lifecycle.drills
+        store = self.store
+        drills = self.bundle().config.lifecycle.drills
         kept: set[str] = set()
         for timer in [t for t in await store.list_timers() if t.kind == RUN]:
             drill_id = str(timer.payload.get("drill", ""))
@@ -93,15 +98,15 @@ class Drills:
         log.info("drill %s next runs at %s", drill_id, due.isoformat())
 
     async def run_now(self, drill_id: str, run_key: str | None = None) -> str:
-        spec = self.runtime.bundle.config.lifecycle.drills[drill_id]
+        spec = self.bundle().config.lifecycle.drills[drill_id]
         alarm = drill_alarm(drill_id, spec, run_key)
-        await self.runtime.store.audit("drill.started", None, {"drill": drill_id, "alarm_id": alarm.id,
+        await self.store.audit("drill.started", None, {"drill": drill_id, "alarm_id": alarm.id,
                                                                "site": spec.site, "playbook": spec.playbook})
         return await self.engine.submit(alarm)
 
     async def _run(self, timer: TimerRecord) -> None:
         drill_id = timer.payload["drill"]
-        spec = self.runtime.bundle.config.lifecycle.drills.get(drill_id)
+        spec = self.bundle().config.lifecycle.drills.get(drill_id)
         if spec is None or not spec.enabled:
             log.info("drill %s is no longer configured; not run", drill_id)
             return

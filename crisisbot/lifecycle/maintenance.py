@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from crisisbot.errors import SilenceRefused  # noqa: F401 - re-exported for existing importers
 from crisisbot.lifecycle.clock import Clock
@@ -19,8 +19,9 @@ from crisisbot.store.records import SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, new_id
 
 if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
     from crisisbot.lifecycle.timers import TimerService
-    from crisisbot.runtime import Runtime
+    from crisisbot.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,11 @@ END = "silence.end"
 
 
 class Maintenance:
-    def __init__(self, runtime: "Runtime", clock: Clock, timers: "TimerService") -> None:
-        self.runtime = runtime
+    """`bundle`: the configuration in place (a reload swaps it), read at each use."""
+
+    def __init__(self, store: "Store", bundle: "Callable[[], Bundle]", clock: Clock, timers: "TimerService") -> None:
+        self.store = store
+        self.bundle = bundle
         self.clock = clock
         self.timers = timers
         timers.register(END, self._expire, wall_clock=True)
@@ -38,7 +42,7 @@ class Maintenance:
                   playbook: str | None = None, starts_at: datetime | None = None,
                   silence_id: str | None = None) -> SilenceRecord:
         """`silence_id`: chosen by the caller so that asking twice adds one silence."""
-        bundle = self.runtime.bundle
+        bundle = self.bundle()
         if site not in bundle.config.sites:
             raise SilenceRefused(f"unknown site '{site}'")
         if playbook is not None and bundle.playbook(playbook) is None:
@@ -48,7 +52,7 @@ class Maintenance:
         start = starts_at or self.clock.now()
         silence = SilenceRecord(silence_id or new_id()[:12], site, start, start + timedelta(seconds=duration), reason, by,
                                 input, playbook)
-        await self.runtime.store.add_silence(silence)
+        await self.store.add_silence(silence)
         await self.timers.schedule([TimerRecord(f"silence:{silence.id}:end", END, silence.ends_at, None,
                                                 {"silence": silence.id})])
         log.info("silence %s on %s%s until %s: %s", silence.id, site, f"/{input}" if input else "",
@@ -56,18 +60,18 @@ class Maintenance:
         return silence
 
     async def end(self, silence_id: str, by: str) -> bool:
-        return await self.runtime.store.end_silence(silence_id, self.clock.now(), "silence.ended", f"ended by {by}")
+        return await self.store.end_silence(silence_id, self.clock.now(), "silence.ended", f"ended by {by}")
 
     async def _expire(self, timer: TimerRecord) -> None:
-        await self.runtime.store.end_silence(timer.payload["silence"], self.clock.now(), "silence.expired",
+        await self.store.end_silence(timer.payload["silence"], self.clock.now(), "silence.expired",
                                              "planned end reached")
 
     async def active_for(self, alarm: Alarm) -> SilenceRecord | None:
         now = self.clock.now()
-        for silence in await self.runtime.store.list_silences(active_at=now):
+        for silence in await self.store.list_silences(active_at=now):
             if silence.covers(alarm.site, alarm.input, alarm.zone, now):
                 return silence
         return None
 
     def reduced_playbook(self, silence: SilenceRecord) -> str | None:
-        return silence.playbook or self.runtime.bundle.config.lifecycle.maintenance_playbook
+        return silence.playbook or self.bundle().config.lifecycle.maintenance_playbook

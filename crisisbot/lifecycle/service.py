@@ -22,6 +22,7 @@ from crisisbot.lifecycle.timers import TimerService
 from crisisbot.models import Alarm, Incident
 
 if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
     from crisisbot.config.playbook import Playbook
     from crisisbot.engine import Engine
     from crisisbot.runtime import Runtime
@@ -37,10 +38,13 @@ class Lifecycle:
         self.timers: TimerService = runtime.timers
         for kind, handler in escalation.handlers(runtime).items():
             self.timers.register(kind, handler)
-        self.maintenance = Maintenance(runtime, self.clock, self.timers)
-        self.drills = Drills(runtime, engine, self.clock, self.timers)
-        self.supervision = Supervision(runtime, self.clock, self.timers)
-        self.cancel_windows = CancelWindows(runtime, self.clock)
+        def bundle() -> "Bundle":  # the configuration in place: a reload swaps it
+            return runtime.bundle
+
+        self.maintenance = Maintenance(runtime.store, bundle, self.clock, self.timers)
+        self.drills = Drills(runtime.store, bundle, engine, self.clock, self.timers)
+        self.supervision = Supervision(runtime.store, bundle, runtime.triggers, self.clock, self.timers)
+        self.cancel_windows = CancelWindows(runtime.store, self.clock)
         self._background: set[asyncio.Task[Any]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
@@ -113,12 +117,12 @@ class Lifecycle:
         if window is None or not self.cancel_windows.open_for(incident):
             return
         first = next(iter(await self.runtime.store.incident_alarms(incident.id)), None)
-        if first is not None and pressed_again(window, first, alarm, self.runtime):
+        if first is not None and pressed_again(window, first, alarm, self.runtime.bundle.config):
             await self.cancel_windows.cancel(incident.id, by=f"{alarm.source} pressed again", via="input")
 
     async def before_run(self, incident: Incident, alarm: Alarm, playbook: "Playbook") -> bool:
         window = playbook.lifecycle.cancel_window
-        if not applies(window, alarm, self.runtime):
+        if not applies(window, alarm, self.runtime.bundle.config):
             return True
         assert window is not None
         return await self.cancel_windows.wait(incident, alarm, window)

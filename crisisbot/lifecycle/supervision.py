@@ -6,29 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
 from crisisbot.lifecycle.clock import Clock
 
 if TYPE_CHECKING:
+    from crisisbot.config.bundle import Bundle
     from crisisbot.lifecycle.timers import TimerService
-    from crisisbot.runtime import Runtime
+    from crisisbot.store.base import Store
+    from triggers.base import Trigger
 
 log = logging.getLogger(__name__)
 
 
 class Supervision:
-    def __init__(self, runtime: "Runtime", clock: Clock, timers: "TimerService") -> None:
-        self.runtime = runtime
+    """`bundle`: the configuration in place; `triggers`: the running inputs (a live table)."""
+
+    def __init__(self, store: "Store", bundle: "Callable[[], Bundle]", triggers: "Mapping[str, Trigger]",
+                 clock: Clock, timers: "TimerService") -> None:
+        self.store = store
+        self.bundle = bundle
+        self.triggers = triggers
         self.clock = clock
         self.timers = timers
         self.last_ping: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.runtime.bundle.config.lifecycle.supervision.deadman_url:
+        if self.bundle().config.lifecycle.supervision.deadman_url:
             self._task = asyncio.create_task(self._deadman(), name="crisisbot-deadman")
 
     async def stop(self) -> None:
@@ -37,9 +44,9 @@ class Supervision:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        store = self.runtime.store
+        store = self.store
         now = self.clock.now()
-        body: dict[str, Any] = {"time": now.isoformat(), "triggers": sorted(self.runtime.triggers)}
+        body: dict[str, Any] = {"time": now.isoformat(), "triggers": sorted(self.triggers)}
         try:
             last = await store.last_alarm_at()
             pending = await store.pending_alarms()
@@ -56,7 +63,7 @@ class Supervision:
         return healthy, body
 
     async def ping(self) -> None:
-        config = self.runtime.bundle.config.lifecycle.supervision
+        config = self.bundle().config.lifecycle.supervision
         assert config.deadman_url
         try:
             async with httpx.AsyncClient(timeout=config.deadman_timeout) as client:
@@ -69,7 +76,7 @@ class Supervision:
             log.warning("dead-man ping to %s failed: %s", config.deadman_url, exc)
 
     async def _deadman(self) -> None:
-        every = self.runtime.bundle.config.lifecycle.supervision.deadman_every
+        every = self.bundle().config.lifecycle.supervision.deadman_every
         while True:
             await self.ping()
             await asyncio.sleep(every)

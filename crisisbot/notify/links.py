@@ -17,15 +17,9 @@ from crisisbot.web.liveview import liveview_link
 
 if TYPE_CHECKING:
     from crisisbot.config.settings import DaemonConfig
-    from crisisbot.runtime import Runtime
 
 ACK, STAND_DOWN, CANCEL = "ack", "stand-down", "cancel"  # the purposes a token is signed for
 LIVEVIEW_TTL = 86400.0  # a live-view link serves the incident's images for a day
-
-
-def signer_of(runtime: "Runtime") -> Signer:
-    """The runtime's signer (kept for importers: `runtime.signer` says the same)."""
-    return runtime.signer
 
 
 def public_url(config: "DaemonConfig") -> str | None:

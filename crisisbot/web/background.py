@@ -80,7 +80,7 @@ class BackgroundServer:
                  hold: AlarmPriority | None = None) -> None:
         """`hold`: new connections wait while an alarm is dispatched (the console; never an input)."""
         limits = limits or ListenerLimits()
-        self.gate = ConnectionGate(name, limits)
+        self.gate = ConnectionGate(name, limits, alarm_input=hold is None)
         config = uvicorn.Config(_quiet_disconnects(app, name), host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 http=guarded_protocol(self.gate, hold), timeout_keep_alive=max(1, int(limits.idle_timeout)),
                                 backlog=ACCEPT_BACKLOG)  # uvicorn's 2048 would accept a flood past the fd budget

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crisisbot.listeners import INPUT_ACTIVITY
 from crisisbot.web.background import BackgroundServer
 from crisisbot.web.console import Console
 from crisisbot.web.refusals import RefusalAudit, Refusals
@@ -112,7 +113,8 @@ class WebServer:
         self.runtime = runtime
         self.port: int | None = None
         self._server: BackgroundServer | None = None
-        self.refusals = Refusals(RefusalAudit(runtime.store.audit))
+        self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
+        self.refusals = Refusals(RefusalAudit(runtime.store.audit, hold=runtime.executors.priority.wait_quiet))
         self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:
@@ -122,9 +124,12 @@ class WebServer:
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
                                         "web console", web.limits, hold=self.runtime.executors.priority)
         self.port = await self._server.start()
+        self._inputs = INPUT_ACTIVITY.subscribe(self.runtime.executors.priority.pulse)
         log.info("web console on http://%s:%s/console", web.host, self.port)
 
     async def stop(self) -> None:
+        if self._inputs is not None:
+            self._inputs()
         if self._server is not None:
             await self._server.stop()
         await self.refusals.audit.stop()

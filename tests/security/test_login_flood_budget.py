@@ -10,6 +10,7 @@ import threading
 
 from console_helpers import PASSWORD, client, console_daemon, enable_console, login
 from crisisbot.executors import AlarmPriority, Pool
+from crisisbot.listeners import INPUT_ACTIVITY, ConnectionGate, ListenerLimits
 from crisisbot.web.throttle import HashBudget
 
 
@@ -133,3 +134,50 @@ async def test_an_immediate_refusal_entry_waits_for_the_dispatch():
         during = list(written)
     await asyncio.gather(*refusals._tasks)
     assert during == [] and written == ["console.login_failed"]
+
+
+async def test_bytes_on_an_alarm_input_hold_the_console_before_the_alarm_is_even_parsed(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        assert not priority.busy
+        INPUT_ACTIVITY.note()  # what the webhook and DC-09 listeners do on every read
+        held = priority.busy and not priority.quiet.is_set()
+        await asyncio.sleep(AlarmPriority.PULSE + AlarmPriority.GRACE * 4)
+        released = not priority.busy
+    assert held and released
+
+
+async def test_only_an_alarm_input_s_bytes_pulse_the_alarm_priority():
+    gate = ConnectionGate("webhook test", ListenerLimits())
+    console = ConnectionGate("console test", ListenerLimits(), alarm_input=False)
+    priority = AlarmPriority()
+    unsubscribe = INPUT_ACTIVITY.subscribe(priority.pulse)
+    try:
+        console.touch(object())  # the console's own bytes hold nothing
+        after_console = priority.busy
+        gate.touch(object())
+        after_input = priority.busy
+    finally:
+        unsubscribe()
+        gate.close()
+        console.close()
+    assert not after_console and after_input
+
+
+async def test_the_console_s_refusal_audit_waits_for_the_dispatch(workspace):
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        priority = daemon.runtime.executors.priority
+        refusals = daemon.web.refusals.audit
+
+        async def failed_logins() -> list:
+            return [e for e in await daemon.runtime.store.audit_entries() if e.kind == "console.login_failed"]
+
+        with priority.urgent():
+            refusals.note("console.login_failed", None, "127.0.0.9", "intrus")
+            await asyncio.sleep(0.3)
+            during = await failed_logins()
+        await asyncio.gather(*refusals._tasks)
+        after = await failed_logins()
+    assert during == [] and len(after) == 1
