@@ -1,4 +1,4 @@
-"""`crisisbot status`: ask the running daemon what its inputs received and refused."""
+"""`crisisbot status` and `crisisbot reload`: the running daemon's inputs, and its files read again."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from crisisbot.commands import DaemonStatus, Status
+from crisisbot.commands import DaemonStatus, Reload, Reloaded, Status
 from crisisbot.config.bundle import load_bundle
 from crisisbot.control import send
 from crisisbot.errors import CommandRefused, CrisisbotError
@@ -35,7 +35,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """What SIGHUP does, with an answer: the files are valid here (else their problems are
+    printed and nothing is asked), and the daemon says whether it took them."""
+    from pathlib import Path
+
+    bundle = load_bundle(Path(args.config))
+    try:
+        done = asyncio.run(send(bundle.control_socket, Reload(), timeout=60))
+    except CommandRefused as exc:
+        raise CrisisbotError(f"the daemon could not reload: {exc}") from None
+    if done is None:
+        raise CrisisbotError(f"no crisisbot daemon answers on {bundle.control_socket}; start it with `crisisbot run`")
+    assert isinstance(done, Reloaded)
+    if not done.ok:
+        raise CrisisbotError("the running daemon refused the new configuration and keeps the last good one; "
+                             "its log says why")
+    print(f"the running daemon runs configuration {bundle.digest[:12]}")
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="show what each input of the running daemon received and refused")
     p.add_argument("--json", action="store_true", help="print the counters as JSON")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("reload", help="make the running daemon read its files again (like SIGHUP), with an answer")
+    p.set_defaults(func=cmd_reload)

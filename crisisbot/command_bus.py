@@ -28,7 +28,7 @@ from crisisbot.commands import (
     ListSessions, Reload, Reloaded, Result, RevokeLinks, RevokeSessions, RunDrill, SessionsListed, SessionsRevoked,
     SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded, StandDown, Status, StoodDown, TriggerAlarm,
 )
-from crisisbot.errors import CommandInvalid, CrisisbotError, DaemonRequired
+from crisisbot.errors import CommandInvalid, DaemonRequired
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle
@@ -200,8 +200,6 @@ async def _revoke_sessions(bus: CommandBus, command: RevokeSessions) -> Sessions
 async def _revoke_links(bus: CommandBus, command: RevokeLinks) -> LinksRevoked:
     from crisisbot.web.admin import revoke_links
 
-    if bus.runtime.revocations is None:
-        raise CrisisbotError("link revocation is not available")
     done = await revoke_links(bus.runtime.revocations, bus.runtime.signer, {
         "link": command.link, "incident_id": command.incident_id, "person": command.person,
         "reason": command.reason, "by": command.actor})

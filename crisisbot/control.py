@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from crisisbot.commands import Command, Result, decode, decode_result, encode, encode_error, encode_result
 from crisisbot.errors import CommandInvalid, CommandRefused, DaemonBusy  # DaemonBusy: re-exported too
+from crisisbot.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from crisisbot.command_bus import CommandBus
 
 CONNECT_WAIT = 10.0  # seconds to keep trying a daemon whose socket backlog is full
-_RETRY = 0.05
+_BUSY_RETRY = RetryPolicy(first=0.05, cap=0.05)  # a busy daemon's listen backlog: tried again every 50 ms
 
 
 async def _connect(path: Path, wait: float) -> socket.socket | None:
@@ -29,25 +30,26 @@ async def _connect(path: Path, wait: float) -> socket.socket | None:
     Unix socket) as a successful connection that then fails with EINVAL.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            return None
-        except BlockingIOError:  # the daemon is alive but has not accepted its waiting clients yet
-            sock.close()
-        except BaseException:
-            sock.close()
-            raise
-        if loop.time() >= deadline:
-            raise DaemonBusy(f"a daemon is running (control socket {path}) but is too busy to take the request "
-                             f"after {wait:g}s; nothing was done in this process — try again")
-        await asyncio.sleep(_RETRY)
+    try:
+        return await _BUSY_RETRY.call(lambda: _connect_once(path), retry_on=BlockingIOError,
+                                      deadline=loop.time() + wait, clock=loop.time)
+    except BlockingIOError:  # the daemon is alive but has not accepted its waiting clients yet
+        raise DaemonBusy(f"a daemon is running (control socket {path}) but is too busy to take the request "
+                         f"after {wait:g}s; nothing was done in this process — try again") from None
+
+
+async def _connect_once(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(str(path))
+        return sock
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def ask_daemon(path: Path, request: dict[str, Any], timeout: float = 120.0,

@@ -23,7 +23,7 @@ from crisisbot.commands import (
 from crisisbot.config.bundle import load_bundle
 from crisisbot.control import ask_daemon
 from crisisbot.errors import CommandInvalid
-from crisisbot.lifecycle.acks import ACK, CANCEL, STAND_DOWN, signer_of
+from crisisbot.lifecycle.acks import ACK, CANCEL, STAND_DOWN
 from crisisbot.models import Alarm, IncidentStatus
 from crisisbot.store import opened_store
 from daemon_helpers import fire_manual, running_daemon
@@ -176,7 +176,7 @@ async def test_stand_down_audits_the_same_entry_from_every_front_door(workspace)
         doors["console"] = _stood_down(await store.audit_entries(incident.id))
 
         incident = await fire_manual(daemon)
-        token = signer_of(daemon.runtime).sign(incident.id, "operator", STAND_DOWN, 3600)
+        token = daemon.runtime.signer.sign(incident.id, "operator", STAND_DOWN, 3600)
         async with client(daemon) as http:
             link = await http.post(f"/stand-down/{token}", data={"outcome": "false_alarm", "reason": "Levée de doute"},
                                    headers={"accept": "application/json"})
@@ -209,7 +209,7 @@ async def test_acknowledge_audits_the_same_entry_from_the_console_and_a_personal
         async with client(daemon) as http:
             assert (await login(http, "operator")).status_code == 303
             form = await http.post(f"/console/incidents/{incident.id}/ack", data={"response": "joining"})
-            token = signer_of(daemon.runtime).sign(incident.id, "bruno", ACK, 3600)
+            token = daemon.runtime.signer.sign(incident.id, "bruno", ACK, 3600)
             link = await http.post(f"/ack/{token}", data={"response": "joining"}, headers={"accept": "application/json"})
         entries = [e.data for e in await daemon.runtime.store.audit_entries(incident.id)
                    if e.kind == "incident.acknowledged"]
@@ -265,7 +265,7 @@ async def test_cancel_audits_the_same_entry_from_the_cli_and_a_cancel_token(tmp_
                     argv = ["-c", str(ws.config_path), "cancel", incident.id, "--by", "bruno"]
                     assert await asyncio.to_thread(main, argv) == 0
                 else:
-                    token = signer_of(daemon.runtime).sign(incident.id, "bruno", CANCEL, 600)
+                    token = daemon.runtime.signer.sign(incident.id, "bruno", CANCEL, 600)
                     async with httpx.AsyncClient() as http:
                         answer = await http.post(f"http://127.0.0.1:{ws.web_port}/incidents/{incident.id}/cancel",
                                                  headers={"authorization": f"Bearer {token}",
@@ -306,3 +306,17 @@ async def test_a_command_carried_out_again_elsewhere_acts_once(tmp_path):
             cancelled = [e for e in await store.audit_entries(incident.id) if e.kind == "incident.cancelled"]
     assert all(first == again for first, again in answers)
     assert len(silences) == 1 and len(drills) == 1 and len(cancelled) == 1
+
+
+async def test_reload_from_the_cli_answers_whether_the_daemon_took_the_files(workspace, capsys):
+    argv = ["-c", str(workspace.config_path), "reload"]
+    async with running_daemon(workspace) as daemon:
+        playbook = workspace.root / "playbooks" / "panic.yaml"
+        playbook.write_text(playbook.read_text().replace("priority: 10", "priority: 20"))
+        assert await asyncio.to_thread(main, argv) == 0
+        out = capsys.readouterr().out
+        priority = daemon.runtime.bundle.playbook("panic").priority
+        digest = daemon.runtime.bundle.digest
+    assert priority == 20 and f"runs configuration {digest[:12]}" in out
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "no crisisbot daemon answers on" in capsys.readouterr().err

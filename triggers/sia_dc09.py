@@ -440,6 +440,8 @@ class SiaDc09Trigger(Trigger):
                         panel.faulted = True
                         self._note(panel)
                         self.stats["faults"] += 1
+                        if panel.last_seen > now:  # heard while the fault was being stored: it speaks again
+                            await self._heard(panel)
 
     async def _link_alarm(self, panel: _Panel, kind: EventKind) -> bool:
         account = panel.config.account
