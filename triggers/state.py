@@ -21,10 +21,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
+from crisisbot.retry import RetryPolicy
+
 log = logging.getLogger(__name__)
 
 WRITE_EVERY = 0.2  # seconds between two commits while values keep changing
 RETRY_AFTER = 1.0  # seconds before trying again when the store refused a write
+# until the writer is stopped (flush's timeout cancels it): a refused write stays in memory
+SAVE_RETRY = RetryPolicy(first=RETRY_AFTER, cap=RETRY_AFTER)
 
 Save = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -100,20 +104,27 @@ class TriggerState:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _write(self) -> None:
-        assert self._save is not None
         while self._dirty:
-            batch, self._dirty = self._dirty, {}
-            started = time.monotonic()
-            try:
-                await self._save(self.trigger, batch)
-            except Exception as exc:  # noqa: BLE001 - kept in memory; retried, and visible in the log
-                self.write_errors += 1
-                log.warning("could not save the state of trigger %s (%s); retrying", self.trigger, exc)
-                self._dirty = {**batch, **self._dirty}
-                await asyncio.sleep(RETRY_AFTER)
-                continue
+            started = await SAVE_RETRY.call(self._commit, retry_on=Exception, before_sleep=self._refused)
             if self._dirty:
                 await asyncio.sleep(max(0.0, WRITE_EVERY - (time.monotonic() - started)))
+
+    async def _commit(self) -> float:
+        """Save what changed so far; a refused batch goes back into memory for the next try
+        (under any newer value of the same key). Returns when this try started."""
+        assert self._save is not None
+        started = time.monotonic()
+        batch, self._dirty = self._dirty, {}
+        try:
+            await self._save(self.trigger, batch)
+        except Exception:
+            self._dirty = {**batch, **self._dirty}
+            raise
+        return started
+
+    def _refused(self, exc: BaseException, pause: float) -> None:
+        self.write_errors += 1  # kept in memory; retried, and visible in the log
+        log.warning("could not save the state of trigger %s (%s); retrying", self.trigger, exc)
 
 
 def wall_from_monotonic(mono: float, clock: Callable[[], float]) -> float:

@@ -49,10 +49,10 @@ def check_references(
         if name not in mailers:
             problems.append(config_doc.problem(("mail", "via", index), _unknown("mail connector", name, mailers)))
     if config.mail.fallback is not None:
-        for index, ref in enumerate(config.mail.fallback.to):
-            if ref not in contact_ids:
+        for index, contact in enumerate(config.mail.fallback.to):
+            if contact not in contact_ids:
                 problems.append(config_doc.problem(("mail", "fallback", "to", index),
-                                                   _unknown("contact group or person", ref, contact_ids)))
+                                                   _unknown("contact group or person", contact, contact_ids)))
         for index, name in enumerate(config.mail.fallback.via):
             if name not in mailers:
                 problems.append(config_doc.problem(("mail", "fallback", "via", index),
@@ -68,13 +68,13 @@ def check_references(
                 problems.append(config_doc.problem(("sites", site_id, "cameras", cam_id, "type"),
                                                    "connector type is not a camera"))
     for name, pc in bundle.triggers.items():  # the sites an input's configuration declares (Reference("sites"))
-        sites = [(path, site) for path, ref, site in declared_references(pc.config, ("triggers", name))
+        sites = [(path, site_name) for path, ref, site_name in declared_references(pc.config, ("triggers", name))
                  if ref.what == "sites"]
         if not sites and isinstance(pc.config.model_dump().get("site"), str):  # an input that declares none
             sites = [(("triggers", name, "site"), pc.config.model_dump()["site"])]
-        for path, site in sites:
-            if site not in config.sites:
-                problems.append(config_doc.problem(path, _unknown("site", site, config.sites)))
+        for path, site_name in sites:
+            if site_name not in config.sites:
+                problems.append(config_doc.problem(path, _unknown("site", site_name, config.sites)))
 
     # contacts
     for group_id, group in bundle.groups.items():
@@ -110,22 +110,22 @@ def check_references(
         doc = playbook_docs[playbook.id]
         match_sites = playbook.match.sites or list(config.sites)
         step_ids: dict[str, int] = {}
-        for index, site in enumerate(playbook.match.sites or []):
-            if site not in config.sites:
-                problems.append(doc.problem(("match", "sites", index), _unknown("site", site, config.sites)))
+        for index, site_name in enumerate(playbook.match.sites or []):
+            if site_name not in config.sites:
+                problems.append(doc.problem(("match", "sites", index), _unknown("site", site_name, config.sites)))
         zone_sites = [config.sites[s] for s in (playbook.match.sites or config.sites) if s in config.sites]
         if not any(site.dynamic_zones for site in zone_sites):
             known_zones = {z for site in zone_sites for z in site.zones} | trigger_zones
-            for index, zone in enumerate(playbook.match.zones or []):
-                if zone not in known_zones:
-                    problems.append(doc.problem(("match", "zones", index), _unknown("zone", zone, known_zones) + (
+            for index, zone_name in enumerate(playbook.match.zones or []):
+                if zone_name not in known_zones:
+                    problems.append(doc.problem(("match", "zones", index), _unknown("zone", zone_name, known_zones) + (
                         " (zones are listed under sites.<site>.zones; set `dynamic_zones: true` on a site "
                         "whose inputs name zones at run time)")))
-        if playbook.match.inputs:
-            inputs = _known_inputs(bundle, playbook.match.sources)
-            for index, name in enumerate(playbook.match.inputs if inputs is not None else []):
-                if name not in inputs:  # type: ignore[operator]
-                    problems.append(doc.problem(("match", "inputs", index), _unknown("input", name, inputs or ()) + (
+        inputs = _known_inputs(bundle, playbook.match.sources) if playbook.match.inputs else None
+        if inputs is not None:  # None: a source names its inputs at run time, nothing to check
+            for index, name in enumerate(playbook.match.inputs or []):
+                if name not in inputs:
+                    problems.append(doc.problem(("match", "inputs", index), _unknown("input", name, inputs) + (
                         " (inputs of the playbook's sources: Modbus `device/input` names and devices, "
                         "DC-09 accounts, demo inputs)")))
         for index, source in enumerate(playbook.match.sources or []):
@@ -133,12 +133,13 @@ def check_references(
                 problems.append(doc.problem(("match", "sources", index), _unknown("alarm source", source, [*config.triggers, "manual"])))
         for s_index, step in enumerate(playbook.steps):
             at = ("steps", s_index)
+            assert step.id is not None  # the playbook's validator gives every step an id
             if step.id in step_ids:
                 problems.append(doc.problem(at + ("id",), f"duplicate step id '{step.id}'"))
             for n_index, need in enumerate(step.needs or []):
                 if need not in step_ids:
                     problems.append(doc.problem(at + ("needs", n_index), _unknown("earlier step", need, step_ids)))
-            step_ids[step.id] = s_index  # type: ignore[index]
+            step_ids[step.id] = s_index
             for path, ref, name in declared_references(step, at):
                 label, known, found = lookup(ref, name, step.id, step_ids, match_sites)
                 if not found:

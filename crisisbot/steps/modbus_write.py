@@ -9,7 +9,7 @@ an unreachable device is retried until the step deadline.
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from typing import Annotated, Awaitable, Callable, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -17,9 +17,24 @@ from pydantic import BaseModel, Field, model_validator
 from crisisbot.config.types import Identifier, Reference
 from crisisbot.errors import PermanentError, TransientError
 from crisisbot.hubs.modbus import CoilWriter, ModbusDevices, acquire
+from crisisbot.retry import RetryPolicy
 from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
-RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # pauses between tries: a gateway rebooting takes seconds
+
+
+@dataclass(frozen=True)
+class _Scheduled(RetryPolicy):
+    """The one retry policy, with its pauses read from a fixed schedule rather than doubled:
+    the coil's schedule (0.2 s to 5 s in five steps) predates the policy and operators rely on it."""
+
+    delays: tuple[float, ...] = ()
+
+    def pause(self, failures: int) -> float:
+        return self.delays[min(failures, len(self.delays)) - 1] if self.delays else 0.0
+
+
+COIL_RETRY = _Scheduled(first=RETRY_DELAYS[0], delays=RETRY_DELAYS, attempts=len(RETRY_DELAYS) + 1)
 
 
 class ModbusWriteStep(StepSpec):
@@ -77,22 +92,21 @@ def _writer(ctx: StepContext, spec: ModbusWriteStep) -> Callable[[], Awaitable[N
 async def run(ctx: StepContext, spec: ModbusWriteStep) -> CoilWritten:
     write = _writer(ctx, spec)
     target = spec.connector or f"{spec.trigger}/{spec.device}"
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            await write()
-        except TransientError as exc:
-            if attempt > len(RETRY_DELAYS):
-                raise StepFailed(f"coil {spec.address} on {target}: {exc} ({attempt} attempts)") from exc
-            delay = RETRY_DELAYS[attempt - 1]
-            ctx.log.warning("coil %s on %s: %s; retrying in %.1fs", spec.address, target, exc, delay)
-            await asyncio.sleep(delay)
-            continue
-        except PermanentError as exc:
-            raise StepFailed(f"coil {spec.address} on {target}: {exc}") from exc
-        return CoilWritten(connector=spec.connector, trigger=spec.trigger, device=spec.device,
-                           address=spec.address, value=spec.value, attempts=attempt)
+    tries = 0
 
+    def warn(exc: BaseException, pause: float) -> None:
+        ctx.log.warning("coil %s on %s: %s; retrying in %.1fs", spec.address, target, exc, pause)
+
+    try:
+        async for attempt in COIL_RETRY.retrying(retry_on=TransientError, before_sleep=warn):
+            with attempt:
+                tries = attempt.retry_state.attempt_number
+                await write()
+    except TransientError as exc:
+        raise StepFailed(f"coil {spec.address} on {target}: {exc} ({tries} attempts)") from exc
+    except PermanentError as exc:
+        raise StepFailed(f"coil {spec.address} on {target}: {exc}") from exc
+    return CoilWritten(connector=spec.connector, trigger=spec.trigger, device=spec.device,
+                       address=spec.address, value=spec.value, attempts=tries)
 
 STEP = StepType(ModbusWriteStep, run, CoilWritten)
