@@ -113,7 +113,7 @@ class VerdictJournal:
         commit = self._committing = asyncio.ensure_future(self.store.save_deliveries(records))
         done, _ = await asyncio.wait({commit}, timeout=COMMIT_STALL)
         if not done:
-            problem = getattr(self.store, "problem", None) or f"no commit after {COMMIT_STALL:.0f}s"
+            problem = self.store.problem or f"no commit after {COMMIT_STALL:.0f}s"
             self.error = f"delivery verdicts wait for the store: {problem}"
             self.unwritten = len(records)
             log.error("%s", self.error)

@@ -1,16 +1,19 @@
 """Dry run: which playbook an alarm would run, who would be contacted, what they would read.
 
-Nothing is sent and nothing is stored; meeting links are shown as placeholders.
+Nothing is sent and nothing is stored; meeting links are shown as placeholders. Each step
+describes itself (`StepType.describe`/`placeholder`), so a plugin step is shown like a built-in one.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterator
 
 from crisisbot import matching
 from crisisbot.config.bundle import Bundle
-from crisisbot.models import Alarm, Incident, IncidentStatus, Meeting
+from crisisbot.models import Alarm, Incident, IncidentStatus
+from crisisbot.playbook_run import step_id
+from crisisbot.steps import step_type
 from crisisbot.steps.base import StepContext, StepServices
 
 
@@ -34,55 +37,10 @@ def simulate(bundle: Bundle, alarm: Alarm, at: datetime, show_bodies: bool = Tru
     for step in playbook.steps:
         yield ""
         yield f"Step {step.id} ({step.action})" + (f", waits for {', '.join(step.needs)}" if step.needs else "")
-        if step.action == "meeting":
-            yield f"  opens a meeting with {step.connector}" + (f", fallback {', '.join(step.fallback)}" if step.fallback else "")  # type: ignore[attr-defined]
-            ctx.outputs[step.id] = Meeting(provider=step.connector, join_url="<meeting link>", meeting_id="-",  # type: ignore[attr-defined,index]
-                                           subject=incident.title, start=at, end=at)
-        elif step.action == "snapshot":
-            from crisisbot.steps.snapshot import select_cameras
-
-            yield f"  cameras: {', '.join(select_cameras(step, ctx)) or 'none'}"  # type: ignore[arg-type]
-        elif step.action == "email":
-            yield from _email(bundle, step, ctx, show_bodies, at)
-        elif step.action == "escalate":
-            yield from _escalate(bundle, step, at)
-        else:
+        kind = step_type(step.action)
+        if kind.describe is None:
             yield f"  {step.model_dump(exclude={'id', 'action'}, exclude_none=True)}"
-
-
-def _escalate(bundle: Bundle, step, at: datetime) -> Iterator[str]:
-    """Each tier's people as duty schedules give them when that tier would fire."""
-    rule = step.until
-    roles = "".join(f", {n} {role}" for role, n in rule.roles.items())
-    yield f"  until {rule.count} acknowledgement(s){roles}"
-    for number, tier in enumerate(step.tiers, 1):
-        when = at + timedelta(seconds=tier.after)
-        delay = "at once" if not tier.after else f"after {timedelta(seconds=round(tier.after))}"
-        people = bundle.recipients(tier.to, at=when)
-        yield (f"  tier {number} ({', '.join(tier.to)}), {delay}, template '{tier.template}': "
-               f"{len(people)} recipient(s) on duty at {when.isoformat(timespec='minutes')}")
-        for person in people:
-            yield f"    - {person.name} <{person.email}>" + (" [external]" if person.external else "")
-        if tier.reminders:
-            yield (f"    reminded every {timedelta(seconds=round(tier.reminders.every))}, "
-                   f"{tier.reminders.count} time(s), if they have not answered")
-
-
-def _email(bundle: Bundle, step, ctx: StepContext, show_bodies: bool, at: datetime) -> Iterator[str]:
-    from crisisbot.steps.email import build_messages
-
-    recipients = bundle.recipients(step.to, at=at)
-    yield f"  emails {len(recipients)} recipient(s) with template '{step.template}':"
-    fallbacks: list[str] = []
-    messages = build_messages(step, ctx, recipients, fallbacks=fallbacks)
-    for why in fallbacks:
-        yield f"  WARNING: {why}; the built-in message would be sent instead"
-    for message in messages:
-        person = message.recipient
-        tag = " [external]" if person.external else ""
-        yield f"    - {person.name} <{person.email}>{tag}: {message.subject}"
-    if show_bodies and recipients:
-        first = build_messages(step, ctx, recipients[:1])[0]
-        yield "  --- message (as the first recipient would read it, text part) ---"
-        for line in first.text.splitlines():
-            yield f"  | {line}"
+        else:
+            yield from kind.describe(ctx, step, show_bodies)
+        if kind.placeholder is not None:
+            ctx.outputs[step_id(step)] = kind.placeholder(ctx, step)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from crisisbot.errors import IncidentClosed, IncidentNotFound
 from crisisbot.clock import Clock
 from crisisbot.store.records import AckRecord
-from crisisbot.lifecycle.schema import AckRule
+from crisisbot.lifecycle.schema import AckRule, StopsOnAcks
 from crisisbot.models import IncidentStatus
 from crisisbot.links import Signer
 from crisisbot.notify.links import ACK, CANCEL, STAND_DOWN  # noqa: F401 - re-exported
@@ -39,9 +39,8 @@ def signer_of(runtime: "Runtime") -> Signer:
 def rule_of(playbook: "Playbook | None") -> AckRule:
     """The playbook's acknowledgement rule: on its escalate step, else 'one person'."""
     for step in playbook.steps if playbook else []:
-        rule = getattr(step, "until", None)
-        if isinstance(rule, AckRule):
-            return rule
+        if isinstance(step, StopsOnAcks):
+            return step.until
     return AckRule()
 
 

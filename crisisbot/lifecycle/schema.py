@@ -8,7 +8,7 @@ core files need one-line additions only.
 from __future__ import annotations
 
 from datetime import datetime, time
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
 
@@ -37,6 +37,14 @@ class AckRule(Strict):
         if sum(self.roles.values()) > self.count:
             self.count = sum(self.roles.values())
         return self
+
+
+@runtime_checkable
+class StopsOnAcks(Protocol):
+    """A step whose `until` rule says when enough people acknowledged (escalate's): the
+    incident's acknowledgement rule is that of its playbook's first such step."""
+
+    until: AckRule
 
 
 # -- playbook `lifecycle:` ---------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Generic, Iterable, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field, TypeAdapter
 
@@ -117,6 +117,14 @@ class StepContext:
         }
 
 
+@runtime_checkable
+class TemplateExtras(Protocol):
+    """A context whose templates also see variables of its caller (the lifecycle's tier,
+    outcome, reason…): a step adds its own to `extra` for them."""
+
+    extra: dict[str, Any]
+
+
 C = TypeVar("C", bound=StepSpec)
 O = TypeVar("O")
 
@@ -133,12 +141,20 @@ class StepType(Generic[C, O]):
     model or a dataclass). The output is written to the step journal as JSON and read back
     after a restart, so a done step is not run again (a meeting is not opened twice);
     `journal=False` for outputs too big to keep (images): a producer step is then run again
-    when a step that needs it has yet to run."""
+    when a step that needs it has yet to run.
+
+    For `crisisbot simulate` (a dry run: nothing sent, nothing stored), a step may say what
+    it would do: `describe(ctx, config, bodies)` yields the lines shown under the step
+    (`bodies`: whether to show message bodies), and `placeholder(ctx, config)` gives the
+    output later steps see in its stead (the meeting's "<meeting link>"). Without
+    `describe`, simulate shows the step's fields."""
 
     Config: type[C]
     run: Callable[[StepContext, C], Awaitable[O]]
     Output: type[O]
     journal: bool = True
+    describe: Callable[[StepContext, C, bool], Iterable[str]] | None = None
+    placeholder: Callable[[StepContext, C], O] | None = None
 
     @property
     def action(self) -> str:

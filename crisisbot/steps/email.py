@@ -9,7 +9,7 @@ people than `require` were reached (then the step fails).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
@@ -69,4 +69,23 @@ async def run(ctx: StepContext, spec: EmailStep) -> Delivered:
     return Delivered.model_validate(await notify_of(ctx.services).send(request_of(spec, ctx)))
 
 
-STEP = StepType(EmailStep, run, Delivered)
+def describe(ctx: StepContext, spec: EmailStep, bodies: bool) -> Iterator[str]:
+    """Who would get which subject, then (with `bodies`) the first recipient's text part."""
+    recipients = ctx.recipients(list(spec.to))
+    yield f"  emails {len(recipients)} recipient(s) with template '{spec.template}':"
+    fallbacks: list[str] = []
+    messages = build_messages(spec, ctx, recipients, fallbacks=fallbacks)
+    for why in fallbacks:
+        yield f"  WARNING: {why}; the built-in message would be sent instead"
+    for message in messages:
+        person = message.recipient
+        tag = " [external]" if person.external else ""
+        yield f"    - {person.name} <{person.email}>{tag}: {message.subject}"
+    if bodies and recipients:
+        first = build_messages(spec, ctx, recipients[:1])[0]
+        yield "  --- message (as the first recipient would read it, text part) ---"
+        for line in first.text.splitlines():
+            yield f"  | {line}"
+
+
+STEP = StepType(EmailStep, run, Delivered, describe=describe)

@@ -12,14 +12,14 @@ fired again after a crash resends nothing. The lifecycle fires the timers
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
 from crisisbot.config.types import Identifier, Reference, Seconds, Strict
 from crisisbot.lifecycle.schema import AckRule
 from crisisbot.notify import Request, notify_of
-from crisisbot.steps.base import StepContext, StepSpec, StepType
+from crisisbot.steps.base import StepContext, StepSpec, StepType, TemplateExtras
 from crisisbot.store.records import TimerRecord
 
 TIER, REMINDER = "escalate.tier", "escalate.reminder"  # timer kinds, fired by the lifecycle
@@ -104,13 +104,31 @@ async def send_tier(ctx: StepContext, spec: EscalateStep, tier_index: int, remin
             return {"recipients": 0, "sent": 0}
     step_id = f"{spec.id}.tier{tier_index + 1}" + (f".r{reminder}" if reminder else "")
     template = tier.reminders.template if reminder and tier.reminders else tier.template
-    extra = getattr(ctx, "extra", None)  # a lifecycle context: its templates see the tier
-    if extra is not None:
-        extra.update({"tier": tier_index + 1, "reminder": reminder, "escalated": tier_index > 0})
+    if isinstance(ctx, TemplateExtras):  # a lifecycle context: its templates see the tier
+        ctx.extra.update({"tier": tier_index + 1, "reminder": reminder, "escalated": tier_index > 0})
     await ctx.store.audit("escalation.reminder" if reminder else "escalation.tier", ctx.incident.id,
                           {"step": spec.id, "tier": tier_index + 1, "reminder": reminder, "people": people})
     return await notify_of(ctx.services).send(Request(context=ctx, step_id=step_id, to=people or tier.to,
                                                       template=template, via=spec.via, timeout=spec.timeout))
 
 
-STEP = StepType(EscalateStep, run, Escalation)
+def describe(ctx: StepContext, spec: EscalateStep, bodies: bool) -> Iterator[str]:
+    """Each tier's people as duty schedules give them when that tier would fire."""
+    bundle, start = ctx.services.bundle, ctx.clock.now()
+    rule = spec.until
+    roles = "".join(f", {n} {role}" for role, n in rule.roles.items())
+    yield f"  until {rule.count} acknowledgement(s){roles}"
+    for number, tier in enumerate(spec.tiers, 1):
+        when = start + timedelta(seconds=tier.after)
+        delay = "at once" if not tier.after else f"after {timedelta(seconds=round(tier.after))}"
+        people = bundle.recipients(tier.to, at=when)
+        yield (f"  tier {number} ({', '.join(tier.to)}), {delay}, template '{tier.template}': "
+               f"{len(people)} recipient(s) on duty at {when.isoformat(timespec='minutes')}")
+        for person in people:
+            yield f"    - {person.name} <{person.email}>" + (" [external]" if person.external else "")
+        if tier.reminders:
+            yield (f"    reminded every {timedelta(seconds=round(tier.reminders.every))}, "
+                   f"{tier.reminders.count} time(s), if they have not answered")
+
+
+STEP = StepType(EscalateStep, run, Escalation, describe=describe)

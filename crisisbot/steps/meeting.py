@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import Field
 
@@ -86,4 +86,17 @@ async def run(ctx: StepContext, spec: MeetingStep) -> Meeting:
     raise StepFailed("no meeting could be opened (" + "; ".join(errors) + ")")
 
 
-STEP = StepType(MeetingStep, run, Meeting)  # journaled: a restart reuses the meeting
+def describe(ctx: StepContext, spec: MeetingStep, bodies: bool) -> Iterator[str]:
+    fallback = f", fallback {', '.join(spec.fallback)}" if spec.fallback else ""
+    yield f"  opens a meeting with {spec.connector}{fallback}"
+
+
+def placeholder(ctx: StepContext, spec: MeetingStep) -> Meeting:
+    """A dry run opens no meeting: its messages show a placeholder link."""
+    now = ctx.clock.now()
+    return Meeting(provider=spec.connector, join_url="<meeting link>", meeting_id="-",
+                   subject=ctx.incident.title, start=now, end=now)
+
+
+# journaled: a restart reuses the meeting
+STEP = StepType(MeetingStep, run, Meeting, describe=describe, placeholder=placeholder)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal, Mapping
+from typing import Annotated, Iterator, Literal, Mapping
 
 from pydantic import Field
 
@@ -69,6 +69,10 @@ async def run(ctx: StepContext, spec: SnapshotStep) -> SnapshotSet:
     return result
 
 
+def describe(ctx: StepContext, spec: SnapshotStep, bodies: bool) -> Iterator[str]:
+    yield f"  cameras: {', '.join(select_cameras(spec, ctx)) or 'none'}"
+
+
 async def capture_all(cameras: Mapping[str, Camera | None], timeout: float,
                       prealarm_since: datetime | None = None) -> SnapshotSet:
     """Every camera at once, each under `timeout`; failures are named, never raised.
@@ -95,4 +99,4 @@ async def capture_all(cameras: Mapping[str, Camera | None], timeout: float,
 
 # not journaled: the images are kept encrypted in the image store, not in the step journal;
 # after a restart the step runs again if a message that needs them has yet to go out
-STEP = StepType(SnapshotStep, run, SnapshotSet, journal=False)
+STEP = StepType(SnapshotStep, run, SnapshotSet, journal=False, describe=describe)
