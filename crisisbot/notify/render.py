@@ -45,7 +45,7 @@ def build_messages(request: Request, recipients: list[Recipient],
     failures = {name: why for group in image_outputs(request) for name, why in group.failures.items()}
     meeting: Meeting | None = base["meeting"]
     meeting_failed = any(
-        step.action == "meeting" and step.id not in ctx.outputs for step in ctx.playbook.steps
+        step.opens_meeting and step.id not in ctx.outputs for step in ctx.playbook.steps
     )
     messages = []
     for person in recipients:

@@ -35,6 +35,7 @@ class StepSpec(Strict):
     """Fields common to all steps; each action adds its own."""
 
     produces: ClassVar[bool] = False  # outputs (meeting, snapshots) later steps wait for
+    opens_meeting: ClassVar[bool] = False  # its output is the join link messages carry
     consumes: ClassVar[bool] = False  # messages: by default wait for the earlier producers
     urgent: ClassVar[bool] = False  # part of the dispatch: the web server holds back strangers meanwhile
     notifies: ClassVar[bool] = False  # reaches people: reaching fewer than required fails the playbook

@@ -21,6 +21,7 @@ from crisisbot.steps.base import StepContext, StepFailed, StepSpec, StepType
 
 class MeetingStep(StepSpec):
     produces = True
+    opens_meeting = True
     urgent = True
 
     action: Literal["meeting"]
