@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from crisisbot.models import Alarm
+from daemon_helpers import fire_manual
 from lifecycle_helpers import Workspace, lifecycle_daemon, smtp_recorder, start_clock
 
 BRUNO, ALICE, DAVID = "bruno.leroy@exemple.fr", "alice.martin@exemple.fr", "david.smith@exemple.fr"
@@ -41,14 +41,6 @@ def ws(tmp_path):
     return workspace
 
 
-async def open_incident(daemon):
-    alarm = Alarm(source="manual", site="paris-hq", zone="accueil", label="Bouton panique accueil")
-    await daemon.engine.submit(alarm)
-    incident = await daemon.engine.wait_processed(alarm.id)
-    await daemon.engine.wait_incident(incident.id)
-    return incident
-
-
 def recipients(smtp) -> list[str]:
     return sorted(address for address, _ in smtp.messages)
 
@@ -60,7 +52,7 @@ async def test_an_escalation_keeps_its_delay_across_a_clock_step(ws, step_hours)
         ws.setup(port)
         async with lifecycle_daemon(ws, clock) as daemon:
             timers, store = daemon.lifecycle.timers, daemon.runtime.store
-            await open_incident(daemon)
+            await fire_manual(daemon)
             assert recipients(smtp) == [BRUNO]
 
             await clock.step(hours=step_hours)  # NTP correction: no time has passed

@@ -7,8 +7,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from crisisbot.models import Alarm, IncidentStatus
+from crisisbot.models import IncidentStatus
 from crisisbot.timeline import timeline_lines
+from daemon_helpers import fire_manual
 from lifecycle_helpers import Workspace, lifecycle_daemon, link, smtp_recorder, start_clock, text_of
 
 BRUNO, ALICE, DAVID, CHLOE = ("bruno.leroy@exemple.fr", "alice.martin@exemple.fr",
@@ -42,10 +43,6 @@ groups:
 """
 
 
-def alarm() -> Alarm:
-    return Alarm(source="manual", site="paris-hq", zone="accueil", label="Bouton panique accueil")
-
-
 @pytest.fixture
 def ws(tmp_path):
     workspace = Workspace(tmp_path)
@@ -54,21 +51,13 @@ def ws(tmp_path):
     return workspace
 
 
-async def open_incident(daemon):
-    a = alarm()
-    await daemon.engine.submit(a)
-    incident = await daemon.engine.wait_processed(a.id)
-    await daemon.engine.wait_incident(incident.id)
-    return incident
-
-
 async def test_tier2_acknowledges_by_link_escalation_stops_and_stand_down_reaches_everyone(ws):
     clock = start_clock()
     with smtp_recorder() as (smtp, port):
         ws.setup(port)
         async with lifecycle_daemon(ws, clock) as daemon:
             store, timers = daemon.runtime.store, daemon.lifecycle.timers
-            incident = await open_incident(daemon)
+            incident = await fire_manual(daemon)
 
             # tier 1 only, with a personal acknowledgement link
             assert [a for a, _ in smtp.messages] == [BRUNO]
@@ -130,7 +119,7 @@ async def test_rule_needs_a_manager_so_a_non_manager_ack_does_not_stop_it(ws):
     with smtp_recorder() as (smtp, port):
         ws.setup(port)
         async with lifecycle_daemon(ws, clock) as daemon:
-            incident = await open_incident(daemon)
+            incident = await fire_manual(daemon)
             async with httpx.AsyncClient() as http:
                 answer = await http.post(link(smtp.to(BRUNO)[0], "ack"), data={"response": "on_it"},
                                          headers={"Accept": "application/json"})
@@ -151,7 +140,7 @@ async def test_restart_in_the_middle_fires_the_next_tier_exactly_once(ws):
     with smtp_recorder() as (smtp, port):
         ws.setup(port)
         async with lifecycle_daemon(ws, clock) as daemon:
-            incident = await open_incident(daemon)
+            incident = await fire_manual(daemon)
         assert [a for a, _ in smtp.messages] == [BRUNO]
 
         # the daemon was down when tier 2 was due: it fires once, late, at start
