@@ -80,9 +80,14 @@ def _at(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _run(conn: sqlite3.Connection, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-    for sql, params in statements:
-        conn.execute(sql, params)
+def _writes(statements: list[tuple[str, tuple[Any, ...]]], audits: Audits) -> Callable[[sqlite3.Connection], Audits]:
+    """The body of a transaction that runs plain statements and chains their audit entries."""
+    def work(conn: sqlite3.Connection) -> Audits:
+        for sql, params in statements:
+            conn.execute(sql, params)
+        return audits
+
+    return work
 
 
 def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
@@ -366,13 +371,7 @@ class SqliteStore(Store):
                      durable: bool = False) -> list[AuditEntry]:
         """Run statements and audit appends in one committed transaction;
         `durable` waits for the disk (power-cut safe) before returning."""
-        statements, audits = list(statements), list(audits)
-
-        def work(conn: sqlite3.Connection) -> Audits:
-            _run(conn, statements)
-            return audits
-
-        return await self._transaction(work, durable)
+        return await self._transaction(_writes(list(statements), list(audits)), durable)
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
                            retry: bool = True) -> list[AuditEntry]:
@@ -680,12 +679,7 @@ class SqliteStore(Store):
 
     async def save_deliveries(self, records: list[DeliveryRecord], audit: bool = True) -> None:
         statements, audits = self._delivery_writes(records, audit)
-
-        def work(conn: sqlite3.Connection) -> Audits:
-            _run(conn, statements)
-            return audits
-
-        if len(records) > INLINE_RECORDS or not self._transaction_inline(work):
+        if len(records) > INLINE_RECORDS or not self._transaction_inline(_writes(statements, audits)):
             await self._write(statements, audits)
 
     def _transaction_inline(self, work: Callable[[sqlite3.Connection], Audits]) -> bool:
