@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from crisisbot.config.bundle import load_bundle
 from crisisbot.daemon import Daemon
-from crisisbot.lifecycle.clock import ManualClock
+from crisisbot.clock import ManualClock
 from crisisbot.web.ack import ack_routes
 from crisisbot.web.background import BackgroundServer
 

@@ -78,7 +78,7 @@ async def test_one_unencodable_message_fails_alone_and_nobody_gets_two(tmp_path)
 async def test_a_failing_timer_is_retried_later_and_others_fire_beside_it(tmp_path):
     from datetime import timedelta
 
-    from crisisbot.lifecycle.clock import ManualClock
+    from crisisbot.clock import ManualClock
     from crisisbot.store.records import TimerRecord
     from crisisbot.lifecycle.timers import RETRY_AFTER, TimerService
 

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from crisisbot.errors import IncidentClosed, IncidentNotFound
-from crisisbot.clock import Clock
 from crisisbot.store.records import AckRecord
 from crisisbot.lifecycle.schema import AckRule, StopsOnAcks
 from crisisbot.models import IncidentStatus
-from crisisbot.links import Signer
 from crisisbot.notify.links import ACK, CANCEL, STAND_DOWN  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -25,15 +23,6 @@ log = logging.getLogger(__name__)
 
 RESPONSES = ("on_it", "joining")
 CLOSED = (IncidentStatus.resolved, IncidentStatus.false_alarm, IncidentStatus.cancelled)
-
-
-def clock_of(runtime: "Runtime") -> Clock:
-    return runtime.clock
-
-
-def signer_of(runtime: "Runtime") -> Signer:
-    """The runtime's signer (kept for importers: `runtime.signer` says the same)."""
-    return runtime.signer
 
 
 def rule_of(playbook: "Playbook | None") -> AckRule:
@@ -72,7 +61,7 @@ async def acknowledge(runtime: "Runtime", incident_id: str, person_id: str, resp
         raise IncidentClosed(f"incident {incident_id} is already {incident.status.value}")
     person = bundle.people.get(person_id)
     name = person.name if person else person_id
-    at = clock_of(runtime).now()
+    at = runtime.clock.now()
     delay = (at - incident.opened_at).total_seconds()
     new = await store.add_ack(
         AckRecord(incident.id, person_id, response, via, at),

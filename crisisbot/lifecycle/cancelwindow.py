@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from crisisbot.errors import CancelRefused  # noqa: F401 - re-exported for existing importers
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.lifecycle.schema import CancelWindow
 from crisisbot.models import Alarm, Incident, IncidentStatus, PlaybookOutcome
 

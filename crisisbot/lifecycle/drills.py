@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.lifecycle.crontab import next_fire
 from crisisbot.store.records import TimerRecord
 from crisisbot.lifecycle.schema import DrillSpec

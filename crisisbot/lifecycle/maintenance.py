@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
 from crisisbot.errors import SilenceRefused  # noqa: F401 - re-exported for existing importers
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.store.records import SilenceRecord, TimerRecord
 from crisisbot.models import Alarm, new_id
 

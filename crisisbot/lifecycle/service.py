@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Coroutine
 
 from crisisbot.lifecycle import escalation, restores
 from crisisbot.lifecycle.cancelwindow import CancelWindows, applies, pressed_again
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 from crisisbot.lifecycle.drills import Drills
 from crisisbot.lifecycle.hooks import Handled
 from crisisbot.lifecycle.maintenance import Maintenance

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import EndsMeetings
 from crisisbot.errors import StandDownRefused, StepFailed
-from crisisbot.lifecycle.acks import CLOSED, clock_of
+from crisisbot.lifecycle.acks import CLOSED
 from crisisbot.lifecycle.context import get_incident, incident_context
 from crisisbot.models import DeliveryStatus, IncidentStatus, Meeting, PlaybookOutcome
 from crisisbot.notify import Request
@@ -47,7 +47,7 @@ async def stand_down(runtime: "Runtime", incident_id: str, outcome: IncidentStat
     incident = await get_incident(runtime, incident_id)
     if incident.status in CLOSED and incident.status is not outcome:
         raise StandDownRefused(f"incident {incident.id} is already {incident.status.value}")
-    at = clock_of(runtime).now()
+    at = runtime.clock.now()
     if incident.status is not outcome:
         await store.set_incident_status(incident.id, outcome, reason)
         await store.update_incident_data(incident.id, {"stand_down": {

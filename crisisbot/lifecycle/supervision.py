@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
-from crisisbot.lifecycle.clock import Clock
+from crisisbot.clock import Clock
 
 if TYPE_CHECKING:
     from crisisbot.config.bundle import Bundle

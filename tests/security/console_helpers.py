@@ -11,7 +11,7 @@ import httpx
 
 from crisisbot.config.bundle import load_bundle
 from crisisbot.daemon import Daemon
-from crisisbot.lifecycle.clock import ManualClock
+from crisisbot.clock import ManualClock
 from crisisbot.web.passwords import hash_password
 
 PASSWORD = "correct horse battery staple"
