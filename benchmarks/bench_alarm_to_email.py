@@ -34,6 +34,7 @@ from aiosmtpd.controller import Controller
 
 from crisisbot.config.bundle import load_bundle
 from crisisbot.engine import Engine
+from crisisbot.gc_policy import settle
 from crisisbot.models import Alarm
 from crisisbot.runtime import Runtime
 
@@ -67,6 +68,7 @@ def _relay_main(port: int, commands: Connection) -> None:
     clock = Clock()
     controller = Controller(clock, hostname="127.0.0.1", port=port)
     controller.start()
+    settle()  # aiosmtpd builds a class per MAIL and RCPT: keep full collections short (gc_policy)
     commands.send("ready")
     try:
         while commands.recv() == "take":
@@ -150,6 +152,7 @@ async def run() -> None:
         runtime = await Runtime.build(bundle)
         engine = Engine(runtime)
         await engine.start()
+        settle()  # as the daemon does once started (crisisbot/gc_policy.py, daemon.serve)
         crisis, bare = [], []
         try:
             for index in range(RUNS + 3):  # 3 warm-up runs
