@@ -205,8 +205,10 @@ async def run() -> None:
                                                  nice=FLOOD_NICE, sustained=True)
                             await flood.started()  # fire once the daemon is answering the flood
                             flooding = time.perf_counter()
-                            await block("b", round_)
-                            flood.stop()
+                            try:
+                                await block("b", round_)
+                            finally:
+                                flood.stop()
                             floods.append(await flood.result())
                             flood_seconds += time.perf_counter() - flooding
                             await asyncio.sleep(0.5)  # the last attempts' connections close

@@ -148,7 +148,12 @@ def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int
         if stop is None:
             flood = asyncio.ensure_future(login_flood(port, count, sources, first_block, result))
         else:
-            flood = asyncio.ensure_future(sustained_flood(port, count, first_block, result, stop.is_set,
+            parent = os.getppid()  # a benchmark killed midway must not leave its flood running
+
+            def over() -> bool:
+                return stop.is_set() or os.getppid() != parent
+
+            flood = asyncio.ensure_future(sustained_flood(port, count, first_block, result, over,
                                                           per_address=max(1, count // sources)))
         while not flood.done():
             if result.answered >= min(100, count):
