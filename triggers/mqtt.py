@@ -9,12 +9,13 @@ link quality) are only counted.
 
 A message is acknowledged to the broker only once its alarm is stored: aiomqtt
 has no manual acknowledgement yet (empicano/aiomqtt#345), so the underlying paho
-client's `manual_ack_set`/`ack` are used. Up to `max_inflight` messages are stored
-concurrently, so the store commits them together (one fsync per batch), and their
-PUBACKs go out in the order the messages came, as MQTT 3.1.1 §4.6 requires. If
-storing fails the session is reconnected without that PUBACK (nor any later one),
-and the broker delivers the message again; later messages that were stored but not
-acknowledged are recognized when they come again and only acknowledged.
+client's `manual_ack_set`/`ack` are used. Group commit: the messages that arrived
+while the previous batch was being stored (up to `max_inflight`) are stored together
+(one transaction, one WAL sync), then their PUBACKs go out in the order the messages
+came, as MQTT 3.1.1 §4.6 requires. If storing fails the session is reconnected
+without that PUBACK (nor any later one), and the broker delivers the message again;
+later messages that were stored but not acknowledged are recognized when they come
+again and only acknowledged.
 
 A site computed from the message (`site: "{payload[building]}"`) that config.yaml
 does not define is refused, logged and counted (`unknown_site`): an incident for a
