@@ -157,6 +157,7 @@ class AlarmPriority:
 
     GRACE = 0.05
     PULSE = 0.25  # an input's bytes hold strangers back this long, or until the dispatch begins
+    RELEASE_PER_TURN = 16  # held callbacks released per event-loop turn once a dispatch is over (`_wake`)
 
     def __init__(self) -> None:
         self._active = 0
@@ -164,6 +165,7 @@ class AlarmPriority:
         self._release: asyncio.TimerHandle | None = None
         self._pulse_until = 0.0
         self._waiting: list[Callable[[], None]] = []
+        self._waking = False  # a `_wake` is scheduled
         self._on_busy: list[Callable[[], None]] = []
         self.quiet = threading.Event()  # for pool threads: set while no alarm is dispatched
         self.quiet.set()
@@ -257,9 +259,31 @@ class AlarmPriority:
             return
         self._holding = False
         self.quiet.set()
-        waiting, self._waiting = self._waiting, []
-        for callback in waiting:
+        if not self._waking:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Release what waited for the dispatch to end, RELEASE_PER_TURN per event-loop turn.
+
+        All at once, a flood's held requests woke together and made one turn of the loop
+        of 200+ ms (asyncio runs every ready callback before it polls the sockets again):
+        the next alarm's bytes, arriving meanwhile, waited for the whole of it. If a new
+        dispatch begins, the rest wait for its end (or their own HOLD)."""
+        self._waking = False
+        if self._holding:
+            return
+        batch, self._waiting = self._waiting[:self.RELEASE_PER_TURN], self._waiting[self.RELEASE_PER_TURN:]
+        for callback in batch:
             callback()
+        if self._waiting:
+            self._waking = True
+            try:
+                asyncio.get_running_loop().call_soon(self._wake)  # after the next poll of the sockets
+            except RuntimeError:  # no event loop (a synchronous caller): release the rest now
+                self._waking = False
+                waiting, self._waiting = self._waiting, []
+                for callback in waiting:
+                    callback()
 
 
 class _Urgent:

@@ -97,6 +97,37 @@ async def test_the_hold_spans_the_gaps_between_the_sections_of_one_dispatch():
     assert began == [1]
 
 
+async def test_what_a_dispatch_held_back_is_released_a_few_per_loop_turn_and_waits_again_for_the_next():
+    priority = AlarmPriority()
+    loop = asyncio.get_running_loop()
+    turns = 0
+    ticking = True
+
+    def tick() -> None:
+        nonlocal turns
+        turns += 1
+        if ticking:
+            loop.call_soon(tick)
+
+    released: list[int] = []
+    with priority.urgent():
+        for _ in range(100):  # a flood's requests, held while the alarm is dispatched
+            priority.when_quiet(lambda: released.append(turns), at_most=30)
+    tick()
+    while len(released) < 40:
+        await asyncio.sleep(0)
+    with priority.urgent():  # the next alarm: what is still held waits for its end
+        left = len(released)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(released) == left < 100
+    while len(released) < 100:
+        await asyncio.sleep(0.01)
+    ticking = False
+    per_turn = {turn: released.count(turn) for turn in set(released)}
+    assert max(per_turn.values()) <= AlarmPriority.RELEASE_PER_TURN, per_turn
+
+
 async def test_refusals_from_many_addresses_are_written_at_once_only_up_to_a_cap_and_never_lost():
     from crisisbot.web.refusals import FIRST_AT_ONCE, RefusalAudit
 
