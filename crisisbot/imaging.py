@@ -84,6 +84,10 @@ class FaceDetector:
     1.25 step between scales with 1 neighbour finds more faces than the former 1.2 step
     with 3 neighbours (detection varies with where a face falls on the scale grid) for
     ~25 % less work; its extra false positives only blur a patch that was not a face.
+    The octave search (`_search`), measured on 720 frames (the astronaut, the cameraman
+    and 10 LFW faces at 60-400 px, 5 random places each, two draws): 636 faces found
+    against 626 with OpenCV's own pyramid, one size or another a face better or worse;
+    24 boxes that were no face against 16.
     """
 
     frontal_side: int = 640
