@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from crisisbot import gc_policy
 from crisisbot.command_bus import CommandBus
+from crisisbot.gc_policy import Moment
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import answer
 from crisisbot.engine import Engine
@@ -38,11 +39,11 @@ STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop b
 
 class Daemon:
     def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False,
-                 settle: Callable[[bool], None] | None = None) -> None:
+                 settle: Callable[[Moment], None] | None = None) -> None:
         self.config_path = config_path
-        # called once started (False) and after each reload (True): the process's garbage
-        # collector policy (crisisbot/gc_policy.py), set by `serve`; tests embedding a
-        # Daemon leave their own process's collector alone
+        # called once started, after each reload and once the deferred imports are done:
+        # the process's garbage collector policy (crisisbot/gc_policy.py), set by `serve`;
+        # tests embedding a Daemon leave their own process's collector alone
         self.settle = settle
         self.demo = demo  # `crisisbot demo`: the only mode that starts demo-only triggers
         self.clock = clock  # the runtime's one clock (None: the system's); tests pass a ManualClock
@@ -99,7 +100,7 @@ class Daemon:
         # (visible in /health and the log) instead of failing a playbook step.
         self.runtime.store.retry_transient_for = math.inf
         if self.settle is not None:
-            self.settle(False)
+            self.settle("started")
         log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
         self._warm_up()
@@ -107,7 +108,13 @@ class Daemon:
     def _warm_up(self) -> None:
         """Import in the background what the configured plugins defer (crisisbot/warmup.py)."""
         if self._warming is None or self._warming.done():
-            self._warming = asyncio.create_task(warm_up(deferred_imports(self.bundle)), name="crisisbot-warm-up")
+            self._warming = asyncio.create_task(self._warm_then_settle(deferred_imports(self.bundle)),
+                                                name="crisisbot-warm-up")
+
+    async def _warm_then_settle(self, modules: list[str]) -> None:
+        await warm_up(modules)
+        if modules and self.settle is not None:  # imported after the start-up heap was frozen
+            self.settle("warmed")
 
     async def _start_triggers(self) -> None:
         assert self.runtime
@@ -213,7 +220,7 @@ class Daemon:
         if self.lifecycle is not None:
             await self.lifecycle.reloaded()
         if self.settle is not None:
-            self.settle(True)
+            self.settle("reloaded")
         log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
         self._warm_up()  # what new plugins defer
         return True

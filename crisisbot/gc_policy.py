@@ -18,19 +18,26 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
 
-def settle(reloaded: bool = False) -> None:
+Moment = Literal["started", "reloaded", "warmed"]
+
+
+def settle(moment: Moment = "started") -> None:
     """Collect what start-up left over, then freeze what is alive.
 
     After a reload, the previous configuration was frozen with the rest: unfreeze first,
-    so that it can be collected (one full collection, at the reload, not at an alarm)."""
+    so that it can be collected (one full collection, at the reload, not at an alarm).
+    Once the deferred imports are done (`warmed`, crisisbot/warmup.py), their modules join
+    the frozen heap: a freeze only, no collection, since an alarm may be under way."""
     started = time.perf_counter()
-    if reloaded:
+    if moment == "reloaded":
         gc.unfreeze()
-    gc.collect()
+    if moment != "warmed":
+        gc.collect()
     gc.freeze()
     log.debug("garbage collector settled in %.0f ms: %d objects frozen",
               (time.perf_counter() - started) * 1000, gc.get_freeze_count())

@@ -38,6 +38,16 @@ def test_a_reload_lets_what_was_frozen_and_is_now_garbage_be_collected() -> None
     del old_config
     gc.collect()
     assert gone() is not None  # frozen: a full collection does not see it
-    settle(reloaded=True)
+    settle("reloaded")
     assert gone() is None
     assert gc.get_freeze_count() > 0
+
+
+def test_modules_imported_after_start_join_the_frozen_heap_without_a_collection() -> None:
+    settle()
+    frozen = gc.get_freeze_count()
+    garbage = weakref.ref(Node())  # a collection now would free it
+    imported_late = [Node() for _ in range(10)]
+    settle("warmed")
+    assert gc.get_freeze_count() >= frozen + len(imported_late)
+    assert garbage() is not None  # no collection: no pause at an alarm that may be under way
