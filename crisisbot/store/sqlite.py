@@ -226,6 +226,7 @@ class SqliteStore(Store):
         self._committed = 0  # number of the last batch committed
         self._sync_asked = 0  # number of the last batch a started sync covers
         self._wal_dir_synced = False
+        self.wal_restarts = 0  # times the checkpointer held writers back so the WAL starts over
         self._inline: sqlite3.Connection | None = None  # the event loop's own, for delivery verdicts
 
     @property
@@ -320,6 +321,7 @@ class SqliteStore(Store):
                     async with self._lock:
                         async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
                             busy, frames, copied = await cur.fetchone()  # type: ignore[misc]
+                    self.wal_restarts += 1
                 if not busy and frames == copied and wal.exists() and wal.stat().st_size > TRUNCATE_ABOVE:
                     await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
