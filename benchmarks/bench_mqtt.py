@@ -9,7 +9,9 @@ of each is reported, so a burst of load on a shared machine does not decide alon
   SqliteStore    the trigger storing every alarm before its PUBACK
 
 Each ratio is the median over the rounds of (bare run time / this run time), both runs
-of one round; the CPU the subscriber's process spent per message is printed beside it.
+of one round, with the quartiles of those per-round ratios (their spread shows how much
+the machine's load moved them); the CPU the subscriber's process spent per message (the
+median over the rounds, every thread: the store's too) is printed beside it.
 
 A burst larger than Mosquitto's `max_queued_messages` (default 1000) is partly dropped
 by the broker for a subscriber that acknowledges only after storing, so the default
@@ -147,9 +149,11 @@ async def bench(count: int, rounds: int) -> None:
         # the ratio of each round to the bare run of the same round: a slow moment of a shared
         # machine touches both sides of a ratio, where the medians of each side may come from
         # different moments; the subscriber's CPU per message does not depend on the load
-        ratio = statistics.median(b / s for b, s in zip(runs[bare_name], seconds))
+        ratios = [b / s for b, s in zip(runs[bare_name], seconds)]
+        low, ratio, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         print(f"  {name:30s} {count / statistics.median(seconds):8.0f} messages/s  (ratio to bare {ratio:.2f}, "
-              f"{statistics.median(cpu[name]) * 1e6:4.0f} µs CPU per message in this process)")
+              f"quartiles {low:.2f}-{high:.2f}; {statistics.median(cpu[name]) * 1e6:4.0f} µs CPU per message "
+              "in this process)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,10 @@ import os
 import resource
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
+
+
+STOP_GRACE = 0.5  # seconds a stopped sustained flood waits for its attempts in flight
 
 
 def raise_open_files() -> None:
@@ -77,6 +80,36 @@ async def login_flood(port: int, count: int = 1500, sources: int = 250, first_bl
     return result
 
 
+async def sustained_flood(port: int, concurrency: int, first_block: int, result: FloodResult,
+                          stop: Callable[[], bool], per_address: int = 6) -> FloodResult:
+    """Wrong logins kept `concurrency` in flight until `stop()` is true: each answer starts
+    another. Every `per_address` attempts come from a new address (1,500 concurrent from
+    250 addresses, as `login_flood`), so the per-address throttle does not simply refuse
+    the flood once and for all: fresh attackers keep reaching the password pool."""
+    froms = addresses(first_block, 1 << 22)
+    source = next(froms)
+    started = 0
+
+    async def worker() -> None:
+        nonlocal source, started
+        while not stop():
+            started += 1
+            if started % per_address == 0:
+                source = next(froms)
+            await _bad_login(port, source, f"intrus{started}", result)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+    while not stop():
+        await asyncio.sleep(0.02)
+    # attempts the daemon holds back (or never accepts) would keep the flood alive for up
+    # to its timeouts: what is not answered shortly after the stop is abandoned
+    await asyncio.wait(workers, timeout=STOP_GRACE)
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return result
+
+
 class IdleConnections:
     """TCP connections opened and never written to, until `close()`."""
 
@@ -102,15 +135,26 @@ class IdleConnections:
         self.writers.clear()
 
 
-def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int, under_way, results) -> None:
-    """Child process body: run the flood, signal once 100 answers came back, report codes."""
+def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int, under_way, results,
+                stop=None) -> None:
+    """Child process body: run the flood, signal once 100 answers came back, report codes.
+    With `stop` (an Event), `count` logins are kept in flight until it is set (sustained)."""
     try:
         os.setsid()  # a scheduling group of its own (Linux autogroups are per session)
     except OSError:
         pass
     async def run() -> FloodResult:
         result = FloodResult()
-        flood = asyncio.ensure_future(login_flood(port, count, sources, first_block, result))
+        if stop is None:
+            flood = asyncio.ensure_future(login_flood(port, count, sources, first_block, result))
+        else:
+            parent = os.getppid()  # a benchmark killed midway must not leave its flood running
+
+            def over() -> bool:
+                return stop.is_set() or os.getppid() != parent
+
+            flood = asyncio.ensure_future(sustained_flood(port, count, first_block, result, over,
+                                                          per_address=max(1, count // sources)))
         while not flood.done():
             if result.answered >= min(100, count):
                 under_way.set()
@@ -136,22 +180,32 @@ class FloodProcess:
     own share rather than the one the daemon and the measuring SMTP server live in (in
     the same session, at the same priority, it took most of theirs in the very moments
     the daemon had stopped serving it). `nice` lowers it further (19: it only gets what
-    the others leave, which also slows the flood itself down: too kind to the daemon)."""
+    the others leave, which also slows the flood itself down: too kind to the daemon).
+
+    `sustained`: `count` logins stay in flight (each answer starts another) until `stop()`,
+    so that many alarms can be measured under one flood."""
 
     def __init__(self, port: int, count: int = 1500, sources: int = 250, first_block: int = 1,
-                 nice: int = 0) -> None:
+                 nice: int = 0, sustained: bool = False) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.under_way = context.Event()
+        self._stop = context.Event() if sustained else None
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_flood_main, daemon=True,
-                                        args=(port, count, sources, first_block, nice, self.under_way, send))
+                                        args=(port, count, sources, first_block, nice, self.under_way, send,
+                                              self._stop))
         self._process.start()
 
     async def started(self) -> None:
         while not self.under_way.is_set():
             await asyncio.sleep(0.01)
+
+    def stop(self) -> None:
+        """A sustained flood starts no new login; those in flight still finish (`result`)."""
+        if self._stop is not None:
+            self._stop.set()
 
     async def result(self) -> FloodResult:
         while not self._receive.poll():

@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
+from aiosmtplib.typing import SMTPStatus
 from pydantic import Field, SecretStr
 
 from connectors.base import Mailer, ResultCallback
@@ -37,6 +39,15 @@ class SmtpConfig(Strict):
     verify_certificate: bool = True
     local_hostname: str | None = None
     keep_alive: Seconds = Field(30.0, description="keep idle sessions open this long for the next batch (0: close)")
+
+
+@lru_cache(maxsize=4096)
+def _quoted(address: str) -> bytes:
+    """`<address>` for MAIL FROM / RCPT TO, by aiosmtplib's own quoting and check (no
+    command injection), once per address: aiosmtplib parses the address with
+    email.utils on every command, which was about a quarter of the event loop's CPU
+    for a 50-person committee (a MAIL and a RCPT each)."""
+    return quote_address(address).encode("ascii")
 
 
 @lru_cache(maxsize=64)  # one sender for a whole committee: parse it once
@@ -227,17 +238,17 @@ class SmtpMailer(Mailer):
         raw = to_bytes(message, sender)
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
-        options = [f"size={len(raw)}"] if client.supports_extension("size") else []
-        try:
-            await client.mail(_bare(sender), options=options)
-        except aiosmtplib.SMTPSenderRefused as exc:
+        options = [b"size=%d" % len(raw)] if client.supports_extension("size") else []
+        # what client.mail() and client.rcpt() send and check, without their parsing of the
+        # address on every command (`_quoted`)
+        answer = await client.execute_command(b"MAIL", b"FROM:" + _quoted(_bare(sender)), *options)
+        if answer.code != SMTPStatus.completed:
             await self._reset(client)
-            return self._result(message, DeliveryStatus.failed, f"sender refused: {exc.code} {exc.message}")
-        try:
-            await client.rcpt(message.recipient.email)
-        except aiosmtplib.SMTPRecipientRefused as exc:
+            return self._result(message, DeliveryStatus.failed, f"sender refused: {answer.code} {answer.message}")
+        answer = await client.execute_command(b"RCPT", b"TO:" + _quoted(message.recipient.email))
+        if answer.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             await self._reset(client)
-            return self._result(message, _verdict(exc.code), f"recipient refused: {exc.code} {exc.message}")
+            return self._result(message, _verdict(answer.code), f"recipient refused: {answer.code} {answer.message}")
         return None
 
     async def _data(self, client: aiosmtplib.SMTP, message: OutgoingEmail, sender: str) -> DeliveryResult:

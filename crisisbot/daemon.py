@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from crisisbot import gc_policy
 from crisisbot.command_bus import CommandBus
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.control import answer
@@ -35,8 +36,13 @@ STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop b
 
 
 class Daemon:
-    def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False) -> None:
+    def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False,
+                 settle: Callable[[bool], None] | None = None) -> None:
         self.config_path = config_path
+        # called once started (False) and after each reload (True): the process's garbage
+        # collector policy (crisisbot/gc_policy.py), set by `serve`; tests embedding a
+        # Daemon leave their own process's collector alone
+        self.settle = settle
         self.demo = demo  # `crisisbot demo`: the only mode that starts demo-only triggers
         self.clock = clock  # the runtime's one clock (None: the system's); tests pass a ManualClock
         self.lifecycle: Lifecycle | None = None
@@ -90,6 +96,8 @@ class Daemon:
         # From now on a write that meets a lock or a full disk waits for it to pass
         # (visible in /health and the log) instead of failing a playbook step.
         self.runtime.store.retry_transient_for = math.inf
+        if self.settle is not None:
+            self.settle(False)
         log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
 
@@ -194,6 +202,8 @@ class Daemon:
                                                                "restarted": changed})
         if self.lifecycle is not None:
             await self.lifecycle.reloaded()
+        if self.settle is not None:
+            self.settle(True)
         log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
         return True
 
@@ -289,7 +299,7 @@ async def serve(config_path: Path, bundle: Bundle) -> int:
 
     A stop requested while starting cancels the start; a start that fails raises
     `StartFailed` (or the `CrisisbotError` that says why) once all is closed."""
-    daemon = Daemon(config_path, bundle)
+    daemon = Daemon(config_path, bundle, settle=gc_policy.settle)
     _handle_signals(daemon)
     starting = asyncio.create_task(daemon.start(), name="crisisbot-start")
     stopping = asyncio.create_task(daemon.wait(), name="crisisbot-stop-request")

@@ -92,15 +92,21 @@ class VerdictJournal:
                 log.error("%s; retrying in %.2fs", self.error, pause)
                 _release(batch)
 
-            # retried until written (no deadline: a verdict is never dropped), reported meanwhile
-            async for attempt in COMMIT_RETRY.retrying(retry_on=Exception, before_sleep=failed):
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        batch += self._queue  # later verdicts join, in order: the last one wins
-                        self._queue = []
-                    records = [r for group, _ in batch for r in group]
-                    unwritten = len(records)
-                    await self._commit(records, batch)
+            tries = 0
+
+            async def commit() -> None:
+                nonlocal batch, tries, unwritten
+                tries += 1
+                if tries > 1:
+                    batch += self._queue  # later verdicts join, in order: the last one wins
+                    self._queue = []
+                records = [r for group, _ in batch for r in group]
+                unwritten = len(records)
+                await self._commit(records, batch)
+
+            # retried until written (no deadline: a verdict is never dropped), reported meanwhile;
+            # `call`: the usual first-try success builds no retry machinery (one per verdict)
+            await COMMIT_RETRY.call(commit, retry_on=Exception, before_sleep=failed)
             if self.error is not None:
                 log.warning("delivery verdicts written again after a store failure")
             self.error, self.unwritten = None, 0

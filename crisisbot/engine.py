@@ -178,9 +178,9 @@ class Engine:
         """A real incident and a drill at the same site at once: each one's timeline
         names the other, so the drill report lists the real alarm it ran into."""
         store = self.runtime.store
-        for other in await store.active_incidents(incident.site):
-            if other.drill == incident.drill:
-                continue
+        # only the other kind: a busy site's open incidents of the same kind are not loaded
+        # (and parsed) for every new one
+        for other in await store.active_incidents(incident.site, drill=not incident.drill):
             drill, real = (other, incident) if other.drill else (incident, other)
             await store.audit("drill.real_incident", drill.id,
                               {"incident_id": real.id, "title": real.title, "opened_at": real.opened_at.isoformat()})

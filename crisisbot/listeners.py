@@ -14,9 +14,11 @@ count, never once per attempt.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import resource
 import time
+import weakref
 from collections import Counter
 from typing import Any, Callable, Protocol
 
@@ -244,23 +246,35 @@ class ConnectionGate:
 
 
 class Deadline:
-    """One timer per connection: idle, header/frame, or none while a request is handled."""
+    """One timer per connection: idle, header/frame, or none while a request is handled.
+
+    The connection owns its deadline, so the deadline holds a *weak* reference back to a
+    bound `on_expiry`: a strong one made every closed connection cyclic garbage, left for
+    the garbage collector's slow full passes (a login flood left ~40,000 such objects
+    between two of them, and the alarm in flight waited for the collection)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], object]) -> None:
         self._loop = loop
-        self._on_expiry = on_expiry
+        self._on_expiry: Callable[[], Callable[[], object] | None] = (
+            weakref.WeakMethod(on_expiry) if inspect.ismethod(on_expiry) else lambda: on_expiry)
         self._handle: asyncio.TimerHandle | None = None
         self.reason = ""
 
     def arm(self, seconds: float, reason: str) -> None:
         self.cancel()
         self.reason = reason
-        self._handle = self._loop.call_at(self._loop.time() + seconds, self._on_expiry)
+        self._handle = self._loop.call_at(self._loop.time() + seconds, self._expire)
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+    def _expire(self) -> None:
+        self._handle = None
+        callback = self._on_expiry()
+        if callback is not None:
+            callback()
 
 
 class AcceptErrorThrottle:

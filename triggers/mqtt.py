@@ -9,12 +9,13 @@ link quality) are only counted.
 
 A message is acknowledged to the broker only once its alarm is stored: aiomqtt
 has no manual acknowledgement yet (empicano/aiomqtt#345), so the underlying paho
-client's `manual_ack_set`/`ack` are used. Up to `max_inflight` messages are stored
-concurrently, so the store commits them together (one fsync per batch), and their
-PUBACKs go out in the order the messages came, as MQTT 3.1.1 §4.6 requires. If
-storing fails the session is reconnected without that PUBACK (nor any later one),
-and the broker delivers the message again; later messages that were stored but not
-acknowledged are recognized when they come again and only acknowledged.
+client's `manual_ack_set`/`ack` are used. Group commit: the messages that arrived
+while the previous batch was being stored (up to `max_inflight`) are stored together
+(one transaction, one WAL sync), then their PUBACKs go out in the order the messages
+came, as MQTT 3.1.1 §4.6 requires. If storing fails the session is reconnected
+without that PUBACK (nor any later one), and the broker delivers the message again;
+later messages that were stored but not acknowledged are recognized when they come
+again and only acknowledged.
 
 A site computed from the message (`site: "{payload[building]}"`) that config.yaml
 does not define is refused, logged and counted (`unknown_site`): an incident for a
@@ -39,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Coroutine, Literal
 
 import aiomqtt
 from pydantic import Field, SecretStr, model_validator
@@ -172,7 +173,7 @@ class MqttTrigger(Trigger):
              "store_errors", "redelivered", "faults", "restores", "connections", "connection_errors"), 0)
         self.subscribed = asyncio.Event()  # set while subscribed (tests and health checks wait on it)
         self._task: asyncio.Task[None] | None = None
-        self._receiver: asyncio.Task[None] | None = None
+        self._storing = False  # a batch is being stored: `stop` waits for its PUBACKs
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._devices: dict[str, _Device] = {}
@@ -193,10 +194,9 @@ class MqttTrigger(Trigger):
         if self._supervisor is not None:
             self._supervisor.cancel()
         if self._task is not None:
-            if self._receiver is not None and not self._receiver.done():
-                self._receiver.cancel()
+            if self._storing:  # the session returns after this batch's PUBACKs
                 await asyncio.wait({self._task}, timeout=5.0)
-            self._task.cancel()
+            self._task.cancel()  # waiting for a message, (re)connecting, or the store hangs
         await asyncio.gather(*(t for t in (self._task, self._supervisor) if t), return_exceptions=True)
 
     def _client(self) -> aiomqtt.Client:
@@ -238,59 +238,70 @@ class MqttTrigger(Trigger):
             failures += 1
             await asyncio.sleep(reconnect.pause(failures))
 
-    # -- one session: receive, store concurrently, acknowledge in order ------------
+    # -- one session: take what arrived, store it in one go, acknowledge in order --------
     async def _session(self, client: aiomqtt.Client) -> None:
-        """Returns when reception is cancelled by `stop` (after the last PUBACK); raises
-        `_StoreFailed` or the connection's error otherwise."""
-        queue: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Task[bool]] | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.config.max_inflight)
-        self._receiver = receiver = asyncio.create_task(self._receive(client, queue, slots))
-        try:
-            while (item := await queue.get()) is not None:
-                message, task = item
-                if not await task:
-                    raise _StoreFailed
-                slots.release()
-                if client._client.is_connected():
-                    client._client.ack(message.mid, message.qos)
-                else:  # the link dropped: the broker sends it again; acknowledge that one only
-                    self._stored_unacked[(message.topic.value, _raw(message))] += 1
-            await asyncio.wait({receiver})
-            if not receiver.cancelled() and receiver.exception() is not None:
-                raise receiver.exception()  # type: ignore[misc]
-        finally:
-            receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
-            await self._withheld(queue)
+        """Group commit: every message that has arrived (up to `max_inflight`) is one batch,
+        whose alarms the store commits together (one transaction, one WAL sync); then each
+        message gets its PUBACK, in order. Messages arriving meanwhile wait in aiomqtt's
+        queue and make the next batch. Why: messages trickling in one by one were each
+        committed and synced alone (~0.5 ms of CPU per message, more than all the rest);
+        a batch shares that cost, and grows by itself when the store falls behind.
 
-    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[Any], slots: asyncio.Semaphore) -> None:
-        try:
-            async for message in client.messages:
-                await slots.acquire()
-                queue.put_nowait((message, asyncio.create_task(self._handle(message))))
-        finally:
-            queue.put_nowait(None)
-
-    async def _withheld(self, queue: asyncio.Queue[Any]) -> None:
-        """Messages still being stored when a session ends: their PUBACK is withheld, so the
-        broker sends them again; remember those stored, to acknowledge the repeat only."""
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is None:
-                continue
-            message, task = item
+        Returns when `stop` asks (after the batch's PUBACKs); raises `_StoreFailed` or the
+        connection's error otherwise."""
+        messages = client.messages
+        # aiomqtt's incoming queue, drained without a task per message (its iterator makes one)
+        ready: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+        while not self._stopping:
+            batch = [await anext(messages)]  # `stop` cancels this wait (nothing taken, nothing owed)
+            while len(batch) < self.config.max_inflight and not ready.empty():
+                batch.append(ready.get_nowait())
+            self._storing = True  # `stop` now lets the batch finish and be acknowledged
             try:
-                stored = await task
-            except Exception:  # noqa: BLE001 - not stored: the repeat is handled afresh
-                stored = False
-            if stored:
-                self._stored_unacked[(message.topic.value, _raw(message))] += 1
+                stored = await self._store(batch)
+            finally:
+                self._storing = False
+            self._acknowledge(client, batch, stored)
+
+    def _acknowledge(self, client: aiomqtt.Client, batch: list[aiomqtt.Message], stored: list[bool]) -> None:
+        """PUBACK in order up to the first message not stored, then raise `_StoreFailed`
+        (the reconnection makes the broker send it and the later ones again). A later
+        message that was stored, or any message when the link has dropped, has its PUBACK
+        withheld: remembered, so that its repeat is only acknowledged, not stored twice."""
+        failed = False
+        for message, ok in zip(batch, stored):
+            failed = failed or not ok
+            if failed or not client._client.is_connected():
+                if ok:
+                    self._stored_unacked[(message.topic.value, _raw(message))] += 1
+                continue
+            client._client.ack(message.mid, message.qos)
         if len(self._stored_unacked) > 10_000:  # a broker that never sends them again
             self._stored_unacked.clear()
+        if failed:
+            raise _StoreFailed
+
+    async def _store(self, batch: list[aiomqtt.Message]) -> list[bool]:
+        """Whether each message is safely handled: its alarms stored, or none to store.
+        The alarms of the batch are submitted together, so the store commits them as one."""
+        stored = [True] * len(batch)
+        pending: list[tuple[int, Coroutine[Any, Any, bool]]] = []
+        for index, message in enumerate(batch):
+            work = self._examine(message)
+            if work is not None:
+                pending.append((index, work))
+        if len(pending) == 1:  # no task needed for a message that came alone
+            index, work = pending[0]
+            stored[index] = await work
+        elif pending:
+            for (index, _), ok in zip(pending, await asyncio.gather(*(work for _, work in pending))):
+                stored[index] = ok
+        return stored
 
     # -- one message ---------------------------------------------------------------
-    async def _handle(self, message: aiomqtt.Message) -> bool:
-        """Store the message's alarm if a rule maps it; False only if storing failed."""
+    def _examine(self, message: aiomqtt.Message) -> Coroutine[Any, Any, bool] | None:
+        """Count, parse and map the message; the storing it needs (a device's restore, its
+        alarm), or None if there is nothing to store (acknowledged as is)."""
         topic = message.topic.value
         raw = _raw(message)
         if self._stored_unacked and self._stored_unacked[(topic, raw)] > 0:  # stored, then sent again
@@ -298,42 +309,59 @@ class MqttTrigger(Trigger):
             if not self._stored_unacked[(topic, raw)]:
                 del self._stored_unacked[(topic, raw)]
             self.stats["redelivered"] += 1
-            return True
+            return None
         self.stats["messages"] += 1
         if len(raw) > self.config.max_payload:
             self.stats["oversized"] += 1
             self.log.warning("dropped a %d-byte message on %s (max_payload %d)", len(raw), topic,
                              self.config.max_payload)
-            return await self._alive(message.topic, None)
+            return self._then(self._heard(message.topic, None), None)
         try:
             text = raw.decode("utf-8")
             payload = _parse(text)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             self.stats["bad_payload"] += 1
             self.log.warning("message on %s is neither UTF-8 JSON nor plain text: %s", topic, exc)
-            return await self._alive(message.topic, None)
-        if not await self._alive(message.topic, payload):
-            return False
+            return self._then(self._heard(message.topic, None), None)
+        restore = self._heard(message.topic, payload)
         rule = next((r for r in self.config.rules if r.accepts(message.topic, payload)), None)
         if rule is None:
             self.stats["unmatched"] += 1
             self.log.debug("no rule for message on %s", topic)
-            return True
+            return self._then(restore, None)
         try:
             alarm = self._alarm(rule, topic, payload, text)
         except _UnknownSite as exc:
             self.stats["unknown_site"] += 1
             self.log.warning("refused the message on %s (rule %s): %s", topic, rule.topic, exc)
-            return True
+            return self._then(restore, None)
         except _Unmapped as exc:
             self.stats["unmapped"] += 1
             self.log.warning("message on %s matched rule %s but %s", topic, rule.topic, exc)
-            return True
+            return self._then(restore, None)
+        return self._then(restore, alarm)
+
+    def _then(self, restore: _Device | None, alarm: Alarm | None) -> Coroutine[Any, Any, bool] | None:
+        if restore is not None:
+            return self._restore_then_submit(restore, alarm)
+        return None if alarm is None else self._submit(alarm)
+
+    async def _restore_then_submit(self, device: _Device, alarm: Alarm | None) -> bool:
+        """A device heard again: its restore first; without it stored, nor the message's alarm
+        (False: the message comes again, and the device is still seen as faulted)."""
+        if not await self._device_alarm(device, EventKind.restore):
+            device.faulted = True
+            return False
+        self._note(device)
+        return True if alarm is None else await self._submit(alarm)
+
+    async def _submit(self, alarm: Alarm) -> bool:
+        """Store the alarm; False (logged, counted) if the store failed."""
         try:
             await self.sink.submit(alarm)
         except Exception:
             self.stats["store_errors"] += 1
-            self.log.exception("could not store the alarm from %s; the broker will deliver it again", topic)
+            self.log.exception("could not store the alarm from %s; the broker will deliver it again", alarm.input)
             return False
         self.stats["alarms"] += 1
         return True
@@ -367,33 +395,31 @@ class MqttTrigger(Trigger):
         )
 
     # -- device supervision ----------------------------------------------------------
-    async def _alive(self, topic: aiomqtt.Topic, payload: dict[str, Any] | None) -> bool:
-        """Restart the device's silence timer (report the end of its fault first); False if
-        that report could not be stored."""
+    def _heard(self, topic: aiomqtt.Topic, payload: dict[str, Any] | None) -> _Device | None:
+        """Restart the device's silence timer; the device if it was reported silent (its
+        restore is then stored before the message is acknowledged)."""
         if not self._supervised:
-            return True
+            return None
         device = self._devices.get(topic.value)
         if device is None:
             rule = next((r for r in self.config.rules if r.offline_after and topic.matches(r.wildcard)), None)
             if rule is None or payload is None:
-                return True
+                return None
             values = {"topic": topic.value.split("/"), "payload": payload}
             try:
                 site = self._site(rule, values)
                 zone = _render(rule.zone, values) if rule.zone else None
             except _Unmapped as exc:
                 self.log.warning("device %s is not supervised: %s", topic.value, exc)
-                return True
+                return None
             device = self._devices[topic.value] = _Device(topic.value, rule, site, zone, self.clock())
             self.log.info("supervising device %s (silent after %.0f s: input_fault)", topic.value, rule.offline_after)
         device.last_seen = self.clock()
         if device.faulted:
-            device.faulted = False  # before the await: a second message must not restore it again
-            if not await self._device_alarm(device, EventKind.restore):
-                device.faulted = True
-                return False
+            device.faulted = False  # now: a second message must not restore it again
+            return device
         self._note(device)
-        return True
+        return None
 
     async def _supervise(self) -> None:
         periods = [r.offline_after for r in self.config.rules if r.offline_after]

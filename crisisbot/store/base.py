@@ -150,8 +150,9 @@ class Store(ABC):
         drills and real incidents apart."""
 
     @abstractmethod
-    async def active_incidents(self, site: str | None = None) -> list[Incident]:
-        """Incidents still open or acknowledged (of one site), oldest first."""
+    async def active_incidents(self, site: str | None = None, drill: bool | None = None) -> list[Incident]:
+        """Incidents still open or acknowledged (of one site; only drills or only real
+        ones with `drill`), oldest first."""
 
     @abstractmethod
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None: ...

@@ -599,10 +599,12 @@ class SqliteStore(Store):
         )
         return self._incident(rows[0]) if rows else None
 
-    async def active_incidents(self, site: str | None = None) -> list[Incident]:
-        where = "status IN (?,?)" + (" AND site=?" if site is not None else "")
-        params = (*OPEN_STATUSES, site) if site is not None else OPEN_STATUSES
-        rows = await self._rows(f"SELECT * FROM incidents WHERE {where} ORDER BY opened_at", tuple(params))
+    async def active_incidents(self, site: str | None = None, drill: bool | None = None) -> list[Incident]:
+        where = "status IN (?,?)" + (" AND site=?" if site is not None else "") + (
+            " AND drill=?" if drill is not None else "")
+        params: tuple[Any, ...] = (*OPEN_STATUSES, *((site,) if site is not None else ()),
+                                   *((int(drill),) if drill is not None else ()))
+        rows = await self._rows(f"SELECT * FROM incidents WHERE {where} ORDER BY opened_at", params)
         return [self._incident(r) for r in rows]
 
     async def create_incident(self, incident: Incident, alarm: Alarm) -> None:

@@ -73,6 +73,41 @@ class AcceptPause:
                 loop.add_reader(fd, callback, *args)
 
 
+ACCEPT_BATCH = 16  # console connections accepted per event-loop turn (`pace_accepts`)
+
+
+def pace_accepts(sockets: list[Any], batch: int, name: str) -> bool:
+    """Accept at most `batch` connections per event-loop turn on these listening sockets.
+
+    asyncio accepts up to the listen backlog (100) per wake-up and starts as many
+    connection tasks, all run in the next turn of the loop: under a login flood, that was
+    tens of milliseconds during which an alarm input's first bytes, ready at the same
+    time, waited (the slowest alarms of benchmarks/bench_alarm_isolation.py). What is not
+    accepted stays in the kernel's queue and is taken on the next turns. Written by hand
+    like `AcceptPause` (asyncio has no setting for it): the loop's accept reader is put
+    back with a smaller count; on an event loop that does not work this way, or once
+    asyncio re-adds its reader after running out of descriptors, the usual batch applies."""
+    loop = asyncio.get_running_loop()
+    try:
+        selector = loop._selector  # type: ignore[attr-defined]
+        readers = []
+        for sock in sockets:
+            fd = sock.fileno()
+            handle = selector.get_key(fd).data[0]
+            args = list(handle._args)  # protocol_factory, sock, sslcontext, server, backlog, ...
+            if getattr(handle._callback, "__name__", "") != "_accept_connection" or not isinstance(args[4], int):
+                raise TypeError("not asyncio's accept reader")
+            args[4] = min(args[4], batch)
+            readers.append((fd, handle._callback, args))
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        log.debug("%s: cannot pace accepting on this event loop (%s)", name, exc)
+        return False
+    for fd, callback, args in readers:
+        loop.remove_reader(fd)
+        loop.add_reader(fd, callback, *args)
+    return True
+
+
 class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
@@ -101,6 +136,8 @@ class BackgroundServer:
             await asyncio.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         if self._hold is not None:
+            pace_accepts([sock for server in self._server.servers for sock in server.sockets], ACCEPT_BATCH,
+                         self._name)
             self._unsubscribe = self._hold.on_busy(self._hold_new_connections)
         return self.port
 

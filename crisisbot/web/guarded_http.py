@@ -86,6 +86,11 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline.cancel()
         self.gate.release(self)
         super().connection_lost(exc)
+        if self.cycle is not None and self.cycle.response_complete:
+            # the request's cycle calls back into this protocol (`on_response`): dropped once
+            # answered, the closed connection is freed at once instead of left to the garbage
+            # collector's slow full passes (crisisbot/listeners.py, Deadline)
+            self.cycle = None  # type: ignore[assignment]  # as uvicorn starts it (h11_impl.py)
 
     def data_received(self, data: bytes) -> None:
         if self.pacer is not None:
