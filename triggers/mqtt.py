@@ -253,7 +253,9 @@ class MqttTrigger(Trigger):
         # aiomqtt's incoming queue, drained without a task per message (its iterator makes one)
         ready: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
         while not self._stopping:
-            batch = [await anext(messages)]  # `stop` cancels this wait (nothing taken, nothing owed)
+            # `stop` cancels the wait for a message (nothing taken, nothing owed); one already
+            # waiting is taken at once (aiomqtt's iterator makes a task and a wait per call)
+            batch = [ready.get_nowait() if not ready.empty() else await anext(messages)]
             while len(batch) < self.config.max_inflight and not ready.empty():
                 batch.append(ready.get_nowait())
             self._storing = True  # `stop` now lets the batch finish and be acknowledged
