@@ -107,6 +107,35 @@ def test_a_60px_face_on_a_1080p_frame_is_blurred_for_external_recipients(x: int,
     assert pixels(external).shape == pixels(original).shape  # blurred at full size
 
 
+@pytest.mark.parametrize("size", [200, 400])
+def test_a_large_face_close_to_the_camera_is_blurred(size: int) -> None:
+    """Large faces are searched on halved copies with a coarser grid (FaceDetector._search):
+    a face filling much of the frame must still be found, and its detail gone."""
+    from tests.camera_server import make_jpeg
+
+    x, y, w, h = FACE
+    crop = skdata.astronaut()[y - 45:y + h + 40, x - 45:x + w + 50]  # the head, with a margin
+    scale = size / h
+    head = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    frame = np.asarray(Image.open(io.BytesIO(make_jpeg(1920, 1080, "hall"))).convert("RGB")).copy()
+    top, left = (1080 - head.shape[0]) // 2, 300
+    frame[top:top + head.shape[0], left:left + head.shape[1]] = head
+    original = jpeg(frame, quality=90)
+    external = prepare_for_email([snap("hall", original)], external=True, budget_bytes=10_000_000)[0].data
+    fx, fy = left + round(45 * scale), top + round(45 * scale)
+
+    def detail(data: bytes) -> float:  # measured at the photo's own resolution (upscaling smoothed it)
+        face = pixels(data)[fy:fy + size, fx:fx + size].astype(np.uint8)
+        face = cv2.resize(face, (h, h), interpolation=cv2.INTER_AREA)
+        return float(cv2.Laplacian(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+    assert detail(external) / detail(original) < 0.05  # the face's detail is gone
+    found = FaceDetector(pad=0).faces(pixels(original).astype(np.uint8))
+    left_over = FaceDetector(pad=0).faces(pixels(external).astype(np.uint8))
+    assert any(x0 < fx + size and fx < x1 and y0 < fy + size and fy < y1 for x0, y0, x1, y1 in found)
+    assert not any(x0 < fx + size and fx < x1 and y0 < fy + size and fy < y1 for x0, y0, x1, y1 in left_over)
+
+
 def noisy_frame(seed: int, width: int = 1920, height: int = 1080) -> bytes:
     """A large frame that compresses badly (noise over a gradient), like a grainy night image."""
     rng = np.random.default_rng(seed)
