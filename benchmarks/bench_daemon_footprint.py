@@ -8,11 +8,19 @@ Three process kinds, each started fresh `--rounds` times, in the same run:
   HTTP cameras, and the webhook, MQTT (local Mosquitto), Modbus (pymodbus PLC) and
   SIA DC-09 inputs. One alarm is then posted to the webhook and the run waits for the
   Teams meeting and the committee's emails.
-Reported: time from spawn to the "crisisbot ready" log line, RSS at ready, RSS after the
-first meeting (VmRSS, and the peak VmHWM). Targets: ready < 1 s, RSS < 150 MiB after
-the first meeting; ratios are to the baseline of the same run.
+Reported: time from spawn to the "crisisbot ready" log line, the process's CPU time
+(user + system) at that moment, RSS at ready, RSS after the first meeting (VmRSS, and
+the peak VmHWM). Targets: ready < 1 s, RSS < 150 MiB after the first meeting; ratios
+are to the baseline of the same run; each figure is the median of `--rounds` processes.
 
-    python -m benchmarks.bench_daemon_footprint [--rounds 2]
+Bytecode: an installed crisisbot has its .pyc files (pip compiles them), but this
+development checkout is an editable install and PYTHONDONTWRITEBYTECODE may be set, in
+which case every start would compile crisisbot's ~150 modules from source (~0.1 s CPU).
+So the processes measured use a bytecode cache of their own (PYTHONPYCACHEPREFIX in a
+temporary directory), filled by one warm-up round of each kind that is not counted (it
+also warms the page cache). `--source` measures without it, as before.
+
+    python -m benchmarks.bench_daemon_footprint [--rounds 3] [--source]
 """
 
 from __future__ import annotations
@@ -45,6 +53,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+ENV: dict[str, str] = {}  # the measured processes' environment (set in main: bytecode cache)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -69,7 +86,7 @@ async def start_daemon(config: Path) -> tuple[asyncio.subprocess.Process, float,
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "crisisbot", "-c", str(config), "run", cwd=config.parent,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "BENCH_WEBHOOK_SECRET": SECRET},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**ENV, "BENCH_WEBHOOK_SECRET": SECRET},
     )
     lines: list[str] = []
     assert proc.stdout is not None
@@ -98,27 +115,27 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def baseline() -> tuple[float, float]:
+async def baseline() -> dict[str, float]:
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()",
-                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV)
     assert proc.stdout is not None and proc.stdin is not None
     await proc.stdout.readline()
     took = time.perf_counter() - began
-    rss, _ = rss_mib(proc.pid)
+    cpu, (rss, _) = cpu_seconds(proc.pid), rss_mib(proc.pid)
     proc.stdin.close()
     await proc.wait()
-    return took, rss
+    return {"ready": took, "cpu": cpu, "rss": rss}
 
 
-async def demo_round(tmp: Path) -> tuple[float, float]:
+async def demo_round(tmp: Path) -> dict[str, float]:
     config = workspace(tmp)
     proc, took, lines = await start_daemon(config)
     reader = asyncio.create_task(drain(proc, lines))
-    rss, _ = rss_mib(proc.pid)
+    cpu, (rss, _) = cpu_seconds(proc.pid), rss_mib(proc.pid)
     await stop(proc)
     await reader
-    return took, rss
+    return {"ready": took, "cpu": cpu, "rss": rss}
 
 
 async def full_round(tmp: Path, peers: dict[str, Any]) -> dict[str, float]:
@@ -158,7 +175,7 @@ async def full_round(tmp: Path, peers: dict[str, Any]) -> dict[str, float]:
     proc, took, lines = await start_daemon(config)
     reader = asyncio.create_task(drain(proc, lines))
     try:
-        at_ready, _ = rss_mib(proc.pid)
+        cpu, (at_ready, _) = cpu_seconds(proc.pid), rss_mib(proc.pid)
         began = time.perf_counter()
         try:  # the first alarm of a daemon comes after its background warm-up (if it has one)
             async with asyncio.timeout(60):
@@ -190,10 +207,10 @@ async def full_round(tmp: Path, peers: dict[str, Any]) -> dict[str, float]:
     finally:
         await stop(proc)
         await reader
-    return {"ready": took, "warm": warm, "rss_ready": at_ready, "rss_after": after, "peak": peak, "teams": teams}
+    return {"ready": took, "cpu": cpu, "warm": warm, "rss_ready": at_ready, "rss_after": after, "peak": peak, "teams": teams}
 
 
-async def peers_and_rounds(rounds: int) -> None:
+async def peers_and_rounds(rounds: int, warm_up: bool) -> None:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -208,6 +225,8 @@ async def peers_and_rounds(rounds: int) -> None:
     plc = ModbusTcpServer([SimDevice(1, simdata=(bits, list(bits), regs, list(regs)))], address=("127.0.0.1", 0))
     await plc.serve_forever(background=True)
     plc_port = plc.transport.sockets[0].getsockname()[1]
+    if warm_up:
+        await baseline()
     base = [await baseline() for _ in range(rounds)]
     demo, full = [], []
     with tempfile.TemporaryDirectory() as tmp, SmtpServer(RecordingHandler()) as smtp:
@@ -215,21 +234,26 @@ async def peers_and_rounds(rounds: int) -> None:
         try:
             async with GraphServer() as graph, WebhookServer() as hook:
                 peers = {"graph": graph, "hook": hook, "smtp": smtp, "cams": cams, "plc": plc_port}
-                for index in range(rounds):
+                if warm_up:  # fills the bytecode cache (and the page cache); not counted
+                    await demo_round(Path(tmp) / "demo-warm-up")
+                    await full_round(Path(tmp) / "full-warm-up", peers)
+                for index in range(rounds):  # interleaved: a load change hits both kinds alike
                     demo.append(await demo_round(Path(tmp) / f"demo{index}"))
                     full.append(await full_round(Path(tmp) / f"full{index}", peers))
         finally:
             await cams.stop()
             await plc.shutdown()
-    b_ready, b_rss = statistics.median(t for t, _ in base), statistics.median(r for _, r in base)
-    d_ready, d_rss = statistics.median(t for t, _ in demo), statistics.median(r for _, r in demo)
-    f = {k: statistics.median(r[k] for r in full) for k in full[0]}
-    print(f"median of {rounds} fresh processes each")
-    print(f"bare python -c (baseline): ready {b_ready * 1e3:6.0f} ms   RSS {b_rss:6.1f} MiB")
-    print(f"demo config:               ready {d_ready * 1e3:6.0f} ms   RSS {d_rss:6.1f} MiB   "
-          f"ready ratio {d_ready / b_ready:.1f}")
-    print(f"every integration:         ready {f['ready'] * 1e3:6.0f} ms   RSS {f['rss_ready']:6.1f} MiB at ready, "
-          f"{f['rss_after']:6.1f} MiB after the first meeting (peak {f['peak']:.1f})   ready ratio {f['ready'] / b_ready:.1f}")
+    b, d, f = ({k: statistics.median(r[k] for r in runs) for k in runs[0]} for runs in (base, demo, full))
+    print(f"median of {rounds} fresh processes each, " + (
+        "after one uncounted warm-up process of each kind (bytecode cache in a temporary PYTHONPYCACHEPREFIX)"
+        if warm_up else "no warm-up, no bytecode cache (--source)"))
+    print(f"bare python -c (baseline): ready {b['ready'] * 1e3:6.0f} ms   CPU {b['cpu'] * 1e3:5.0f} ms   RSS {b['rss']:6.1f} MiB")
+    print(f"demo config:               ready {d['ready'] * 1e3:6.0f} ms   CPU {d['cpu'] * 1e3:5.0f} ms   RSS {d['rss']:6.1f} MiB   "
+          f"ready ratio {d['ready'] / b['ready']:.1f}")
+    print(f"every integration:         ready {f['ready'] * 1e3:6.0f} ms   CPU {f['cpu'] * 1e3:5.0f} ms   RSS {f['rss_ready']:6.1f} MiB at ready, "
+          f"{f['rss_after']:6.1f} MiB after the first meeting (peak {f['peak']:.1f})   ready ratio {f['ready'] / b['ready']:.1f}")
+    print("  each full round (ready ms / CPU ms / RSS after MiB): " + ", ".join(
+        f"{r['ready'] * 1e3:.0f}/{r['cpu'] * 1e3:.0f}/{r['rss_after']:.1f}" for r in full))
     print(f"                           Graph clients open in the background {f['warm'] * 1e3:6.0f} ms after spawn; "
           f"first meeting on Teams in {sum(r['teams'] for r in full):.0f}/{rounds} rounds (else the Jitsi fallback)")
     print(f"targets: ready < 1000 ms ({'met' if f['ready'] < 1 else 'NOT met'}), "
@@ -238,9 +262,16 @@ async def peers_and_rounds(rounds: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--source", action="store_true", help="no bytecode cache and no warm-up round (compile at each start)")
     args = parser.parse_args(argv if argv is not None else [])
-    asyncio.run(peers_and_rounds(args.rounds))
+    ENV.clear()
+    ENV.update(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        if not args.source:
+            ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+            ENV["PYTHONPYCACHEPREFIX"] = cache
+        asyncio.run(peers_and_rounds(args.rounds, warm_up=not args.source))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,35 @@ async def store_run(store: SqliteStore, writers: int, seconds: float) -> float:
     return total / (time.perf_counter() - started)
 
 
+def bare_fdatasync(directory: Path, seconds: float) -> dict[str, float]:
+    """What the disk allows: p50/p99 of one 4 KiB write + fdatasync, in the store's
+    directory, half the time appending (a file that grows: the filesystem's journal
+    commits its new size too) and half overwriting a file of fixed size (data only)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    page, out = b"x" * 4096, {}
+    try:
+        for mode in ("append", "overwrite"):
+            if mode == "overwrite":  # blocks written (allocated) beforehand, size fixed
+                os.pwrite(fd, bytes(4 << 20), 0)
+                os.ftruncate(fd, 4 << 20)
+                os.fsync(fd)
+            latencies: list[float] = []
+            offset, deadline = 0, time.perf_counter() + seconds / 2
+            while time.perf_counter() < deadline:
+                os.pwrite(fd, page, offset)
+                offset = offset + 4096 if mode == "append" else (offset + 4096) % (4 << 20)
+                start = time.perf_counter()
+                os.fdatasync(fd)
+                latencies.append(time.perf_counter() - start)
+            cuts = statistics.quantiles(latencies, n=100)
+            out[f"{mode} p50"], out[f"{mode} p99"] = cuts[49] * 1000, cuts[98] * 1000
+    finally:
+        os.close(fd)
+        path.unlink()
+    return out
+
+
 async def bench(seconds: float, panels: int, rate: float) -> None:
     runs: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,6 +208,7 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
         await store.open()
         try:
             baseline = await store_run(store, panels, seconds)
+            disk = bare_fdatasync(Path(tmp), min(seconds, 4.0))
             # the two figures of the headline ratio alternate, best of two each: other
             # tenants of a shared machine then weigh on both alike
             peer_runs, ours = [], []
@@ -205,6 +235,9 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
     print(f"  CPU per frame, pysiaalarm receiver / receiver+store: {peer_cpu / runs['SqliteStore sink, flat out']['cpu_us']:.2f}"
           f"  (null sink: {peer_cpu / runs['null sink, flat out']['cpu_us']:.2f}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"  disk reference, bare 4 KiB write + fdatasync in the store's directory: appending p50 "
+          f"{disk['append p50']:.2f} ms p99 {disk['append p99']:.2f} ms; overwriting p50 "
+          f"{disk['overwrite p50']:.2f} ms p99 {disk['overwrite p99']:.2f} ms")
     print(f"  target {rate:.0f} frames/s with ACK p99 < 15 ms after storage: "
           f"{'met' if paced['rate'] >= 0.98 * rate and paced['p99'] < 15 else 'NOT met'} on this machine")
 

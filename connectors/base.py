@@ -33,6 +33,9 @@ class Connector(ABC):
 
     kind: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
+    # modules it imports on first use rather than at start; the daemon imports them in the
+    # background right after it is ready (crisisbot/warmup.py), so no alarm pays for them
+    deferred_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: BaseModel, services: "Services") -> None:
         self.name = name

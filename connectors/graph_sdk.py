@@ -15,7 +15,7 @@ import json
 import logging
 import ssl
 import sys
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,11 +23,13 @@ from azure.core.credentials_async import AsyncTokenCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_abstractions.serialization import ParseNode
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
 from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY
 from kiota_http.middleware.options import RetryHandlerOption
 from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph.generated.models.entity import Entity
 from msgraph_core import GraphClientFactory
 
 from connectors.graph_client import (
@@ -36,6 +38,25 @@ from connectors.graph_client import (
 from crisisbot.errors import PermanentError
 
 log = logging.getLogger(__name__)
+
+
+def _entity_fields(self: Entity) -> dict[str, Callable[[ParseNode], None]]:
+    """What msgraph's Entity.get_field_deserializers returns, without its ~2,400 imports."""
+    return {
+        "id": lambda n: setattr(self, "id", n.get_str_value()),
+        "@odata.type": lambda n: setattr(self, "odata_type", n.get_str_value()),
+    }
+
+
+# Every Graph model (OnlineMeeting, Event, Message, User…) derives from Entity, and the
+# generated Entity.get_field_deserializers imports all ~1,200 entity modules of the SDK
+# before returning just `id` and `@odata.type` (msgraph-sdk-python#584/#904, no upstream
+# fix): the first answer parsed would cost ~30 MiB and a second of imports for classes
+# never used. Replaced by the same two fields; subclasses still add theirs on top, and
+# polymorphic answers import their class in create_from_discriminator_value as before.
+# tests/test_graph_footprint.py checks it still returns what the generated method returns.
+GENERATED_ENTITY_FIELDS = Entity.get_field_deserializers
+Entity.get_field_deserializers = _entity_fields
 
 
 def build_credential(settings: GraphSettings) -> AsyncTokenCredential:

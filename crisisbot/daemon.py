@@ -28,6 +28,7 @@ from crisisbot.lifecycle.service import Lifecycle
 from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.runtime import Runtime, same_plugin
+from crisisbot.warmup import deferred_imports, warm_up
 from triggers.base import Trigger
 from triggers.state import TriggerState
 
@@ -55,6 +56,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopped = False
         self._states: dict[str, TriggerState] = {}  # per input, handed to its next incarnation
+        self._warming: asyncio.Task[None] | None = None  # deferred imports, right after ready
 
     async def start(self) -> None:
         """Start everything, or — on any failure, cancellation included — stop what did
@@ -100,6 +102,12 @@ class Daemon:
             self.settle(False)
         log.info("crisisbot ready: %d playbook(s), %d trigger(s), %d connector(s)",
                  len(self.bundle.playbooks), len(self.runtime.triggers), len(self.runtime.connectors))
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Import in the background what the configured plugins defer (crisisbot/warmup.py)."""
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.create_task(warm_up(deferred_imports(self.bundle)), name="crisisbot-warm-up")
 
     async def _start_triggers(self) -> None:
         assert self.runtime
@@ -151,6 +159,8 @@ class Daemon:
         runtime = self.runtime
         if runtime is not None:
             runtime.store.retry_transient_for = 0.0  # stopping must not wait for disk space
+        if self._warming is not None:
+            self._warming.cancel()  # an import under way in its thread ends by itself
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self._control is not None:
             control, self._control = self._control, None
@@ -205,6 +215,7 @@ class Daemon:
         if self.settle is not None:
             self.settle(True)
         log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
+        self._warm_up()  # what new plugins defer
         return True
 
     async def _apply_plugins(self, bundle: Bundle) -> list[str]:

@@ -43,6 +43,9 @@ class Trigger(ABC):
 
     Config: ClassVar[type[BaseModel]]
     demo_only: ClassVar[bool] = False  # True: started under `crisisbot demo` only (triggers/demo.py)
+    # modules it imports on first use rather than at start, imported in the background
+    # right after the daemon is ready (crisisbot/warmup.py)
+    deferred_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: BaseModel, sink: AlarmSink, *, state: TriggerState | None = None) -> None:
         self.name = name

@@ -17,12 +17,15 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from pysiaalarm.data.data import ADM_MAPPING, SIA_CODES
 
 from crisisbot.errors import FrameError, Undecodable  # noqa: F401 - re-exported for existing importers
 from crisisbot.models import EventKind
+
+if TYPE_CHECKING:
+    from pysiaalarm.data.sia_codes import SIACode
 
 LF, CR = 0x0A, 0x0D
 HEADER = 9  # LF + 4 CRC + 4 length
@@ -347,7 +350,7 @@ class Event:
 
     @property
     def description(self) -> str:
-        entry = SIA_CODES.get(self.sia_code or "")
+        entry = sia_code(self.sia_code or "")
         return f"{entry.type}: {entry.description}" if entry else ""
 
 
@@ -405,13 +408,37 @@ def classify_cid(code: int) -> EventKind:
     return EventKind.other
 
 
+_TABLES: tuple[dict[str, dict[str, str]], dict[str, "SIACode"]] | None = None
+
+
+def _tables() -> tuple[dict[str, dict[str, str]], dict[str, "SIACode"]]:
+    """pysiaalarm's (ADM_MAPPING, SIA_CODES), imported on first use: importing them runs
+    pysiaalarm's package __init__ (its clients, pycryptodome, pytz: ~75 ms of the daemon's
+    start). The daemon imports them right after it is ready (SiaDc09Trigger.deferred_imports)."""
+    global _TABLES
+    if _TABLES is None:
+        from pysiaalarm.data.data import ADM_MAPPING, SIA_CODES
+
+        _TABLES = ADM_MAPPING, SIA_CODES
+    return _TABLES
+
+
+def adm_mapping(code: str) -> dict[str, str]:
+    """Contact ID code -> its SIA equivalents by qualifier ("1" new, "3" restore)."""
+    return _tables()[0].get(code, {})
+
+
+def sia_code(code: str) -> "SIACode | None":
+    return _tables()[1].get(code)
+
+
 def decode_cid(data: str) -> list[Event]:
     match = _CID.match(data.strip())
     if not match:
         raise Undecodable(f"not a Contact ID event: {data!r}")
     q, code = match["q"], match["code"]
     kind = classify_cid(int(code))
-    sia = ADM_MAPPING.get(code, {}).get("3" if q == "3" else "1")
+    sia = adm_mapping(code).get("3" if q == "3" else "1")
     event = Event(kind, code, _number(match["zone"]), _number(match["part"]), q, sia)
     if q == "3" and kind not in (EventKind.test, EventKind.other):
         event.kind, event.restores = EventKind.restore, kind

@@ -133,6 +133,7 @@ class _Panel:
 class SiaDc09Trigger(Trigger):
     Config = SiaDc09Config
     config: SiaDc09Config
+    deferred_imports = ("pysiaalarm.data.data",)  # the event code tables (triggers/dc09_codec.py)
 
     def __init__(self, *args: Any, clock: Any = time.monotonic, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import Template, TemplateSyntaxError
 from pydantic import BaseModel
 
 from crisisbot.config.types import Templated
@@ -110,7 +110,7 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
         doc = playbook_docs[playbook.id]
         names = sorted({*_template_names([s.model_dump() for s in playbook.steps]),
                         *_template_names(playbook.lifecycle.model_dump())} & templates.names())
-        fields: list[tuple[tuple[Any, ...], str]] = []
+        fields: list[tuple[tuple[Any, ...], Template]] = []  # compiled once, rendered per sample alarm
         for index, step in enumerate(playbook.steps):
             for name in templated_fields(step):
                 source = getattr(step, name, None)
@@ -118,11 +118,11 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
                     continue
                 path = ("steps", index, name)
                 try:
-                    env.from_string(source)
+                    template = env.from_string(source)
                 except TemplateSyntaxError as exc:
                     problems.append(doc.problem(path, f"template error: {exc.message}"))
                     continue
-                fields.append((path, source))
+                fields.append((path, template))
         for alarm in _samples(bundle, playbook):
             site = bundle.config.sites.get(alarm.site)
             incident = Incident(id="PREFLIGHT", site=alarm.site, playbook=playbook.id, status=IncidentStatus.open,
@@ -133,10 +133,10 @@ def check_templates(bundle: "Bundle", playbook_docs: dict[str, Located]) -> list
             ctx = StepContext(services=services, incident=incident, alarm=alarm, playbook=playbook,
                               site=site, outputs={"meeting": meeting})
             base = ctx.template_context()
-            for path, source in fields:
+            for path, template in fields:
                 try:
                     with time_budget():  # a runaway template is a problem, not a hung validate
-                        render_capped(env.from_string(source), base)
+                        render_capped(template, base)
                 except Exception as exc:  # noqa: BLE001 - any failure here is the template's
                     problems.append(doc.problem(path, f"template fails with a sample '{alarm.kind.value}' alarm: "
                                                       f"{_why(exc, base)}"))

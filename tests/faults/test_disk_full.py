@@ -90,7 +90,17 @@ def test_stop_start_and_commands_on_a_full_disk_end_with_the_real_error(workspac
         assert post(port, alarm_request()).status_code == 202
         wait_until(lambda: handler.messages, what="the first email")
         filler = fill(small_var)
-        wait_until(lambda: "retrying until it passes" in log.read_text(), what="a write to meet the full disk")
+        more = iter(range(10**6))
+
+        def met_full_disk() -> bool:
+            # the WAL is rewritten in place: writes meet the full disk once it must grow
+            # (its checkpoints into the full database fail), so more alarms come in meanwhile
+            if "retrying until it passes" in log.read_text():
+                return True
+            post(port, alarm_request(label=f"Panique {next(more)}"))
+            return False
+
+        wait_until(met_full_disk, what="a write to meet the full disk")
         assert stop(daemon) == 0  # SIGTERM ends it, full disk or not
 
         started = crisisbot(workspace, "run")
@@ -114,20 +124,73 @@ def test_stop_start_and_commands_on_a_full_disk_end_with_the_real_error(workspac
     assert run_cli(workspace, "audit", "verify").returncode == 0
 
 
-async def test_the_wal_is_truncated_while_running(tmp_path):
-    """Space a checkpoint frees goes back to the filesystem without a restart."""
+def _small_wal(monkeypatch: pytest.MonkeyPatch, truncate_above: int = 1 << 20) -> tuple[int, int]:
+    """The store's WAL limits scaled down so that a test reaches them in a few writes."""
+    from crisisbot.store import sqlite
+
+    monkeypatch.setattr(sqlite, "WAL_KEEP", 256 << 10)
+    monkeypatch.setattr(sqlite, "RESTART_ABOVE", 128 << 10)
+    monkeypatch.setattr(sqlite, "TRUNCATE_ABOVE", truncate_above)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 0.05)
+    return sqlite.WAL_KEEP, sqlite.TRUNCATE_ABOVE
+
+
+async def test_the_wal_is_rewritten_in_place_under_steady_writes(tmp_path, monkeypatch):
+    """Writes that never pause still get the WAL started over at its beginning: it keeps
+    its size instead of growing (every sync of a growing file also commits its size)."""
     import asyncio
 
-    from crisisbot.store.sqlite import TRUNCATE_ABOVE, SqliteStore
+    from crisisbot.store.sqlite import SqliteStore
 
+    # never truncated here: on a starved machine the WAL could outgrow a small limit between
+    # two checkpoints, and a truncated WAL starts over without counting it in its header
+    keep, _ = _small_wal(monkeypatch, truncate_above=1 << 40)
     store = SqliteStore(tmp_path / "s.db")
     await store.open()
     wal = tmp_path / "s.db-wal"
-    try:
-        while not wal.exists() or wal.stat().st_size <= TRUNCATE_ABOVE:
+    starts: set[bytes] = set()  # the WAL header's checkpoint sequence number: +1 at each start over
+
+    async def writer() -> None:
+        while store.wal_restarts < 6:  # 8 writers: a commit always in flight
             await store.audit("test.bulk", None, {"filler": "x" * 8000})
+            with wal.open("rb") as f:
+                starts.add(f.read(16)[12:16])
+
+    try:
+        async with asyncio.timeout(HANG):  # without the held checkpoint it never catches up
+            await asyncio.gather(*(writer() for _ in range(8)))
+            assert len(starts) >= 3  # the commits after each held checkpoint started the WAL over
+            while wal.stat().st_size > keep:  # the next commit after a restart trims it
+                await store.audit("test.bulk", None, {"filler": "x"})
+                await asyncio.sleep(0.01)
+        assert wal.stat().st_size > 0  # kept, not truncated: the next commits rewrite it
+        assert (await store.verify_audit()).ok
+    finally:
+        await store.close()
+
+
+async def test_the_wal_is_truncated_while_running(tmp_path, monkeypatch):
+    """Space a checkpoint frees goes back to the filesystem without a restart: a WAL that
+    grew large while a reader held it is truncated once copied."""
+    import asyncio
+    import sqlite3
+
+    from crisisbot.store.sqlite import SqliteStore
+
+    _, truncate_above = _small_wal(monkeypatch)
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    wal = tmp_path / "s.db-wal"
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM audit").fetchone()  # holds its snapshot: no restart
+        while not wal.exists() or wal.stat().st_size <= truncate_above:
+            await store.audit("test.bulk", None, {"filler": "x" * 8000})
+        reader.execute("COMMIT")
         async with asyncio.timeout(HANG):
             while wal.stat().st_size > 0:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
     finally:
+        reader.close()
         await store.close()
