@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from crisisbot.models import Alarm, EventKind
 from crisisbot.store.base import Nonce
+from crisisbot.store.sqlite import SqliteStore
 from triggers.mqtt import MqttConfig, MqttTrigger
 from sinks import RecordingSink
 
@@ -260,7 +261,6 @@ class FailingOn(RecordingSink):
         super().__init__()
         self.release = asyncio.Event()
         self.held = asyncio.Event()
-        self.batches: list[list[int]] = []  # the n of the alarms submitted together
         self._failed = False
 
     async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
@@ -305,3 +305,57 @@ async def test_messages_stored_together_are_neither_lost_nor_doubled_when_one_fa
     # 1..4 were one batch: 1 acknowledged, 2 failed, 3 and 4 stored but their PUBACK withheld
     # (in order); the broker sent 2, 3 and 4 again: 2 stored, 3 and 4 recognized
     assert trigger.stats["store_errors"] == 1 and trigger.stats["redelivered"] == 2
+
+
+class HeldStore:
+    """The engine's part as the trigger sees it, on a real SqliteStore: the first alarm is
+    held until `release`, so the messages that arrive meanwhile queue up."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store, self.release, self.held, self.count = store, asyncio.Event(), asyncio.Event(), 0
+
+    async def submit(self, alarm: Alarm, nonce: Nonce | None = None) -> str:
+        if not self.held.is_set():
+            self.held.set()
+            await self.release.wait()
+        await self.store.add_alarm(alarm, nonce)
+        self.count += 1
+        return alarm.id
+
+    def known_site(self, site: str) -> bool:
+        return True
+
+
+@needs_broker
+async def test_messages_that_arrive_during_a_commit_are_committed_together(prefix: str, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    await store.open()
+    sink = HeldStore(store)
+    config = MqttConfig.model_validate({
+        "type": "mqtt", "host": BROKER[0], "port": BROKER[1], "max_inflight": 100,
+        "client_id": f"crisisbot-test-{uuid.uuid4().hex[:8]}", "rules": [zigbee_rule(prefix)]})
+    trigger = MqttTrigger("mqtt", config, sink)
+    await trigger.start()
+    try:
+        await asyncio.wait_for(trigger.subscribed.wait(), 10)
+        topic = f"{prefix}/zigbee/b0"
+        await publish(topic, {"action": "single", "n": 0})
+        await asyncio.wait_for(sink.held.wait(), 10)
+        # 19 more: with n=0 unacknowledged, Mosquitto's default window (max_inflight_messages 20)
+        await publish(topic, *({"action": "single", "n": i} for i in range(1, 20)))
+        await asyncio.sleep(0.3)  # they reach the client's queue
+        sink.release.set()
+        async with asyncio.timeout(10):
+            while sink.count < 20:
+                await asyncio.sleep(0.01)
+    finally:
+        await trigger.stop()
+        async with aiomqtt.Client(*BROKER, identifier=config.client_id, clean_session=True):
+            pass
+    entries = [e for e in await store.audit_entries() if e.kind == "alarm.received"]
+    await store.close()
+    # the entries of one transaction carry its one time: n=0 alone, then 1..19 in one commit
+    commits = [sorted(json.loads(e.data["raw"])["n"] for e in entries if e.at == at)
+               for at in dict.fromkeys(e.at for e in entries)]
+    assert commits == [[0], list(range(1, 20))], commits
+    assert trigger.stats["alarms"] == 20
