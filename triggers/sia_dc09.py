@@ -399,15 +399,16 @@ class SiaDc09Trigger(Trigger):
             details["qualifier"] = event.qualifier
         if event.sia_code:
             details["sia_code"] = event.sia_code
-        if event.description:
-            details["description"] = event.description
+        description = event.description  # a table look-up and a format: once, not three times
+        if description:
+            details["description"] = description
         if event.user:
             details["user"] = event.user
         if event.restores:
             details["restores"] = event.restores.value
         if frame.encrypted:
             details["content"] = content.data
-        label = panel.config.zones.get(event.zone or "", "") or event.description or event.code
+        label = panel.config.zones.get(event.zone or "", "") or description or event.code
         return Alarm(
             id=hashlib.sha256(identity.encode()).hexdigest()[:32], source=self.name, site=panel.config.site,
             zone=event.zone, input=frame.account, kind=event.kind, severity=SEVERITY.get(event.kind, Severity.minor),
