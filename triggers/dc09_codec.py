@@ -268,37 +268,12 @@ def decrypt(key: "bytes | AesKey", hex_text: str) -> str:
     return plain[bar + 1:].decode("ascii")
 
 
-class _RandomPool:
-    """os.urandom bytes drawn in 4 KiB refills: one system call per ~250 ACKs rather than
-    one per ACK, same randomness. Emptied in a forked child so it never reuses the parent's bytes."""
-
-    __slots__ = ("_buf", "_at")
-
-    def __init__(self) -> None:
-        self._buf, self._at = b"", 0
-
-    def take(self, count: int) -> bytes:
-        at = self._at
-        if at + count > len(self._buf):
-            self._buf, at = os.urandom(4096), 0
-        self._at = at + count
-        return self._buf[at:at + count]
-
-    def forget(self) -> None:
-        self._buf, self._at = b"", 0
-
-
-_RANDOM = _RandomPool()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_RANDOM.forget)
-
-
 def encrypt(key: "bytes | AesKey", content: str) -> str:
     """Random pad + `|` + content, AES-CBC with zero IV, as uppercase hex.
 
     Our own pad stays alphanumeric (any legal pad is accepted on receipt): strict in
     what we send, since some panels read the decrypted reply as text."""
-    pad = _RANDOM.take(16 - (len(content) + 1) % 16).translate(_PAD_MAP).decode()
+    pad = os.urandom(16 - (len(content) + 1) % 16).translate(_PAD_MAP).decode()
     return _aes(key).encrypt((pad + "|" + content).encode("ascii")).hex().upper()
 
 

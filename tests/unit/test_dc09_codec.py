@@ -61,23 +61,3 @@ def test_the_splitter_cuts_merged_and_split_frames_and_skips_garbage():
     assert splitter.feed(b"xx" + first + second[:5]) == [first]
     assert splitter.feed(second[5:]) == [second]
     assert splitter.garbage == 2
-
-
-def test_ack_pads_come_from_a_pool_that_a_forked_child_does_not_share() -> None:
-    """The pad pool refills from os.urandom and is emptied after fork (no reused bytes)."""
-    pool = codec._RandomPool()
-    first = pool.take(15)
-    assert len(first) == 15 and pool.take(15) != first
-    pool.forget()
-    assert pool.take(4095) and len(pool.take(16)) == 16  # crosses a refill
-    read, write = os.pipe()
-    codec._RANDOM.take(1)
-    parent_next = codec._RANDOM._buf[codec._RANDOM._at:codec._RANDOM._at + 16]
-    pid = os.fork()
-    if pid == 0:
-        os.write(write, codec._RANDOM.take(16))
-        os._exit(0)
-    os.waitpid(pid, 0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        assert pipe.read() != parent_next
