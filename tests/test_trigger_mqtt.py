@@ -16,27 +16,14 @@ from typing import Any
 import aiomqtt
 import pytest
 import trustme
+from mqtt_broker import BROKER, needs_broker
 from pydantic import ValidationError
+from sinks import RecordingSink
 
 from crisisbot.models import Alarm, EventKind
 from crisisbot.store.base import Nonce
 from crisisbot.store.sqlite import SqliteStore
 from triggers.mqtt import MqttConfig, MqttTrigger
-from sinks import RecordingSink
-
-BROKER = ("127.0.0.1", 1883)
-
-
-def broker_reachable() -> bool:
-    try:
-        socket.create_connection(BROKER, timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-needs_broker = pytest.mark.skipif(not broker_reachable(),
-                                  reason="no MQTT broker on 127.0.0.1:1883 (install and start mosquitto)")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import time
 import uuid
@@ -20,19 +19,10 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-
+from mqtt_broker import BROKER, needs_broker
 from outage_helpers import Daemon, free_port, wait_until
 
-BROKER = ("127.0.0.1", 1883)
 TOKEN = "health-token-for-the-mqtt-kill-test"
-
-
-def broker_reachable() -> bool:
-    try:
-        socket.create_connection(BROKER, timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def publish(topic: str, payload: dict[str, Any]) -> None:
@@ -66,7 +56,7 @@ def mqtt_alarms(db: Path, prefix: str) -> list[dict[str, Any]]:
     return [b for b in bodies if (b.get("input") or "").startswith(prefix)]
 
 
-@pytest.mark.skipif(not broker_reachable(), reason="no MQTT broker on 127.0.0.1:1883")
+@needs_broker
 @pytest.mark.timeout(120)
 def test_message_received_but_not_committed_comes_again_after_a_kill(workspace) -> None:
     prefix = f"crisisbot-test/{uuid.uuid4().hex[:8]}"
