@@ -40,10 +40,11 @@ def sink() -> RecordingSink:
 async def make_trigger(sink: RecordingSink) -> AsyncIterator[Callable[..., Any]]:
     started: list[MqttTrigger] = []
 
-    async def make(rules: list[dict[str, Any]], **extra: Any) -> MqttTrigger:
+    async def make(rules: list[dict[str, Any]], *, into: Any = None, **extra: Any) -> MqttTrigger:
+        """A started, subscribed trigger storing into `sink`, or into `into` if given."""
         data = {"type": "mqtt", "host": BROKER[0], "port": BROKER[1],
                 "client_id": f"crisisbot-test-{uuid.uuid4().hex[:8]}", "rules": rules, **extra}
-        trigger = MqttTrigger("mqtt", MqttConfig.model_validate(data), sink)
+        trigger = MqttTrigger("mqtt", MqttConfig.model_validate(data), into if into is not None else sink)
         await trigger.start()
         started.append(trigger)
         await asyncio.wait_for(trigger.subscribed.wait(), 10)
@@ -262,32 +263,23 @@ class FailingOn(RecordingSink):
 
 
 @needs_broker
-async def test_messages_stored_together_are_neither_lost_nor_doubled_when_one_fails(prefix: str) -> None:
+async def test_messages_stored_together_are_neither_lost_nor_doubled_when_one_fails(prefix: str,
+                                                                                     make_trigger: Any) -> None:
     sink = FailingOn()
-    config = MqttConfig.model_validate({
-        "type": "mqtt", "host": BROKER[0], "port": BROKER[1], "backoff_max": "1s",
-        "client_id": f"crisisbot-test-{uuid.uuid4().hex[:8]}", "rules": [zigbee_rule(prefix)]})
-    trigger = MqttTrigger("mqtt", config, sink)
-    await trigger.start()
-    try:
-        await asyncio.wait_for(trigger.subscribed.wait(), 10)
-        topic = f"{prefix}/zigbee/b0"
-        await publish(topic, {"action": "single", "n": 0})
-        await asyncio.wait_for(sink.held.wait(), 10)  # n=0 is being stored: the next ones queue up
-        await publish(topic, *({"action": "single", "n": i} for i in range(1, 5)))
-        async with asyncio.timeout(10):  # all four received (counted once they are examined)
-            while trigger.stats["messages"] < 5:
-                if trigger.stats["messages"] == 1:
-                    await asyncio.sleep(0.3)  # let the four reach the client's queue: one batch
-                    sink.release.set()
-                await asyncio.sleep(0.01)
-        await sink.wait_for(5)
-        await publish(f"{prefix}/zigbee/last", {"action": "single"})  # comes after any redelivery
-        await sink.wait_for(6)
-    finally:
-        await trigger.stop()
-        async with aiomqtt.Client(*BROKER, identifier=config.client_id, clean_session=True):
-            pass
+    trigger = await make_trigger([zigbee_rule(prefix)], into=sink, backoff_max="1s")
+    topic = f"{prefix}/zigbee/b0"
+    await publish(topic, {"action": "single", "n": 0})
+    await asyncio.wait_for(sink.held.wait(), 10)  # n=0 is being stored: the next ones queue up
+    await publish(topic, *({"action": "single", "n": i} for i in range(1, 5)))
+    async with asyncio.timeout(10):  # all four received (counted once they are examined)
+        while trigger.stats["messages"] < 5:
+            if trigger.stats["messages"] == 1:
+                await asyncio.sleep(0.3)  # let the four reach the client's queue: one batch
+                sink.release.set()
+            await asyncio.sleep(0.01)
+    await sink.wait_for(5)
+    await publish(f"{prefix}/zigbee/last", {"action": "single"})  # comes after any redelivery
+    await sink.wait_for(6)
     assert sorted(a.details["payload"].get("n", 99) for a in sink.alarms) == [0, 1, 2, 3, 4, 99]
     # 1..4 were one batch: 1 acknowledged, 2 failed, 3 and 4 stored but their PUBACK withheld
     # (in order); the broker sent 2, 3 and 4 again: 2 stored, 3 and 4 recognized
@@ -314,31 +306,23 @@ class HeldStore:
 
 
 @needs_broker
-async def test_messages_that_arrive_during_a_commit_are_committed_together(prefix: str, tmp_path: Path) -> None:
+async def test_messages_that_arrive_during_a_commit_are_committed_together(prefix: str, tmp_path: Path,
+                                                                           make_trigger: Any) -> None:
     store = SqliteStore(tmp_path / "store.db")
     await store.open()
     sink = HeldStore(store)
-    config = MqttConfig.model_validate({
-        "type": "mqtt", "host": BROKER[0], "port": BROKER[1], "max_inflight": 100,
-        "client_id": f"crisisbot-test-{uuid.uuid4().hex[:8]}", "rules": [zigbee_rule(prefix)]})
-    trigger = MqttTrigger("mqtt", config, sink)
-    await trigger.start()
-    try:
-        await asyncio.wait_for(trigger.subscribed.wait(), 10)
-        topic = f"{prefix}/zigbee/b0"
-        await publish(topic, {"action": "single", "n": 0})
-        await asyncio.wait_for(sink.held.wait(), 10)
-        # 19 more: with n=0 unacknowledged, Mosquitto's default window (max_inflight_messages 20)
-        await publish(topic, *({"action": "single", "n": i} for i in range(1, 20)))
-        await asyncio.sleep(0.3)  # they reach the client's queue
-        sink.release.set()
-        async with asyncio.timeout(10):
-            while sink.count < 20:
-                await asyncio.sleep(0.01)
-    finally:
-        await trigger.stop()
-        async with aiomqtt.Client(*BROKER, identifier=config.client_id, clean_session=True):
-            pass
+    trigger = await make_trigger([zigbee_rule(prefix)], into=sink, max_inflight=100)
+    topic = f"{prefix}/zigbee/b0"
+    await publish(topic, {"action": "single", "n": 0})
+    await asyncio.wait_for(sink.held.wait(), 10)
+    # 19 more: with n=0 unacknowledged, Mosquitto's default window (max_inflight_messages 20)
+    await publish(topic, *({"action": "single", "n": i} for i in range(1, 20)))
+    await asyncio.sleep(0.3)  # they reach the client's queue
+    sink.release.set()
+    async with asyncio.timeout(10):
+        while sink.count < 20:
+            await asyncio.sleep(0.01)
+    await trigger.stop()  # before the store closes (the fixture's own stop then finds it stopped)
     entries = [e for e in await store.audit_entries() if e.kind == "alarm.received"]
     await store.close()
     # the entries of one transaction carry its one time: n=0 alone, then 1..19 in one commit
