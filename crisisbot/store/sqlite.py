@@ -119,14 +119,15 @@ def _dump(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime) -> list[AuditEntry]:
+def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime, keep: bool = True) -> list[AuditEntry]:
     """Append audit entries after the chain head read *inside* the caller's write
     transaction: whatever else wrote to the file (a second process, a caller cancelled
     mid-hop), the next entry always links to the last one committed.
 
     The entries of one transaction are committed together and carry its one time;
     they go in with one `executemany` (a group-committed batch of alarms is one call
-    into SQLite, not one per alarm)."""
+    into SQLite, not one per alarm). `keep=False`: no `AuditEntry` objects are built
+    for a caller that drops them (a batch of alarms)."""
     if not audits:
         return []
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -139,7 +140,8 @@ def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime) -> list[Aud
         text = _dump(data)
         digest = entry_hash(head, seq, at, kind, incident_id, text)
         rows.append((seq, at, kind, incident_id, text, head, digest))
-        entries.append(AuditEntry(seq, when, kind, incident_id, data, head, digest))
+        if keep:
+            entries.append(AuditEntry(seq, when, kind, incident_id, data, head, digest))
         head = digest
     conn.executemany("INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
                      rows)
@@ -458,7 +460,9 @@ class SqliteStore(Store):
         self._alarm_queue.append((alarm, nonce, future, on_commit))
         if self._alarm_writer is None or self._alarm_writer.done():
             self._alarm_writer = asyncio.create_task(self._write_alarms())
-        return await asyncio.shield(future)
+        # not shielded: the future is this caller's alone, and a cancelled caller cancels only
+        # it (the batch still stores the alarm; `_answer` skips a future already done)
+        return await future
 
     async def _write_alarms(self) -> None:
         """Alarms are not retried here: the input answers the failure (HTTP 500, no ACK to
@@ -729,7 +733,7 @@ class SqliteStore(Store):
         if self._inline is None or self._lock.locked():
             return False
         try:
-            _in_transaction(self._inline, lambda conn: _chain(conn, work(conn), self.now()), False)
+            _in_transaction(self._inline, lambda conn: _chain(conn, work(conn), self.now(), keep=False), False)
         except sqlite3.Error:
             return False
         return True
