@@ -19,7 +19,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
               "kiota_authentication_azure", "kiota_serialization_json", "kiota_serialization_text",
               "kiota_serialization_form", "kiota_serialization_multipart"),
     "modbus": ("pymodbus", "serial"),
-    "sia": ("pysiaalarm",),
+    "sia": ("pysiaalarm", "fastcrc"),
     "mqtt": ("aiomqtt", "paho"),
     "cameras": ("onvif", "zeep"),
     "blur": ("cv2", "numpy"),

@@ -28,6 +28,28 @@ async def test_a_write_cancelled_mid_flight_does_not_break_the_audit_chain(tmp_p
     assert report.ok, report.problems
 
 
+async def test_an_alarm_caller_cancelled_in_a_group_commit_leaves_the_others_answered(tmp_path):
+    """One caller of a batch gives up (its input closed): its alarm is still stored, and
+    the other alarms of the batch are answered as usual (the futures are per caller)."""
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        alarms = [Alarm(source="t", site="s") for _ in range(5)]
+        tasks = [asyncio.create_task(store.add_alarm(a)) for a in alarms]
+        await asyncio.sleep(0)  # every one queued in the same batch
+        tasks[2].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        stored = {a.id for a in await store.pending_alarms()}
+        assert await store.add_alarm(Alarm(source="t", site="s"))  # the writer carries on
+        report = await store.verify_audit()
+    finally:
+        await store.close()
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 2] == [True] * 4
+    assert stored == {a.id for a in alarms}
+    assert report.ok and report.entries == 6, report.problems
+
+
 async def test_dedup_key_only_joins_an_incident_of_the_same_site(tmp_path):
     store = SqliteStore(tmp_path / "s.db")
     await store.open()

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+# CRC-16/ARC of a frame body, twice a frame (check, reply): fastcrc's Rust code takes
+# 0.09 us for a 100-byte body where our best pure-Python table loop took 2-3 us
+from fastcrc.crc16 import arc as crc16
 
 from crisisbot.errors import FrameError, Undecodable  # noqa: F401 - re-exported for existing importers
 from crisisbot.models import EventKind
@@ -50,47 +51,6 @@ _CONTENT = re.compile(
 _CID = re.compile(r"^(?P<q>[136])(?P<code>\d{3}) ?(?P<part>[0-9A-Fa-f]{2}) ?(?P<zone>[0-9A-Fa-f]{3})$")
 _SIA_MODIFIER = re.compile(r"^(ti\d\d:\d\d|id\d+|ri\d+|pi\d+)")
 _SIA_EVENT = re.compile(r"^(?P<code>[A-Z]{2})(?P<addr>\d*)(?P<text>.*)$", re.S)
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-def _crc_table2(table: tuple[int, ...]) -> array[int]:
-    """Two bytes per step: a reflected 16-bit CRC that takes in 16 bits is wholly replaced,
-    so crc' = T2[crc ^ next little-endian word]; 64 Ki entries built from the byte table."""
-    out = array("H")
-    for x in range(65536):
-        crc = (x >> 8) ^ table[x & 0xFF]
-        out.append((crc >> 8) ^ table[crc & 0xFF])
-    return out
-
-
-_TABLE = _crc_table()
-_TABLE2 = _crc_table2(_TABLE)
-_LITTLE = sys.byteorder == "little"
-
-
-def crc16(data: bytes) -> int:
-    """CRC-16/ARC, table-driven two bytes at a time: pysiaalarm's bitwise loop costs ~16x
-    more per frame, and a C extension for ~100 bytes a frame is not worth a dependency."""
-    crc = 0
-    even = len(data) & ~1
-    words = array("H", data[:even])
-    if not _LITTLE:
-        words.byteswap()
-    table2 = _TABLE2
-    for word in words:
-        crc = table2[crc ^ word]
-    if even != len(data):
-        crc = (crc >> 8) ^ _TABLE[(crc ^ data[-1]) & 0xFF]
-    return crc
 
 
 @dataclass(slots=True)
