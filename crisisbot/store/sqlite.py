@@ -371,6 +371,8 @@ class SqliteStore(Store):
                         await _checkpoint(db, "TRUNCATE")
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint failed (will retry): %s", explain(exc, self.path))
+            except Exception:  # noqa: BLE001 - a dead checkpointer lets the WAL grow without end, unseen
+                log.exception("WAL checkpoint failed (will retry)")
 
     async def _restart_wal(self, db: aiosqlite.Connection, frames: int) -> tuple[int, int, int]:
         """Copy the frames committed since the last pass with this process's writers held

@@ -316,3 +316,35 @@ async def test_the_checkpointer_starts_the_wal_over_itself(tmp_path):
         assert (await store.verify_audit()).ok
     finally:
         await store.close()
+
+
+async def test_the_checkpointer_outlives_an_unexpected_error(tmp_path, monkeypatch, caplog):
+    """An error other than SQLite's in a checkpoint pass is logged and the next round
+    runs: a checkpointer that died let the WAL grow without end, and nothing said so
+    until the store closed."""
+    import asyncio
+
+    from crisisbot.store import sqlite
+    from crisisbot.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 0.01)
+    real = sqlite._checkpoint
+    calls: list[str] = []
+
+    async def failing_once(db: object, mode: str, start_over: bool = False) -> tuple[int, int, int]:
+        calls.append(mode)
+        if len(calls) == 1:
+            raise RuntimeError("unexpected")
+        return await real(db, mode, start_over)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite, "_checkpoint", failing_once)
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with asyncio.timeout(HANG):
+            while len(calls) < 3:
+                await asyncio.sleep(0.01)
+        assert not store._checkpointer.done()
+        assert "WAL checkpoint failed" in caplog.text and "RuntimeError: unexpected" in caplog.text
+    finally:
+        await store.close()
