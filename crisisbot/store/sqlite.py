@@ -352,8 +352,8 @@ class SqliteStore(Store):
         checkpoint never catches up with the commits made while it copies, and the WAL grew
         without end (112 MB in 4 s of alarms), every WAL sync then paying for the file's new
         size. So once the WAL holds more than `RESTART_ABOVE`, `_restart_wal` copies the rest
-        with this process's writers held back for a moment, and the next commit starts the
-        WAL over; SQLite keeps the file at `WAL_KEEP` (journal_size_limit). A WAL that still
+        with this process's writers held back for a moment and starts the WAL over; SQLite
+        keeps the file at `WAL_KEEP` (journal_size_limit). A WAL that still
         grew beyond `TRUNCATE_ABOVE` (a reader held it) is truncated once copied, so the
         space goes back to the filesystem (on a small or full disk, a WAL that keeps its peak
         size fills it)."""
@@ -376,14 +376,15 @@ class SqliteStore(Store):
 
     async def _restart_wal(self, db: aiosqlite.Connection, frames: int) -> tuple[int, int, int]:
         """Copy the frames committed since the last pass with this process's writers held
-        back (their commits wait, they do not fail), so that the next commit finds the WAL
-        all copied and starts it over; returns the held pass's (busy, frames, copied).
+        back (their commits wait, they do not fail), then start the WAL over with a commit
+        of the checkpointer's own (see `_checkpoint`); returns the held pass's (busy,
+        frames, copied).
 
         Why in passes: writers wait for as long as the held pass lasts, and a pass lasts as
-        long as the frames it copies take to write and sync. The first pass copied
-        `RESTART_ABOVE` bytes, for 2-30 ms, while alarms kept committing: held right after it,
-        the next pass copied those and stalled DC-09 ACKs 2-30 ms, ~1 restart a second at
-        2,000 frames/s. Unheld passes first, each copying what came during the previous
+        long as the frames it copies take to write and sync. The round's first pass copies
+        what came in `CHECKPOINT_EVERY` (~6 MB at 2,000 DC-09 frames/s) for 2-30 ms while
+        alarms keep committing: held right after it, the next pass copied those and stalled
+        ACKs 2-30 ms, about twice a second. Unheld passes first, each copying what came during the previous
         one, until that is at most `HELD_FRAMES`; the held pass then copies little more than
         that and syncs the database file once (a single hop to the checkpoint thread)."""
         for _ in range(CATCH_UP_PASSES):
