@@ -36,6 +36,7 @@ from pathlib import Path
 from pysiaalarm import SIAAccount
 from pysiaalarm.aio import CommunicationsProtocol, SIAClient
 
+from crisisbot.gc_policy import settle
 from crisisbot.models import Alarm
 from crisisbot.store.sqlite import SqliteStore
 from triggers import dc09_codec as codec
@@ -206,6 +207,10 @@ async def bench(seconds: float, panels: int, rate: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp) / "bench.db")
         await store.open()
+        # the daemon's garbage collector policy (crisisbot/gc_policy.py, settled once started):
+        # without it a full collection walked the benchmark's whole import heap, 12-200 ms with
+        # the event loop stopped, in about half of the paced runs (their slowest ACKs)
+        settle()
         try:
             baseline = await store_run(store, panels, seconds)
             disk = bare_fdatasync(Path(tmp), min(seconds, 4.0))

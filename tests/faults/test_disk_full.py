@@ -194,3 +194,94 @@ async def test_the_wal_is_truncated_while_running(tmp_path, monkeypatch):
     finally:
         reader.close()
         await store.close()
+
+
+async def test_writers_are_held_only_for_a_last_pass_that_copies_little(tmp_path, monkeypatch):
+    """Before the WAL starts over, unheld passes copy what came during the previous one
+    until at most `HELD_FRAMES` are left; only the last pass holds this process's writers
+    (held right after the first, long pass, DC-09 ACKs waited 2-30 ms). A pass a reader
+    blocks (busy) holds nobody: it could not start the WAL over either."""
+    from crisisbot.store import sqlite
+    from crisisbot.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(sqlite, "HELD_FRAMES", 64)
+    monkeypatch.setattr(sqlite, "CATCH_UP_PASSES", 4)
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    script: list[tuple[int, int, int]] = []
+    passes: list[tuple[bool, int]] = []  # (writers held, frames in the WAL)
+
+    async def scripted(db: object, mode: str) -> tuple[int, int, int]:
+        busy, frames, copied = script.pop(0)
+        passes.append((store._lock.locked(), frames))
+        return busy, frames, copied
+
+    monkeypatch.setattr(sqlite, "_checkpoint", scripted)
+    try:
+        # the first pass found 4,000 frames; 500, 100, then 20 more came during the passes after it
+        script[:] = [(0, 4500, 4500), (0, 4600, 4600), (0, 4620, 4620), (0, 4630, 4630)]
+        assert await store._restart_wal(store._checkpoint_db, 4000) == (0, 4630, 4630)
+        assert passes == [(False, 4500), (False, 4600), (False, 4620), (True, 4630)]
+        assert store.wal_restarts == 1
+
+        passes.clear()  # never caught up (a starved disk): held after CATCH_UP_PASSES anyway
+        script[:] = [(0, 5000 + 1000 * n, 5000 + 1000 * n) for n in range(5)]
+        await store._restart_wal(store._checkpoint_db, 4000)
+        assert [held for held, _ in passes] == [False] * 4 + [True] and store.wal_restarts == 2
+
+        passes.clear()  # a reader holds frames back: no hold, the next round tries again
+        script[:] = [(1, 4500, 4100)]
+        assert await store._restart_wal(store._checkpoint_db, 4000) == (1, 4500, 4100)
+        assert passes == [(False, 4500)] and store.wal_restarts == 2
+    finally:
+        monkeypatch.undo()
+        await store.close()
+
+
+async def test_alarm_syncs_reach_the_wal_file_through_restarts_and_truncation(tmp_path, monkeypatch):
+    """The descriptor the WAL syncs go through is opened once: every sync, before and after
+    the WAL starts over and after it is truncated, must still reach the `-wal` file itself
+    (a descriptor of a file SQLite had replaced would confirm alarms it never flushed)."""
+    import asyncio
+    import sqlite3
+
+    from crisisbot.models import Alarm
+    from crisisbot.store import sqlite as sqlite_store
+    from crisisbot.store.sqlite import SqliteStore
+
+    _, truncate_above = _small_wal(monkeypatch)
+    real = sqlite_store._datasync
+    synced: list[tuple[int, int]] = []  # (inode synced, inode of the -wal file)
+    store = SqliteStore(tmp_path / "s.db")
+    wal = tmp_path / "s.db-wal"
+
+    def recorded(fd: int) -> None:
+        synced.append((os.fstat(fd).st_ino, os.stat(wal).st_ino))
+        real(fd)
+
+    monkeypatch.setattr(sqlite_store, "_datasync", recorded)
+    await store.open()
+
+    async def alarms(until) -> None:
+        async def writer() -> None:
+            while not until():
+                await store.add_alarm(Alarm(source="t", site="s", raw="x" * 8000))
+        await asyncio.gather(*(writer() for _ in range(8)))
+
+    reader = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        async with asyncio.timeout(HANG):
+            await alarms(lambda: store.wal_restarts >= 3)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM alarms").fetchone()  # holds its snapshot: the WAL grows
+            await alarms(lambda: wal.stat().st_size > truncate_above)
+            reader.execute("COMMIT")
+            while wal.stat().st_size > 0:  # copied, then truncated by the checkpointer
+                await asyncio.sleep(0.05)
+            before = len(synced)
+            await alarms(lambda: len(synced) > before + 20)
+    finally:
+        reader.close()
+        await store.close()
+    assert synced and all(fd_inode == wal_inode for fd_inode, wal_inode in synced)
+    assert store._wal_fd is None  # closed with the store, before its last connection deleted the file
