@@ -138,6 +138,7 @@ class _Panel:
     last_seen: float
     faulted: bool = False
     recent: dict[tuple[str, str], float] = field(default_factory=dict)  # (sequence, data) -> monotonic expiry
+    noted: tuple[int, bool] | None = None  # (last_seen second, faulted) last saved to the trigger's state
     past: timedelta = timedelta(0)  # the account's timestamp window, built once rather than per frame
     future: timedelta = timedelta(0)
 
@@ -223,9 +224,12 @@ class SiaDc09Trigger(Trigger):
         return panel
 
     def _note(self, panel: _Panel) -> None:
-        """Save the silence timer (to the second: a handful of writes, whatever the traffic)."""
-        self.state.put(f"account:{panel.config.account}",
-                       {"last_seen": int(wall_from_monotonic(panel.last_seen, self.clock)), "faulted": panel.faulted})
+        """Save the silence timer (to the second: a handful of writes, whatever the traffic;
+        a frame within the second saved last costs a comparison, not a dict)."""
+        noted = (int(wall_from_monotonic(panel.last_seen, self.clock)), panel.faulted)
+        if noted != panel.noted:
+            panel.noted = noted
+            self.state.put(f"account:{panel.config.account}", {"last_seen": noted[0], "faulted": noted[1]})
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -317,8 +321,12 @@ class SiaDc09Trigger(Trigger):
             self._refused("stale", f"NAK to {peer}, account {frame.account}: timestamp "
                                    f"{content.sent_at.isoformat()} outside the window (receiver time {now.isoformat()})")
             return codec.nak(now)
-        if not await self._heard(panel):
-            return None
+        if panel.faulted:
+            if not await self._heard(panel):
+                return None
+        else:  # the common case without a coroutine: `_heard` minus the end of a fault
+            panel.last_seen = self.clock()
+            self._note(panel)
         if not await self._store_once(frame, panel, content, events, now):
             return None
         self.stats["acked"] += 1
