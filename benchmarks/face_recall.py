@@ -4,7 +4,10 @@ The astronaut, the cameraman (a profile) and 10 LFW faces (scikit-image's data, 
 each cropped with a margin, scaled so the face is 60-300 px tall and pasted at 5 random
 places of the benchmark's 1080p background, two draws (seeds 1 and 2): 720 frames.
 A face counts as found when a box holds its centre; other boxes are counted as false.
-Prints the total, per kind and size, and the median detection CPU per frame.
+Prints the total, per kind and size, and the median detection CPU per frame. Then the
+same for 8 frames holding no face but texture everywhere (tiles of scikit-image's other
+photos: coffee, bricks, gravel, text, a motorcycle…), as a busy camera view is: every box
+there is a patch blurred for nothing, and such frames cost the cascades most.
 
     python -m benchmarks.face_recall [--profile-side 400] [--seeds 1 2]
 """
@@ -62,6 +65,39 @@ def frames(seed: int) -> list[Frame]:
     return out
 
 
+NO_FACE = ("coffee", "rocket", "brick", "grass", "gravel", "coins", "hubble_deep_field", "immunohistochemistry",
+           "page", "text", "moon", "clock", "stereo_motorcycle", "colorwheel", "cell", "retina")
+
+
+def textured_frames(count: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """Grey 1080p frames of 4 x 2 tiles drawn from `NO_FACE`, through a JPEG as a camera's are."""
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for name in NO_FACE:
+        photo = getattr(sk, name)()
+        photo = photo[0] if isinstance(photo, tuple) else photo
+        photo = photo if photo.ndim == 2 else cv2.cvtColor(photo[..., :3], cv2.COLOR_RGB2GRAY)
+        tiles.append(cv2.resize(photo, (480, 540), interpolation=cv2.INTER_AREA))
+    out = []
+    for _ in range(count):
+        order = rng.permutation(len(tiles))[:8]
+        frame = np.vstack([np.hstack([tiles[i] for i in order[row * 4:row * 4 + 4]]) for row in range(2)])
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, "JPEG", quality=90)
+        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L")))
+    return out
+
+
+def evaluate_textured(detect: Callable[[np.ndarray], list[tuple[int, int, int, int]]]) -> None:
+    cpu, boxes = [], []
+    for gray in textured_frames():
+        started = time.process_time()
+        boxes.append(len(detect(gray)))
+        cpu.append(time.process_time() - started)
+    print(f"  no face, textured: {sum(boxes)} false boxes on {len(boxes)} frames {boxes}, "
+          f"detect CPU median {statistics.median(cpu) * 1e3:.1f} ms")
+
+
 def evaluate(label: str, detect: Callable[[np.ndarray], list[tuple[int, int, int, int]]],
              frames_: list[Frame]) -> None:
     hits: dict[tuple[str, int], list[bool]] = {}
@@ -90,6 +126,7 @@ def main() -> None:
     detector = FaceDetector(frontal_side=args.frontal_side, profile_side=args.profile_side)
     frames_ = [f for seed in args.seeds for f in frames(seed)]
     evaluate(f"frontal {args.frontal_side} px, profile {args.profile_side} px", detector.faces_in_gray, frames_)
+    evaluate_textured(detector.faces_in_gray)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,28 @@ def test_a_large_face_close_to_the_camera_is_blurred(size: int) -> None:
     assert not any(x0 < fx + size and fx < x1 and y0 < fy + size and fy < y1 for x0, y0, x1, y1 in left_over)
 
 
+@pytest.mark.parametrize("size", [70, 95, 120])
+def test_small_faces_are_found_wherever_they_fall_on_the_coarse_grid(size: int) -> None:
+    """The smallest faces are scanned coarsely and each hit confirmed by a finer scan
+    (FaceDetector._search): a real face must pass both, whatever its place against the grid."""
+    from tests.camera_server import make_jpeg
+
+    x, y, w, h = FACE
+    scale = size / h
+    photo = cv2.resize(skdata.astronaut(), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    background = np.asarray(Image.open(io.BytesIO(make_jpeg(1920, 1080, "hall"))).convert("L"))
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    detector = FaceDetector(pad=0)
+    rng = np.random.default_rng(size)
+    for _ in range(6):
+        left, top = int(rng.integers(0, 1920 - grey.shape[1])), int(rng.integers(0, 1080 - grey.shape[0]))
+        frame = background.copy()
+        frame[top:top + grey.shape[0], left:left + grey.shape[1]] = grey
+        cx, cy = left + (x + w / 2) * scale, top + (y + h / 2) * scale
+        boxes = detector.faces_in_gray(frame)
+        assert any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes), (left, top, boxes)
+
+
 def noisy_frame(seed: int, width: int = 1920, height: int = 1080) -> bytes:
     """A large frame that compresses badly (noise over a gradient), like a grainy night image."""
     rng = np.random.default_rng(seed)
