@@ -64,3 +64,29 @@ async def test_other_listeners_keep_asyncios_own_accept_batch() -> None:
     admitted, answered = await burst(None)  # an alarm input (webhook): never paced
     assert answered == 60
     assert max(admitted.values()) > ACCEPT_BATCH, admitted
+
+
+async def test_a_request_on_a_console_connection_opened_before_a_dispatch_waits_for_its_end() -> None:
+    """Reads the Pacer has queued are not handled while an alarm is dispatched: a flood's
+    keep-alive connections, admitted before the alarm, used to be served in its middle."""
+    priority = AlarmPriority()
+    server = BackgroundServer(app, "127.0.0.1", 0, "console", hold=priority)
+    port = await server.start()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        first = await reader.readuntil(b"ok")  # keep-alive: the connection stays open and read
+        with priority.urgent():
+            writer.write(request)
+            try:
+                await asyncio.wait_for(reader.readline(), 0.3)
+                answered_during = True
+            except asyncio.TimeoutError:
+                answered_during = False
+        second = await asyncio.wait_for(reader.readuntil(b"ok"), 10)
+    finally:
+        writer.close()
+        await server.stop()
+    assert first.startswith(b"HTTP/1.1 200")
+    assert not answered_during and second.startswith(b"HTTP/1.1 200")

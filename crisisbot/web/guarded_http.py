@@ -33,10 +33,16 @@ class Pacer:
     arriving meanwhile waited for the whole of it, before the alarm could even be
     parsed. Paced, a turn holds at most PER_TURN console reads, so an input's bytes are
     seen within a few milliseconds (and then hold the console back:
-    executors.AlarmPriority.pulse)."""
+    executors.AlarmPriority.pulse).
 
-    def __init__(self, per_turn: int = PER_TURN) -> None:
+    With `hold`, no read is handled while an alarm is taken in or dispatched (HOLD s at
+    most): reads queued just before it began were handled in the middle of the dispatch,
+    a few milliseconds a turn, and were the largest console work in the slowest alarms'
+    event-loop traces under a login flood (issue 15)."""
+
+    def __init__(self, per_turn: int = PER_TURN, hold: AlarmPriority | None = None) -> None:
         self.per_turn = per_turn
+        self.hold = hold
         self._queue: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._scheduled = False
 
@@ -47,6 +53,12 @@ class Pacer:
             asyncio.get_running_loop().call_soon(self._turn)
 
     def _turn(self) -> None:
+        if self.hold is not None and self.hold.busy:
+            self.hold.when_quiet(self._handle, HOLD)  # then a batch, whatever comes next
+            return
+        self._handle()
+
+    def _handle(self) -> None:
         for _ in range(min(self.per_turn, len(self._queue))):
             fn, args = self._queue.popleft()
             fn(*args)
@@ -146,5 +158,5 @@ class GuardedH11Protocol(H11Protocol):
 def guarded_protocol(gate: ConnectionGate, hold: AlarmPriority | None = None) -> type[GuardedH11Protocol]:
     """The protocol class uvicorn instantiates per connection, bound to this listener's gate."""
     attrs: dict[str, Any] = {"gate": gate, "limits": gate.limits, "hold": hold,
-                             "pacer": Pacer() if hold is not None else None}
+                             "pacer": Pacer(hold=hold) if hold is not None else None}
     return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)
