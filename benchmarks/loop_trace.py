@@ -1,7 +1,8 @@
 """`python -m benchmarks.loop_trace -c CONFIG run`: the daemon with an event-loop trace,
 for benchmarks/isolation_decoy.py. Diagnosis only, never the daemon's code: it wraps
-XX
-(start on the perf_counter clock, seconds, name: a task's coroutine or the function) and
+asyncio's private `Handle._run` to time every callback, and writes those of 1 ms or more
+(LOOP_TRACE_MIN seconds; 0: every one) with their start
+(perf_counter clock), duration and name (a task's coroutine or the function), and
 the loop's idle time in select to $TRACE_OUT when the daemon exits."""
 
 from __future__ import annotations
