@@ -211,9 +211,11 @@ async def test_writers_are_held_only_for_a_last_pass_that_copies_little(tmp_path
     script: list[tuple[int, int, int]] = []
     passes: list[tuple[bool, int]] = []  # (writers held, frames in the WAL)
 
-    async def scripted(db: object, mode: str) -> tuple[int, int, int]:
+    async def scripted(db: object, mode: str, start_over: bool = False) -> tuple[int, int, int]:
         busy, frames, copied = script.pop(0)
-        passes.append((store._lock.locked(), frames))
+        held = store._lock.locked()
+        assert start_over == held  # the held pass, and only it, starts the WAL over itself
+        passes.append((held, frames))
         return busy, frames, copied
 
     monkeypatch.setattr(sqlite, "_checkpoint", scripted)
@@ -285,3 +287,32 @@ async def test_alarm_syncs_reach_the_wal_file_through_restarts_and_truncation(tm
         await store.close()
     assert synced and all(fd_inode == wal_inode for fd_inode, wal_inode in synced)
     assert store._wal_fd is None  # closed with the store, before its last connection deleted the file
+
+
+async def test_the_checkpointer_starts_the_wal_over_itself(tmp_path):
+    """The held pass ends with the WAL started over by the checkpointer's own one-page
+    commit: the first commit after a restart syncs the new WAL header, and left to the
+    next writer that was often the event loop's inline commit (a disk flush on the loop)."""
+    from crisisbot.models import Alarm
+    from crisisbot.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    wal = tmp_path / "s.db-wal"
+
+    def restarts_seen() -> bytes:  # the WAL header's checkpoint sequence: +1 at each start over
+        with wal.open("rb") as f:
+            return f.read(16)[12:16]
+
+    try:
+        for n in range(3):
+            await store.add_alarm(Alarm(source="t", site="s", raw=str(n)))
+        before = restarts_seen()
+        busy, frames, copied = await store._restart_wal(store._checkpoint_db, 0)
+        assert (busy, frames) == (0, copied) and frames > 0
+        assert restarts_seen() != before  # started over before any other commit
+        assert await store.add_alarm(Alarm(source="t", site="s", raw="after"))
+        assert len(await store.pending_alarms()) == 4
+        assert (await store.verify_audit()).ok
+    finally:
+        await store.close()
