@@ -1,7 +1,8 @@
 """`python -m benchmarks.loop_trace -c CONFIG run`: the daemon with an event-loop trace,
 for benchmarks/isolation_decoy.py. Diagnosis only, never the daemon's code: it wraps
 asyncio's private `Handle._run` to time every callback, and writes those of 1 ms or more
-(start on the perf_counter clock, seconds, name: a task's coroutine or the function) and
+(LOOP_TRACE_MIN seconds; 0: every one) with their start
+(perf_counter clock), duration and name (a task's coroutine or the function), and
 the loop's idle time in select to $TRACE_OUT when the daemon exits."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 CALLBACKS: list[tuple[float, float, str]] = []
+SHORTEST = float(os.environ.get("LOOP_TRACE_MIN", "0.001"))  # seconds; 0 records every callback
 IDLE: list[tuple[float, float]] = []
 
 
@@ -33,7 +35,7 @@ def install() -> None:
         started = time.perf_counter()
         run(handle)
         took = time.perf_counter() - started
-        if took >= 0.001:
+        if took >= SHORTEST:
             CALLBACKS.append((started, took, _name(handle)))
 
     def timed_select(selector: Any, timeout: float | None = None) -> Any:

@@ -158,6 +158,20 @@ def test_small_faces_are_found_wherever_they_fall_on_the_coarse_grid(size: int) 
         assert any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes), (left, top, boxes)
 
 
+def test_hit_clusters_are_the_groups_opencv_forms() -> None:
+    """The first octave keeps clusters of coarse hits as OpenCV's grouping would (and
+    confirms lone hits): the split must match cv2.groupRectangles, which only returns means."""
+    from crisisbot.imaging import _clusters
+
+    hits = [[294, 91, 28, 28], [297, 91, 28, 28], [299, 93, 28, 28], [100, 40, 20, 20], [400, 200, 20, 20],
+            [403, 200, 20, 20], [100, 60, 28, 28]]
+    groups = sorted(sorted(g) for g in _clusters(hits))
+    assert groups == [[[100, 40, 20, 20]], [[100, 60, 28, 28]], [[294, 91, 28, 28], [297, 91, 28, 28], [299, 93, 28, 28]],
+                      [[400, 200, 20, 20], [403, 200, 20, 20]]]
+    means, weights = cv2.groupRectangles(hits, 1, 0.2)
+    assert sorted(int(w) for w in weights) == sorted(len(g) for g in groups if len(g) > 1)
+
+
 def noisy_frame(seed: int, width: int = 1920, height: int = 1080) -> bytes:
     """A large frame that compresses badly (noise over a gradient), like a grainy night image."""
     rng = np.random.default_rng(seed)

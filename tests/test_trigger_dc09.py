@@ -211,6 +211,37 @@ async def test_ack_only_after_the_alarm_is_stored(panel: TcpPanel, sink: Recordi
     assert [a.zone for a in sink.alarms] == ["1", "2"] and receiver.stats["store_errors"] == 1
 
 
+async def test_the_same_frame_over_tcp_and_udp_at_once_is_stored_once(panel: TcpPanel, sink: RecordingSink,
+                                                                      receiver: SiaDc09Trigger) -> None:
+    """The second copy waits for the first one's storage: both ACKed once it is stored, neither
+    if it fails (then the panel's repeat is stored)."""
+    transport, udp = await udp_panel(receiver)
+    try:
+        for seq, fail in ((40, 0), (41, 1)):
+            sink.gate, sink.fail = asyncio.Event(), fail
+            frame = message(seq, f"Nri1/PA{seq}")
+            await panel.send(frame)
+            while not receiver._inflight:  # the TCP copy is being stored
+                await asyncio.sleep(0.01)
+            transport.sendto(frame)
+            while receiver.stats["duplicates"] < seq - 39:
+                await asyncio.sleep(0.01)
+            sink.gate.set()
+            if fail:
+                with pytest.raises(asyncio.TimeoutError):
+                    await panel.reply(timeout=0.3)
+                with pytest.raises(asyncio.TimeoutError):
+                    await udp.reply(timeout=0.3)
+            else:
+                assert await panel.reply() == await udp.reply() == f'"ACK"00{seq}R1L0#1234[]'
+        await panel.send(message(41, "Nri1/PA41"))
+        assert await panel.reply() == '"ACK"0041R1L0#1234[]'
+    finally:
+        transport.close()
+    assert [a.zone for a in sink.alarms] == ["40", "41"] and receiver.stats["store_errors"] == 1
+    assert not receiver._inflight
+
+
 async def test_silent_panel_raises_input_fault_then_restore(sink: RecordingSink) -> None:
     config = make_config(accounts=[{"account": "1234", "site": "paris", "supervision": "300ms"}])
     trigger = SiaDc09Trigger("arc", config, sink)

@@ -138,6 +138,12 @@ class _Panel:
     last_seen: float
     faulted: bool = False
     recent: dict[tuple[str, str], float] = field(default_factory=dict)  # (sequence, data) -> monotonic expiry
+    noted: tuple[int, bool] | None = None  # (last_seen second, faulted) last saved to the trigger's state
+    past: timedelta = timedelta(0)  # the account's timestamp window, built once rather than per frame
+    future: timedelta = timedelta(0)
+
+    def __post_init__(self) -> None:
+        self.past, self.future = timedelta(seconds=self.config.past), timedelta(seconds=self.config.future)
 
 
 class SiaDc09Trigger(Trigger):
@@ -154,7 +160,8 @@ class SiaDc09Trigger(Trigger):
         self.port: int | None = None
         self.udp_port: int | None = None
         self._panels: dict[str, _Panel] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        # frames being stored; a future only once the same frame arrives again meanwhile
+        self._inflight: dict[tuple[str, str], asyncio.Future[bool] | None] = {}
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,9 +224,12 @@ class SiaDc09Trigger(Trigger):
         return panel
 
     def _note(self, panel: _Panel) -> None:
-        """Save the silence timer (to the second: a handful of writes, whatever the traffic)."""
-        self.state.put(f"account:{panel.config.account}",
-                       {"last_seen": int(wall_from_monotonic(panel.last_seen, self.clock)), "faulted": panel.faulted})
+        """Save the silence timer (to the second: a handful of writes, whatever the traffic;
+        a frame within the second saved last costs a comparison, not a dict)."""
+        noted = (int(wall_from_monotonic(panel.last_seen, self.clock)), panel.faulted)
+        if noted != panel.noted:
+            panel.noted = noted
+            self.state.put(f"account:{panel.config.account}", {"last_seen": noted[0], "faulted": noted[1]})
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -307,14 +317,16 @@ class SiaDc09Trigger(Trigger):
         except codec.Undecodable as exc:
             self._refused("undecodable", f"DUH to {peer}, account {frame.account}: {exc}")
             return codec.duh(frame)
-        if content.sent_at is not None and not (
-            now - timedelta(seconds=panel.config.past) <= content.sent_at <= now + timedelta(seconds=panel.config.future)
-        ):
+        if content.sent_at is not None and not (now - panel.past <= content.sent_at <= now + panel.future):
             self._refused("stale", f"NAK to {peer}, account {frame.account}: timestamp "
                                    f"{content.sent_at.isoformat()} outside the window (receiver time {now.isoformat()})")
             return codec.nak(now)
-        if not await self._heard(panel):
-            return None
+        if panel.faulted:
+            if not await self._heard(panel):
+                return None
+        else:  # the common case without a coroutine: `_heard` minus the end of a fault
+            panel.last_seen = self.clock()
+            self._note(panel)
         if not await self._store_once(frame, panel, content, events, now):
             return None
         self.stats["acked"] += 1
@@ -357,9 +369,12 @@ class SiaDc09Trigger(Trigger):
             return True
         if key in self._inflight:  # the same frame arrived twice at once (e.g. TCP and UDP)
             self.stats["duplicates"] += 1
-            return await asyncio.shield(self._inflight[key])
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+            first = self._inflight[key]
+            if first is None:
+                first = self._inflight[key] = asyncio.get_running_loop().create_future()
+            return await asyncio.shield(first)
+        self._inflight[key] = None
+        outcome: bool | None = None  # stays None if cancelled (at shutdown)
         try:
             if frame.id == "NULL":
                 self.stats["null"] += 1
@@ -368,17 +383,20 @@ class SiaDc09Trigger(Trigger):
                     continue
                 await self.sink.submit(self._alarm(frame, panel, content, event, index, now))
                 self.stats["alarms"] += 1
-            future.set_result(True)
+            outcome = True
         except Exception:
             self.stats["store_errors"] += 1
             self.log.exception("could not store alarm from account %s seq %s; no ACK, the panel will repeat",
                                frame.account, frame.seq)
-            future.set_result(False)
+            outcome = False
             return False
         finally:
-            del self._inflight[key]
-            if not future.done():  # cancelled at shutdown
-                future.cancel()
+            waiting = self._inflight.pop(key)
+            if waiting is not None and not waiting.done():
+                if outcome is None:
+                    waiting.cancel()
+                else:
+                    waiting.set_result(outcome)
         recent = panel.recent
         recent.pop((frame.seq, content.data), None)  # re-inserted last: the dict stays in expiry order
         recent[(frame.seq, content.data)] = mono + self.config.duplicate_window

