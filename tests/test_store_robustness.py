@@ -164,6 +164,66 @@ async def test_alarms_are_answered_only_after_the_wal_sync_and_not_when_it_fails
         await store.close()
 
 
+async def test_an_alarm_is_answered_only_by_a_sync_begun_after_its_commit(tmp_path, monkeypatch):
+    """The WAL syncs run on threads of their own (crisisbot/store/wal_sync.py): an alarm is
+    answered only once a sync that started after its batch's commit has returned, and a
+    stalled sync holds up none of the answers a later sync made safe."""
+    import itertools
+    import threading
+
+    from crisisbot.store import sqlite as sqlite_store
+
+    store = SqliteStore(tmp_path / "s.db")
+    real = sqlite_store._datasync
+    release, stalled = threading.Event(), threading.Event()
+    calls = itertools.count()
+    durable = [0]  # the highest batch number a finished sync covers
+
+    def gated(fd: int) -> None:
+        covers = store._committed  # batches committed before this sync began
+        if next(calls) == 0:
+            stalled.set()
+            release.wait(30)  # the first sync stalls
+        real(fd)
+        durable[0] = max(durable[0], covers)
+
+    monkeypatch.setattr(sqlite_store, "_datasync", gated)
+    await store.open()
+    early: list[tuple[int, int]] = []  # (batch, durable when answered) of alarms answered too soon
+
+    async def alarm(raw: str) -> None:
+        batch: list[int] = []
+        await store.add_alarm(Alarm(source="t", site="s", raw=raw), on_commit=lambda: batch.append(store._committed))
+        if not batch or batch[0] > durable[0]:
+            early.append((batch[0] if batch else -1, durable[0]))
+
+    async def writer(w: int) -> None:
+        for i in range(15):
+            await alarm(f"{w}-{i}")
+
+    try:
+        async with asyncio.timeout(20):
+            lone = asyncio.ensure_future(alarm("lone"))  # batch 1, its sync held
+            while not stalled.is_set():
+                await asyncio.sleep(0.01)
+            await asyncio.gather(lone, *(writer(w) for w in range(6)))
+        assert not release.is_set() and durable[0] >= 2  # answered by later syncs, the first still held
+        assert early == []
+    finally:
+        release.set()
+        await store.close()
+    assert len(await _reopened_alarms(tmp_path)) == 91
+
+
+async def _reopened_alarms(tmp_path) -> list[Alarm]:
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        return await store.pending_alarms()
+    finally:
+        await store.close()
+
+
 async def test_delivery_verdicts_wait_out_another_writer_and_keep_the_audit_chain(tmp_path):
     """Verdicts are committed on the event loop when the store is free (no thread hop), and
     through the store's thread, which waits for the lock, when another process writes."""

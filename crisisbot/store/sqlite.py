@@ -16,7 +16,6 @@ when other processes flush), a NORMAL commit ~0.02 ms.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -24,7 +23,6 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -50,6 +48,7 @@ from crisisbot.store.base import (
 from crisisbot.retry import RetryPolicy
 from crisisbot.store.errors import BACKUP_HINT, StoreDamaged, StoreError, damaged, explain, transient
 from crisisbot.store.migrations import SCHEMA_VERSION, migrate, refuse_newer
+from crisisbot.store.wal_sync import WalSyncThreads
 
 T = TypeVar("T")
 CHECKPOINT_EVERY = 0.25  # seconds between passive WAL checkpoints
@@ -187,12 +186,10 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
             conn.execute("PRAGMA synchronous=NORMAL")
 
 
-def _answer(batch: AlarmBatch, outcome: list[bool | Replayed],
-            sync: asyncio.Future[None]) -> None:
-    """Answer a committed batch of alarms once its WAL sync has ended."""
-    failed = None if sync.cancelled() else sync.exception()
-    if sync.cancelled() or failed is not None:
-        error = StoreError(f"alarms committed but not confirmed on the disk ({failed or 'stopped'}); "
+def _answer(batch: AlarmBatch, outcome: list[bool | Replayed], failed: BaseException | None) -> None:
+    """Answer a committed batch of alarms once its WAL sync has ended (`failed`: its error)."""
+    if failed is not None:
+        error = StoreError(f"alarms committed but not confirmed on the disk ({failed}); "
                            "the sender's retry is stored once") if not isinstance(failed, StoreError) else failed
         log.error("%s", error)
         for _, _, future, _ in batch:
@@ -274,8 +271,7 @@ class SqliteStore(Store):
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpoint_db: aiosqlite.Connection | None = None
         self._alarm_writer: asyncio.Task[None] | None = None
-        self._syncer: ThreadPoolExecutor | None = None  # WAL syncs, off the connection's thread
-        self._syncs: set[asyncio.Future[None]] = set()
+        self._syncer: WalSyncThreads | None = None  # WAL syncs, off the connection's thread
         # committed batches awaiting a sync, numbered in commit order: a sync started after
         # batch N was committed makes batches 1..N durable, whichever sync began first
         self._unanswered: deque[tuple[int, AlarmBatch, list[bool | Replayed]]] = deque()
@@ -427,10 +423,8 @@ class SqliteStore(Store):
                 log.warning("closing the checkpoint connection reported: %s", exc)
         if self._alarm_writer is not None:
             await asyncio.gather(self._alarm_writer, return_exceptions=True)
-        while self._syncs:  # answered alarms first: their batches are committed
-            await asyncio.gather(*self._syncs, return_exceptions=True)
-        if self._syncer is not None:
-            self._syncer.shutdown(wait=True)
+        if self._syncer is not None:  # answered alarms first: their batches are committed
+            await self._syncer.stop()
             self._syncer = None
         if self._wal_fd is not None:  # before the last connection closes and deletes the file
             os.close(self._wal_fd)
@@ -609,21 +603,18 @@ class SqliteStore(Store):
         answers every batch it covers, also those an earlier, slower sync was started for:
         fdatasync returns once everything written to the file before the call is on disk,
         so one stalled flush does not hold up the answers a later one already made safe."""
-        if self._sync_asked < self._committed and len(self._syncs) < SYNC_THREADS:
-            if self._syncer is None:
-                self._syncer = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="sqlite-wal-sync")
-            upto = self._sync_asked = self._committed
-            sync = asyncio.get_running_loop().run_in_executor(self._syncer, self._sync_wal)
-            self._syncs.add(sync)
-            sync.add_done_callback(functools.partial(self._synced, upto))
+        if self._syncer is None:
+            self._syncer = WalSyncThreads(self._sync_wal, self._synced, SYNC_THREADS)
+        if self._sync_asked < self._committed and self._syncer.in_flight < SYNC_THREADS:
+            self._sync_asked = self._committed
+            self._syncer.request(self._committed)
 
-    def _synced(self, upto: int, sync: asyncio.Future[None]) -> None:
+    def _synced(self, upto: int, failed: BaseException | None) -> None:
         """Answer the batches up to number `upto` (failed: with the error; a failed sync
         is never taken as proof for a batch it covered, even if an earlier one may pass)."""
-        self._syncs.discard(sync)
         while self._unanswered and self._unanswered[0][0] <= upto:
             _, batch, outcome = self._unanswered.popleft()
-            _answer(batch, outcome, sync)
+            _answer(batch, outcome, failed)
         self._start_syncs()
 
     def _sync_wal(self) -> None:
