@@ -254,12 +254,23 @@ def _similar(a: Sequence[int], b: Sequence[int], eps: float) -> bool:
 
 
 _local = threading.local()
+_opencv_lock = threading.Lock()
+
+
+def import_opencv() -> None:
+    """Import OpenCV, one thread at a time: its package bootstraps itself (it swaps its own
+    module in sys.modules), and a second thread importing it meanwhile gets a half-made
+    module (AttributeError: module 'cv2' has no attribute 'data'). The first external
+    email of a fresh daemon, whose two pool workers both import it, failed so 2 times in 5."""
+    with _opencv_lock:
+        import cv2  # noqa: F401
 
 
 def thread_detector() -> FaceDetector:
     """This thread's detector with the default settings, built on its first blur."""
     detector = getattr(_local, "detector", None)
     if detector is None:
+        import_opencv()
         detector = _local.detector = FaceDetector()
     return detector
 
@@ -307,6 +318,7 @@ def obscure_boxes(image: Image.Image, boxes: Sequence[tuple[int, int, int, int]]
 def blur_faces(data: bytes, *, quality: int = 88, mode: BlurMode = "faces",
                detector: FaceDetector | None = None) -> bytes:
     """A JPEG with the faces obscured, at the original resolution."""
+    import_opencv()
     image, _ = blur_image(decode(data), detector or (thread_detector() if mode == "faces" else None), mode,
                           in_place=True)
     return encode(image, quality)
@@ -444,6 +456,7 @@ def _blur_one(data: bytes, side: int, mode: BlurMode) -> tuple[Image.Image, byte
     and imencode release it. Both bundle libjpeg-turbo with the same settings: the same
     pixels and the same bytes (tests/test_imaging.py checks it against a new version of
     either). Any other frame takes the Pillow path (`decode` scales down while decoding)."""
+    import_opencv()
     bgr = _decode_bgr(data, side)
     if bgr is None:
         image = blur_image(decode(data, side), thread_detector() if mode == "faces" else None, mode, in_place=True)[0]

@@ -260,3 +260,36 @@ def test_frames_the_opencv_path_would_change_take_the_pillow_path(astronaut: byt
     assert max(image.size) == 256
     with pytest.raises(OSError):
         _blur_one(astronaut[:-5000], 1920, "faces")  # truncated: an error, as Pillow always gave
+
+
+FRESH_THREADS = """
+import sys, threading, time
+from crisisbot import imaging
+assert "cv2" not in sys.modules
+errors = []
+def first_blur():
+    try:
+        imaging.thread_detector()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=first_blur) for _ in range(40)]
+for t in threads:
+    t.start()
+    time.sleep(0.005)
+for t in threads: t.join()
+assert not errors, errors
+"""
+
+
+def test_threads_making_their_first_detector_at_once_all_get_one() -> None:
+    """The blur pool's workers both import OpenCV on a fresh daemon's first external email;
+    unguarded, one could get a half-made module (AttributeError: module 'cv2' has no
+    attribute 'data': 2 fresh processes in 5), so 40 threads start 5 ms apart, a few times."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for _ in range(4):
+        run = subprocess.run([sys.executable, "-c", FRESH_THREADS], cwd=Path(__file__).parent.parent,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
