@@ -6,11 +6,11 @@ OpenCV's Haar cascades, which ship inside opencv-python-headless (nothing is dow
 on a downscaled grey copy (the cascades' cost grows with the pixel count), and blurred
 at full size; only the face boxes are touched, the rest of the frame is never copied.
 The frames of one email are decoded, searched, blurred and encoded in parallel on a
-small pool, one worker per core (OpenCV and Pillow release the GIL); each thread keeps its
-own classifiers (loading them costs about one plain decode + encode, and an OpenCV
-CascadeClassifier must not be shared by threads). OpenCV and numpy (~40 MiB, ~0.5 s to
-import) are imported on the first blur, not when the daemon starts. Re-encoding through
-Pillow also drops EXIF metadata.
+small pool, one worker per core (OpenCV releases the GIL, Pillow's JPEG encoder does
+not: see `_blur_one`); each thread keeps its own classifiers (loading them costs about
+one plain decode + encode, and an OpenCV CascadeClassifier must not be shared by
+threads). OpenCV and numpy (~40 MiB, ~0.5 s to import) are imported on the first blur,
+not when the daemon starts. Re-encoding (Pillow or OpenCV) also drops EXIF metadata.
 """
 
 from __future__ import annotations
@@ -254,12 +254,23 @@ def _similar(a: Sequence[int], b: Sequence[int], eps: float) -> bool:
 
 
 _local = threading.local()
+_opencv_lock = threading.Lock()
+
+
+def import_opencv() -> None:
+    """Import OpenCV, one thread at a time: its package bootstraps itself (it swaps its own
+    module in sys.modules), and a second thread importing it meanwhile gets a half-made
+    module (AttributeError: module 'cv2' has no attribute 'data'). The first external
+    email of a fresh daemon, whose two pool workers both import it, failed so 2 times in 5."""
+    with _opencv_lock:
+        import cv2  # noqa: F401
 
 
 def thread_detector() -> FaceDetector:
     """This thread's detector with the default settings, built on its first blur."""
     detector = getattr(_local, "detector", None)
     if detector is None:
+        import_opencv()
         detector = _local.detector = FaceDetector()
     return detector
 
@@ -307,6 +318,7 @@ def obscure_boxes(image: Image.Image, boxes: Sequence[tuple[int, int, int, int]]
 def blur_faces(data: bytes, *, quality: int = 88, mode: BlurMode = "faces",
                detector: FaceDetector | None = None) -> bytes:
     """A JPEG with the faces obscured, at the original resolution."""
+    import_opencv()
     image, _ = blur_image(decode(data), detector or (thread_detector() if mode == "faces" else None), mode,
                           in_place=True)
     return encode(image, quality)
@@ -435,9 +447,51 @@ def _blur_pool() -> ThreadPoolExecutor:
 def _blur_one(data: bytes, side: int, mode: BlurMode) -> tuple[Image.Image, bytes]:
     """The frame decoded (at most `side` px) and obscured, and its JPEG at the best quality:
     encoded here, on the pool, it is ready for `fit_jpeg` when the frame's share of the
-    budget allows it (the usual case); otherwise only this encode was wasted."""
-    image = blur_image(decode(data, side), thread_detector() if mode == "faces" else None, mode, in_place=True)[0]
-    return image, encode(image, QUALITIES[0])
+    budget allows it (the usual case); otherwise only this encode was wasted.
+
+    A colour JPEG that needs no scaling down goes through OpenCV from end to end: Pillow's
+    JPEG encoder holds the GIL (as does its copy of an image into numpy), so on the pool
+    the frames' encodes ran one at a time and held up the other worker's return from each
+    OpenCV call (8 frames: ~40 ms CPU of encoding added ~40 ms of wall); OpenCV's imdecode
+    and imencode release it. Both bundle libjpeg-turbo with the same settings: the same
+    pixels and the same bytes (tests/test_imaging.py checks it against a new version of
+    either). Any other frame takes the Pillow path (`decode` scales down while decoding)."""
+    import_opencv()
+    bgr = _decode_bgr(data, side)
+    if bgr is None:
+        image = blur_image(decode(data, side), thread_detector() if mode == "faces" else None, mode, in_place=True)[0]
+        return image, encode(image, QUALITIES[0])
+    import cv2
+
+    if mode == "full":
+        bgr = obscure(bgr)
+    else:
+        for x0, y0, x1, y1 in thread_detector().faces_in_gray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)):
+            if x1 > x0 and y1 > y0:
+                bgr[y0:y1, x0:x1] = obscure(bgr[y0:y1, x0:x1])
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, QUALITIES[0], cv2.IMWRITE_JPEG_OPTIMIZE, 1])
+    if not ok:
+        raise OSError("OpenCV could not encode a JPEG")
+    return Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), jpeg.tobytes()
+
+
+def _decode_bgr(data: bytes, side: int) -> np.ndarray | None:
+    """`data` decoded by OpenCV (BGR) when it gives the pixels `decode` would: a colour
+    JPEG at most `side` px, EXIF orientation ignored as Pillow does; otherwise None.
+    Only the header is read to choose (Image.open decodes nothing)."""
+    import cv2
+    import numpy as np
+
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            if probe.format != "JPEG" or probe.mode != "RGB" or max(probe.size) > side:
+                return None
+    except (OSError, ValueError):
+        return None  # the Pillow path raises what it always raised
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None  # truncated: OpenCV would fill the rest with grey where Pillow raises
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return bgr if bgr is not None and bgr.shape[:2] == probe.size[::-1] else None
 
 
 def _blur_all(frames: list[tuple[bytes, int]], mode: BlurMode) -> list[tuple[Image.Image, bytes]]:

@@ -220,3 +220,76 @@ async def test_email_images_pays_the_blur_once_per_variant(astronaut: bytes) -> 
     await images.prepare()
     first, second = images.for_recipient(True), images.for_recipient(True)
     assert first[0].data is second[0].data and images.for_recipient(False)[0].data == astronaut
+
+
+@pytest.mark.parametrize("mode", ["faces", "full"])
+def test_the_pools_opencv_path_gives_the_pillow_paths_pixels_and_bytes(astronaut: bytes, mode: str) -> None:
+    """The email pool decodes and encodes through OpenCV (it releases the GIL, Pillow's
+    encoder does not); a new version of either library that stopped matching fails here."""
+    from crisisbot.imaging import QUALITIES, _blur_one, _decode_bgr, blur_image, decode, encode
+
+    for data in (astronaut, rotated_exif_frame()[1], noisy_frame(3)):
+        assert _decode_bgr(data, 1920) is not None  # the OpenCV path is the one under test
+        image, best = _blur_one(data, 1920, mode)  # type: ignore[arg-type]
+        expected = blur_image(decode(data, 1920), FaceDetector(), mode, in_place=True)[0]  # type: ignore[arg-type]
+        assert np.array_equal(np.asarray(image), np.asarray(expected))
+        assert best == encode(expected, QUALITIES[0])
+
+
+def rotated_exif_frame() -> tuple[np.ndarray, bytes]:
+    """A 640x360 frame and its JPEG tagged "rotate 90" in EXIF (which Pillow's decode ignores)."""
+    array = np.random.default_rng(5).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "JPEG", quality=90, exif=exif)
+    return array, out.getvalue()
+
+
+def test_frames_the_opencv_path_would_change_take_the_pillow_path(astronaut: bytes) -> None:
+    from crisisbot.imaging import _blur_one, _decode_bgr, decode
+
+    rotated = rotated_exif_frame()[1]
+    assert _decode_bgr(rotated, 1920).shape[:2] == decode(rotated).size[::-1]  # type: ignore[union-attr]
+    png = io.BytesIO()
+    Image.open(io.BytesIO(astronaut)).save(png, "PNG")
+    grey = jpeg(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY))
+    for data, side in ((png.getvalue(), 1920), (grey, 1920), (astronaut, 256), (astronaut[:-5000], 1920)):
+        assert _decode_bgr(data, side) is None
+    image, _ = _blur_one(astronaut, 256, "faces")  # scaled down while decoding, as before
+    assert max(image.size) == 256
+    with pytest.raises(OSError):
+        _blur_one(astronaut[:-5000], 1920, "faces")  # truncated: an error, as Pillow always gave
+
+
+FRESH_THREADS = """
+import sys, threading, time
+from crisisbot import imaging
+assert "cv2" not in sys.modules
+errors = []
+def first_blur():
+    try:
+        imaging.thread_detector()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=first_blur) for _ in range(40)]
+for t in threads:
+    t.start()
+    time.sleep(0.005)
+for t in threads: t.join()
+assert not errors, errors
+"""
+
+
+def test_threads_making_their_first_detector_at_once_all_get_one() -> None:
+    """The blur pool's workers both import OpenCV on a fresh daemon's first external email;
+    unguarded, one could get a half-made module (AttributeError: module 'cv2' has no
+    attribute 'data': 2 fresh processes in 5), so 40 threads start 5 ms apart, a few times."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for _ in range(4):
+        run = subprocess.run([sys.executable, "-c", FRESH_THREADS], cwd=Path(__file__).parent.parent,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
