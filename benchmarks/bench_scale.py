@@ -190,6 +190,12 @@ def storm(sites: int, alarms: int, inputs: int = 500) -> dict[str, float]:
         async def run() -> dict[str, float]:
             daemon = Daemon(config, load_bundle(config))
             await daemon.start()
+            try:
+                return await measure(daemon)
+            finally:  # stopped whatever happens: an open store's threads would keep this worker
+                await daemon.stop()  # process alive, and the benchmark would hang instead of failing
+
+        async def measure(daemon: Daemon) -> dict[str, float]:
             engine, store = daemon.engine, daemon.runtime.store
             assert engine is not None
             site_ids = list(daemon.bundle.config.sites)
@@ -219,7 +225,6 @@ def storm(sites: int, alarms: int, inputs: int = 500) -> dict[str, float]:
             for incident in incidents:
                 per_key[(incident.site, incident.playbook)] = per_key.get((incident.site, incident.playbook), 0) + 1
             convocations = [len(await store.get_deliveries(i.id)) for i in incidents]
-            await daemon.stop()
             latencies.sort()
             return {"alarms": len(latencies), "alarms_per_s": len(latencies) / elapsed,
                     "p50_ms": latencies[len(latencies) // 2] * 1000,
