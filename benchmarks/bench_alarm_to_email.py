@@ -161,6 +161,7 @@ async def run() -> None:
                 alarm = Alarm(source="bench", site="hq", label=f"run {index}")
                 await engine.submit(alarm)
                 incident = await engine.wait_processed(alarm.id)
+                assert incident is not None, "the alarm opened no incident"
                 await engine.wait_incident(incident.id)
                 sent = relay.take()
                 assert len(sent) == PEOPLE, f"only {len(sent)} emails accepted"
