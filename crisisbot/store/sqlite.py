@@ -479,9 +479,10 @@ class SqliteStore(Store):
         return await self._transaction(_writes(list(statements), list(audits)), durable)
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], Audits], durable: bool = False,
-                           retry: bool = True) -> list[AuditEntry]:
-        """`work` runs inside the transaction and returns the audit entries to chain."""
-        return await self._locked(lambda conn: _chain(conn, work(conn), self.now()), durable, retry)
+                           retry: bool = True, keep: bool = True) -> list[AuditEntry]:
+        """`work` runs inside the transaction and returns the audit entries to chain
+        (returned as `AuditEntry` objects only with `keep`, see `_chain`)."""
+        return await self._locked(lambda conn: _chain(conn, work(conn), self.now(), keep), durable, retry)
 
     async def _locked(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False, retry: bool = True) -> T:
         """One write transaction; a transient failure (lock held elsewhere, full disk) is
@@ -578,7 +579,7 @@ class SqliteStore(Store):
                 # committed (visible to readers, safe from a crash of the daemon); durable
                 # against a power cut once `_sync_wal` returns, and only then answered
                 if len(batch) > INLINE_ALARMS or not self._transaction_inline(work):
-                    await self._transaction(work, retry=False)
+                    await self._transaction(work, retry=False, keep=False)
             except BaseException as exc:
                 for _, _, future, _ in batch:
                     if not future.done():
