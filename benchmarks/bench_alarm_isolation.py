@@ -33,7 +33,9 @@ scheduling group on a 2-core box the generator took the CPU the daemon needed ev
 while the daemon had stopped serving it. BENCH_FLOOD_NICE (default 0) lowers its
 priority further. Everything the daemon does for the flood is still charged to it, and
 shown apart: the daemon's own CPU time (all threads, from /proc) per alarm in each
-scenario, and the attacker's CPU per second of flood. The load average at start and end
+scenario, that of its web console process (web.isolation: process, the default: the
+console runs as a child of the daemon at nice 19, where the login flood is served), and
+the attacker's CPU per second of flood. The load average at start and end
 is printed, since the machine may be shared. BENCH_SAMPLES_OUT names a JSON file to
 write every sample to (scenario, start and end on the monotonic clock, daemon CPU), to
 line them up with a trace of the daemon.
@@ -121,6 +123,29 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The process's children (the web console's process, web.isolation: process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the process's children so far (a child that exited is not counted)."""
+    return sum(process_cpu(child) for child in children(pid))
+
+
+def niceness(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile, linearly interpolated between the sorted samples (0 < q < 1)."""
     if len(values) < 2:
@@ -185,14 +210,16 @@ async def run() -> None:
                 async def block(key: str, round_: int) -> None:
                     for index in range(ALARMS):
                         await asyncio.sleep(pauses.uniform(*PAUSE))
-                        before = process_cpu(proc.pid)
+                        before, web_before = process_cpu(proc.pid), children_cpu(proc.pid)
                         start = time.perf_counter()
                         elapsed = await one_alarm(http, hook, accepted, f"{key} {round_}.{index}")
                         samples.append({"scenario": key, "round": round_, "start": start, "end": start + elapsed,
-                                        "seconds": elapsed, "cpu": process_cpu(proc.pid) - before})
+                                        "seconds": elapsed, "cpu": process_cpu(proc.pid) - before,
+                                        "web_cpu": children_cpu(proc.pid) - web_before})
 
                 for warm in range(2):
                     await one_alarm(http, hook, accepted, f"warm-up {warm}")
+                web_processes = [(child, niceness(child)) for child in children(proc.pid)]
                 # this process is the measuring instrument: aiosmtpd builds a class per MAIL and
                 # RCPT command (cyclic garbage), and full collections of this process's start-up
                 # heap were pauses of the instrument itself, in any scenario (as the daemon does:
@@ -235,6 +262,7 @@ async def run() -> None:
         Path(os.environ["BENCH_SAMPLES_OUT"]).write_text(json.dumps(samples))
     times = {key: [float(s["seconds"]) for s in samples if s["scenario"] == key] for key in SCENARIOS}
     cpu = {key: [float(s["cpu"]) for s in samples if s["scenario"] == key] for key in SCENARIOS}
+    web_cpu = {key: [float(s["web_cpu"]) for s in samples if s["scenario"] == key] for key in SCENARIOS}
     count = len(times["a"])
     print(f"panic alarm -> last of {PEOPLE} emails, daemon as a process; {count} alarms per scenario "
           f"({ROUNDS} rounds x {ALARMS}, blocks interleaved abc/bca/cab, 2 warm-up alarms not counted), "
@@ -251,6 +279,12 @@ async def run() -> None:
     print("  daemon CPU per alarm (all threads, mean): " + ", ".join(
         f"({key}) {statistics.mean(cpu[key]) * 1000:.0f} ms" for key in SCENARIOS)
         + f"; attacker CPU {attacker:.2f} s per second of flood")
+    if web_processes:
+        print("  web console process (pid, nice): " + ", ".join(f"({p}, {n})" for p, n in web_processes)
+              + "; its CPU per alarm (mean): " + ", ".join(
+                  f"({key}) {statistics.mean(web_cpu[key]) * 1000:.0f} ms" for key in SCENARIOS))
+    else:
+        print("  web console served inside the daemon (no child process)")
     codes: dict[int, int] = {}
     for result in floods:
         for code, number in result.codes.items():
