@@ -29,10 +29,12 @@ from crisisbot.clock import Clock, SystemClock
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.errors import CrisisbotError
 from crisisbot.executors import Executors
-from crisisbot.health import Check, HealthChecks
+from crisisbot.health import HealthChecks
 from crisisbot.links import Signer
+from crisisbot.store import open_store
 from crisisbot.store.images import ImageStore
 from crisisbot.web.access import Revocations
+from crisisbot.web.remote import RemoteAudit, RemoteBus, daemon_health_check
 
 log = logging.getLogger("crisisbot.web.worker")
 
@@ -106,13 +108,14 @@ class WebRuntime:
     health: HealthChecks
 
     @classmethod
-    async def build(cls, bundle: Bundle, bus: Any) -> "WebRuntime":
+    async def build(cls, bundle: Bundle, bus: RemoteBus) -> "WebRuntime":
         clock = SystemClock()
         data_dir = bundle.data_dir
         signer = Signer(read_key(data_dir, "secret.key"), clock.now)
         images = ImageStore(data_dir / "images", read_key(data_dir, "images.key"),
                             bundle.config.incidents.image_retention, clock=clock.now)
-        reader = await open_reader(bundle, clock)
+        reader = open_store(bundle.config.store.url, data_dir, now=clock.now, reader=True)
+        await reader.open()
         try:
             revocations = await shared_revocations(data_dir, clock)
         except BaseException:
@@ -120,7 +123,7 @@ class WebRuntime:
             raise
         health = HealthChecks()
         health.add("daemon", daemon_health_check(bus))  # the daemon's verdict, in place of "supervision"
-        return cls(bundle, clock, WebStore(reader, remote_audit(bus)), signer, images, revocations, Executors(),
+        return cls(bundle, clock, WebStore(reader, RemoteAudit(bus)), signer, images, revocations, Executors(),
                    health)
 
     async def close(self) -> None:
@@ -130,49 +133,13 @@ class WebRuntime:
             self.executors.shutdown()
 
 
-# -- stand-ins for webstate / webremote (deleted when they land) ------------------------------
-async def open_reader(bundle: Bundle, clock: Clock) -> Any:
-    from crisisbot.store import open_store
-
-    store = open_store(bundle.config.store.url, bundle.data_dir, now=clock.now)
-    await store.open()
-    return store
-
-
+# -- stand-in for webstate (deleted when it lands) ---------------------------------------------
 async def shared_revocations(data_dir: Path, clock: Clock) -> Revocations:
     from crisisbot.web.access import json_file
 
     load, save = json_file(data_dir / "revoked-links.json")
     return await Revocations.load(load, save, clock=clock.now)
-
-
-class RemoteBus:
-    lifecycle = None
-
-    def __init__(self, control_path: Path) -> None:
-        self.control_path = control_path
-
-    async def dispatch(self, command: Any) -> Any:
-        from crisisbot.control import send
-        from crisisbot.errors import DaemonBusy
-
-        result = await send(self.control_path, command, timeout=30, connect_wait=5)
-        if result is None:
-            raise DaemonBusy("the daemon is not answering")
-        return result
-
-
-def remote_audit(bus: Any) -> Callable[..., Awaitable[object]]:
-    async def audit(kind: str, incident_id: str | None, data: dict[str, Any]) -> None:
-        log.warning("audit entry %s not recorded (stand-in)", kind)
-    return audit
-
-
-def daemon_health_check(bus: Any) -> Callable[[], Awaitable[Check]]:
-    async def check() -> Check:
-        return Check("up", {})
-    return check
-# -- end of stand-ins ----------------------------------------------------------------------------
+# -- end of stand-in ----------------------------------------------------------------------------
 
 
 def _watch_parent(parent: int, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -202,7 +169,8 @@ async def serve(bundle: Bundle, sock: socket.socket, control: Path, ready_fd: in
     _watch_parent(parent, loop, stop)
     bus = RemoteBus(control)
     runtime = await WebRuntime.build(bundle, bus)
-    server = WebServer(cast(Any, runtime), cast(Any, bus), sock=sock)
+    # refusal counts wait in the daemon while an alarm is dispatched (nobody waits for them)
+    server = WebServer(cast(Any, runtime), cast(Any, bus), sock=sock, refusal_audit=RemoteAudit(bus, hold=True))
     try:
         await server.start()
         os.write(ready_fd, b"ready\n")
