@@ -30,6 +30,7 @@ from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.runtime import Runtime, same_plugin
 from crisisbot.warmup import deferred_imports, warm_up
+from crisisbot.web.health import pools_check, supervision_check
 from triggers.base import Trigger
 from triggers.state import TriggerState
 
@@ -88,6 +89,9 @@ class Daemon:
             await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
+            # the daemon's own verdict, whichever process serves /health (the web process asks for it)
+            self.runtime.health.add("supervision", supervision_check(self.lifecycle))
+            self.runtime.health.add("pools", pools_check(self.runtime))
             web = self.bundle.config.web
             if web.enabled and web.isolation == "inline":
                 from crisisbot.web.server import WebServer
