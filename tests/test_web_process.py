@@ -38,6 +38,9 @@ def test_the_web_process_runs_at_the_lowest_priority_in_the_daemons_session(daem
     assert its["session"] == mine["session"]  # same autogroup: its niceness counts against the daemon's
     assert its["nice"] == min(19, mine["nice"] + 19)
     assert "(web pid" in daemon.log.read_text()  # its log lines say where they come from
+    status = run_cli(daemon.ws, "status")
+    assert f"web console process: serving (process {web}, port {daemon.web_port}, restarts 0)" in status.stdout, \
+        status.stdout + status.stderr
 
 
 def test_console_acknowledge_lands_in_the_daemons_store(daemon):
