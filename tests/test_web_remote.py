@@ -18,8 +18,8 @@ from starlette.routing import Route
 from security.console_helpers import client, console_daemon, enable_console, login
 from crisisbot.cli import main
 from crisisbot.commands import (
-    Acknowledge, Acknowledged, AuditRecorded, Command, Health, HealthReport, RecordAudit, RevokeSessions, StandDown,
-    Status, encode,
+    Acknowledge, Acknowledged, AuditRecorded, Command, Health, HealthReport, ListSessions, RecordAudit,
+    RevokeSessions, SessionsListed, StandDown, Status, encode,
 )
 from crisisbot.control import ask_daemon
 from crisisbot.errors import CommandInvalid, DaemonBusy, IncidentClosed, IncidentNotFound
@@ -120,6 +120,18 @@ async def test_record_audit_appends_to_the_hash_chain_and_refuses_kinds_the_web_
     assert login_entry.kind == "console.login" and held.kind == "link.refused"
     assert await asyncio.to_thread(main, ["-c", str(workspace.config_path), "audit", "verify"]) == 0
     assert "audit log intact" in capsys.readouterr().out
+
+
+async def test_an_answer_longer_than_asyncios_64_kib_line_crosses_the_socket(workspace):
+    """An admin's session list (or a health report) is one JSON line of any length."""
+    enable_console(workspace)
+    async with console_daemon(workspace) as daemon:
+        sessions = await daemon.commands._sessions()
+        for n in range(250):
+            await sessions.create("operator", f"127.0.0.{n % 250 + 1}", "Mozilla/5.0 " + "x" * 190)
+        listed = await RemoteBus(daemon.bundle.control_socket).dispatch(ListSessions(actor="admin", via="api"))
+    assert type(listed) is SessionsListed and len(listed.sessions) == 250
+    assert len(json.dumps(listed.sessions)) > 64 * 1024
 
 
 class CountingBus(RemoteBus):

@@ -7,6 +7,7 @@ proxy in front for anything but loopback).
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -109,8 +110,12 @@ class SecurityHeaders:
 
 
 class WebServer:
-    def __init__(self, runtime: "Runtime", commands: "CommandBus") -> None:
+    """The web app on uvicorn: in the daemon's process (`web.isolation: inline`), or in
+    the web process (crisisbot/web/worker.py) on the socket the daemon lends it (`sock`)."""
+
+    def __init__(self, runtime: "Runtime", commands: "CommandBus", sock: socket.socket | None = None) -> None:
         self.runtime = runtime
+        self._sock = sock
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
@@ -122,10 +127,12 @@ class WebServer:
         await self.console.start()
         self.refusals.audit.start()
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
-                                        "web console", web.limits, hold=self.runtime.executors.priority)
+                                        "web console", web.limits, hold=self.runtime.executors.priority,
+                                        sock=self._sock)
         self.port = await self._server.start()
         self._inputs = INPUT_ACTIVITY.subscribe(self.runtime.executors.priority.pulse)
-        log.info("web console on http://%s:%s/console", web.host, self.port)
+        if self._sock is None:
+            log.info("web console on http://%s:%s/console", web.host, self.port)
 
     async def stop(self) -> None:
         if self._inputs is not None:
