@@ -221,7 +221,12 @@ async def _record_audit(bus: CommandBus, command: RecordAudit) -> AuditRecorded:
 
 
 async def _health(bus: CommandBus, command: Health) -> HealthReport:
-    status, checks = await bus.runtime.health.gather()
+    health = bus.runtime.health
+    if "supervision" not in health:  # the web app in its own process: nobody here registered the lifecycle's
+        from crisisbot.web.health import supervision_check
+
+        health.add("supervision", supervision_check(bus.lifecycle))
+    status, checks = await health.gather()
     # a check may put any object in its details: the answer must cross the socket as JSON
     return HealthReport(status=status, checks=json.loads(json.dumps(checks, default=str)))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from crisisbot.control import ask_daemon
 from crisisbot.errors import CommandInvalid, DaemonBusy, IncidentClosed, IncidentNotFound
 from crisisbot.health import HealthChecks
 from crisisbot.models import IncidentStatus
-from crisisbot.web.remote import EXCEPTION_HANDLERS, NOT_ANSWERING, RemoteAudit, RemoteBus, daemon_health_check
+from crisisbot.web.remote import (
+    EXCEPTION_HANDLERS, HELD_KINDS, NOT_ANSWERING, RemoteAudit, RemoteBus, daemon_health_check,
+)
 from daemon_helpers import fire_manual, running_daemon
 
 
@@ -97,7 +100,7 @@ async def test_record_audit_appends_to_the_hash_chain_and_refuses_kinds_the_web_
         store = daemon.runtime.store
         audit = RemoteAudit(RemoteBus(daemon.bundle.control_socket))
         login_entry = await audit("console.login", None, {"user": "operator", "client": "127.0.0.1"})
-        held = await RemoteAudit(RemoteBus(daemon.bundle.control_socket), hold=True)(
+        held = await audit(
             "link.refused", None, {"client": "127.0.0.9", "count": 3, "window_s": 60.0})
         before = len(await store.audit_entries())
         with pytest.raises(CommandInvalid, match="audit kind 'config.loaded' is not one the web console writes"):
@@ -134,6 +137,16 @@ async def test_an_answer_longer_than_asyncios_64_kib_line_crosses_the_socket(wor
     assert len(json.dumps(listed.sessions)) > 64 * 1024
 
 
+def test_every_refusal_kind_the_web_counts_is_held_behind_the_alarm():
+    """RefusalAudit's kinds (`.note(...)`, `.refuse(...)` in crisisbot/web) are written by
+    the daemon once no alarm is being dispatched, as the in-process console holds them."""
+    web = Path(__file__).resolve().parents[1] / "crisisbot" / "web"
+    noted = {m.group(1) for path in web.glob("*.py")
+             for m in re.finditer(r'\.(?:note|refuse)\(\s*"([a-z_.]+)"', path.read_text())}
+    assert noted and noted <= HELD_KINDS, sorted(noted - HELD_KINDS)
+    assert {"console.login", "console.logout", "liveview.viewed", "liveview.image"}.isdisjoint(HELD_KINDS)
+
+
 class CountingBus(RemoteBus):
     """A real RemoteBus that counts the requests it sends (to see callers share one)."""
 
@@ -156,6 +169,7 @@ async def test_health_is_the_daemons_verdict_asked_once_a_second_and_down_when_t
         cached = await checks.gather()
         asked = bus.asked
     assert type(report) is HealthReport and report.status == verdict and set(report.checks) == set(own)
+    assert "supervision" in report.checks  # the lifecycle's verdict, even with no web app in the daemon
     status, details = shared[0]
     assert status == verdict and details["daemon"]["status"] == verdict
     assert set(details["daemon"]["checks"]) == set(own)

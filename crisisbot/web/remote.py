@@ -119,18 +119,26 @@ def _takes_message(cls: type) -> bool:
         p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params[1:])
 
 
+# the kinds `RefusalAudit` counts (crisisbot/web/refusals.py): nobody waits for them, so the
+# daemon writes them once no alarm is being dispatched, as the in-process console holds them
+HELD_KINDS = frozenset({"console.login_refused", "console.login_busy", "console.login_failed",
+                        "link.refused", "link.throttled", "liveview.refused", "liveview.throttled"})
+
+
 class RemoteAudit:
     """`store.audit(kind, incident_id, data)` as a `RecordAudit` command: hand it to the web
-    code that audits (console logins, live views, `RefusalAudit`). `hold=True` for refusal
-    counts: the daemon writes them once no alarm is being dispatched."""
+    code that audits (console logins, live views, `RefusalAudit`) in place of `store.audit`.
+    `hold` (None: for the kinds in HELD_KINDS): the daemon writes the entry once no alarm
+    is being dispatched (3 s at most)."""
 
-    def __init__(self, bus: RemoteBus, *, hold: bool = False, actor: str = "web") -> None:
+    def __init__(self, bus: RemoteBus, *, hold: bool | None = None, actor: str = "web") -> None:
         self.bus = bus
         self.hold = hold
         self.actor = actor
 
     async def __call__(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry:
-        command = RecordAudit(kind=kind, incident_id=incident_id, data=data, hold=self.hold, actor=self.actor,
+        hold = kind in HELD_KINDS if self.hold is None else self.hold
+        command = RecordAudit(kind=kind, incident_id=incident_id, data=data, hold=hold, actor=self.actor,
                               via="web")
         done = await self.bus.dispatch(command)
         assert isinstance(done, AuditRecorded)
