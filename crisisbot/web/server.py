@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crisisbot.listeners import INPUT_ACTIVITY
 from crisisbot.web.background import BackgroundServer
 from crisisbot.web.console import Console
-from crisisbot.web.refusals import Audit, RefusalAudit, Refusals
+from crisisbot.web.refusals import RefusalAudit, Refusals
 from crisisbot.web.remote import EXCEPTION_HANDLERS
 
 if TYPE_CHECKING:
@@ -115,16 +115,13 @@ class WebServer:
     """The web app on uvicorn: in the daemon's process (`web.isolation: inline`), or in
     the web process (crisisbot/web/worker.py) on the socket the daemon lends it (`sock`)."""
 
-    def __init__(self, runtime: "Runtime", commands: "CommandBus", sock: socket.socket | None = None,
-                 refusal_audit: Audit | None = None) -> None:
-        """`refusal_audit`: where refusal counts go (default: the store's audit)."""
+    def __init__(self, runtime: "Runtime", commands: "CommandBus", sock: socket.socket | None = None) -> None:
         self.runtime = runtime
         self._sock = sock
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
-        self.refusals = Refusals(RefusalAudit(refusal_audit or runtime.store.audit,
-                                              hold=runtime.executors.priority.wait_quiet))
+        self.refusals = Refusals(RefusalAudit(runtime.store.audit, hold=runtime.executors.priority.wait_quiet))
         self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:

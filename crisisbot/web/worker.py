@@ -117,12 +117,15 @@ class WebRuntime:
         reader = open_store(bundle.config.store.url, data_dir, now=clock.now, reader=True)
         await reader.open()
         try:
-            revocations = await shared_revocations(data_dir, clock)
+            # the daemon's list, re-read when it saves; revoking goes to the daemon (RevokeLinks)
+            revocations = await Revocations.from_file(data_dir / "revoked-links.json", clock=clock.now,
+                                                      read_only=True)
         except BaseException:
             await reader.close()
             raise
         health = HealthChecks()
         health.add("daemon", daemon_health_check(bus))  # the daemon's verdict, in place of "supervision"
+        # refusal counts (RemoteAudit's HELD_KINDS) wait in the daemon while an alarm is dispatched
         return cls(bundle, clock, WebStore(reader, RemoteAudit(bus)), signer, images, revocations, Executors(),
                    health)
 
@@ -133,13 +136,6 @@ class WebRuntime:
             self.executors.shutdown()
 
 
-# -- stand-in for webstate (deleted when it lands) ---------------------------------------------
-async def shared_revocations(data_dir: Path, clock: Clock) -> Revocations:
-    from crisisbot.web.access import json_file
-
-    load, save = json_file(data_dir / "revoked-links.json")
-    return await Revocations.load(load, save, clock=clock.now)
-# -- end of stand-in ----------------------------------------------------------------------------
 
 
 def _watch_parent(parent: int, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -169,8 +165,7 @@ async def serve(bundle: Bundle, sock: socket.socket, control: Path, ready_fd: in
     _watch_parent(parent, loop, stop)
     bus = RemoteBus(control)
     runtime = await WebRuntime.build(bundle, bus)
-    # refusal counts wait in the daemon while an alarm is dispatched (nobody waits for them)
-    server = WebServer(cast(Any, runtime), cast(Any, bus), sock=sock, refusal_audit=RemoteAudit(bus, hold=True))
+    server = WebServer(cast(Any, runtime), cast(Any, bus), sock=sock)
     try:
         await server.start()
         os.write(ready_fd, b"ready\n")
