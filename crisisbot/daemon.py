@@ -181,11 +181,11 @@ class Daemon:
         if self._warming is not None:
             self._warming.cancel()  # an import under way in its thread ends by itself
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        if self.web is not None:  # first: the web process sends its last audit entries over the control socket
+            parts.append(("web server", self.web.stop))
         if self._control is not None:
             control, self._control = self._control, None
             parts.append(("control socket", _closer(control)))
-        if self.web is not None:
-            parts.append(("web server", self.web.stop))
         if runtime is not None:
             parts.append(("inputs", lambda: self._stop_triggers(runtime)))
         if self.lifecycle is not None:

@@ -29,7 +29,7 @@ from crisisbot.clock import Clock, SystemClock
 from crisisbot.config.bundle import Bundle, load_bundle
 from crisisbot.errors import CrisisbotError
 from crisisbot.executors import Executors
-from crisisbot.health import HealthChecks
+from crisisbot.health import HealthChecks, Status
 from crisisbot.links import Signer
 from crisisbot.store import open_store
 from crisisbot.store.images import ImageStore
@@ -94,6 +94,23 @@ class WebStore:
         await self._reader.close()
 
 
+class WebHealth(HealthChecks):
+    """The web process's checks, reported as the daemon's own /health was: the daemon's
+    checks at the top level (`supervision`, `inputs`, `web`…; its pools as `daemon_pools`),
+    this process's pools as `pools` (the console's hashing and web pools, as before).
+    While the daemon does not answer, its check stays `daemon`, "down" with the reason."""
+
+    async def gather(self) -> tuple[Status, dict[str, dict[str, Any]]]:
+        status, report = await super().gather()
+        daemon = report.get("daemon")
+        inner = daemon.get("checks") if daemon is not None else None
+        if isinstance(inner, dict):
+            del report["daemon"]
+            report = {**{("daemon_pools" if name == "pools" else name): check for name, check in inner.items()},
+                      **report}
+        return status, report
+
+
 @dataclass
 class WebRuntime:
     """Exactly what crisisbot/web/* use of the daemon's Runtime."""
@@ -105,7 +122,7 @@ class WebRuntime:
     image_store: ImageStore  # opened, never started: retention sweeps are the daemon's
     revocations: Revocations
     executors: Executors
-    health: HealthChecks
+    health: WebHealth
 
     @classmethod
     async def build(cls, bundle: Bundle, bus: RemoteBus) -> "WebRuntime":
@@ -123,7 +140,7 @@ class WebRuntime:
         except BaseException:
             await reader.close()
             raise
-        health = HealthChecks()
+        health = WebHealth()
         health.add("daemon", daemon_health_check(bus))  # the daemon's verdict, in place of "supervision"
         # refusal counts (RemoteAudit's HELD_KINDS) wait in the daemon while an alarm is dispatched
         return cls(bundle, clock, WebStore(reader, RemoteAudit(bus)), signer, images, revocations, Executors(),
