@@ -57,7 +57,6 @@ def test_console_acknowledge_lands_in_the_daemons_store(daemon):
     assert audit.returncode == 0, audit.stderr
 
 
-@pytest.mark.xfail(reason="until the shared sessions, revocations and RecordAudit land (webstate, webremote)", strict=True)
 def test_a_link_revoked_in_the_console_is_refused_at_once(daemon):
     incident = daemon.fire()
     key = (daemon.ws.root / "var" / "secret.key").read_bytes()
@@ -71,7 +70,6 @@ def test_a_link_revoked_in_the_console_is_refused_at_once(daemon):
     assert refused.status_code == 403 and "revoked" in refused.text
 
 
-@pytest.mark.xfail(reason="until the shared sessions, revocations and RecordAudit land (webstate, webremote)", strict=True)
 def test_sessions_revoke_from_the_cli_ends_a_console_session_at_once(daemon):
     with daemon.client() as client:
         assert login(client).status_code == 303

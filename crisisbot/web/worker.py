@@ -130,22 +130,21 @@ class WebRuntime:
             self.executors.shutdown()
 
 
-# -- stand-ins for webstate / webremote (deleted when they land) ------------------------------
 async def open_reader(bundle: Bundle, clock: Clock) -> Any:
+    """The daemon's store, read-only: this process never takes SQLite's write lock."""
     from crisisbot.store import open_store
 
-    store = open_store(bundle.config.store.url, bundle.data_dir, now=clock.now)
+    store = open_store(bundle.config.store.url, bundle.data_dir, now=clock.now, reader=True)
     await store.open()
     return store
 
 
 async def shared_revocations(data_dir: Path, clock: Clock) -> Revocations:
-    from crisisbot.web.access import json_file
-
-    load, save = json_file(data_dir / "revoked-links.json")
-    return await Revocations.load(load, save, clock=clock.now)
+    """The daemon's revoked links, re-read when it saves; revoking here is refused (RevokeLinks)."""
+    return await Revocations.from_file(data_dir / "revoked-links.json", clock=clock.now, read_only=True)
 
 
+# -- stand-ins for webremote (deleted when it lands) --------------------------------------------
 class RemoteBus:
     lifecycle = None
 
