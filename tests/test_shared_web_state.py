@@ -185,3 +185,25 @@ async def test_a_damaged_revocation_list_keeps_the_last_good_copy_and_is_reporte
         reasons = [revocations.reason("tok", claims), revocations.reason("tok", claims)]
     assert reasons == ["stolen", "stolen"]
     assert len([r for r in caplog.records if "could not be read again" in r.getMessage()]) == 1
+
+
+async def test_concurrent_requests_of_one_session_write_its_last_use_once(tmp_path):
+    """A page's parallel requests, a minute after the last write, make one write, not one each."""
+    clock = [utcnow()]
+    writes: list[str] = []
+
+    async def offload(fn: Any, *args: Any) -> Any:
+        writes.append(getattr(fn, "__name__", ""))
+        return await asyncio.to_thread(fn, *args)
+
+    sessions = Sessions(SessionFile(tmp_path / "console-sessions.json"), lifetime=3600, idle=600,
+                        offload=offload, clock=lambda: clock[0])
+    await sessions.load()
+    token = await sessions.create("operator", None)
+    clock[0] += timedelta(seconds=90)
+    writes.clear()
+    found = await asyncio.gather(*(sessions.user(token) for _ in range(10)))
+    assert all(s is not None and s.user == "operator" for s in found)
+    assert writes == ["update"]
+    stored = SessionFile(tmp_path / "console-sessions.json").read()
+    assert stored[0].last_seen == clock[0].isoformat()

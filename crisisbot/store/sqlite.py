@@ -63,6 +63,7 @@ HELD_FRAMES = 64  # WAL frames (256 KiB) left for the held pass to copy: ~10 ms 
 TRUNCATE_ABOVE = 4 * WAL_KEEP  # bytes: a fully checkpointed WAL larger than this is truncated to nothing
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
 READER_BUSY_TIMEOUT = 0.2  # seconds a reader waits (WAL readers wait only while the WAL is recovered or restarted)
+READER_RETRY = 2.0  # seconds a reader's query is tried again on a busy file, before the page gets an error
 READ_ONLY = ("this store was opened for reading (the web process): writes go to the daemon as commands, "
              "never to the SQLite file")
 STORE_RETRY = RetryPolicy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
@@ -283,6 +284,8 @@ class SqliteStore(Store):
                  reader: bool = False):
         self.path = Path(path)
         self.reader = reader
+        if reader:
+            self.retry_transient_for = READER_RETRY
         self.check = check  # PRAGMA quick_check at open (not for a reader: the daemon checks)
         self.now = now  # the daemon's clock: join windows compare last_alarm_at with the engine's time
         self._db: aiosqlite.Connection | None = None

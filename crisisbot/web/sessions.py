@@ -132,6 +132,7 @@ class Sessions:
         self._stamp: Stamp | None = None  # version `_by_key` was read from
         self._loaded = False
         self._seen: dict[str, datetime] = {}  # last uses in this process, by key
+        self._touching: set[str] = set()  # keys whose last use is being written (one write, not one a request)
 
     async def load(self) -> None:
         found, sessions = cast("tuple[Stamp | None, builtins.list[Session]]", await self._offload(self._file.snapshot))
@@ -205,7 +206,7 @@ class Sessions:
             return None
         persisted = datetime.fromisoformat(session.last_seen)
         self._seen[key] = now
-        if (now - persisted).total_seconds() >= TOUCH_EVERY:
+        if (now - persisted).total_seconds() >= TOUCH_EVERY and key not in self._touching:
             stamp = now.isoformat()
 
             def touch(current: builtins.list[Session]) -> tuple[builtins.list[Session] | None, None]:
@@ -214,7 +215,11 @@ class Sessions:
                 return [replace(s, last_seen=stamp) if s.key == key and datetime.fromisoformat(s.last_seen) < now
                         else s for s in current], None
 
-            await self._update(touch)
+            self._touching.add(key)
+            try:
+                await self._update(touch)
+            finally:
+                self._touching.discard(key)
             if key not in self._by_key:  # revoked by the other process while this request waited
                 return None
         return replace(session, last_seen=now.isoformat())
