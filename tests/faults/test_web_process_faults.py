@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from conftest import wait_until
-from web_process_helpers import WebDaemon, alive, configure, login, web_children
+from web_process_helpers import HEALTH_TOKEN, WebDaemon, alive, configure, login, web_children
 
 
 @pytest.fixture
@@ -49,3 +49,49 @@ def test_kill_9_of_the_daemon_ends_the_web_process_and_a_new_daemon_binds_the_po
             assert login(client).status_code == 303
     finally:
         assert again.stop() == 0
+
+
+def test_a_daemon_that_does_not_answer_is_down_in_the_web_process_health(daemon):
+    """SIGSTOP: the daemon is there but answers nothing; the web process says so."""
+    import httpx
+
+    daemon.signal(signal.SIGSTOP)
+    try:
+        reply = httpx.get(f"{daemon.base}/health", timeout=30, headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+    finally:
+        daemon.signal(signal.SIGCONT)
+    assert reply.status_code == 503 and reply.json()["status"] == "down"
+    assert "not answering" in reply.json()["checks"]["daemon"]["daemon"]
+    wait_until(lambda: httpx.get(f"{daemon.base}/health", timeout=30).json()["status"] == "up", timeout=30,
+               what="the verdict to be up again", log=daemon.log)
+
+
+async def test_a_web_process_that_cannot_start_is_retried_until_it_can(workspace, smtp_server, monkeypatch,
+                                                                        caplog):
+    """In-process daemon, real web processes: the key the web process needs is gone for a
+    while (restarts fail, logged, health degraded), then back (the next restart serves)."""
+    import asyncio
+
+    from daemon_helpers import running_daemon
+
+    configure(workspace, smtp_server.port)
+    key = workspace.root / "var" / "images.key"
+    async with running_daemon(workspace, monkeypatch) as d:
+        first = d.web.pid
+        key.rename(key.with_suffix(".away"))
+        os.kill(first, signal.SIGKILL)
+        for _ in range(6000):
+            if d.web.restarts >= 2:
+                break
+            await asyncio.sleep(0.01)
+        check = await d.web.check()
+        assert check.status == "degraded" and "stopped before serving" in check.details["web"]
+        key.with_suffix(".away").rename(key)
+        for _ in range(6000):
+            if (await d.web.check()).status == "up":
+                break
+            await asyncio.sleep(0.01)
+        assert (await d.web.check()).status == "up" and d.web.pid != first
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name == "crisisbot.web.process"]
+    assert any("exited unexpectedly" in m for m in failures)
+    assert any("stopped before serving" in m for m in failures)
