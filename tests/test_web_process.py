@@ -167,6 +167,7 @@ async def test_a_dead_web_process_is_logged_shown_in_health_and_restarted(worksp
                 break
             await asyncio.sleep(0.01)
         assert "degraded" in seen
+        assert not os.path.exists(f"/proc/{first}")  # reaped: no zombie left
         status, checks = await d.runtime.health.gather()
         assert checks["web"]["status"] == "up" and checks["web"]["restarts"] == 1
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.web.port}") as client:

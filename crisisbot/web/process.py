@@ -134,6 +134,7 @@ class WebProcess:
         self._down_since: float | None = None
         self._problem: str | None = None  # why no child serves (health and logs)
         self._swap = asyncio.Lock()  # one start/replace at a time
+        self._stop_requested = asyncio.Event()  # ends a wait for a starting child at once
 
     @property
     def pid(self) -> int | None:
@@ -170,6 +171,9 @@ class WebProcess:
         try:
             await self._replace()
         except _StartFailed as exc:
+            if self._stopping:
+                log.info("web console: %s", exc)
+                return
             log.error("web console: the new process for the reloaded configuration did not start (%s); "
                       "the previous one keeps serving", exc)
             return
@@ -177,6 +181,7 @@ class WebProcess:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_requested.set()
         if self._restarter is not None:
             self._restarter.cancel()
             await asyncio.gather(self._restarter, return_exceptions=True)
@@ -248,12 +253,20 @@ class WebProcess:
         reader = asyncio.StreamReader()
         pipe = os.fdopen(fd, "rb", buffering=0)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        reading = asyncio.ensure_future(reader.readline())
+        stopping = asyncio.ensure_future(self._stop_requested.wait())
         try:
-            line = await asyncio.wait_for(reader.readline(), READY_TIMEOUT)
-        except TimeoutError:
-            raise _StartFailed(f"process {child.pid} was not serving after {READY_TIMEOUT:.0f} s") from None
+            await asyncio.wait({reading, stopping}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopping.cancel()
+            if not reading.done():
+                reading.cancel()
             transport.close()
+        if self._stopping:
+            raise _StartFailed(f"the daemon is stopping; process {child.pid} stopped before serving")
+        if not reading.done() or reading.cancelled():
+            raise _StartFailed(f"process {child.pid} was not serving after {READY_TIMEOUT:.0f} s")
+        line = b"" if reading.exception() is not None else reading.result()
         if line.strip() != READY:
             try:  # it closed the pipe: it exited (its log says why)
                 code = await asyncio.wait_for(child.proc.wait(), 5.0)

@@ -31,6 +31,7 @@ from crisisbot.errors import CrisisbotError
 from crisisbot.executors import Executors
 from crisisbot.health import HealthChecks, Status
 from crisisbot.links import Signer
+from crisisbot.listeners import throttle_accept_errors
 from crisisbot.store import open_store
 from crisisbot.store.images import ImageStore
 from crisisbot.web.access import Revocations
@@ -175,6 +176,7 @@ async def serve(bundle: Bundle, sock: socket.socket, control: Path, ready_fd: in
     from crisisbot.web.server import WebServer
 
     loop = asyncio.get_running_loop()
+    throttle_accept_errors(loop)  # EMFILE under a flood: one summary a minute, not a traceback each
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -95,3 +95,30 @@ async def test_a_web_process_that_cannot_start_is_retried_until_it_can(workspace
     failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name == "crisisbot.web.process"]
     assert any("exited unexpectedly" in m for m in failures)
     assert any("stopped before serving" in m for m in failures)
+
+
+async def test_a_stop_while_a_new_web_process_starts_leaves_no_process(workspace, smtp_server, monkeypatch):
+    """A reload's new web process is starting when the daemon stops: both processes end."""
+    import asyncio
+
+    from crisisbot.config.bundle import load_bundle
+    from crisisbot.daemon import Daemon
+
+    configure(workspace, smtp_server.port)
+    monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", "x" * 32)
+    daemon = Daemon(workspace.config_path, load_bundle(workspace.config_path))
+    await daemon.start()
+    try:
+        first = daemon.web.pid
+        replacing = asyncio.ensure_future(daemon.web.reload())
+        for _ in range(3000):
+            starting = [p for p in web_children(os.getpid()) if p != first]
+            if starting:
+                break
+            await asyncio.sleep(0.01)
+        assert starting, "no new web process was started"
+    finally:
+        await asyncio.wait_for(daemon.stop(), 30)
+    await asyncio.gather(replacing, return_exceptions=True)
+    assert not alive(first) and not alive(starting[0])
+    assert web_children(os.getpid()) == []
