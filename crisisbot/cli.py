@@ -74,7 +74,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     bundle = _bundle(args)
     _setup_logging(bundle, args)
-    return asyncio.run(serve(Path(args.config), bundle))
+    return asyncio.run(serve(Path(args.config), bundle, options=_global_options(args)))
+
+
+def _global_options(args: argparse.Namespace) -> list[str]:
+    """The options a helper process of the daemon (the web process) gets again."""
+    options = ["--log-format", args.log_format] if args.log_format else []
+    return options + (["--verbose"] if args.verbose else [])
+
+
+def cmd_web_worker(args: argparse.Namespace) -> int:
+    """Not for people: the daemon starts it (crisisbot/web/worker.py)."""
+    from crisisbot.web.worker import main as worker
+
+    return worker(Path(args.config), fd=args.fd, control=Path(args.control), ready_fd=args.ready_fd,
+                  parent=args.parent, log_format=args.log_format, verbose=args.verbose)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -378,6 +392,13 @@ def parser() -> argparse.ArgumentParser:
     cli_lifecycle.register(sub)
     cli_status.register(sub)
     cli_web.register(sub)
+    # started by the daemon (web.isolation: process); no help, so it is not listed
+    p = sub.add_parser("web-worker")
+    p.add_argument("--fd", type=int, required=True, help="the listening socket the daemon lends")
+    p.add_argument("--control", required=True, help="the daemon's control socket")
+    p.add_argument("--ready-fd", type=int, required=True, help="where to say 'ready'")
+    p.add_argument("--parent", type=int, required=True, help="the daemon's process id")
+    p.set_defaults(func=cmd_web_worker)
     return top
 
 

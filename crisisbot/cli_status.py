@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from crisisbot.commands import DaemonStatus, Reload, Reloaded, Status
+from crisisbot.commands import DaemonStatus, Health, HealthReport, Reload, Reloaded, Status
 from crisisbot.config.bundle import load_bundle
 from crisisbot.control import send
 from crisisbot.errors import CommandRefused, CrisisbotError
@@ -32,7 +32,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"crisisbot daemon: configuration {status.digest[:12]}")
     for line in format_counters(status.inputs):
         print(line)
+    web = _web_check(path)
+    if web is not None:
+        print(f"web console process: {_web_line(web)}")
     return 0
+
+
+def _web_check(path: Any) -> dict[str, Any] | None:
+    """The daemon's health check "web" (its web process), None without one."""
+    try:
+        report = asyncio.run(send(path, Health(), timeout=10))
+    except CommandRefused:
+        return None
+    return report.checks.get("web") if isinstance(report, HealthReport) else None
+
+
+def _web_line(check: dict[str, Any]) -> str:
+    if check.get("status") == "up":
+        return f"serving (process {check.get('pid')}, port {check.get('port')}, restarts {check.get('restarts', 0)})"
+    return f"{check.get('status')}: {check.get('web', '')} (for {check.get('down_for_s')} s, " \
+           f"restarts {check.get('restarts', 0)})"
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

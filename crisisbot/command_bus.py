@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from crisisbot.commands import (
-    Acknowledge, Acknowledged, AlarmTaken, Cancel, Cancelled, Command, DaemonStatus, DrillStarted, LinksRevoked,
-    ListSessions, Reload, Reloaded, Result, RevokeLinks, RevokeSessions, RunDrill, SessionsListed, SessionsRevoked,
-    SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded, StandDown, Status, StoodDown, TriggerAlarm,
+    Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, Cancel, Cancelled, Command, DaemonStatus, DrillStarted,
+    Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, Reload, Reloaded, Result, RevokeLinks,
+    RevokeSessions, RunDrill, SessionsListed, SessionsRevoked, SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded,
+    StandDown, Status, StoodDown, TriggerAlarm, web_audit_refusal,
 )
 from crisisbot.errors import CommandInvalid, DaemonRequired
 
@@ -208,6 +210,27 @@ async def _revoke_links(bus: CommandBus, command: RevokeLinks) -> LinksRevoked:
     return LinksRevoked(incident_id=done["incident_id"], person=done["person"], scope=done["scope"])
 
 
+async def _record_audit(bus: CommandBus, command: RecordAudit) -> AuditRecorded:
+    refusal = web_audit_refusal(command.kind, command.data)  # the model checked it; a handler never trusts that
+    if refusal:
+        raise CommandInvalid(refusal)
+    if command.hold:  # a refusal count: the alarm being dispatched goes first (HOLD s at most)
+        await bus.runtime.executors.priority.wait_quiet()
+    entry = await bus.runtime.store.audit(command.kind, command.incident_id, command.data)
+    return AuditRecorded(seq=entry.seq, at=entry.at, prev_hash=entry.prev_hash, hash=entry.hash)
+
+
+async def _health(bus: CommandBus, command: Health) -> HealthReport:
+    health = bus.runtime.health
+    if "supervision" not in health:  # the web app in its own process: nobody here registered the lifecycle's
+        from crisisbot.web.health import supervision_check
+
+        health.add("supervision", supervision_check(bus.lifecycle))
+    status, checks = await health.gather()
+    # a check may put any object in its details: the answer must cross the socket as JSON
+    return HealthReport(status=status, checks=json.loads(json.dumps(checks, default=str)))
+
+
 def _derived_id(kind: str, command: Command) -> str:
     """A record id that is the same each time this command is carried out."""
     return hashlib.sha256(f"{kind}:{command.command_id}".encode()).hexdigest()[:12]
@@ -226,4 +249,6 @@ HANDLERS: dict[type[Command], Callable[[CommandBus, Any], Awaitable[Result]]] = 
     ListSessions: _list_sessions,
     RevokeSessions: _revoke_sessions,
     RevokeLinks: _revoke_links,
+    RecordAudit: _record_audit,
+    Health: _health,
 }

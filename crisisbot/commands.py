@@ -14,10 +14,11 @@ entry in `command_bus.HANDLERS`. The wire format is `encode`/`decode` below.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crisisbot.errors import CommandInvalid
 from crisisbot.models import Alarm, IncidentStatus, new_id
@@ -219,9 +220,69 @@ class RevokeLinks(Command):
     reason: str = ""
 
 
+# -- the web console's process (crisisbot/web/remote.py) ----------------------------------------------
+# The web child never writes the store (its write lock, held at nice 19, would stall the
+# alarm's commits): it sends its audit entries here and asks the daemon for its health.
+
+WEB_AUDIT_KINDS = ("console.login", "console.logout", "link.", "liveview.")  # prefixes the web may write
+MAX_AUDIT_DATA = 16 * 1024  # bytes of JSON: the web's entries are a few hundred; a bigger one is a bug or abuse
+
+
+def web_audit_refusal(kind: str, data: dict[str, Any]) -> str | None:
+    """Why the web may not write this entry (None: it may). Checked on both ends: the
+    daemon decodes every request with the same model."""
+    if not kind.startswith(WEB_AUDIT_KINDS):
+        return (f"audit kind {kind[:80]!r} is not one the web console writes; allowed: kinds starting with "
+                f"{', '.join(WEB_AUDIT_KINDS)}")
+    size = len(json.dumps(data, default=str).encode())
+    if size > MAX_AUDIT_DATA:
+        return f"audit data of {size} bytes is over the {MAX_AUDIT_DATA} bytes a web entry may hold"
+    return None
+
+
+class AuditRecorded(Result):
+    seq: int
+    at: datetime
+    prev_hash: str
+    hash: str
+
+
+class RecordAudit(Command):
+    """An audit entry the web console writes (logins, link and live-view refusal counts,
+    views), appended by the daemon to its hash chain. `hold`: wait while an alarm is
+    dispatched first (refusal counts, which nobody waits for)."""
+
+    name = "audit-record"
+    result = AuditRecorded
+    kind: str = Field(max_length=64)
+    incident_id: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+    hold: bool = False
+
+    @model_validator(mode="after")
+    def _allowed(self) -> "RecordAudit":
+        refusal = web_audit_refusal(self.kind, self.data)
+        if refusal:
+            raise ValueError(refusal)
+        return self
+
+
+class HealthReport(Result):
+    status: Literal["up", "degraded", "down"]
+    checks: dict[str, dict[str, Any]]
+
+
+class Health(Command):
+    """The daemon's health verdict and checks (runtime.health), for the web child's /health."""
+
+    name = "health"
+    result = HealthReport
+    needs_daemon = "the health is the running daemon's"
+
+
 COMMANDS: dict[str, type[Command]] = {c.name: c for c in (
     TriggerAlarm, Reload, Status, Acknowledge, StandDown, Cancel, SilenceAdd, SilenceEnd, RunDrill,
-    ListSessions, RevokeSessions, RevokeLinks)}
+    ListSessions, RevokeSessions, RevokeLinks, RecordAudit, Health)}
 
 
 # -- wire format ---------------------------------------------------------------------------------

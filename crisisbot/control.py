@@ -19,6 +19,7 @@ from crisisbot.retry import RetryPolicy
 if TYPE_CHECKING:
     from crisisbot.command_bus import CommandBus
 
+MAX_REPLY = 16 * 1024 * 1024  # bytes of one answer line: a long session list went over asyncio's 64 KiB
 CONNECT_WAIT = 10.0  # seconds to keep trying a daemon whose socket backlog is full
 _BUSY_RETRY = RetryPolicy(first=0.05, cap=0.05)  # a busy daemon's listen backlog: tried again every 50 ms
 
@@ -58,7 +59,7 @@ async def ask_daemon(path: Path, request: dict[str, Any], timeout: float = 120.0
     sock = await _connect(path, connect_wait)
     if sock is None:
         return None
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REPLY)
     try:
         writer.write(json.dumps(request, default=str).encode() + b"\n")
         await writer.drain()
@@ -68,6 +69,9 @@ async def ask_daemon(path: Path, request: dict[str, Any], timeout: float = 120.0
                          "it may still carry it out — check with `crisisbot incidents`") from None
     except ConnectionError as exc:
         raise DaemonBusy(f"the running daemon closed the connection ({exc}); check with `crisisbot incidents`") from None
+    except ValueError:  # asyncio's "chunk is longer than limit"
+        raise CommandInvalid(f"the running daemon's answer is longer than {MAX_REPLY} bytes; "
+                             "not read (is it the same crisisbot version?)") from None
     finally:
         writer.close()
     if not line:

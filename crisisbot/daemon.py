@@ -30,6 +30,7 @@ from crisisbot.errors import ConfigError, CrisisbotError, StartFailed
 from crisisbot.listeners import raise_open_files_limit, throttle_accept_errors
 from crisisbot.runtime import Runtime, same_plugin
 from crisisbot.warmup import deferred_imports, warm_up
+from crisisbot.web.health import pools_check, supervision_check
 from triggers.base import Trigger
 from triggers.state import TriggerState
 
@@ -39,8 +40,9 @@ STOP_PART_TIMEOUT = 15.0  # seconds each part (inputs, engine…) gets to stop b
 
 class Daemon:
     def __init__(self, config_path: Path, bundle: Bundle, *, clock: Clock | None = None, demo: bool = False,
-                 settle: Callable[[Moment], None] | None = None) -> None:
+                 settle: Callable[[Moment], None] | None = None, options: list[str] | None = None) -> None:
         self.config_path = config_path
+        self.options = options or []  # global command-line options, for the web process
         # called once started, after each reload and once the deferred imports are done:
         # the process's garbage collector policy (crisisbot/gc_policy.py), set by `serve`;
         # tests embedding a Daemon leave their own process's collector alone
@@ -53,7 +55,9 @@ class Daemon:
         self.engine: Engine | None = None
         self.commands: CommandBus | None = None  # every operation of the control socket and the web
         self._control: asyncio.AbstractServer | None = None
-        self.web: Any = None  # crisisbot.web.server.WebServer when web.enabled
+        # web.enabled: crisisbot.web.process.WebProcess (web.isolation: process) or
+        # crisisbot.web.server.WebServer (inline, in this process)
+        self.web: Any = None
         self._stop = asyncio.Event()
         self._stopped = False
         self._states: dict[str, TriggerState] = {}  # per input, handed to its next incarnation
@@ -85,11 +89,19 @@ class Daemon:
             await self.runtime.notify.start()  # messages left undelivered before a restart
             await self._start_triggers()
             self.runtime.health.add("inputs", inputs_check(self.runtime))
-            if self.bundle.config.web.enabled:
+            # the daemon's own verdict, whichever process serves /health (the web process asks for it)
+            self.runtime.health.add("supervision", supervision_check(self.lifecycle))
+            self.runtime.health.add("pools", pools_check(self.runtime))
+            web = self.bundle.config.web
+            if web.enabled and web.isolation == "inline":
                 from crisisbot.web.server import WebServer
 
                 self.web = WebServer(self.runtime, self.commands)
                 self.commands.sessions = self.web.console.sessions  # the console's, not a second copy
+            elif web.enabled:  # the bus opens the sessions file the web process shares
+                from crisisbot.web.process import WebProcess
+
+                self.web = WebProcess(self.runtime, self.config_path, self.bundle.control_socket, self.options)
             await self._start_control()
             if self.web is not None:
                 await self.web.start()
@@ -169,11 +181,11 @@ class Daemon:
         if self._warming is not None:
             self._warming.cancel()  # an import under way in its thread ends by itself
         parts: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        if self.web is not None:  # first: the web process sends its last audit entries over the control socket
+            parts.append(("web server", self.web.stop))
         if self._control is not None:
             control, self._control = self._control, None
             parts.append(("control socket", _closer(control)))
-        if self.web is not None:
-            parts.append(("web server", self.web.stop))
         if runtime is not None:
             parts.append(("inputs", lambda: self._stop_triggers(runtime)))
         if self.lifecycle is not None:
@@ -219,6 +231,8 @@ class Daemon:
                                                                "restarted": changed})
         if self.lifecycle is not None:
             await self.lifecycle.reloaded()
+        if self.web is not None and hasattr(self.web, "reload"):  # the web process reads the new files
+            await self.web.reload()
         if self.settle is not None:
             self.settle("reloaded")
         log.info("configuration reloaded (%s); restarted: %s", bundle.digest[:12], ", ".join(changed) or "nothing")
@@ -312,12 +326,12 @@ def _mtimes(bundle: Bundle) -> dict[str, float]:
     return out
 
 
-async def serve(config_path: Path, bundle: Bundle) -> int:
+async def serve(config_path: Path, bundle: Bundle, options: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT.
 
     A stop requested while starting cancels the start; a start that fails raises
     `StartFailed` (or the `CrisisbotError` that says why) once all is closed."""
-    daemon = Daemon(config_path, bundle, settle=gc_policy.settle)
+    daemon = Daemon(config_path, bundle, settle=gc_policy.settle, options=options)
     _handle_signals(daemon)
     starting = asyncio.create_task(daemon.start(), name="crisisbot-start")
     stopping = asyncio.create_task(daemon.wait(), name="crisisbot-stop-request")

@@ -36,6 +36,9 @@ class HealthChecks:
         """Register (or replace) a named check; it should answer quickly and not raise."""
         self._checks[name] = check
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._checks
+
     def remove(self, name: str) -> None:
         self._checks.pop(name, None)
 

@@ -40,13 +40,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class OriginFilter(logging.Filter):
+    """Marks every record with the process it comes from (`origin`), for a child process
+    whose lines go to the daemon's log stream (the web console: "web")."""
+
+    def __init__(self, origin: str) -> None:
+        super().__init__()
+        self.origin = origin
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.origin = self.origin
+        return True
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(incident)s] %(name)s: %(message)s"
+ORIGIN_FORMAT = "%(asctime)s %(levelname)-7s [%(incident)s] (%(origin)s pid %(process)d) %(name)s: %(message)s"
 
 
-def setup(level: str = "INFO", fmt: str = "text", stream=None) -> None:
+def setup(level: str = "INFO", fmt: str = "text", stream=None, origin: str | None = None) -> None:
+    """`origin`: this process is a helper of the daemon (e.g. "web"); each line says so."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(IncidentFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if origin is not None:
+        handler.addFilter(OriginFilter(origin))
+    text = logging.Formatter(ORIGIN_FORMAT if origin is not None else TEXT_FORMAT)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else text)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -49,7 +49,7 @@ from crisisbot.store import open_store
 from crisisbot.store.base import Store
 from crisisbot.store.files import load_or_create_key, private_dir, warn_if_open  # noqa: F401 - load_or_create_key re-exported
 from crisisbot.store.instance import InstanceLock
-from crisisbot.web.access import Revocations, json_file
+from crisisbot.web.access import Revocations
 
 if TYPE_CHECKING:
     from triggers.base import Trigger
@@ -122,8 +122,7 @@ class Runtime:
                                           clock=clock.now)
             await image_store.start()
             undo.push_async_callback(image_store.stop)
-            load, save = json_file(data_dir / "revoked-links.json")
-            revocations = await Revocations.load(load, save, clock=clock.now)
+            revocations = await Revocations.from_file(data_dir / "revoked-links.json", clock=clock.now)
             timers = TimerService(store, clock, poll=bundle.config.lifecycle.timer_poll)  # started by the lifecycle
             runtime = cls(bundle, clock, store, Signer(key, clock.now), services, image_store, revocations, timers,
                           instance_lock=lock, hubs=hubs)

@@ -15,8 +15,9 @@ import pytest
 from security.console_helpers import client, console_daemon, enable_console, login
 from crisisbot.cli import main
 from crisisbot.commands import (
-    COMMANDS, Acknowledge, Acknowledged, AlarmTaken, Cancel, Cancelled, DaemonStatus, DrillStarted, LinksRevoked,
-    ListSessions, Reload, Reloaded, RevokeLinks, RevokeSessions, RunDrill, SessionsListed, SessionsRevoked,
+    COMMANDS, Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, Cancel, Cancelled, DaemonStatus, DrillStarted,
+    Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, Reload, Reloaded, RevokeLinks, RevokeSessions,
+    RunDrill, SessionsListed, SessionsRevoked,
     SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded, StandDown, Status, StoodDown, TriggerAlarm, decode,
     decode_result, encode, encode_result,
 )
@@ -48,6 +49,11 @@ EXAMPLES = [
     (RevokeSessions(user="operator", actor="admin"), SessionsRevoked(revoked=2)),
     (RevokeLinks(link="http://127.0.0.1/ack/token", reason="forwarded"),
      LinksRevoked(incident_id="i1", person="chloe", scope="link")),
+    (RecordAudit(kind="link.refused", incident_id="i1", data={"client": "10.0.0.9", "count": 3}, hold=True,
+                 actor="web", via="web"),
+     AuditRecorded(seq=42, at=AT, prev_hash="0" * 64, hash="f" * 64)),
+    (Health(actor="web", via="web"),
+     HealthReport(status="degraded", checks={"supervision": {"status": "degraded", "queue": 3}})),
 ]
 
 
@@ -66,7 +72,7 @@ def test_every_command_and_its_result_round_trip_through_the_socket_wire_form(co
 @pytest.mark.parametrize(("message", "says"), [
     ({"op": "trigger", "alarm": {}}, "older crisisbot"),
     ({"v": 99, "command": "status"}, "control protocol v99 is not spoken here"),
-    ({"v": 1, "command": "explode"}, "unknown command 'explode'; known: acknowledge, cancel"),
+    ({"v": 1, "command": "explode"}, "unknown command 'explode'; known: acknowledge, audit-record, cancel"),
     ({"v": 1, "command": "stand-down", "fields": {"incident_id": "x"}},
      "bad fields for command 'stand-down': outcome: Field required; reason: Field required"),
     ({"v": 1, "command": "status", "fields": {"bogus": 1}}, "bogus: Extra inputs are not permitted"),

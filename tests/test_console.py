@@ -13,7 +13,8 @@ from daemon_helpers import fire_manual, running_daemon
 PASSWORD = "correct horse battery staple"
 
 
-def enable_console(ws) -> None:
+def enable_console(ws, **web) -> None:
+    """`isolation="inline"` for a test that looks inside the running console."""
     ws.write("secrets/operator.hash", hash_password(PASSWORD) + "\n")
     ws.write("secrets/viewer.hash", hash_password(PASSWORD) + "\n")
 
@@ -21,7 +22,7 @@ def enable_console(ws) -> None:
         data["web"] = {"enabled": True, "host": "127.0.0.1", "port": 0, "users": {
             "operator": {"password_hash": "${file:secrets/operator.hash}", "person": "alice"},
             "viewer": {"password_hash": "${file:secrets/viewer.hash}", "role": "viewer"},
-        }}
+        }, **web}
     ws.edit_config(change)
 
 
@@ -51,7 +52,7 @@ async def test_everything_is_behind_login(workspace):
 
 
 async def test_wrong_password_lockout_and_audit(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with running_daemon(workspace) as daemon:
         base = f"http://127.0.0.1:{daemon.web.port}"
         async with httpx.AsyncClient(base_url=base) as client:

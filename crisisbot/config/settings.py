@@ -128,6 +128,13 @@ class WebConfig(Strict):
     )
     limits: ListenerLimits = Field(default_factory=ListenerLimits,
                                    description="connection caps and timeouts of the console's listener")
+    isolation: Literal["process", "inline"] = Field(
+        "process",
+        description="process (recommended): the web console, its JSON API, the personal links and /health run in "
+                    "a separate process at the lowest CPU priority, which can read the incident store but not write "
+                    "it (every change goes to the daemon as a command), so a flood of web requests cannot slow an "
+                    "alarm and a crash of the web process leaves the alarm path running (it is restarted). inline: "
+                    "in the daemon's own process, as before (for tests and systems without process support)")
 
 
 class DaemonConfig(Strict):

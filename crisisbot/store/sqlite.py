@@ -62,6 +62,10 @@ CATCH_UP_PASSES = 8  # unheld checkpoint passes at most before the held one (see
 HELD_FRAMES = 64  # WAL frames (256 KiB) left for the held pass to copy: ~10 ms of paced DC-09 commits
 TRUNCATE_ABOVE = 4 * WAL_KEEP  # bytes: a fully checkpointed WAL larger than this is truncated to nothing
 BUSY_TIMEOUT = 5.0  # seconds SQLite itself waits for another process's lock
+READER_BUSY_TIMEOUT = 0.2  # seconds a reader waits (WAL readers wait only while the WAL is recovered or restarted)
+READER_RETRY = 2.0  # seconds a reader's query is tried again on a busy file, before the page gets an error
+READ_ONLY = ("this store was opened for reading (the web process): writes go to the daemon as commands, "
+             "never to the SQLite file")
 STORE_RETRY = RetryPolicy(first=0.05, cap=2.0)  # a transient failure (lock, full disk) is tried again
 RETRY_REPORT_EVERY = 30.0  # seconds between "still retrying" warnings
 INLINE_RECORDS = 16  # delivery records committed on the event loop at most (see `_transaction_inline`)
@@ -260,10 +264,29 @@ def _operator_error(exc: sqlite3.Error, path: Path) -> Exception:
     return exc
 
 
+def _joined(db: aiosqlite.Connection) -> None:
+    """Wait for a closed connection's thread to end: aiosqlite answers the close from that
+    thread just before it returns, and does not join it, so a process that closed its
+    store could still see it alive (a store must leave no thread behind when closed)."""
+    thread = getattr(db, "_thread", None)
+    if thread is not None and thread.is_alive():
+        thread.join(timeout=1.0)  # it is past its last statement: this returns at once
+
+
 class SqliteStore(Store):
-    def __init__(self, path: Path, *, check: bool = True, now: Callable[[], datetime] = utcnow):
+    """`reader=True`: a second process's view of the daemon's store (the web child), which
+    must never take SQLite's write lock: held by a nice-19 process it would stall the
+    daemon's alarm commits. Opened read-only (no file created, no journal mode set, no
+    migration, no checkpoint: a read-only connection never checkpoints, not even at its
+    close), `query_only`; every write method raises `StoreError` before touching SQLite."""
+
+    def __init__(self, path: Path, *, check: bool = True, now: Callable[[], datetime] = utcnow,
+                 reader: bool = False):
         self.path = Path(path)
-        self.check = check  # PRAGMA quick_check at open
+        self.reader = reader
+        if reader:
+            self.retry_transient_for = READER_RETRY
+        self.check = check  # PRAGMA quick_check at open (not for a reader: the daemon checks)
         self.now = now  # the daemon's clock: join windows compare last_alarm_at with the engine's time
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one writer per process (other processes: SQLite's own lock)
@@ -292,6 +315,9 @@ class SqliteStore(Store):
     async def open(self) -> None:
         """Open (creating it 0600 if new), check integrity, migrate; raise `StoreError`
         with an operator's explanation on a full disk, a lock or a damaged file."""
+        if self.reader:
+            await self._open_reader()
+            return
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.exists():  # SQLite gives its -wal and -shm files the database's mode
@@ -330,6 +356,29 @@ class SqliteStore(Store):
             raise
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._checkpoint_db), name="sqlite-checkpoint")
         self._inline = self._open_inline()
+
+    async def _open_reader(self) -> None:
+        """One read-only connection (its own thread); nothing else: no checkpointer, no
+        inline connection, no WAL-sync threads."""
+        if not self.path.is_file():
+            raise StoreError(f"the store {self.path} does not exist: the daemon creates it at its start "
+                             "(is the daemon running on this data directory?)")
+        try:
+            self._db = await aiosqlite.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
+                                               isolation_level=None, timeout=READER_BUSY_TIMEOUT)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute("PRAGMA query_only=1")
+            found = await self._in_thread(lambda conn: refuse_newer(conn, self.path))
+            if found < SCHEMA_VERSION:
+                raise StoreError(f"the store {self.path} has schema version {found} and this crisisbot reads "
+                                 f"version {SCHEMA_VERSION}: the daemon has not upgraded the store yet "
+                                 "(it does so at its start; open the store for reading after that)")
+        except sqlite3.Error as exc:
+            await self._close_connection()
+            raise (StoreDamaged if damaged(exc) else StoreError)(explain(exc, self.path)) from exc
+        except BaseException:
+            await self._close_connection()
+            raise
 
     def _open_inline(self) -> sqlite3.Connection | None:
         """A connection used on the event loop itself, for small writes on the hot path
@@ -408,6 +457,9 @@ class SqliteStore(Store):
     async def close(self) -> None:
         """Always ends: the worker threads are stopped even if the last checkpoint fails
         (e.g. on a full disk), or the process could never exit."""
+        if self.reader:  # its one connection; a reader never checkpoints
+            await self._close_connection()
+            return
         inline, self._inline = self._inline, None
         if inline is not None:
             inline.close()
@@ -421,6 +473,7 @@ class SqliteStore(Store):
                 await checkpoint_db.close()
             except Exception as exc:  # noqa: BLE001 - aiosqlite stops its thread regardless
                 log.warning("closing the checkpoint connection reported: %s", exc)
+            _joined(checkpoint_db)
         if self._alarm_writer is not None:
             await asyncio.gather(self._alarm_writer, return_exceptions=True)
         if self._syncer is not None:  # answered alarms first: their batches are committed
@@ -446,6 +499,8 @@ class SqliteStore(Store):
             await db.close()
         except Exception as exc:  # noqa: BLE001 - aiosqlite stops its thread regardless
             log.warning("closing the store reported: %s", exc)
+        _joined(db)
+
 
     async def backup(self, target: Path) -> None:
         """A consistent copy through SQLite's online backup API, while the daemon runs."""
@@ -488,6 +543,8 @@ class SqliteStore(Store):
         """One write transaction; a transient failure (lock held elsewhere, full disk) is
         tried again with backoff for up to `retry_transient_for` seconds, the lock
         released in between so an alarm write can still fail fast and be answered."""
+        if self.reader:
+            raise StoreError(READ_ONLY)
         give_up = time.monotonic() + (self.retry_transient_for if retry else 0.0)
         reported, failing_since = 0.0, None
 
@@ -534,6 +591,8 @@ class SqliteStore(Store):
         preceding it. A crash of the daemon keeps a committed alarm (it is resumed at
         start); only a power cut in that window loses it, and then the sender, which
         was never acknowledged, sends it again."""
+        if self.reader:
+            raise StoreError(READ_ONLY)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._alarm_queue.append((alarm, nonce, future, on_commit))
         if self._alarm_writer is None or self._alarm_writer.done():

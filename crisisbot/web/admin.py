@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from crisisbot.errors import CrisisbotError
 from crisisbot.links import Claims, LinkError, Signer
-from crisisbot.web.access import Revocations, json_file
+from crisisbot.web.access import Revocations
 from crisisbot.web.sessions import SessionFile, Sessions
 
 if TYPE_CHECKING:
@@ -58,5 +58,4 @@ def offline_sessions(bundle: "Bundle") -> Sessions:
 
 
 async def offline_revocations(data_dir: Path) -> Revocations:
-    load, save = json_file(data_dir / REVOCATIONS_FILE)
-    return await Revocations.load(load, save)
+    return await Revocations.from_file(data_dir / REVOCATIONS_FILE)

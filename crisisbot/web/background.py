@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import uvicorn
@@ -112,8 +113,10 @@ class BackgroundServer:
     """`start()` returns once listening (or raises why not); `stop()` waits for it to end."""
 
     def __init__(self, app: ASGIApp, host: str, port: int, name: str, limits: ListenerLimits | None = None,
-                 hold: AlarmPriority | None = None) -> None:
-        """`hold`: new connections wait while an alarm is dispatched (the console; never an input)."""
+                 hold: AlarmPriority | None = None, sock: socket.socket | None = None) -> None:
+        """`hold`: new connections wait while an alarm is dispatched (the console; never an input).
+        `sock`: serve on this listening socket (bound by another process: the daemon lends
+        it to the web process) instead of binding host:port."""
         limits = limits or ListenerLimits()
         self.gate = ConnectionGate(name, limits, alarm_input=hold is None)
         config = uvicorn.Config(_quiet_disconnects(app, name), host=host, port=port, log_config=None, access_log=False, lifespan="off",
@@ -126,6 +129,7 @@ class BackgroundServer:
         self._hold = hold
         self._accepts = AcceptPause(name)
         self._unsubscribe: Any = None
+        self._sock = sock
 
     async def start(self) -> int:
         self._task = asyncio.create_task(self._serve(), name=self._name)
@@ -153,7 +157,7 @@ class BackgroundServer:
         """uvicorn reports a failed bind with sys.exit(), which asyncio would raise out of
         the whole event loop: turn it into an ordinary error of this task."""
         try:
-            await self._server.serve()
+            await self._server.serve(sockets=[self._sock] if self._sock is not None else None)
         except SystemExit as exc:
             config = self._server.config
             raise OSError(f"{self._name}: cannot listen on {config.host}:{config.port} (port in use?)") from exc

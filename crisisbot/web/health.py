@@ -53,7 +53,9 @@ def authorized(request: Request, runtime: "Runtime") -> bool:
 
 
 def health_route(runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> Route:
-    runtime.health.add("supervision", supervision_check(lifecycle))
+    if lifecycle is not None or "daemon" not in runtime.health:
+        # in the web process (no lifecycle here), the daemon's own verdict, check "daemon", stands for it
+        runtime.health.add("supervision", supervision_check(lifecycle))
     runtime.health.add("pools", pools_check(runtime))
 
     async def health(request: Request) -> Response:

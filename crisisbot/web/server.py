@@ -7,6 +7,7 @@ proxy in front for anything but loopback).
 from __future__ import annotations
 
 import logging
+import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,6 +21,7 @@ from crisisbot.listeners import INPUT_ACTIVITY
 from crisisbot.web.background import BackgroundServer
 from crisisbot.web.console import Console
 from crisisbot.web.refusals import RefusalAudit, Refusals
+from crisisbot.web.remote import EXCEPTION_HANDLERS
 
 if TYPE_CHECKING:
     from crisisbot.command_bus import CommandBus
@@ -50,7 +52,8 @@ def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = 
                                   ended_at=lambda incident_id: ended_at(runtime, incident_id),
                                   grace=runtime.bundle.config.web.liveview_grace,
                                   now=runtime.clock.now, offload=runtime.executors.web.run))
-    return Starlette(routes=routes, middleware=[
+    # DaemonBusy: the web process's daemon does not answer a command -> a 503 page, not a traceback
+    return Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS), middleware=[
         Middleware(AlarmFirst, priority=runtime.executors.priority, has_session=console.has_session),
         Middleware(SecurityHeaders),
     ])
@@ -109,8 +112,12 @@ class SecurityHeaders:
 
 
 class WebServer:
-    def __init__(self, runtime: "Runtime", commands: "CommandBus") -> None:
+    """The web app on uvicorn: in the daemon's process (`web.isolation: inline`), or in
+    the web process (crisisbot/web/worker.py) on the socket the daemon lends it (`sock`)."""
+
+    def __init__(self, runtime: "Runtime", commands: "CommandBus", sock: socket.socket | None = None) -> None:
         self.runtime = runtime
+        self._sock = sock
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
@@ -122,10 +129,12 @@ class WebServer:
         await self.console.start()
         self.refusals.audit.start()
         self._server = BackgroundServer(build_app(self.runtime, self.console, self.refusals), web.host, web.port,
-                                        "web console", web.limits, hold=self.runtime.executors.priority)
+                                        "web console", web.limits, hold=self.runtime.executors.priority,
+                                        sock=self._sock)
         self.port = await self._server.start()
         self._inputs = INPUT_ACTIVITY.subscribe(self.runtime.executors.priority.pulse)
-        log.info("web console on http://%s:%s/console", web.host, self.port)
+        if self._sock is None:
+            log.info("web console on http://%s:%s/console", web.host, self.port)
 
     async def stop(self) -> None:
         if self._inputs is not None:

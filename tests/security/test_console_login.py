@@ -14,7 +14,7 @@ from crisisbot.web.throttle import LoginThrottle, Refused, ThrottleRules
 
 
 async def test_concurrent_wrong_guesses_are_counted_before_hashing_and_lock(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         async with client(daemon, limits=None) as http:
             answers = await asyncio.gather(*(login(http, "operator", f"guess-{i}") for i in range(72)))
@@ -27,7 +27,7 @@ async def test_concurrent_wrong_guesses_are_counted_before_hashing_and_lock(work
 
 
 async def test_an_attackers_address_is_locked_while_the_operator_still_logs_in(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         async with client(daemon, "127.0.0.2") as attacker:
             guesses = [(await login(attacker, "operator", "wrong")).status_code for _ in range(7)]
@@ -61,7 +61,7 @@ async def test_spraying_many_account_names_from_one_address_locks_that_address(w
 
 
 async def test_unknown_and_real_names_get_the_same_answer_and_the_same_hash(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         pool = daemon.runtime.executors.hashing
         async with client(daemon) as http:
@@ -112,7 +112,7 @@ async def test_the_hashing_pool_refuses_at_once_when_its_queue_is_full():
 
 
 async def test_new_console_connections_wait_while_an_alarm_is_dispatched(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         priority = daemon.runtime.executors.priority
         async with client(daemon) as http:
@@ -125,7 +125,7 @@ async def test_new_console_connections_wait_while_an_alarm_is_dispatched(workspa
 
 
 async def test_requests_without_a_session_wait_for_the_dispatch_but_operators_do_not(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         priority = daemon.runtime.executors.priority
         async with client(daemon) as operator, client(daemon, "127.0.0.7") as stranger:

@@ -35,7 +35,7 @@ async def test_without_a_token_configured_nobody_gets_details(workspace):
 
 
 async def test_a_named_check_turns_the_verdict_degraded_or_down(workspace):
-    enable_console(workspace, health_token=HEALTH_TOKEN)
+    enable_console(workspace, health_token=HEALTH_TOKEN, isolation="inline")
     async with console_daemon(workspace) as daemon:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web.port}") as http:
             async def waiting() -> Check:

@@ -34,7 +34,7 @@ async def started(ws, clock=None):
 
 
 async def test_live_links_stop_after_stand_down_and_its_grace(workspace):
-    enable_console(workspace, liveview_grace="10m")
+    enable_console(workspace, liveview_grace="10m", isolation="inline")
     clock = manual_clock()
     async with await started(workspace, clock) as daemon:
         incident = await fire_manual(daemon)
@@ -78,7 +78,7 @@ async def test_operators_revoke_links_from_the_cli_and_the_console(workspace, ca
 
 
 async def test_a_forged_token_flood_is_throttled_and_audited_as_counts(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with await started(workspace) as daemon:
         incident = await fire_manual(daemon)
         store = daemon.runtime.store

@@ -28,7 +28,7 @@ def test_the_hash_budget_allows_a_burst_then_a_steady_rate():
 
 
 async def test_a_flood_from_many_addresses_is_refused_before_hashing_past_the_budget(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         daemon.web.console.hash_budget = HashBudget(rate=4.0, burst=8, clock=lambda: 0.0)  # time stands still
         hashing = daemon.runtime.executors.hashing
@@ -52,7 +52,7 @@ async def test_a_flood_from_many_addresses_is_refused_before_hashing_past_the_bu
 
 
 async def test_no_new_console_connection_is_accepted_during_a_dispatch(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         priority = daemon.runtime.executors.priority
         gate = daemon.web._server.gate
@@ -168,7 +168,7 @@ async def test_an_immediate_refusal_entry_waits_for_the_dispatch():
 
 
 async def test_bytes_on_an_alarm_input_hold_the_console_before_the_alarm_is_even_parsed(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         priority = daemon.runtime.executors.priority
         assert not priority.busy
@@ -197,7 +197,7 @@ async def test_only_an_alarm_input_s_bytes_pulse_the_alarm_priority():
 
 
 async def test_the_console_s_refusal_audit_waits_for_the_dispatch(workspace):
-    enable_console(workspace)
+    enable_console(workspace, isolation="inline")
     async with console_daemon(workspace) as daemon:
         priority = daemon.runtime.executors.priority
         refusals = daemon.web.refusals.audit

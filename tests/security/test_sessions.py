@@ -27,7 +27,7 @@ async def test_logout_ends_the_session_server_side(workspace):
 
 
 async def test_an_idle_session_ends_and_a_used_one_lives_on(workspace):
-    enable_console(workspace, session_idle="10m")
+    enable_console(workspace, session_idle="10m", isolation="inline")
     clock = manual_clock()
     async with console_daemon(workspace, clock) as daemon:
         async with client(daemon) as busy, client(daemon) as idle:
