@@ -25,8 +25,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from crisisbot.commands import (
-    Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, Cancel, Cancelled, Command, DaemonStatus, DrillStarted,
-    Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, Reload, Reloaded, Result, RevokeLinks,
+    Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, AuditsRecorded, Cancel, Cancelled, Command, DaemonStatus,
+    DrillStarted, Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, RecordAudits, Reload, Reloaded,
+    Result, RevokeLinks,
     RevokeSessions, RunDrill, SessionsListed, SessionsRevoked, SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded,
     StandDown, Status, StoodDown, TriggerAlarm, web_audit_refusal,
 )
@@ -220,6 +221,17 @@ async def _record_audit(bus: CommandBus, command: RecordAudit) -> AuditRecorded:
     return AuditRecorded(seq=entry.seq, at=entry.at, prev_hash=entry.prev_hash, hash=entry.hash)
 
 
+async def _record_audits(bus: CommandBus, command: RecordAudits) -> AuditsRecorded:
+    entries = [(item.kind, item.incident_id, item.data) for item in command.entries]
+    for kind, _, data in entries:
+        refusal = web_audit_refusal(kind, data)
+        if refusal:
+            raise CommandInvalid(refusal)
+    if command.hold:
+        await bus.runtime.executors.priority.wait_quiet()
+    return AuditsRecorded(count=await bus.runtime.store.audit_many(entries))
+
+
 async def _health(bus: CommandBus, command: Health) -> HealthReport:
     health = bus.runtime.health
     if "supervision" not in health:  # the web app in its own process: nobody here registered the lifecycle's
@@ -250,5 +262,6 @@ HANDLERS: dict[type[Command], Callable[[CommandBus, Any], Awaitable[Result]]] = 
     RevokeSessions: _revoke_sessions,
     RevokeLinks: _revoke_links,
     RecordAudit: _record_audit,
+    RecordAudits: _record_audits,
     Health: _health,
 }

@@ -267,6 +267,41 @@ class RecordAudit(Command):
         return self
 
 
+class AuditItem(BaseModel):
+    """One entry of a `RecordAudits` batch, checked as a `RecordAudit` is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(max_length=64)
+    incident_id: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _allowed(self) -> "AuditItem":
+        refusal = web_audit_refusal(self.kind, self.data)
+        if refusal:
+            raise ValueError(refusal)
+        return self
+
+
+MAX_AUDIT_BATCH = 500  # entries of one RecordAudits (a window's refusal counts are split in such batches)
+
+
+class AuditsRecorded(Result):
+    count: int
+
+
+class RecordAudits(Command):
+    """Several web audit entries in one command and one store transaction: the refusal
+    counts a window ends with (one per client address and kind, a few hundred under a
+    login flood) were as many commands and commits, all within a second."""
+
+    name = "audit-records"
+    result = AuditsRecorded
+    entries: list[AuditItem] = Field(max_length=MAX_AUDIT_BATCH)
+    hold: bool = False
+
+
 class HealthReport(Result):
     status: Literal["up", "degraded", "down"]
     checks: dict[str, dict[str, Any]]
@@ -282,7 +317,7 @@ class Health(Command):
 
 COMMANDS: dict[str, type[Command]] = {c.name: c for c in (
     TriggerAlarm, Reload, Status, Acknowledge, StandDown, Cancel, SilenceAdd, SilenceEnd, RunDrill,
-    ListSessions, RevokeSessions, RevokeLinks, RecordAudit, Health)}
+    ListSessions, RevokeSessions, RevokeLinks, RecordAudit, RecordAudits, Health)}
 
 
 # -- wire format ---------------------------------------------------------------------------------

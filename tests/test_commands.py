@@ -16,7 +16,7 @@ from security.console_helpers import client, console_daemon, enable_console, log
 from crisisbot.cli import main
 from crisisbot.commands import (
     COMMANDS, Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, Cancel, Cancelled, DaemonStatus, DrillStarted,
-    Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, Reload, Reloaded, RevokeLinks, RevokeSessions,
+    AuditItem, AuditsRecorded, Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, RecordAudits, Reload, Reloaded, RevokeLinks, RevokeSessions,
     RunDrill, SessionsListed, SessionsRevoked,
     SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded, StandDown, Status, StoodDown, TriggerAlarm, decode,
     decode_result, encode, encode_result,
@@ -52,6 +52,10 @@ EXAMPLES = [
     (RecordAudit(kind="link.refused", incident_id="i1", data={"client": "10.0.0.9", "count": 3}, hold=True,
                  actor="web", via="web"),
      AuditRecorded(seq=42, at=AT, prev_hash="0" * 64, hash="f" * 64)),
+    (RecordAudits(entries=[AuditItem(kind="console.login_busy", data={"client": "10.0.0.9", "count": 40}),
+                           AuditItem(kind="link.refused", incident_id="i1", data={"client": "10.0.0.8", "count": 2})],
+                  hold=True, actor="web", via="web"),
+     AuditsRecorded(count=2)),
     (Health(actor="web", via="web"),
      HealthReport(status="degraded", checks={"supervision": {"status": "degraded", "queue": 3}})),
 ]
@@ -72,7 +76,7 @@ def test_every_command_and_its_result_round_trip_through_the_socket_wire_form(co
 @pytest.mark.parametrize(("message", "says"), [
     ({"op": "trigger", "alarm": {}}, "older crisisbot"),
     ({"v": 99, "command": "status"}, "control protocol v99 is not spoken here"),
-    ({"v": 1, "command": "explode"}, "unknown command 'explode'; known: acknowledge, audit-record, cancel"),
+    ({"v": 1, "command": "explode"}, "unknown command 'explode'; known: acknowledge, audit-record, audit-records, cancel"),
     ({"v": 1, "command": "stand-down", "fields": {"incident_id": "x"}},
      "bad fields for command 'stand-down': outcome: Field required; reason: Field required"),
     ({"v": 1, "command": "status", "fields": {"bogus": 1}}, "bogus: Extra inputs are not permitted"),

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from security.console_helpers import client, console_daemon, enable_console, login
 from crisisbot.cli import main
 from crisisbot.commands import (
-    Acknowledge, Acknowledged, AuditRecorded, Command, Health, HealthReport, ListSessions, RecordAudit,
+    MAX_AUDIT_BATCH, Acknowledge, Acknowledged, AuditRecorded, Command, Health, HealthReport, ListSessions, RecordAudit,
     RevokeSessions, SessionsListed, StandDown, Status, encode,
 )
 from crisisbot.control import ask_daemon
@@ -121,6 +121,26 @@ async def test_record_audit_appends_to_the_hash_chain_and_refuses_kinds_the_web_
         assert (stored.kind, stored.data, stored.hash, stored.prev_hash, stored.at) == \
             (sent.kind, sent.data, sent.hash, sent.prev_hash, sent.at)
     assert login_entry.kind == "console.login" and held.kind == "link.refused"
+    assert await asyncio.to_thread(main, ["-c", str(workspace.config_path), "audit", "verify"]) == 0
+    assert "audit log intact" in capsys.readouterr().out
+
+
+async def test_a_batch_of_refusal_counts_is_one_command_one_transaction_and_refused_whole(workspace, capsys):
+    async with running_daemon(workspace) as daemon:
+        store = daemon.runtime.store
+        audit = RemoteAudit(RemoteBus(daemon.bundle.control_socket))
+        before = len(await store.audit_entries())
+        counts = [("console.login_busy", None, {"client": f"127.0.1.{i}", "count": 2, "window_s": 60.0})
+                  for i in range(MAX_AUDIT_BATCH + 20)]  # two commands
+        assert await audit.many(counts) == len(counts)
+        entries = (await store.audit_entries())[before:]
+        with pytest.raises(CommandInvalid, match="audit kind 'incident.opened' is not one the web console writes"):
+            await audit.many([("link.refused", None, {"client": "x", "count": 1}),
+                              ("incident.opened", None, {"forged": True})])
+        after = len(await store.audit_entries())
+    assert [e.data["client"] for e in entries] == [d["client"] for _, _, d in counts]
+    assert len({e.at for e in entries}) <= 2  # one transaction (one time) per command, not one per entry
+    assert after == before + len(counts)  # the refused batch wrote nothing, not even its good entry
     assert await asyncio.to_thread(main, ["-c", str(workspace.config_path), "audit", "verify"]) == 0
     assert "audit log intact" in capsys.readouterr().out
 

@@ -214,6 +214,13 @@ class Store(ABC):
     @abstractmethod
     async def audit(self, kind: str, incident_id: str | None, data: dict[str, Any]) -> AuditEntry: ...
 
+    async def audit_many(self, entries: list[tuple[str, str | None, dict[str, Any]]]) -> int:
+        """Append several entries (a window's refusal counts); returns how many. Backends
+        should make it one transaction; this default appends them one by one."""
+        for kind, incident_id, data in entries:
+            await self.audit(kind, incident_id, data)
+        return len(entries)
+
     @abstractmethod
     async def audit_entries(self, incident_id: str | None = None, limit: int | None = None) -> list[AuditEntry]: ...
 

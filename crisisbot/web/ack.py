@@ -53,7 +53,7 @@ def _reply(request: Request, status: int, data: dict[str, Any], title: str, body
 def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | None = None) -> list[Route]:
     """Routes to mount at the root of the daemon's web app (links use web.public_url); a
     link's holder acts through the command bus, as an operator at the CLI does."""
-    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
+    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit, audit_many=runtime.store.audit_many))
 
     def claims(request: Request, token: str, purpose: str) -> Claims | Response:
         client = request.client.host if request.client else None

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, "str | None", dict[str, Any]], Awaitable[object]]
+AuditMany = Callable[[list[tuple[str, "str | None", dict[str, Any]]]], Awaitable[object]]
 MAX_KEYS = 1000  # beyond this many (kind, incident, address) keys in a window, one "*" key
 FIRST_AT_ONCE = 20  # immediate "it starts" entries per window, over all keys
 
@@ -41,8 +42,11 @@ class RefusalAudit:
     """Aggregates refusals per (kind, incident, client address) and window."""
 
     def __init__(self, audit: Audit, window: float = 60.0, clock: Callable[[], float] = time.time,
-                 hold: Callable[[], Awaitable[None]] | None = None) -> None:
+                 hold: Callable[[], Awaitable[None]] | None = None, audit_many: AuditMany | None = None) -> None:
         self._audit = audit
+        # `store.audit_many`: a window's counts in one transaction (one command from the web
+        # process), not one each (a few hundred, under a flood from many addresses)
+        self._audit_many = audit_many
         self.window = window
         self._clock = clock
         self._hold = hold  # waits while an alarm is dispatched (executors.AlarmPriority)
@@ -79,27 +83,38 @@ class RefusalAudit:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, key: tuple[str, str | None, str], count: int, entry: _Count, first: bool) -> None:
+    def _entry(self, key: tuple[str, str | None, str], count: int, entry: _Count,
+               first: bool) -> tuple[str, str | None, dict[str, Any]]:
         kind, incident_id, client = key
         data: dict[str, Any] = {"client": client, "count": count, "window_s": self.window}
         if first:
             data["first"] = True
-            if self._hold is not None:
-                await self._hold()
         if entry.samples:
             data["samples"] = sorted(entry.samples)
+        return kind, incident_id, data
+
+    async def _write(self, key: tuple[str, str | None, str], count: int, entry: _Count, first: bool) -> None:
+        if first and self._hold is not None:
+            await self._hold()
+        kind, incident_id, data = self._entry(key, count, entry, first)
         try:
             await self._audit(kind, incident_id, data)
         except Exception:  # noqa: BLE001 - an audit failure is logged, the refusal still happens
-            log.exception("could not audit %s from %s", kind, client)
+            log.exception("could not audit %s from %s", kind, key[2])
 
     async def flush(self) -> None:
         """Write the counts of the window that ends now; start a new window."""
         counts, self._counts = self._counts, {}
         self._firsts = 0
-        for key, entry in counts.items():
-            rest = entry.count - entry.written
-            if rest > 0:
+        ended = [(key, entry.count - entry.written, entry) for key, entry in counts.items()
+                 if entry.count > entry.written]
+        if self._audit_many is not None and ended:
+            try:
+                await self._audit_many([self._entry(key, rest, entry, first=False) for key, rest, entry in ended])
+            except Exception:  # noqa: BLE001 - as _write: logged, the refusals still happened
+                log.exception("could not audit %d refusal counts", len(ended))
+        else:
+            for key, rest, entry in ended:
                 await self._write(key, rest, entry, first=False)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -28,7 +28,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 import crisisbot.errors as errors
-from crisisbot.commands import AuditRecorded, Command, Health, HealthReport, RecordAudit, Result, StandDown
+from crisisbot.commands import (
+    MAX_AUDIT_BATCH, AuditRecorded, AuditsRecorded, Command, Health, HealthReport, RecordAudit, RecordAudits,
+    Result, StandDown,
+)
 from crisisbot.control import send
 from crisisbot.errors import CommandRefused, DaemonBusy
 from crisisbot.health import Check, CheckFn
@@ -143,6 +146,21 @@ class RemoteAudit:
         done = await self.bus.dispatch(command)
         assert isinstance(done, AuditRecorded)
         return AuditEntry(done.seq, done.at, kind, incident_id, data, done.prev_hash, done.hash)
+
+    async def many(self, entries: list[tuple[str, str | None, dict[str, Any]]]) -> int:
+        """`store.audit_many`: RecordAudits commands of MAX_AUDIT_BATCH entries at most,
+        held as a whole if any of their kinds is held."""
+        written = 0
+        for start in range(0, len(entries), MAX_AUDIT_BATCH):
+            batch = entries[start:start + MAX_AUDIT_BATCH]
+            hold = any(kind in HELD_KINDS for kind, _, _ in batch) if self.hold is None else self.hold
+            command = RecordAudits(entries=[{"kind": kind, "incident_id": incident_id, "data": data}
+                                            for kind, incident_id, data in batch],
+                                   hold=hold, actor=self.actor, via="web")
+            done = await self.bus.dispatch(command)
+            assert isinstance(done, AuditsRecorded)
+            written += done.count
+        return written
 
 
 class _DaemonHealth:

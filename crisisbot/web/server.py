@@ -41,7 +41,7 @@ def build_app(runtime: "Runtime", console: Console, refusals: Refusals | None = 
     from crisisbot.web.ack import ack_routes
     from crisisbot.web.liveview import liveview_routes
 
-    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit))
+    refusals = refusals or Refusals(RefusalAudit(runtime.store.audit, audit_many=runtime.store.audit_many))
     routes: list[BaseRoute] = [
         Route("/", lambda _request: RedirectResponse("/console", 303)),
         *console.routes(),
@@ -121,7 +121,8 @@ class WebServer:
         self.port: int | None = None
         self._server: BackgroundServer | None = None
         self._inputs: Callable[[], None] | None = None  # unsubscribes from alarm-input activity
-        self.refusals = Refusals(RefusalAudit(runtime.store.audit, hold=runtime.executors.priority.wait_quiet))
+        self.refusals = Refusals(RefusalAudit(runtime.store.audit, hold=runtime.executors.priority.wait_quiet,
+                                              audit_many=runtime.store.audit_many))
         self.console = Console(runtime, self.refusals.audit, commands)
 
     async def start(self) -> None:

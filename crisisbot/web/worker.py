@@ -22,7 +22,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, cast
+from typing import Any, cast
 
 from crisisbot import logs
 from crisisbot.clock import Clock, SystemClock
@@ -84,9 +84,10 @@ class WebStore:
     """The reader store, with `audit` sent to the daemon: what crisisbot/web/* call
     `runtime.store` (reads here, audit entries there)."""
 
-    def __init__(self, reader: Any, audit: Callable[..., Awaitable[object]]) -> None:
+    def __init__(self, reader: Any, audit: RemoteAudit) -> None:
         self._reader = reader
         self.audit = audit
+        self.audit_many = audit.many
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reader, name)

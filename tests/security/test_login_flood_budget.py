@@ -149,6 +149,34 @@ async def test_refusals_from_many_addresses_are_written_at_once_only_up_to_a_cap
     assert {data["client"] for _, data in written} == {f"127.0.1.{i}" for i in range(250)}
 
 
+async def test_a_windows_refusal_counts_are_written_as_one_batch():
+    """250 addresses: the window's counts go to `audit_many` in one call (one store
+    transaction, one command from the web process), not 250 writes."""
+    from crisisbot.web.refusals import FIRST_AT_ONCE, RefusalAudit
+
+    single: list[dict] = []
+    batches: list[list[tuple]] = []
+
+    async def audit(kind, incident_id, data):
+        single.append(data)
+
+    async def audit_many(entries):
+        batches.append(entries)
+        return len(entries)
+
+    refusals = RefusalAudit(audit, audit_many=audit_many)
+    for i in range(250):
+        refusals.note("console.login_busy", None, f"127.0.1.{i}")
+        refusals.note("console.login_busy", None, f"127.0.1.{i}")
+    await asyncio.gather(*refusals._tasks)
+    await refusals.flush()
+    assert len(single) == FIRST_AT_ONCE and len(batches) == 1
+    assert sum(d["count"] for d in single) + sum(d["count"] for _, _, d in batches[0]) == 500
+    assert {d["client"] for _, _, d in batches[0]} == {f"127.0.1.{i}" for i in range(250)}
+    await refusals.flush()  # nothing new: no empty batch
+    assert len(batches) == 1
+
+
 async def test_an_immediate_refusal_entry_waits_for_the_dispatch():
     from crisisbot.web.refusals import RefusalAudit
 
