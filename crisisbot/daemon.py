@@ -227,6 +227,7 @@ class Daemon:
             await self._apply_plugins(previous)
             return False
         self.bundle = self.runtime.bundle = bundle
+        _warn_web_restart_needed(previous, bundle)
         await self.runtime.store.audit("config.loaded", None, {"digest": bundle.digest, "files": bundle.files,
                                                                "restarted": changed})
         if self.lifecycle is not None:
@@ -302,6 +303,19 @@ class Daemon:
         writer.write(json.dumps(reply, default=str).encode() + b"\n")
         await writer.drain()
         writer.close()
+
+
+WEB_AT_START = ("enabled", "host", "port", "isolation")  # web settings read only when the daemon starts
+
+
+def _warn_web_restart_needed(old: Bundle, new: Bundle) -> None:
+    """The console's socket and process mode are set up at start: say so rather than
+    let a changed port look applied."""
+    changed = [name for name in WEB_AT_START
+               if getattr(old.config.web, name) != getattr(new.config.web, name)]
+    if changed:
+        log.warning("web.%s changed: takes effect when the daemon is restarted (the console keeps its "
+                    "current settings until then)", ", web.".join(changed))
 
 
 def _accepts_state(cls: type) -> bool:

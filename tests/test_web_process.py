@@ -128,6 +128,15 @@ def test_reload_with_a_new_user_refuses_no_connection(daemon):
     assert web_children(daemon.pid) != [old]
 
 
+def test_a_changed_web_port_on_reload_says_it_needs_a_restart(daemon):
+    daemon.ws.edit_config(lambda d: d["web"].update(port=daemon.web_port + 1))
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "web.port changed: takes effect when the daemon is restarted" in daemon.log.read_text(),
+               what="the warning", log=daemon.log)
+    with daemon.client() as client:  # still served where it was
+        assert client.get("/console/login").status_code == 200
+
+
 def test_sigterm_stops_the_daemon_and_its_web_process(daemon):
     web = daemon.web_pid()
     assert daemon.stop() == 0
