@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,6 +38,10 @@ def test_the_web_process_runs_at_the_lowest_priority_in_the_daemons_session(daem
     assert its["ppid"] == daemon.pid
     assert its["session"] == mine["session"]  # same autogroup: its niceness counts against the daemon's
     assert its["nice"] == min(19, mine["nice"] + 19)
+    threads = [int(t.name) for t in Path(f"/proc/{web}/task").iterdir()]
+    assert len(threads) > 1  # event loop, pools, store: every one inherited the policy
+    assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}  # preempted at once by the alarm path
+    assert os.sched_getscheduler(daemon.pid) == os.SCHED_OTHER
     assert "(web pid" in daemon.log.read_text()  # its log lines say where they come from
     status = run_cli(daemon.ws, "status")
     assert f"web console process: serving (process {web}, port {daemon.web_port}, restarts 0)" in status.stdout, \

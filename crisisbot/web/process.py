@@ -3,7 +3,8 @@
 Why: a login flood on the console (1,500 concurrent bad logins) competed for the CPU
 with the alarm path at the daemon's own priority, and slowed the panic alarm's emails.
 The whole web app (console, JSON API, personal links, live view, /health) now runs in
-`crisisbot web-worker` (crisisbot/web/worker.py) at nice 19. It stays in the daemon's
+`crisisbot web-worker` (crisisbot/web/worker.py) at nice 19 and SCHED_IDLE
+(worker.lower_priority says why both). It stays in the daemon's
 session: Linux groups CPU time by session (autogroups), and a niceness only counts
 against processes of the same group, so a child in a session of its own would get as
 much CPU as the daemon again. Never setsid it.
