@@ -51,10 +51,11 @@ def lower_priority() -> tuple[int, str]:
 
     Why both: at nice 19 alone, a woken alarm thread still waited for the web process to
     finish its time slice when both were on one core (Linux's EEVDF scheduler lets the
-    running task reach its slice), and under a login flood every alarm's 50 emails took 5 %
-    longer (p50, 6 interleaved runs of benchmarks/bench_alarm_isolation.py, each one). A
-    SCHED_IDLE task is preempted at once by any normal task that wakes, and the flood then
-    made no difference (p50 0.97 of no load). It still gets CPU time whenever no normal
+    running task reach its slice), and under a login flood the alarms' 50 emails took 3-5 %
+    longer (p50 1.03-1.05 of no load in each of 6 runs of benchmarks/bench_alarm_isolation.py;
+    p99 1.06-1.27). A SCHED_IDLE task is preempted at once by any normal task that wakes,
+    and the flood then made no difference (p50 0.97-1.06, p99 0.91-1.11, 5 runs, 3 of them
+    interleaved with 3 of the others). It still gets CPU time whenever no normal
     task wants it, so a quiet machine serves the console as fast as before. Set before
     any thread starts: threads inherit both."""
     try:
