@@ -29,10 +29,19 @@ async def running_daemon(ws: Any, monkeypatch: Any = None) -> AsyncIterator[Daem
         monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", SECRET)
     daemon = Daemon(ws.config_path, load_bundle(ws.config_path))
     await daemon.start()
+    await web_serving(daemon)
     try:
         yield daemon
     finally:
         await daemon.stop()
+
+
+async def web_serving(daemon: Daemon) -> None:
+    """The daemon is ready before its web process serves (crisisbot/web/process.py): the
+    tests that go on to the console wait for it, as a user's browser would wait."""
+    serving = getattr(daemon.web, "serving", None)
+    if serving is not None:
+        await serving(60)
 
 
 def signed_headers(body: bytes, secret: str = SECRET, timestamp: float | None = None) -> dict[str, str]:

@@ -171,7 +171,7 @@ async def test_a_dead_web_process_is_logged_shown_in_health_and_restarted(worksp
     configure(workspace, smtp_server.port)
     async with running_daemon(workspace, monkeypatch) as d:
         first = d.web.pid
-        assert (await d.web.check()).status == "up"
+        assert first is not None and (await d.web.check()).status == "up"
         os.kill(first, signal.SIGKILL)
         seen = []
         for _ in range(3000):  # the restart waits 0.5 s at least, then a whole start-up
@@ -189,3 +189,35 @@ async def test_a_dead_web_process_is_logged_shown_in_health_and_restarted(worksp
                 .status_code == 303
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "exited unexpectedly" in r.getMessage()]
     assert errors and "SIGKILL" in errors[0].getMessage()
+
+
+async def test_the_daemon_is_ready_before_its_web_process_and_a_reload_meanwhile_is_not_lost(
+        workspace, smtp_server, monkeypatch):
+    """In-process daemon, real web processes. `start()` returns without waiting for the web
+    process (at the lowest priority it only starts on CPU time the daemon leaves); a
+    reload that comes while it starts replaces it once it serves, so the new user exists."""
+    from crisisbot.config.bundle import load_bundle
+    from crisisbot.daemon import Daemon
+
+    configure(workspace, smtp_server.port)
+    monkeypatch.setenv("CRISISBOT_TEST_WEBHOOK_SECRET", "x" * 32)
+    daemon = Daemon(workspace.config_path, load_bundle(workspace.config_path))
+    await daemon.start()
+    try:
+        assert daemon.web.pid is None  # ready, its web process not yet serving
+        assert (await daemon.web.check()).details["web"].endswith("not serving: starting")
+        workspace.edit_config(lambda d: d["web"]["users"].update(
+            {"newcomer": {"password_hash": "${file:secrets/operator.hash}", "role": "viewer"}}))
+        assert await daemon.reload()
+        first = await daemon.web.serving(60)  # started before the reload: it may have read either files
+        for _ in range(600):
+            if daemon.web.pid not in (None, first) and not alive(first):
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.web.pid not in (None, first) and not alive(first)  # replaced by one started after it
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.web.port}", timeout=30) as client:
+            answer = await client.post("/console/login", data={"username": "newcomer", "password": PASSWORD})
+        assert answer.status_code == 303
+    finally:
+        await asyncio.wait_for(daemon.stop(), 30)
+    assert web_children(os.getpid()) == []

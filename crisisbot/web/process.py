@@ -87,8 +87,9 @@ def describe_exit(code: int | None) -> str:
 class _Child:
     """One `crisisbot web-worker` process."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, generation: int = 0) -> None:
         self.proc = proc
+        self.generation = generation  # the configuration it was started for (WebProcess._generation)
         self.pid = proc.pid
         self.started = time.monotonic()
         self.ready_at: float | None = None
@@ -136,6 +137,8 @@ class WebProcess:
         self._problem: str | None = None  # why no child serves (health and logs)
         self._swap = asyncio.Lock()  # one start/replace at a time
         self._stop_requested = asyncio.Event()  # ends a wait for a starting child at once
+        self._generation = 0  # counts reloads: a child started before the last one is replaced
+        self._serving = asyncio.Event()  # set once a child serves
 
     @property
     def pid(self) -> int | None:
@@ -143,23 +146,26 @@ class WebProcess:
 
     # -- start / reload / stop -------------------------------------------------------------
     async def start(self) -> None:
-        """Bind (a port in use fails the daemon's start, as before); start the child. A
-        child that fails to start is logged, shows in health and is retried in the
-        background: the daemon and its alarm path run without it."""
+        """Bind (a port in use fails the daemon's start, as before), then start the child in
+        the background: the daemon is ready without waiting for it. At the lowest CPU
+        priority a child's start-up only gets the CPU the daemon leaves (about 0.7 s on a
+        quiet machine, but a daemon busy resuming incidents would have waited as long as
+        it stayed busy); meanwhile the port already listens, and a request waits in the
+        kernel's queue until the child takes it. A child that fails to start is logged,
+        shows in health and is retried: the daemon and its alarm path run without it."""
         web = self.runtime.bundle.config.web
         self._sock = bind_listener(web.host, web.port)
         self.port = self._sock.getsockname()[1]
         self.runtime.health.add("web", self.check)
         self._down_since = time.monotonic()
         self._problem = "starting"
-        try:
-            await self._replace()
-        except _StartFailed as exc:
-            self._failed(str(exc))
-            self._schedule_restart()
-            return
-        log.info("web console on http://%s:%s/console (process %d, lowest CPU priority)", web.host, self.port,
-                 self.pid)
+        self._restarter = asyncio.create_task(self._keep_serving(first=True), name="crisisbot-web-start")
+
+    async def serving(self, timeout: float | None = None) -> int:
+        """Wait until a child serves (tests, tools); its process id."""
+        await asyncio.wait_for(self._serving.wait(), timeout)
+        assert self._child is not None
+        return self._child.pid
 
     async def reload(self) -> None:
         """A new child on the new configuration, ready before the old one stops (the
@@ -167,8 +173,9 @@ class WebProcess:
         start, the old one keeps serving."""
         if self._stopping or self._sock is None:
             return
-        if self._child is None:  # down: the restarter reads the new configuration anyway
-            return
+        self._generation += 1
+        if self._child is None or (self._restarter is not None and not self._restarter.done()):
+            return  # a child is being started: once it serves, it is replaced if it predates this reload
         try:
             await self._replace()
         except _StartFailed as exc:
@@ -216,6 +223,7 @@ class WebProcess:
             old, self._child = self._child, child
             self._down_since = None
             self._problem = None
+            self._serving.set()
             child.watch = asyncio.create_task(self._watch(child), name=f"crisisbot-web-watch-{child.pid}")
         if old is not None:
             code = await old.stop()
@@ -224,6 +232,7 @@ class WebProcess:
     async def _spawn(self) -> _Child:
         assert self._sock is not None
         fd = self._sock.fileno()
+        generation = self._generation  # taken before the child reads the configuration
         ready_read, ready_write = os.pipe()
         argv = [sys.executable, "-m", "crisisbot", "-c", str(self.config_path), *self.options, "web-worker",
                 "--fd", str(fd), "--control", str(self.control_path), "--ready-fd", str(ready_write),
@@ -238,7 +247,7 @@ class WebProcess:
             raise _StartFailed(f"cannot start {sys.executable}: {exc}") from None
         finally:
             os.close(ready_write)
-        child = _Child(proc)
+        child = _Child(proc, generation)
         try:
             await self._wait_ready(child, ready_read)
         except BaseException:
@@ -297,25 +306,42 @@ class WebProcess:
     def _schedule_restart(self) -> None:
         if self._stopping or (self._restarter is not None and not self._restarter.done()):
             return
-        self._restarter = asyncio.create_task(self._restart_loop(), name="crisisbot-web-restart")
+        self._restarter = asyncio.create_task(self._keep_serving(), name="crisisbot-web-restart")
 
-    async def _restart_loop(self) -> None:
+    async def _keep_serving(self, first: bool = False) -> None:
+        """Start a child (after the backoff, unless it is the first), until one serves the
+        configuration in force: one started before a reload is replaced at once."""
         while not self._stopping:
-            delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
-            await asyncio.sleep(delay)
-            self.restarts += 1
+            if not first:
+                delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
+                await asyncio.sleep(delay)
+                self.restarts += 1
             try:
                 await self._replace()
             except _StartFailed as exc:
                 if self._stopping:
                     return
                 self._failed(str(exc))
+                first = False
                 continue
             except Exception as exc:  # noqa: BLE001 - the supervisor must outlive anything
-                log.exception("web console: restarting failed")
-                self._failed(f"restart failed: {type(exc).__name__}: {exc}")
+                log.exception("web console: starting its process failed")
+                self._failed(f"start failed: {type(exc).__name__}: {exc}")
+                first = False
                 continue
-            log.warning("web console process restarted (process %d, restart %d)", self.pid, self.restarts)
+            child = self._child
+            if child is None:  # it died already: its watch scheduled nothing (this task runs)
+                first = False
+                continue
+            if child.generation != self._generation:
+                log.info("web console process %d started before the last reload: replacing it", child.pid)
+                first = True  # at once, no backoff: nothing failed
+                continue
+            web = self.runtime.bundle.config.web
+            if self.restarts:
+                log.warning("web console process restarted (process %d, restart %d)", child.pid, self.restarts)
+            log.info("web console on http://%s:%s/console (process %d, lowest CPU priority)", web.host,
+                     self.port, child.pid)
             return
 
 

@@ -109,7 +109,7 @@ async def test_a_stop_while_a_new_web_process_starts_leaves_no_process(workspace
     daemon = Daemon(workspace.config_path, load_bundle(workspace.config_path))
     await daemon.start()
     try:
-        first = daemon.web.pid
+        first = await daemon.web.serving(60)
         replacing = asyncio.ensure_future(daemon.web.reload())
         for _ in range(3000):
             starting = [p for p in web_children(os.getpid()) if p != first]

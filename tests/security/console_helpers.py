@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
+from daemon_helpers import web_serving
 from crisisbot.config.bundle import load_bundle
 from crisisbot.daemon import Daemon
 from crisisbot.clock import ManualClock
@@ -36,6 +37,7 @@ def enable_console(ws: Any, **web: Any) -> None:
 async def console_daemon(ws: Any, clock: ManualClock | None = None) -> AsyncIterator[Daemon]:
     daemon = Daemon(ws.config_path, load_bundle(ws.config_path), clock=clock)
     await daemon.start()
+    await web_serving(daemon)
     try:
         yield daemon
     finally:
