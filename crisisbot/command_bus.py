@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 from crisisbot.commands import (
     Acknowledge, Acknowledged, AlarmTaken, AuditRecorded, AuditsRecorded, Cancel, Cancelled, Command, DaemonStatus,
     DrillStarted, Health, HealthReport, LinksRevoked, ListSessions, RecordAudit, RecordAudits, Reload, Reloaded,
-    Result, RevokeLinks,
-    RevokeSessions, RunDrill, SessionsListed, SessionsRevoked, SilenceAdd, SilenceAdded, SilenceEnd, SilenceEnded,
-    StandDown, Status, StoodDown, TriggerAlarm, web_audit_refusal,
+    Result, RevokeLinks, RevokeSessions, RunDrill, SessionsListed, SessionsRevoked, SilenceAdd, SilenceAdded,
+    SilenceEnd, SilenceEnded, StandDown, Status, StoodDown, TriggerAlarm, web_audit_refusal,
 )
 from crisisbot.errors import CommandInvalid, DaemonRequired
 
