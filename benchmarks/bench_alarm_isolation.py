@@ -17,8 +17,13 @@ full collections are not pauses of the instrument.
 Statistics: a p99 needs many samples (with 10 runs it was the single slowest one; with
 60 per scenario, the interpolated p99 still leaned on the slowest one: over 5 runs on a
 quiet machine the (b)/(a) p99 ratio went from 0.83 to 1.39 while p50 stayed 0.94-1.00;
-with 120 it lies between the second and third slowest). The
-load is set up once per block and BENCH_ALARMS alarms (default 20) are fired one after
+with 120 it lay between the second and third slowest, and a scenario with no extra work
+at all, (c) once the idle connections cost nothing, still reached 1.34 x (a) in one quiet
+run: a few hiccups of the shared host landing on 2 of 120 samples; with 240 per scenario
+it lies between the third and fourth slowest). The printout also gives, for each p99
+ratio, a 90 % bootstrap interval (the scenarios' samples resampled 2,000 times, fixed
+seed): how far the ratio could move by the luck of the draw alone. The
+load is set up once per block and BENCH_ALARMS alarms (default 40) are fired one after
 the other during it, a short random pause apart (the same pauses for every scenario), so
 that they land at different moments of the flood. Blocks are interleaved over
 BENCH_ROUNDS rounds (default 6), the order rotating each round (abc, bca, cab, ...), so
@@ -67,8 +72,9 @@ from crisisbot.web.passwords import hash_password
 from triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
-ALARMS = int(os.environ.get("BENCH_ALARMS", "20"))  # per scenario and round
+ALARMS = int(os.environ.get("BENCH_ALARMS", "40"))  # per scenario and round
 PAUSE = (0.03, 0.15)  # seconds between two alarms of a block, drawn at random (fixed seed)
+RESAMPLES = 2000  # bootstrap draws for the p99 ratios' intervals
 SCENARIOS = {"a": "(a) no load", "b": "(b) 1,500 concurrent bad logins (sustained)",
              "c": "(c) 1,100 idle connections (DC-09 + webhook)"}
 FLOOD_NICE = int(os.environ.get("BENCH_FLOOD_NICE", "0"))
@@ -144,6 +150,24 @@ def niceness(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def ratio_interval(load: list[float], base: list[float], q: float = 0.99,
+                   level: float = 0.90) -> tuple[float, float]:
+    """A percentile bootstrap interval of pct(load, q) / pct(base, q)."""
+    draw = random.Random(15)
+
+    def quantile(values: list[float]) -> float:  # as pct's "inclusive" interpolation, without 999 cut points
+        ordered = sorted(values)
+        at = q * (len(ordered) - 1)
+        low = int(at)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+    ratios = sorted(quantile(draw.choices(load, k=len(load))) / quantile(draw.choices(base, k=len(base)))
+                    for _ in range(RESAMPLES))
+    tail = (1 - level) / 2
+    return ratios[int(tail * RESAMPLES)], ratios[int((1 - tail) * RESAMPLES) - 1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -272,7 +296,12 @@ async def run() -> None:
     a50, a99 = pct(times["a"], 0.5), pct(times["a"], 0.99)
     for key, name in SCENARIOS.items():
         p50, p90, p99 = (pct(times[key], q) * 1000 for q in (0.5, 0.9, 0.99))
-        ratio = "" if key == "a" else f"   ratio to (a): p50 {p50 / a50 / 1000:5.2f}  p99 {p99 / a99 / 1000:5.2f}"
+        if key == "a":
+            ratio = ""
+        else:
+            low, high = ratio_interval(times[key], times["a"])
+            ratio = (f"   ratio to (a): p50 {p50 / a50 / 1000:5.2f}  p99 {p99 / a99 / 1000:5.2f}"
+                     f" (90 % interval {low:.2f}-{high:.2f})")
         print(f"  {name:<46} p50 {p50:6.1f}  p90 {p90:6.1f}  p99 {p99:6.1f}  max {max(times[key]) * 1000:6.1f} ms"
               f"{ratio}")
     attacker = sum(r.cpu for r in floods) / flood_seconds if flood_seconds else 0.0
