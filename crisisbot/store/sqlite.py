@@ -501,7 +501,6 @@ class SqliteStore(Store):
             log.warning("closing the store reported: %s", exc)
         _joined(db)
 
-
     async def backup(self, target: Path) -> None:
         """A consistent copy through SQLite's online backup API, while the daemon runs."""
         def copy(conn: sqlite3.Connection) -> None:
