@@ -14,23 +14,25 @@ attacker's CPU does not slow the measuring SMTP server. After start-up, this pro
 garbage collector is settled as the daemon's is (crisisbot/gc_policy.py), so that its
 full collections are not pauses of the instrument.
 
-Statistics: a p99 needs many samples (with 10 runs it was the single slowest one; with
-60 per scenario, the interpolated p99 still leaned on the slowest one: over 5 runs on a
-quiet machine the (b)/(a) p99 ratio went from 0.83 to 1.39 while p50 stayed 0.94-1.00;
-with 120 it lay between the second and third slowest, and a scenario with no extra work
-at all, (c) once the idle connections cost nothing, still reached 1.34 x (a) in one quiet
-run: a few hiccups of the shared host landing on 2 of 120 samples; with 240 per scenario
-it lies between the third and fourth slowest). The printout also gives, for each p99
-ratio, a 90 % bootstrap interval (the scenarios' samples resampled 2,000 times, fixed
-seed): how far the ratio could move by the luck of the draw alone. The
-load is set up once per block and BENCH_ALARMS alarms (default 40) are fired one after
-the other during it, a short random pause apart (the same pauses for every scenario), so
-that they land at different moments of the flood. Blocks are interleaved over
-BENCH_ROUNDS rounds (default 6), the order rotating each round (abc, bca, cab, ...), so
-that slow moments of a shared machine, and the aftermath of one scenario, touch every
-scenario alike. Two warm-up alarms are fired before and not counted. Percentiles are
-linearly interpolated between the sorted samples (statistics.quantiles, "inclusive");
-the printout gives the number of samples, p90 and the slowest run too.
+Statistics: a p99 needs many samples, and the shared machine drifts. With 10 runs the
+p99 was the single slowest one; with 60 per scenario it still leaned on it (over 5 quiet
+runs, (b)/(a) went from 0.83 to 1.39 while p50 stayed 0.94-1.00); with 120 or 240 in 6
+rounds (blocks of 20 or 40), a scenario that costs the daemon nothing at all, (c), still
+came out at 1.34 and 1.24 x (a) in two quiet runs, its p50 at 1.04: (a)'s blocks had
+fallen in quieter minutes of the host. So now 240 alarms per scenario (the p99 lies between the third and fourth
+slowest), in short blocks finely interleaved: BENCH_ROUNDS rounds (default 12) of
+BENCH_ALARMS alarms (default 20) per scenario, the order rotating each round (abc, bca,
+cab, ...), so that slow moments of the machine, and the aftermath of one scenario, touch
+every scenario alike. One attacker process serves every (b) block, paused in between
+(benchmarks/load.py, FloodProcess.pause): a new one per block cost a second of start-up
+each. Within a block the alarms are fired one after the other, a short random pause
+apart (the same pauses for every scenario), so that they land at different moments of
+the load. Two warm-up alarms are fired before and not counted. Percentiles are linearly
+interpolated between the sorted samples (statistics.quantiles, "inclusive"); the
+printout gives the number of samples, p90, the slowest run, and for each p99 ratio a 90 %
+bootstrap interval (the samples resampled 2,000 times, fixed seed): how far the ratio
+could move by the luck of the draw alone (not the machine's drift, which the
+interleaving is for).
 
 Fairness: the attacker's process runs in a session of its own (benchmarks/load.py,
 FloodProcess): a real attacker's CPU is another machine's, and in the daemon's own
@@ -39,7 +41,8 @@ while the daemon had stopped serving it. BENCH_FLOOD_NICE (default 0) lowers its
 priority further. Everything the daemon does for the flood is still charged to it, and
 shown apart: the daemon's own CPU time (all threads, from /proc) per alarm in each
 scenario, that of its web console process (web.isolation: process, the default: the
-console runs as a child of the daemon at nice 19, where the login flood is served), and
+console runs as a child of the daemon at nice 19 and SCHED_IDLE, where the login flood
+is served), and
 the attacker's CPU per second of flood. The load average at start and end
 is printed, since the machine may be shared. BENCH_SAMPLES_OUT names a JSON file to
 write every sample to (scenario, start and end on the monotonic clock, daemon CPU), to
@@ -71,8 +74,10 @@ from crisisbot.gc_policy import settle
 from crisisbot.web.passwords import hash_password
 from triggers.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
-ALARMS = int(os.environ.get("BENCH_ALARMS", "40"))  # per scenario and round
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
+ALARMS = int(os.environ.get("BENCH_ALARMS", "20"))  # per scenario and round
+SETTLE = 0.5  # seconds after a load starts or ends before the next block
+RAMP = 0.3  # seconds after a paused flood resumes before its block
 PAUSE = (0.03, 0.15)  # seconds between two alarms of a block, drawn at random (fixed seed)
 RESAMPLES = 2000  # bootstrap draws for the p99 ratios' intervals
 SCENARIOS = {"a": "(a) no load", "b": "(b) 1,500 concurrent bad logins (sustained)",
@@ -249,30 +254,38 @@ async def run() -> None:
                 # heap were pauses of the instrument itself, in any scenario (as the daemon does:
                 # crisisbot/gc_policy.py)
                 settle()
-                for round_ in range(ROUNDS):
-                    order = "abc"[round_ % 3:] + "abc"[:round_ % 3]
-                    for key in order:
-                        if key == "a":
-                            await block("a", round_)
-                        elif key == "b":
-                            flood = FloodProcess(web, 1500, sources=250, first_block=1 + 8 * round_,
-                                                 nice=FLOOD_NICE, sustained=True)
-                            await flood.started()  # fire once the daemon is answering the flood
-                            flooding = time.perf_counter()
-                            try:
-                                await block("b", round_)
-                            finally:
-                                flood.stop()
-                            floods.append(await flood.result())
-                            flood_seconds += time.perf_counter() - flooding
-                            await asyncio.sleep(0.5)  # the last attempts' connections close
-                        else:
-                            await idle.open(dc09, 550, first_block=200)
-                            await idle.open(hook, 550, first_block=201)
-                            await asyncio.sleep(0.5)  # (c) is about connections held, not being accepted
-                            await block("c", round_)
-                            idle.close()
-                            await asyncio.sleep(0.5)  # let the daemon see the idle sockets close
+                # one attacker process for the whole run, paused between its blocks (a new one
+                # per block cost a second each, and blocks must be short: see the docstring)
+                flood = FloodProcess(web, 1500, sources=250, first_block=1, nice=FLOOD_NICE, sustained=True)
+                try:
+                    await flood.started()  # the daemon answers the flood: it is up to speed
+                    flood.pause()
+                    await asyncio.sleep(SETTLE)
+                    for round_ in range(ROUNDS):
+                        order = "abc"[round_ % 3:] + "abc"[:round_ % 3]
+                        for key in order:
+                            if key == "a":
+                                await block("a", round_)
+                            elif key == "b":
+                                flood.resume()
+                                await asyncio.sleep(RAMP)  # 1,500 attempts in flight again
+                                flooding = time.perf_counter()
+                                try:
+                                    await block("b", round_)
+                                finally:
+                                    flood.pause()
+                                flood_seconds += time.perf_counter() - flooding
+                                await asyncio.sleep(SETTLE)  # the last attempts' connections close
+                            else:
+                                await idle.open(dc09, 550, first_block=200)
+                                await idle.open(hook, 550, first_block=201)
+                                await asyncio.sleep(SETTLE)  # (c) is about connections held, not being accepted
+                                await block("c", round_)
+                                idle.close()
+                                await asyncio.sleep(SETTLE)  # let the daemon see the idle sockets close
+                finally:
+                    flood.stop()
+                    floods.append(await flood.result())
         finally:
             idle.close()
             proc.send_signal(signal.SIGTERM)

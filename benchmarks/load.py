@@ -81,7 +81,8 @@ async def login_flood(port: int, count: int = 1500, sources: int = 250, first_bl
 
 
 async def sustained_flood(port: int, concurrency: int, first_block: int, result: FloodResult,
-                          stop: Callable[[], bool], per_address: int = 6) -> FloodResult:
+                          stop: Callable[[], bool], per_address: int = 6,
+                          paused: Callable[[], bool] = lambda: False) -> FloodResult:
     """Wrong logins kept `concurrency` in flight until `stop()` is true: each answer starts
     another. Every `per_address` attempts come from a new address (1,500 concurrent from
     250 addresses, as `login_flood`), so the per-address throttle does not simply refuse
@@ -90,23 +91,39 @@ async def sustained_flood(port: int, concurrency: int, first_block: int, result:
     source = next(froms)
     started = 0
 
+    running = asyncio.Event()  # cleared while paused: the workers wait on it, they do not poll
+    running.set()
+
+    async def watch_pause() -> None:  # one poll of the other process's flag for all workers
+        while not stop():
+            if paused():
+                running.clear()
+            else:
+                running.set()
+            await asyncio.sleep(0.01)
+        running.set()
+
     async def worker() -> None:
         nonlocal source, started
         while not stop():
+            if not running.is_set():  # between the benchmark's blocks: no attempt starts
+                await running.wait()
+                continue
             started += 1
             if started % per_address == 0:
                 source = next(froms)
             await _bad_login(port, source, f"intrus{started}", result)
 
+    watcher = asyncio.ensure_future(watch_pause())
     workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     while not stop():
         await asyncio.sleep(0.02)
     # attempts the daemon holds back (or never accepts) would keep the flood alive for up
     # to its timeouts: what is not answered shortly after the stop is abandoned
     await asyncio.wait(workers, timeout=STOP_GRACE)
-    for task in workers:
+    for task in [*workers, watcher]:
         task.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
+    await asyncio.gather(*workers, watcher, return_exceptions=True)
     return result
 
 
@@ -136,7 +153,7 @@ class IdleConnections:
 
 
 def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int, under_way, results,
-                stop=None) -> None:
+                stop=None, pause=None) -> None:
     """Child process body: run the flood, signal once 100 answers came back, report codes.
     With `stop` (an Event), `count` logins are kept in flight until it is set (sustained)."""
     try:
@@ -153,8 +170,9 @@ def _flood_main(port: int, count: int, sources: int, first_block: int, nice: int
             def over() -> bool:
                 return stop.is_set() or os.getppid() != parent
 
-            flood = asyncio.ensure_future(sustained_flood(port, count, first_block, result, over,
-                                                          per_address=max(1, count // sources)))
+            flood = asyncio.ensure_future(sustained_flood(
+                port, count, first_block, result, over, per_address=max(1, count // sources),
+                paused=(lambda: pause.is_set()) if pause is not None else (lambda: False)))
         while not flood.done():
             if result.answered >= min(100, count):
                 under_way.set()
@@ -183,7 +201,9 @@ class FloodProcess:
     the others leave, which also slows the flood itself down: too kind to the daemon).
 
     `sustained`: `count` logins stay in flight (each answer starts another) until `stop()`,
-    so that many alarms can be measured under one flood."""
+    so that many alarms can be measured under one flood; `pause()` and `resume()` hold
+    and restart it (the attempts in flight finish), so that one attacker process serves
+    many short blocks of a benchmark."""
 
     def __init__(self, port: int, count: int = 1500, sources: int = 250, first_block: int = 1,
                  nice: int = 0, sustained: bool = False) -> None:
@@ -192,15 +212,25 @@ class FloodProcess:
         context = multiprocessing.get_context("spawn")
         self.under_way = context.Event()
         self._stop = context.Event() if sustained else None
+        self._pause = context.Event() if sustained else None
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_flood_main, daemon=True,
                                         args=(port, count, sources, first_block, nice, self.under_way, send,
-                                              self._stop))
+                                              self._stop, self._pause))
         self._process.start()
 
     async def started(self) -> None:
         while not self.under_way.is_set():
             await asyncio.sleep(0.01)
+
+    def pause(self) -> None:
+        """A sustained flood starts no new login until `resume()`."""
+        assert self._pause is not None, "only a sustained flood pauses"
+        self._pause.set()
+
+    def resume(self) -> None:
+        assert self._pause is not None, "only a sustained flood pauses"
+        self._pause.clear()
 
     def stop(self) -> None:
         """A sustained flood starts no new login; those in flight still finish (`result`)."""
