@@ -232,12 +232,7 @@ async def _record_audits(bus: CommandBus, command: RecordAudits) -> AuditsRecord
 
 
 async def _health(bus: CommandBus, command: Health) -> HealthReport:
-    health = bus.runtime.health
-    if "supervision" not in health:  # the web app in its own process: nobody here registered the lifecycle's
-        from crisisbot.web.health import supervision_check
-
-        health.add("supervision", supervision_check(bus.lifecycle))
-    status, checks = await health.gather()
+    status, checks = await bus.runtime.health.gather()  # the daemon registered its checks at start
     # a check may put any object in its details: the answer must cross the socket as JSON
     return HealthReport(status=status, checks=json.loads(json.dumps(checks, default=str)))
 

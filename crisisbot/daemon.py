@@ -232,7 +232,7 @@ class Daemon:
                                                                "restarted": changed})
         if self.lifecycle is not None:
             await self.lifecycle.reloaded()
-        if self.web is not None and hasattr(self.web, "reload"):  # the web process reads the new files
+        if self.web is not None:  # a web process is replaced by one that reads the new files
             await self.web.reload()
         if self.settle is not None:
             self.settle("reloaded")

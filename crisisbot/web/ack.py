@@ -181,5 +181,5 @@ def ack_routes(runtime: "Runtime", commands: "CommandBus", refusals: Refusals | 
         Route("/stand-down/{token}", stand_down_post, methods=["POST"]),
         Route("/incidents/{incident_id}/stand-down", incident_stand_down, methods=["POST"]),
         Route("/incidents/{incident_id}/cancel", incident_cancel, methods=["POST"]),
-        health_route(runtime, commands.lifecycle),
+        health_route(runtime),
     ]

@@ -52,11 +52,11 @@ def authorized(request: Request, runtime: "Runtime") -> bool:
     return hmac.compare_digest(given[7:].strip().encode(), token.get_secret_value().encode())
 
 
-def health_route(runtime: "Runtime", lifecycle: "Lifecycle | None" = None) -> Route:
-    if lifecycle is not None or "daemon" not in runtime.health:
-        # in the web process (no lifecycle here), the daemon's own verdict, check "daemon", stands for it
-        runtime.health.add("supervision", supervision_check(lifecycle))
-    runtime.health.add("pools", pools_check(runtime))
+def health_route(runtime: "Runtime") -> Route:
+    """The daemon registers its own checks at start (supervision, inputs, pools…); the web
+    process has the daemon's verdict as its check "daemon" and adds its own pools here."""
+    if "pools" not in runtime.health:
+        runtime.health.add("pools", pools_check(runtime))
 
     async def health(request: Request) -> Response:
         status, checks = await runtime.health.gather()

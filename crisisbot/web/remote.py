@@ -48,10 +48,8 @@ NOT_ANSWERING = "The daemon is not answering; try again in a moment."
 
 
 class RemoteBus:
-    """`CommandBus.dispatch` over the control socket. `lifecycle` is None: the lifecycle
-    parts live in the daemon (the web's /health asks it with `daemon_health_check`)."""
-
-    lifecycle = None
+    """`CommandBus.dispatch` over the control socket. The lifecycle parts live in the
+    daemon (the web's /health asks its verdict with `daemon_health_check`)."""
 
     def __init__(self, control_path: Path, *, timeout: float = TIMEOUT, attempts: int = ATTEMPTS,
                  connect_wait: float = CONNECT_WAIT, pause: float = PAUSE) -> None:

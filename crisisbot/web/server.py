@@ -137,6 +137,10 @@ class WebServer:
         if self._sock is None:
             log.info("web console on http://%s:%s/console", web.host, self.port)
 
+    async def reload(self) -> None:
+        """Nothing to restart: in the daemon's process the app reads `runtime.bundle`, which
+        the reload has replaced (WebProcess.reload starts a process on the new files)."""
+
     async def stop(self) -> None:
         if self._inputs is not None:
             self._inputs()
