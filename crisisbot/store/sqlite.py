@@ -23,10 +23,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence, TypeVar
 
 import aiosqlite
 
@@ -324,7 +324,7 @@ class SqliteStore(Store):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StoreError(f"cannot create the store {self.path}: {exc.strerror}") from exc
-        try:
+        async with self._opening():
             self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
             self._db.row_factory = aiosqlite.Row
             await self._in_thread(lambda conn: refuse_newer(conn, self.path))  # before anything is written
@@ -341,12 +341,6 @@ class SqliteStore(Store):
             # (never blocking writers for long) on its own thread.
             await self._db.execute("PRAGMA wal_autocheckpoint=0")
             await self._db.execute(f"PRAGMA journal_size_limit={WAL_KEEP}")
-        except sqlite3.Error as exc:
-            await self._close_connection()
-            raise (StoreDamaged if damaged(exc) else StoreError)(explain(exc, self.path)) from exc
-        except BaseException:
-            await self._close_connection()
-            raise
         # its own connection (own thread), opened here so that closing never has to
         # interrupt a connection half made (its thread would outlive the event loop)
         try:
@@ -357,13 +351,26 @@ class SqliteStore(Store):
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(self._checkpoint_db), name="sqlite-checkpoint")
         self._inline = self._open_inline()
 
+    @asynccontextmanager
+    async def _opening(self) -> AsyncIterator[None]:
+        """Opening the main connection: on failure it is closed again, and an SQLite error
+        becomes a `StoreError` with an operator's explanation."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            await self._close_connection()
+            raise (StoreDamaged if damaged(exc) else StoreError)(explain(exc, self.path)) from exc
+        except BaseException:
+            await self._close_connection()
+            raise
+
     async def _open_reader(self) -> None:
         """One read-only connection (its own thread); nothing else: no checkpointer, no
         inline connection, no WAL-sync threads."""
         if not self.path.is_file():
             raise StoreError(f"the store {self.path} does not exist: the daemon creates it at its start "
                              "(is the daemon running on this data directory?)")
-        try:
+        async with self._opening():
             self._db = await aiosqlite.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True,
                                                isolation_level=None, timeout=READER_BUSY_TIMEOUT)
             self._db.row_factory = aiosqlite.Row
@@ -373,12 +380,6 @@ class SqliteStore(Store):
                 raise StoreError(f"the store {self.path} has schema version {found} and this crisisbot reads "
                                  f"version {SCHEMA_VERSION}: the daemon has not upgraded the store yet "
                                  "(it does so at its start; open the store for reading after that)")
-        except sqlite3.Error as exc:
-            await self._close_connection()
-            raise (StoreDamaged if damaged(exc) else StoreError)(explain(exc, self.path)) from exc
-        except BaseException:
-            await self._close_connection()
-            raise
 
     def _open_inline(self) -> sqlite3.Connection | None:
         """A connection used on the event loop itself, for small writes on the hot path
