@@ -4,7 +4,9 @@ the daemon, and never outlives it holding the console's port."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import time
 
 import pytest
 
@@ -122,3 +124,38 @@ async def test_a_stop_while_a_new_web_process_starts_leaves_no_process(workspace
     await asyncio.gather(replacing, return_exceptions=True)
     assert not alive(first) and not alive(starting[0])
     assert web_children(os.getpid()) == []
+
+
+def test_random_kill_9_of_the_daemon_restarted_at_once_loses_no_email_and_no_start(daemon, smtp_server):
+    """kill -9 of the daemon at random moments after an alarm, each time started again at
+    once on the same ports, as a supervisor would: the orphaned web process must never make
+    the new daemon's start fail (port in use), and every alarm reaches the whole committee."""
+    seed = int(os.environ.get("CRISISBOT_KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    received = smtp_server.handler.messages
+
+    def reached() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for message in received:
+            found.setdefault(str(message.message["X-Crisisbot-Incident"]), set()).update(message.rcpt)
+        return found
+
+    daemon.fire(label="warm-up")
+    committee = wait_until(lambda: next(iter(reached().values()), None), what="the warm-up's first email",
+                           log=daemon.log)
+    time.sleep(1.0)  # the rest of its convocation
+    committee = next(iter(reached().values()))
+    orphans = []
+    for crash in range(5):
+        orphans.append(daemon.web_pid())
+        daemon.fire(details={"run": crash})  # answered 202: stored
+        time.sleep(rng.uniform(0.005, 0.2))
+        daemon.process.kill()  # type: ignore[union-attr]
+        daemon.process.wait(10)  # type: ignore[union-attr]
+        daemon.start()  # at once (the console may still answer from the orphan meanwhile)
+        daemon.web_pid()  # the new daemon bound the console's port and started its own web process
+        assert daemon.process.poll() is None, daemon.log.read_text()[-3000:]  # type: ignore[union-attr]
+        wait_until(lambda: len(reached()) == crash + 2 and all(r == committee for r in reached().values()),
+                   timeout=60, what=f"every email of alarm {crash + 1} (seed {seed})", log=daemon.log)
+    assert daemon.stop() == 0
+    wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=15, what="the orphaned web processes to exit")
